@@ -1,0 +1,5 @@
+import sys
+
+from servoscope.cli import main
+
+sys.exit(main())

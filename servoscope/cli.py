@@ -1,0 +1,123 @@
+"""``servoscope``: one command, with sub-commands (serve, model …)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from servoscope import __version__
+from servoscope.models.config import ModelConfigError
+from servoscope.settings import Settings, SettingsError, effective, load_settings
+
+log = logging.getLogger("servoscope")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(
+        args.config,
+        host=args.host,
+        port=args.port,
+        model_repository=args.model_repository,
+        models=tuple(args.models.split(",")) if args.models else None,
+        preprocess_workers=args.preprocess_workers,
+        log_level=args.log_level,
+    )
+    _setup_logging(settings.log_level)
+    print("servoscope effective configuration:", json.dumps(effective(settings), indent=2), file=sys.stderr)
+    ensure_default_model(settings)
+    from servoscope.server.app import create_app, load_pipeline
+    from servoscope.server.run import serve
+
+    pipeline = load_pipeline(settings)  # fail here, before binding the port, if a model cannot load
+    serve(create_app(settings, pipeline), settings)
+    return 0
+
+
+def ensure_default_model(settings: Settings) -> None:
+    from servoscope.models import repository
+    from servoscope.models.prepare import DEFAULT_MODEL, prepare_default
+
+    wanted = settings.models or (settings.default_model,)
+    if settings.prepare_default_model and DEFAULT_MODEL in wanted and not repository.versions(
+        settings.model_repository, DEFAULT_MODEL
+    ):
+        prepare_default(settings.model_repository)
+
+
+def cmd_model_prepare(args: argparse.Namespace) -> int:
+    from servoscope.models.prepare import prepare_default
+
+    _setup_logging("info")
+    print(prepare_default(args.repository, force=args.force))
+    return 0
+
+
+def cmd_model_quantize(args: argparse.Namespace) -> int:
+    from servoscope.models.quantize import quantize
+
+    _setup_logging("info")
+    report = quantize(args.repository, args.source, args.name, args.images)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace) -> int:
+    from servoscope.models import repository
+
+    for entry in repository.discover(args.repository):
+        print(f"{entry.name}\tv{entry.version}\t{entry.path}\t{entry.config.description}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="servoscope", description=__doc__)
+    top.add_argument("--version", action="version", version=f"servoscope {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the models of a repository over HTTP")
+    serve.add_argument("--config", type=Path, help="TOML settings file (also SERVOSCOPE_CONFIG)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--model-repository", type=Path)
+    serve.add_argument("--models", help="comma-separated model names (default: all in the repository)")
+    serve.add_argument("--preprocess-workers", type=int)
+    serve.add_argument("--log-level")
+    serve.set_defaults(func=cmd_serve)
+
+    model = sub.add_parser("model", help="prepare, quantize and list models").add_subparsers(dest="action", required=True)
+    repo_default = Path("models")
+    prep = model.add_parser("prepare", help="convert the pretrained EfficientNet-Lite0 to ONNX in the repository")
+    prep.add_argument("--repository", type=Path, default=repo_default)
+    prep.add_argument("--force", action="store_true", help="prepare again even if present")
+    prep.set_defaults(func=cmd_model_prepare)
+    quant = model.add_parser("quantize", help="make an INT8 variant of a model and report its top-1 agreement")
+    quant.add_argument("--repository", type=Path, default=repo_default)
+    quant.add_argument("--source", default="efficientnet_lite0")
+    quant.add_argument("--name", default="efficientnet_lite0_int8")
+    quant.add_argument("--images", type=Path, help="folder of calibration photos (default: scikit-image's sample photos)")
+    quant.set_defaults(func=cmd_model_quantize)
+    lst = model.add_parser("list", help="the models of a repository")
+    lst.add_argument("--repository", type=Path, default=repo_default)
+    lst.set_defaults(func=cmd_model_list)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SettingsError, ModelConfigError) as exc:
+        print(f"servoscope: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The error tree and its HTTP statuses.
+
+::
+
+    ServoscopeError                      500  base of everything servoscope raises on purpose
+    ├── RequestError                     400  the request itself is wrong
+    │   ├── EmptyBody                    400  no bytes in the body
+    │   ├── InvalidParameter             400  a query parameter or protocol field is wrong
+    │   ├── InvalidImage                 400  the bytes are not a readable image (or truncated)
+    │   ├── UnsupportedMediaType         415  content type missing or not an accepted image type
+    │   ├── PayloadTooLarge              413  body above the byte limit
+    │   ├── ImageTooLarge                413  image dimensions above the pixel limit
+    │   └── ModelNotFound                404  no such model is served
+    ├── Overloaded                       429  a queue is full: retry after a moment
+    ├── Unavailable                      503  not ready, or shutting down
+    ├── DeadlineExceeded                 504  the request's deadline passed before it was served
+    └── InferenceFailed                  500  the model run failed
+"""
+
+from __future__ import annotations
+
+
+class ServoscopeError(Exception):
+    status = 500
+    retry_after_s: float | None = None
+
+    @property
+    def message(self) -> str:
+        return str(self) or type(self).__name__
+
+
+class RequestError(ServoscopeError):
+    status = 400
+
+
+class EmptyBody(RequestError):
+    pass
+
+
+class InvalidParameter(RequestError):
+    pass
+
+
+class InvalidImage(RequestError):
+    pass
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class ImageTooLarge(RequestError):
+    status = 413
+
+
+class ModelNotFound(RequestError):
+    status = 404
+
+
+class Overloaded(ServoscopeError):
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(ServoscopeError):
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ServoscopeError):
+    status = 504
+
+
+class InferenceFailed(ServoscopeError):
+    status = 500
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status for an exception: its own for servoscope errors, 500 for anything else."""
+    return exc.status if isinstance(exc, ServoscopeError) else 500

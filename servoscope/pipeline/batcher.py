@@ -1,0 +1,201 @@
+"""Dynamic batching, per model.
+
+The dispatch rule is a pure function of (queued count, oldest wait, policy), so a simulator
+can batch exactly as the server does. The batcher itself:
+
+- the request's future exists before it is queued; the queue is bounded (``Overloaded``);
+- the wait window starts when the oldest queued request arrived, never earlier;
+- it wakes on an event (a new request, an instance coming free, the window closing), never polls;
+- cancelled and expired requests are dropped before a batch runs (expired → ``DeadlineExceeded``);
+- a batch runs on an idle instance, so batches in flight ≤ instances; while all instances are
+  busy, requests accumulate and the next free instance takes up to ``max_batch_size`` of them;
+- outputs must match inputs one to one, and an exception reaches every request of its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from servoscope.clock import SYSTEM_CLOCK, Clock
+from servoscope.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+from servoscope.models.config import BatchingConfig
+from servoscope.pipeline.postprocess import Prediction
+from servoscope.pipeline.runtime import Instance
+from servoscope.stages import Stage, Timing
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_size(queued: int, oldest_wait_s: float, policy: BatchingConfig) -> int:
+    """How many queued requests to run now on an idle instance; 0 means wait for more.
+
+    Full batch: go. A preferred size reachable: go with the largest one. The oldest request
+    has waited ``max_queue_delay_s``: go with what there is.
+    """
+    if queued <= 0:
+        return 0
+    if queued >= policy.max_batch_size:
+        return policy.max_batch_size
+    preferred = [size for size in policy.preferred_batch_sizes if size <= queued]
+    if preferred and preferred[-1] == queued:
+        return queued
+    if oldest_wait_s >= policy.max_queue_delay_s:
+        return queued
+    return 0
+
+
+@dataclass(slots=True, eq=False)
+class Pending:
+    """One request waiting in the batcher."""
+
+    tensor: np.ndarray
+    top_k: int
+    deadline: float
+    timing: Timing
+    future: asyncio.Future[list[Prediction]]
+    enqueued: float = 0.0
+
+
+Postprocess = Callable[[np.ndarray, list[int]], list[list[Prediction]]]
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: str,
+        policy: BatchingConfig,
+        instances: list[Instance],
+        postprocess: Postprocess,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.model = model
+        self.policy = policy
+        self.instances = instances
+        self.postprocess = postprocess
+        self.clock = clock
+        self._queue: collections.deque[Pending] = collections.deque()
+        self._wake = asyncio.Event()
+        self._idle: collections.deque[Instance] = collections.deque(instances)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.in_flight = 0  # batches running now
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.model}")
+
+    async def stop(self) -> None:
+        """Refuse new work, let queued and running batches finish, then stop the schedule."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        for instance in self.instances:
+            instance.close()
+
+    def submit(self, pending: Pending) -> None:
+        if self._closed:
+            raise Unavailable(f"model {self.model!r} is shutting down")
+        if len(self._queue) >= self.policy.max_queue_size:
+            raise Overloaded(f"batch queue of model {self.model!r} is full ({self.policy.max_queue_size} waiting)")
+        pending.enqueued = self.clock.now()
+        self._queue.append(pending)
+        self._wake.set()
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_dead()
+            if self._closed and not self._queue and self.in_flight == 0:
+                return
+            size = self._ready_size() if self._idle else 0
+            if size:
+                self._launch(loop, self._idle.popleft(), [self._queue.popleft() for _ in range(size)])
+                continue
+            await self._sleep(loop)
+
+    def _ready_size(self) -> int:
+        if not self._queue:
+            return 0
+        if self._closed:  # draining: no reason to wait for company
+            return min(len(self._queue), self.policy.max_batch_size)
+        oldest_wait = self.clock.now() - self._queue[0].enqueued
+        return dispatch_size(len(self._queue), oldest_wait, self.policy)
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until something changes: a submit, a batch finishing, or the oldest request's window closing."""
+        self._wake.clear()
+        timer = None
+        if self._queue and self._idle:
+            remaining = self._queue[0].enqueued + self.policy.max_queue_delay_s - self.clock.now()
+            timer = loop.call_later(max(0.0, remaining), self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _drop_dead(self) -> None:
+        if not self._queue:
+            return
+        now = self.clock.now()
+        if all(not p.future.done() and p.deadline > now for p in self._queue):
+            return
+        alive: collections.deque[Pending] = collections.deque()
+        for p in self._queue:
+            if p.future.done():  # cancelled: the client went away
+                continue
+            if p.deadline <= now:
+                p.future.set_exception(DeadlineExceeded(f"deadline passed after {now - p.timing.start:.3f}s, before inference"))
+                continue
+            alive.append(p)
+        self._queue = alive
+
+    def _launch(self, loop: asyncio.AbstractEventLoop, instance: Instance, batch: list[Pending]) -> None:
+        self.in_flight += 1
+        done = loop.run_in_executor(instance.executor, self._run, instance, batch)
+        done.add_done_callback(lambda f: self._finish(instance, batch, f))
+
+    def _run(self, instance: Instance, batch: list[Pending]) -> list[list[Prediction]]:
+        """On the instance's thread: stack, infer, postprocess; each request's timing stamped."""
+        clock = self.clock
+        started = clock.now()
+        for p in batch:
+            p.timing.end(Stage.BATCH_WAIT, started)
+            p.timing.batch_size = len(batch)
+        inputs = np.stack([p.tensor for p in batch])
+        outputs = instance.runtime.run(inputs)
+        if outputs.shape[0] != len(batch):
+            raise InferenceFailed(f"model {self.model!r} returned {outputs.shape[0]} rows for a batch of {len(batch)}")
+        inferred = clock.now()
+        results = self.postprocess(outputs, [p.top_k for p in batch])
+        finished = clock.now()
+        for p in batch:
+            p.timing.end(Stage.INFERENCE, inferred)
+            p.timing.end(Stage.POSTPROCESS, finished)
+        return results
+
+    def _finish(self, instance: Instance, batch: list[Pending], done: asyncio.Future[list[list[Prediction]]]) -> None:
+        self.in_flight -= 1
+        self._idle.append(instance)
+        self._wake.set()
+        error = done.exception()
+        if error is not None and not isinstance(error, InferenceFailed):
+            log.error("inference failed on model %s instance %d", self.model, instance.index, exc_info=error)
+            error = InferenceFailed(f"inference failed on model {self.model!r}: {type(error).__name__}: {error}")
+        for i, p in enumerate(batch):
+            if p.future.done():
+                continue
+            if error is not None:
+                p.future.set_exception(error)
+            else:
+                p.future.set_result(done.result()[i])

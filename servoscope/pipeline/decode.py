@@ -1,0 +1,142 @@
+"""Image bytes → an RGB image no larger than the model needs, bounded in bytes and pixels.
+
+The header is read and the pixel count checked before any pixel is decoded. JPEGs much
+larger than needed are decoded with DCT-domain downscaling (``Image.draft``), which is
+several times cheaper than a full decode followed by a resize.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from servoscope.errors import (
+    EmptyBody,
+    ImageTooLarge,
+    InvalidImage,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+
+# Content type → the Pillow format that must be found in the bytes.
+MEDIA_TYPES: dict[str, str] = {
+    "image/jpeg": "JPEG",
+    "image/jpg": "JPEG",
+    "image/png": "PNG",
+    "image/webp": "WEBP",
+}
+ANY_IMAGE = None  # a media type of None: sniff among the accepted formats
+_ACCEPTED_FORMATS = sorted(set(MEDIA_TYPES.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+
+def media_format(content_type: str | None) -> str:
+    """The Pillow format for a request's ``Content-Type``, or a 415 error saying what is accepted."""
+    if not content_type:
+        raise UnsupportedMediaType(
+            f"missing Content-Type: send the raw image as one of {', '.join(sorted(MEDIA_TYPES))}"
+        )
+    media = content_type.split(";", 1)[0].strip().lower()
+    try:
+        return MEDIA_TYPES[media]
+    except KeyError:
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not accepted: send one of {', '.join(sorted(MEDIA_TYPES))}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    image: Image.Image  # RGB, possibly downscaled while decoding
+    source_pixels: int  # width × height of the encoded image
+
+
+def decode(data: bytes, limits: DecodeLimits, min_side: int, fmt: str | None = None) -> Decoded:
+    """Decode ``data`` to RGB, its shorter side no smaller than ``min_side`` where the source allows.
+
+    ``fmt`` is the Pillow format the bytes must be in (None: any accepted format).
+    """
+    if not data:
+        raise EmptyBody("the request body is empty: send the image bytes")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(f"image is {len(data)} bytes, above the limit of {limits.max_bytes}")
+    image = _open(data, fmt, limits)
+    source_pixels = image.width * image.height
+    try:
+        _draft(image, min_side)
+        image.load()
+        image = ImageOps.exif_transpose(image) or image
+        return Decoded(to_rgb(image), source_pixels)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InvalidImage(f"cannot decode the {image.format} image: {exc}") from None
+
+
+def _open(data: bytes, fmt: str | None, limits: DecodeLimits) -> Image.Image:
+    formats = [fmt] if fmt else _ACCEPTED_FORMATS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=formats)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image dimensions exceed the pixel limit: {exc}") from None
+    except UnidentifiedImageError:
+        wanted = f"a {fmt} image" if fmt else f"an image ({', '.join(_ACCEPTED_FORMATS)})"
+        raise InvalidImage(f"the body is not {wanted}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidImage(f"cannot read the image header: {exc}") from None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels, above the limit of {limits.max_pixels}"
+        )
+    return image
+
+
+def _draft(image: Image.Image, min_side: int) -> None:
+    """Ask the JPEG decoder to scale down by 1/2, 1/4 or 1/8 while keeping the shorter side ≥ min_side."""
+    if image.format != "JPEG":
+        return
+    width, height = image.size
+    short = min(width, height)
+    if short < 2 * min_side:
+        return
+    scale = min_side / short
+    requested = (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999)))
+    mode = "RGB" if image.mode in ("RGB", "YCbCr") else image.mode
+    image.draft(mode, requested)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB; transparent areas become white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _high_depth_to_rgb(image)
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    pixels = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        scaled = (pixels.astype(np.uint32) >> 8).astype(np.uint8)
+    else:
+        low, high = float(pixels.min()), float(pixels.max())
+        span = high - low if high > low else 1.0
+        scaled = ((pixels.astype(np.float32) - low) * (255.0 / span)).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L").convert("RGB")

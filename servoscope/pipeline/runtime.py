@@ -1,0 +1,94 @@
+"""Inference backends: ONNX Runtime sessions on the CPU, CUDA or TensorRT execution providers.
+
+A model *instance* is one session plus the one thread that feeds it, so at most one batch
+runs per instance at a time and the number of batches in flight is the number of instances.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+PROVIDERS: dict[str, list[str]] = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+class RuntimeError_(RuntimeError):
+    """A model cannot be loaded on the requested execution provider."""
+
+
+class Runtime(Protocol):
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """A float32 NCHW batch → one output row per input row."""
+        ...
+
+
+def providers_for(provider: str) -> list[str]:
+    """The execution providers to ask for, or an error naming what this ONNX Runtime offers."""
+    wanted = PROVIDERS.get(provider)
+    if wanted is None:
+        raise RuntimeError_(f"unknown provider {provider!r}; choose one of {sorted(PROVIDERS)}")
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise RuntimeError_(
+            f"provider {provider!r} needs {wanted[0]}, but this ONNX Runtime offers only {available}"
+        )
+    return [p for p in wanted if p in available]
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Spinning threads would steal the cores the decode workers need between batches.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OnnxModel:
+    """One ONNX Runtime session."""
+
+    def __init__(self, path: Path, provider: str, intra_op_threads: int, input_name: str, output_name: str) -> None:
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=session_options(intra_op_threads), providers=providers_for(provider)
+            )
+        except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph) as exc:
+            raise RuntimeError_(f"cannot load {path}: {exc}") from None
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if input_name not in inputs or output_name not in outputs:
+            raise RuntimeError_(
+                f"{path} has inputs {inputs} and outputs {outputs}; its config names {input_name!r} → {output_name!r}"
+            )
+        self.input_name = input_name
+        self.output_names = [output_name]
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(self.output_names, {self.input_name: batch})[0]
+
+
+class Instance:
+    """A runtime and the single thread that feeds it."""
+
+    def __init__(self, model: str, index: int, runtime: Runtime) -> None:
+        self.model = model
+        self.index = index
+        self.runtime = runtime
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model}-{index}")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,158 @@
+"""A served model — preprocessing spec, batcher, instances, postprocessing — and the set of them.
+
+This is the request path without HTTP: the server, tests and a distributed engine call
+:meth:`ModelService.classify` with image bytes and a timing record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from servoscope.clock import SYSTEM_CLOCK, Clock
+from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
+from servoscope.models.repository import ModelEntry
+from servoscope.pipeline.batcher import Batcher, Pending
+from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.postprocess import Postprocessor, Prediction
+from servoscope.pipeline.preprocess import PreprocessSpec, prepare
+from servoscope.pipeline.runtime import Instance, OnnxModel
+from servoscope.pipeline.workers import PreprocessPool
+from servoscope.resources import plan_threads
+from servoscope.stages import Timing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    model: str
+    version: str
+    predictions: list[Prediction]
+    batch_size: int
+
+
+class ModelService:
+    def __init__(
+        self,
+        entry: ModelEntry,
+        pool: PreprocessPool,
+        instances: list[Instance],
+        limits: DecodeLimits,
+        max_pending: int,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.entry = entry
+        self.name = entry.name
+        self.version = entry.version
+        self.labels = entry.labels()
+        cfg = entry.config.input
+        self.spec = PreprocessSpec(cfg.size, cfg.resize, cfg.mean, cfg.std)
+        self.pool = pool
+        self.limits = limits
+        self.max_pending = max_pending
+        self.clock = clock
+        self.pending = 0  # admitted and not yet answered
+        self.batcher = Batcher(
+            entry.name, entry.config.batching, instances, Postprocessor(self.labels, entry.config.output.kind), clock
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def check_top_k(self, top_k: int) -> int:
+        if not 1 <= top_k <= self.num_classes:
+            raise InvalidParameter(f"top_k must be between 1 and {self.num_classes}, got {top_k}")
+        return top_k
+
+    async def classify(self, data: bytes, fmt: str | None, top_k: int, timing: Timing, deadline: float) -> Classification:
+        """Image bytes → top-k predictions. Raises a :mod:`servoscope.errors` error for anything refused."""
+        self.check_top_k(top_k)
+        if self.pending >= self.max_pending:
+            raise Overloaded(f"model {self.name!r} has {self.pending} requests pending (limit {self.max_pending})")
+        self.pending += 1
+        timing.model = self.name
+        timing.input_bytes = len(data)
+        try:
+            prepared = await self.pool.run(functools.partial(prepare, data, fmt, self.limits, self.spec), timing, deadline)
+            timing.input_pixels = prepared.pixels
+            future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
+            self.batcher.submit(Pending(prepared.tensor, top_k, deadline, timing, future))
+            predictions = await future
+            return Classification(self.name, self.version, predictions, timing.batch_size)
+        finally:
+            self.pending -= 1
+
+
+def load_instances(entry: ModelEntry, intra_op_threads: int) -> list[Instance]:
+    cfg = entry.config
+    return [
+        Instance(
+            entry.name,
+            i,
+            OnnxModel(entry.model_file, cfg.instances.provider, intra_op_threads, cfg.input.name, cfg.output.name),
+        )
+        for i in range(cfg.instances.count)
+    ]
+
+
+def warm_up(service: ModelService) -> None:
+    """One inference before serving: loads kernels, and checks outputs against the label count."""
+    dummy = np.zeros((1, *service.spec.shape), dtype=np.float32)
+    for inst in service.batcher.instances:
+        out = inst.runtime.run(dummy)
+        if out.reshape(1, -1).shape[1] != service.num_classes:
+            raise ValueError(
+                f"model {service.name!r} outputs {out.reshape(1, -1).shape[1]} classes but has {service.num_classes} labels"
+            )
+
+
+class Pipeline:
+    """Every served model, sharing one preprocessing pool."""
+
+    def __init__(self, services: dict[str, ModelService], pool: PreprocessPool) -> None:
+        self.services = services
+        self.pool = pool
+
+    def get(self, name: str) -> ModelService:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise ModelNotFound(f"model {name!r} is not served; models: {sorted(self.services)}") from None
+
+    def start(self) -> None:
+        for service in self.services.values():
+            service.batcher.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.batcher.stop() for s in self.services.values()))
+        self.pool.close()
+
+
+def build_pipeline(
+    entries: list[ModelEntry],
+    preprocess_workers: int,
+    limits: DecodeLimits,
+    max_pending: int,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Pipeline:
+    total_instances = sum(e.config.instances.count for e in entries)
+    plan = plan_threads(preprocess_workers, 0, total_instances)
+    pool = PreprocessPool(plan.preprocess_workers, clock)
+    services = {}
+    for entry in entries:
+        threads = entry.config.instances.intra_op_threads or plan.intra_op_threads
+        service = ModelService(entry, pool, load_instances(entry, threads), limits, max_pending, clock)
+        warm_up(service)
+        log.info(
+            "model %s v%s: %d instance(s) × %d threads on %s, batching %s",
+            entry.name, entry.version, entry.config.instances.count, threads,
+            service.batcher.instances[0].runtime.providers, entry.config.batching.model_dump(),
+        )
+        services[entry.name] = service
+    return Pipeline(services, pool)

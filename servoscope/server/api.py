@@ -1,0 +1,76 @@
+"""The JSON API under ``/v1``: classify an image, list models, show the effective configuration."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from servoscope.errors import ServoscopeError
+from servoscope.pipeline.decode import media_format
+from servoscope.pipeline.service import Classification
+from servoscope.server.http import error_response, int_param, json_response, read_body, timeout_s
+from servoscope.server.state import state_of
+from servoscope.settings import effective
+from servoscope.stages import Stage, Timing
+
+
+def timings_ms(timing: Timing) -> dict[str, float]:
+    return {name: round(sec * 1000, 3) for name, sec in timing.durations().items()}
+
+
+def classification_json(result: Classification, timing: Timing) -> dict:
+    return {
+        "model": result.model,
+        "version": result.version,
+        "predictions": [{"label": p.label, "index": p.index, "score": p.score} for p in result.predictions],
+        "batch_size": result.batch_size,
+        "timings_ms": timings_ms(timing),
+    }
+
+
+async def classify(request: Request) -> Response:
+    state = state_of(request)
+    settings = state.settings
+    clock = state.clock
+    timing = Timing(clock.now())
+    try:
+        service = state.accepting().get(request.path_params["name"])
+        top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
+        fmt = media_format(request.headers.get("content-type"))
+        deadline = timing.start + timeout_s(request, settings.request_timeout_s)
+        body = await read_body(request, settings.max_body_bytes)
+        timing.end(Stage.INGEST, clock.now())
+        result = await service.classify(body, fmt, top_k, timing, deadline)
+        timing.end(Stage.RESPOND, clock.now())
+        timing.status = 200
+        return json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})
+    except ServoscopeError as exc:
+        timing.status = exc.status
+        return error_response(exc, {"Server-Timing": timing.server_timing()})
+    finally:
+        state.sink(timing)
+
+
+async def list_models(request: Request) -> Response:
+    pipeline = state_of(request).accepting()
+    return json_response(
+        {
+            "models": [
+                {"name": s.name, "version": s.version, "classes": s.num_classes, "input": s.entry.config.input.model_dump()}
+                for s in pipeline.services.values()
+            ]
+        }
+    )
+
+
+async def config(request: Request) -> Response:
+    state = state_of(request)
+    return json_response({"service": effective(state.settings), "models": state.model_configs})
+
+
+routes = [
+    Route("/v1/models/{name}/classify", classify, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/config", config, methods=["GET"]),
+]

@@ -1,0 +1,276 @@
+"""The Open Inference Protocol (KServe v2), so Triton/KServe clients work unchanged.
+
+Input: one ``BYTES`` tensor of encoded images (JPEG, PNG or WebP), shape ``[N]``, sent either
+in JSON (each element base64-encoded, since JSON cannot carry raw bytes) or in Triton's
+binary tensor data extension (``Inference-Header-Content-Length``; elements length-prefixed).
+Outputs, each of shape ``[N, top_k]``: ``labels`` (BYTES), ``scores`` (FP32), ``indices`` (INT64).
+Request parameter ``top_k`` (default: the service's). Outputs are returned as binary data when
+the request asks for it per output (``parameters.binary_data``) or for all (``binary_data_output``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from servoscope import __version__
+from servoscope.errors import InvalidParameter, ServoscopeError
+from servoscope.pipeline.service import Classification, ModelService
+from servoscope.server.http import error_response, json_response, read_body, timeout_s
+from servoscope.server.state import state_of
+from servoscope.stages import Stage, Timing
+
+HEADER_LENGTH = "inference-header-content-length"
+INPUT_NAME = "image"
+OUTPUTS = {"labels": "BYTES", "scores": "FP32", "indices": "INT64"}
+
+
+async def server_metadata(request: Request) -> Response:
+    return json_response({"name": "servoscope", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+
+async def live(request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    is_ready = state_of(request).ready
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+
+def _service(request: Request) -> ModelService:
+    service = state_of(request).accepting().get(request.path_params["name"])
+    version = request.path_params.get("version")
+    if version is not None and version != service.version:
+        raise InvalidParameter(f"model {service.name!r} serves version {service.version!r}, not {version!r}")
+    return service
+
+
+async def model_metadata(request: Request) -> Response:
+    try:
+        service = _service(request)
+    except ServoscopeError as exc:
+        return error_response(exc)
+    return json_response(
+        {
+            "name": service.name,
+            "versions": [service.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": name, "datatype": dtype, "shape": [-1, -1]} for name, dtype in OUTPUTS.items()],
+        }
+    )
+
+
+async def model_ready(request: Request) -> Response:
+    try:
+        _service(request)
+    except ServoscopeError as exc:
+        return error_response(exc)
+    return json_response({"name": request.path_params["name"], "ready": True})
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the binary section of an inference request."""
+    if header_length is None:
+        head, rest = body, b""
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise InvalidParameter(f"Inference-Header-Content-Length is not a number: {header_length!r}") from None
+        if not 0 < n <= len(body):
+            raise InvalidParameter(f"Inference-Header-Content-Length {n} does not fit a body of {len(body)} bytes")
+        head, rest = body[:n], body[n:]
+    try:
+        parsed = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidParameter(f"the inference request is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidParameter("the inference request must be a JSON object")
+    return parsed, rest
+
+
+def deserialize_bytes(blob: bytes) -> list[bytes]:
+    """Triton's BYTES encoding: each element a little-endian uint32 length, then its bytes."""
+    out, offset = [], 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            raise InvalidParameter("BYTES tensor data is truncated (incomplete length prefix)")
+        (n,) = struct.unpack_from("<I", blob, offset)
+        offset += 4
+        if offset + n > len(blob):
+            raise InvalidParameter(f"BYTES element of {n} bytes runs past the end of the tensor data")
+        out.append(blob[offset : offset + n])
+        offset += n
+    return out
+
+
+def serialize_bytes(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [x for item in data for x in _flatten(item)]
+    return [data]
+
+
+def parse_images(request_json: dict[str, Any], binary: bytes, max_images: int) -> list[bytes]:
+    inputs = request_json.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InvalidParameter(f"expected exactly one input tensor {INPUT_NAME!r} of datatype BYTES")
+    tensor = inputs[0]
+    if tensor.get("datatype") != "BYTES":
+        raise InvalidParameter(f"input {tensor.get('name')!r} must have datatype BYTES, got {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InvalidParameter(f"input shape must be a list of non-negative integers, got {shape!r}")
+    count = int(np.prod(shape)) if shape else 1
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or size > len(binary):
+            raise InvalidParameter(f"binary_data_size {size!r} does not fit the {len(binary)} bytes of binary data")
+        images = deserialize_bytes(binary[:size])
+    else:
+        images = [_b64(item) for item in _flatten(tensor.get("data"))]
+    if len(images) != count:
+        raise InvalidParameter(f"input shape {shape} holds {count} elements, but {len(images)} were sent")
+    if not 1 <= count <= max_images:
+        raise InvalidParameter(f"send between 1 and {max_images} images per request, got {count}")
+    return images
+
+
+def _b64(item: Any) -> bytes:
+    if not isinstance(item, str):
+        raise InvalidParameter("in JSON, each BYTES element must be a base64-encoded string")
+    try:
+        return base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameter("a BYTES element is not valid base64 (JSON carries images base64-encoded)") from None
+
+
+def _top_k(request_json: dict[str, Any], default: int) -> int:
+    value = (request_json.get("parameters") or {}).get("top_k", default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(f"parameter top_k must be an integer, got {value!r}")
+    return value
+
+
+def _binary_outputs(request_json: dict[str, Any]) -> set[str]:
+    """The outputs to return as binary data."""
+    if (request_json.get("parameters") or {}).get("binary_data_output"):
+        return set(OUTPUTS)
+    wanted = request_json.get("outputs") or []
+    return {o.get("name") for o in wanted if isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data")}
+
+
+def _requested(request_json: dict[str, Any]) -> list[str]:
+    wanted = request_json.get("outputs")
+    if not wanted:
+        return list(OUTPUTS)
+    names = [o.get("name") for o in wanted if isinstance(o, dict)]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise InvalidParameter(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
+    return names
+
+
+def output_tensors(results: list[Classification]) -> dict[str, np.ndarray]:
+    return {
+        "labels": np.array([[p.label.encode() for p in r.predictions] for r in results], dtype=object),
+        "scores": np.array([[p.score for p in r.predictions] for r in results], dtype=np.float32),
+        "indices": np.array([[p.index for p in r.predictions] for r in results], dtype=np.int64),
+    }
+
+
+def infer_response(
+    service: ModelService, request_json: dict[str, Any], results: list[Classification], headers: dict[str, str]
+) -> Response:
+    tensors = output_tensors(results)
+    binary_names = _binary_outputs(request_json)
+    outputs, blobs = [], []
+    for name in _requested(request_json):
+        array = tensors[name]
+        entry: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": list(array.shape)}
+        if name in binary_names:
+            blob = serialize_bytes(array.ravel().tolist()) if name == "labels" else array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            flat = array.ravel().tolist()
+            entry["data"] = [b.decode() for b in flat] if name == "labels" else flat
+        outputs.append(entry)
+    body = {"model_name": service.name, "model_version": service.version, "outputs": outputs}
+    if "id" in request_json:
+        body["id"] = request_json["id"]
+    head = orjson.dumps(body)
+    if not blobs:
+        return Response(head, 200, headers, "application/json")
+    headers = {**headers, "Inference-Header-Content-Length": str(len(head))}
+    return Response(head + b"".join(blobs), 200, headers, "application/octet-stream")
+
+
+async def infer(request: Request) -> Response:
+    state = state_of(request)
+    settings = state.settings
+    clock = state.clock
+    start = clock.now()
+    timings: list[Timing] = []
+    try:
+        service = _service(request)
+        deadline = start + timeout_s(request, settings.request_timeout_s)
+        body = await read_body(request, settings.max_body_bytes)
+        request_json, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        images = parse_images(request_json, binary, settings.max_images_per_request)
+        top_k = service.check_top_k(_top_k(request_json, settings.default_top_k))
+        _requested(request_json)
+        ingested = clock.now()
+        timings = [Timing(start) for _ in images]
+        for timing in timings:
+            timing.end(Stage.INGEST, ingested)
+        outcomes = await asyncio.gather(
+            *(service.classify(img, None, top_k, t, deadline) for img, t in zip(images, timings)),
+            return_exceptions=True,
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            raise errors[0]
+        results = [o for o in outcomes if isinstance(o, Classification)]
+        finished = clock.now()
+        for timing in timings:
+            timing.end(Stage.RESPOND, finished)
+            timing.status = 200
+        return infer_response(service, request_json, results, {"Server-Timing": _slowest(timings, start).server_timing()})
+    except ServoscopeError as exc:
+        for timing in timings:
+            timing.status = exc.status
+        return error_response(exc, {"Server-Timing": _slowest(timings, start).server_timing()})
+    finally:
+        for timing in timings:
+            state.sink(timing)
+
+
+def _slowest(timings: list[Timing], start: float) -> Timing:
+    return max(timings, key=lambda t: t.durations()["total"]) if timings else Timing(start)
+
+
+_MODEL = "/v2/models/{name}"
+_VERSIONED = "/v2/models/{name}/versions/{version}"
+routes = [
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/health/live", live, methods=["GET"]),
+    Route("/v2/health/ready", ready, methods=["GET"]),
+    *(Route(base, model_metadata, methods=["GET"]) for base in (_MODEL, _VERSIONED)),
+    *(Route(base + "/ready", model_ready, methods=["GET"]) for base in (_MODEL, _VERSIONED)),
+    *(Route(base + "/infer", infer, methods=["POST"]) for base in (_MODEL, _VERSIONED)),
+]

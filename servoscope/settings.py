@@ -1,0 +1,84 @@
+"""The service's configuration: one typed object, loaded once at start and passed down.
+
+Sources, lowest precedence first: built-in defaults, a TOML file (``--config`` or
+``SERVOSCOPE_CONFIG``), environment variables ``SERVOSCOPE_<FIELD>``, then command-line flags.
+Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SERVOSCOPE_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SERVOSCOPE_", extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
+    model_repository: Path = Field(Path("models"), description="folder of <name>/<version>/model.onnx")
+    models: tuple[str, ...] = Field((), description="models to serve (empty: every model in the repository)")
+    default_model: str = Field("efficientnet_lite0", description="prepared automatically when missing")
+    prepare_default_model: bool = Field(True, description="prepare the default model at start if it is missing")
+    preprocess_workers: int = Field(0, ge=0, le=256, description="decode/preprocess threads (0: one per core)")
+    max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="largest accepted image, width × height")
+    max_images_per_request: int = Field(64, ge=1, description="images in one Open Inference Protocol request")
+    default_top_k: int = Field(5, ge=1, description="predictions per image when top_k is not given")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="longest wait for in-flight requests on SIGTERM")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _CONFIG_FILE.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class SettingsError(ValueError):
+    pass
+
+
+# The file being loaded, handed to ``settings_customise_sources`` (a classmethod pydantic calls).
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("servoscope_config_file", default=None)
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Defaults < TOML file < environment < ``flags`` (flags that are None are not given)."""
+    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is not None and not path.is_file():
+        raise SettingsError(f"config file {path} does not exist")
+    token = _CONFIG_FILE.set(path)
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise SettingsError(f"invalid configuration:\n{exc}") from None
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    return settings.model_dump(mode="json")
