@@ -29,7 +29,9 @@ class ThreadPlan:
 def plan_threads(
     preprocess_workers: int = 0, intra_op_threads: int = 0, instances: int = 1, cores: int | None = None
 ) -> ThreadPlan:
-    """0 means "size to the machine": a preprocess worker per core, and the cores shared among instances."""
+    """0 means "size to the machine": a preprocess worker per core, and the cores shared among the
+    instances of one model. Models are sized independently: traffic rarely keeps two busy at once,
+    and ONNX Runtime threads that do not spin cost little while idle."""
     cores = cores or available_cores()
     workers = preprocess_workers or cores
     intra = intra_op_threads or max(1, cores // max(1, instances))

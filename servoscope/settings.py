@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "SERVOSCOPE_CONFIG"
+PILLOW_MAX_PIXELS = 178_956_970  # Pillow refuses larger images outright (2 × Image.MAX_IMAGE_PIXELS)
 
 
 class Settings(BaseSettings):
@@ -35,7 +36,9 @@ class Settings(BaseSettings):
     preprocess_workers: int = Field(0, ge=0, le=256, description="decode/preprocess threads (0: one per core)")
     max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
-    max_image_pixels: int = Field(50_000_000, ge=1, description="largest accepted image, width × height")
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="largest accepted image, width × height"
+    )
     max_images_per_request: int = Field(64, ge=1, description="images in one Open Inference Protocol request")
     default_top_k: int = Field(5, ge=1, description="predictions per image when top_k is not given")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none")

@@ -86,8 +86,8 @@ def _open(data: bytes, fmt: str | None, limits: DecodeLimits) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=formats)
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"image dimensions exceed the pixel limit: {exc}") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"image dimensions exceed the pixel limit of {limits.max_pixels}") from None
     except UnidentifiedImageError:
         wanted = f"a {fmt} image" if fmt else f"an image ({', '.join(_ACCEPTED_FORMATS)})"
         raise InvalidImage(f"the body is not {wanted}") from None

@@ -141,12 +141,11 @@ def build_pipeline(
     max_pending: int,
     clock: Clock = SYSTEM_CLOCK,
 ) -> Pipeline:
-    total_instances = sum(e.config.instances.count for e in entries)
-    plan = plan_threads(preprocess_workers, 0, total_instances)
-    pool = PreprocessPool(plan.preprocess_workers, clock)
+    pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock)
     services = {}
     for entry in entries:
-        threads = entry.config.instances.intra_op_threads or plan.intra_op_threads
+        instances = entry.config.instances
+        threads = plan_threads(preprocess_workers, instances.intra_op_threads, instances.count).intra_op_threads
         service = ModelService(entry, pool, load_instances(entry, threads), limits, max_pending, clock)
         warm_up(service)
         log.info(

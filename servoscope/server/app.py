@@ -16,7 +16,7 @@ from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.server import api, openapi, v2
-from servoscope.server.http import json_response
+from servoscope.server.http import error_response, json_response
 from servoscope.server.state import RecordSink, ServerState, discard
 from servoscope.settings import Settings
 
@@ -38,6 +38,11 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """An unexpected exception: logged (by Starlette, with its traceback), answered as a JSON 500."""
+    return error_response(exc)
 
 
 def create_app(
@@ -66,7 +71,7 @@ def create_app(
     app = Starlette(
         routes=[*api.routes, *v2.routes, *openapi.routes],
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.servoscope = state
     return app

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 import types
+from typing import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -27,6 +31,20 @@ class DrainingServer(uvicorn.Server):
             log.info("signal %d: draining (readiness false, finishing in-flight requests)", sig)
         self.state.draining = True
         super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn's, without re-raising the signal once the server has stopped: uvicorn does that so
+        the process dies of it (exit status -15), but a completed drain is a clean exit, status 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:

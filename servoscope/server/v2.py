@@ -125,18 +125,40 @@ def _flatten(data: Any) -> list[Any]:
     return [data]
 
 
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``parameters`` object of a request, input or output ({} when absent)."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidParameter(f"{where} parameters must be a JSON object, got {params!r}")
+    return params
+
+
+def _output_specs(request_json: dict[str, Any]) -> list[dict[str, Any]]:
+    """The requested outputs ([] when absent: all of them)."""
+    wanted = request_json.get("outputs")
+    if wanted is None:
+        return []
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
+        raise InvalidParameter(f'outputs must be a list of objects like {{"name": "labels"}}, got {wanted!r}')
+    return wanted
+
+
 def parse_images(request_json: dict[str, Any], binary: bytes, max_images: int) -> list[bytes]:
     inputs = request_json.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InvalidParameter(f"expected exactly one input tensor {INPUT_NAME!r} of datatype BYTES")
     tensor = inputs[0]
+    if tensor.get("name") != INPUT_NAME:
+        raise InvalidParameter(f"the input tensor must be named {INPUT_NAME!r}, got {tensor.get('name')!r}")
     if tensor.get("datatype") != "BYTES":
         raise InvalidParameter(f"input {tensor.get('name')!r} must have datatype BYTES, got {tensor.get('datatype')!r}")
     shape = tensor.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise InvalidParameter(f"input shape must be a list of non-negative integers, got {shape!r}")
     count = int(np.prod(shape)) if shape else 1
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(tensor, f"input {INPUT_NAME!r}").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
             raise InvalidParameter(f"binary_data_size {size!r} does not fit the {len(binary)} bytes of binary data")
@@ -160,7 +182,7 @@ def _b64(item: Any) -> bytes:
 
 
 def _top_k(request_json: dict[str, Any], default: int) -> int:
-    value = (request_json.get("parameters") or {}).get("top_k", default)
+    value = _parameters(request_json, "request").get("top_k", default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidParameter(f"parameter top_k must be an integer, got {value!r}")
     return value
@@ -168,17 +190,16 @@ def _top_k(request_json: dict[str, Any], default: int) -> int:
 
 def _binary_outputs(request_json: dict[str, Any]) -> set[str]:
     """The outputs to return as binary data."""
-    if (request_json.get("parameters") or {}).get("binary_data_output"):
+    if _parameters(request_json, "request").get("binary_data_output"):
         return set(OUTPUTS)
-    wanted = request_json.get("outputs") or []
-    return {o.get("name") for o in wanted if isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data")}
+    return {o.get("name") for o in _output_specs(request_json) if _parameters(o, "output").get("binary_data")}
 
 
 def _requested(request_json: dict[str, Any]) -> list[str]:
-    wanted = request_json.get("outputs")
+    wanted = _output_specs(request_json)
     if not wanted:
         return list(OUTPUTS)
-    names = [o.get("name") for o in wanted if isinstance(o, dict)]
+    names = [o.get("name") for o in wanted]
     unknown = [n for n in names if n not in OUTPUTS]
     if unknown:
         raise InvalidParameter(f"unknown outputs {unknown}; this model has {list(OUTPUTS)}")
@@ -234,6 +255,7 @@ async def infer(request: Request) -> Response:
         images = parse_images(request_json, binary, settings.max_images_per_request)
         top_k = service.check_top_k(_top_k(request_json, settings.default_top_k))
         _requested(request_json)
+        _binary_outputs(request_json)  # every field checked before any inference
         ingested = clock.now()
         timings = [Timing(start) for _ in images]
         for timing in timings:
