@@ -77,7 +77,8 @@ def parse_server_timing(header: str) -> dict[str, float]:
     """Seconds per stage from a ``Server-Timing`` header written by :meth:`Timing.server_timing`."""
     out: dict[str, float] = {}
     for part in header.split(","):
-        name, _, params = part.strip().partition(";")
+        name, _, params = part.partition(";")
+        name = name.strip()
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
             if key == "dur" and name:

@@ -42,12 +42,10 @@ def dispatch_size(queued: int, oldest_wait_s: float, policy: BatchingConfig) -> 
         return 0
     if queued >= policy.max_batch_size:
         return policy.max_batch_size
-    preferred = [size for size in policy.preferred_batch_sizes if size <= queued]
-    if preferred and preferred[-1] == queued:
-        return queued
     if oldest_wait_s >= policy.max_queue_delay_s:
         return queued
-    return 0
+    preferred = [size for size in policy.preferred_batch_sizes if size <= queued]
+    return preferred[-1] if preferred else 0
 
 
 @dataclass(slots=True, eq=False)
