@@ -15,6 +15,8 @@
     ├── Unavailable                      503  not ready, or shutting down
     ├── DeadlineExceeded                 504  the request's deadline passed before it was served
     └── InferenceFailed                  500  the model run failed
+
+Each error has a ``reason``: a short fixed name used as a metrics label (refusals are counted by it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 class ServoscopeError(Exception):
     status = 500
+    reason = "error"  # a low-cardinality name for metrics labels
     retry_after_s: float | None = None
 
     @property
@@ -31,58 +34,67 @@ class ServoscopeError(Exception):
 
 class RequestError(ServoscopeError):
     status = 400
+    reason = "bad_request"
 
 
 class EmptyBody(RequestError):
-    pass
+    reason = "empty_body"
 
 
 class InvalidParameter(RequestError):
-    pass
+    reason = "invalid_parameter"
 
 
 class InvalidImage(RequestError):
-    pass
+    reason = "invalid_image"
 
 
 class UnsupportedMediaType(RequestError):
     status = 415
+    reason = "unsupported_media_type"
 
 
 class PayloadTooLarge(RequestError):
     status = 413
+    reason = "payload_too_large"
 
 
 class ImageTooLarge(RequestError):
     status = 413
+    reason = "image_too_large"
 
 
 class ModelNotFound(RequestError):
     status = 404
+    reason = "model_not_found"
 
 
 class Overloaded(ServoscopeError):
     status = 429
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after_s: float = 1.0, reason: str = "overloaded") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.reason = reason
 
 
 class Unavailable(ServoscopeError):
     status = 503
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after_s: float = 1.0, reason: str = "unavailable") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.reason = reason
 
 
 class DeadlineExceeded(ServoscopeError):
     status = 504
+    reason = "deadline_exceeded"
 
 
 class InferenceFailed(ServoscopeError):
     status = 500
+    reason = "inference_failed"
 
 
 def http_status(exc: BaseException) -> int:

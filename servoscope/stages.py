@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 
 class Stage(str, enum.Enum):
@@ -49,6 +50,8 @@ class Timing:
     input_bytes: int = 0
     input_pixels: int = 0
     status: int = 0
+    error: str = ""  # the error's reason when status is not 2xx
+    trace: Any = None  # the tracing span of this request, when tracing is on (opaque here)
 
     def end(self, stage: Stage, at: float) -> None:
         self.ends[_INDEX[stage]] = at
@@ -56,21 +59,60 @@ class Timing:
     def ended(self, stage: Stage) -> float | None:
         return self.ends[_INDEX[stage]]
 
-    def durations(self) -> dict[str, float]:
-        """Seconds spent in each reached stage, and ``total`` up to the last stage reached."""
-        out: dict[str, float] = {}
+    def intervals(self) -> list[tuple[Stage, float, float]]:
+        """(stage, start, end) of each reached stage, in order; each starts where the previous ended."""
+        out = []
         previous = self.start
         for stage, end in zip(STAGES, self.ends):
             if end is None:
                 continue
-            out[stage.value] = max(0.0, end - previous)
-            previous = end
-        out[TOTAL] = max(0.0, previous - self.start)
+            out.append((stage, previous, max(previous, end)))
+            previous = max(previous, end)
+        return out
+
+    @property
+    def last(self) -> float:
+        """When the last reached stage ended (the start, if none was reached)."""
+        return max((end for end in self.ends if end is not None), default=self.start)
+
+    def durations(self) -> dict[str, float]:
+        """Seconds spent in each reached stage, and ``total`` up to the last stage reached."""
+        out = {stage.value: end - start for stage, start, end in self.intervals()}
+        out[TOTAL] = max(0.0, self.last - self.start)
         return out
 
     def server_timing(self) -> str:
         """The W3C ``Server-Timing`` header value, durations in milliseconds."""
         return ", ".join(f"{name};dur={sec * 1000:.3f}" for name, sec in self.durations().items())
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One batch run by one model instance: when it started, finished inference and postprocessing."""
+
+    model: str
+    instance: int
+    started: float
+    inferred: float
+    finished: float
+    members: tuple[Timing, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    @property
+    def busy_s(self) -> float:
+        """Seconds the instance spent on this batch (inference and postprocessing)."""
+        return self.finished - self.started
+
+
+RecordSink = Callable[[Timing], None]
+BatchSink = Callable[[BatchRecord], None]
+
+
+def discard(_: object) -> None:
+    """A sink that keeps nothing."""
 
 
 def parse_server_timing(header: str) -> dict[str, float]:

@@ -27,7 +27,7 @@ from servoscope.errors import DeadlineExceeded, InferenceFailed, Overloaded, Una
 from servoscope.models.config import BatchingConfig
 from servoscope.pipeline.postprocess import Prediction
 from servoscope.pipeline.runtime import Instance
-from servoscope.stages import Stage, Timing
+from servoscope.stages import BatchRecord, BatchSink, Stage, Timing, discard
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,10 @@ class Batcher:
         instances: list[Instance],
         postprocess: Postprocess,
         clock: Clock = SYSTEM_CLOCK,
+        on_batch: BatchSink = discard,
     ) -> None:
         self.model = model
+        self.on_batch = on_batch  # told of every batch that ran, on the event loop
         self.policy = policy
         self.instances = instances
         self.postprocess = postprocess
@@ -102,9 +104,12 @@ class Batcher:
 
     def submit(self, pending: Pending) -> None:
         if self._closed:
-            raise Unavailable(f"model {self.model!r} is shutting down")
+            raise Unavailable(f"model {self.model!r} is shutting down", reason="shutting_down")
         if len(self._queue) >= self.policy.max_queue_size:
-            raise Overloaded(f"batch queue of model {self.model!r} is full ({self.policy.max_queue_size} waiting)")
+            raise Overloaded(
+                f"batch queue of model {self.model!r} is full ({self.policy.max_queue_size} waiting)",
+                reason="batch_queue_full",
+            )
         pending.enqueued = self.clock.now()
         self._queue.append(pending)
         self._wake.set()
@@ -163,7 +168,7 @@ class Batcher:
         done = loop.run_in_executor(instance.executor, self._run, instance, batch)
         done.add_done_callback(lambda f: self._finish(instance, batch, f))
 
-    def _run(self, instance: Instance, batch: list[Pending]) -> list[list[Prediction]]:
+    def _run(self, instance: Instance, batch: list[Pending]) -> tuple[BatchRecord, list[list[Prediction]]]:
         """On the instance's thread: stack, infer, postprocess; each request's timing stamped."""
         clock = self.clock
         started = clock.now()
@@ -180,9 +185,12 @@ class Batcher:
         for p in batch:
             p.timing.end(Stage.INFERENCE, inferred)
             p.timing.end(Stage.POSTPROCESS, finished)
-        return results
+        record = BatchRecord(self.model, instance.index, started, inferred, finished, tuple(p.timing for p in batch))
+        return record, results
 
-    def _finish(self, instance: Instance, batch: list[Pending], done: asyncio.Future[list[list[Prediction]]]) -> None:
+    def _finish(
+        self, instance: Instance, batch: list[Pending], done: asyncio.Future[tuple[BatchRecord, list[list[Prediction]]]]
+    ) -> None:
         self.in_flight -= 1
         self._idle.append(instance)
         self._wake.set()
@@ -190,10 +198,13 @@ class Batcher:
         if error is not None and not isinstance(error, InferenceFailed):
             log.error("inference failed on model %s instance %d", self.model, instance.index, exc_info=error)
             error = InferenceFailed(f"inference failed on model {self.model!r}: {type(error).__name__}: {error}")
-        for i, p in enumerate(batch):
-            if p.future.done():
-                continue
-            if error is not None:
-                p.future.set_exception(error)
-            else:
-                p.future.set_result(done.result()[i])
+        if error is not None:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            return
+        record, results = done.result()
+        for p, result in zip(batch, results):
+            if not p.future.done():
+                p.future.set_result(result)
+        self.on_batch(record)

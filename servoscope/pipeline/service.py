@@ -23,7 +23,7 @@ from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.runtime import Instance, OnnxModel
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import plan_threads
-from servoscope.stages import Timing
+from servoscope.stages import BatchSink, Timing
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,10 @@ class ModelService:
         """Image bytes → top-k predictions. Raises a :mod:`servoscope.errors` error for anything refused."""
         self.check_top_k(top_k)
         if self.pending >= self.max_pending:
-            raise Overloaded(f"model {self.name!r} has {self.pending} requests pending (limit {self.max_pending})")
+            raise Overloaded(
+                f"model {self.name!r} has {self.pending} requests pending (limit {self.max_pending})",
+                reason="pending_limit",
+            )
         self.pending += 1
         timing.model = self.name
         timing.input_bytes = len(data)
@@ -112,6 +115,24 @@ def warm_up(service: ModelService) -> None:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class ModelGauges:
+    pending: int  # admitted and not yet answered
+    batch_queue: int  # waiting in the batcher
+    batches_in_flight: int
+    instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The pipeline's queues and workers right now."""
+
+    preprocess_queue: int  # waiting for a preprocess worker
+    preprocess_busy: int
+    preprocess_workers: int
+    models: dict[str, ModelGauges]
+
+
 class Pipeline:
     """Every served model, sharing one preprocessing pool."""
 
@@ -128,6 +149,17 @@ class Pipeline:
     def start(self) -> None:
         for service in self.services.values():
             service.batcher.start()
+
+    def observe_batches(self, sink: BatchSink) -> None:
+        for service in self.services.values():
+            service.batcher.on_batch = sink
+
+    def gauges(self) -> Gauges:
+        models = {
+            name: ModelGauges(s.pending, s.batcher.depth, s.batcher.in_flight, len(s.batcher.instances))
+            for name, s in self.services.items()
+        }
+        return Gauges(self.pool.waiting, self.pool.busy, self.pool.workers, models)
 
     async def stop(self) -> None:
         await asyncio.gather(*(s.batcher.stop() for s in self.services.values()))

@@ -6,10 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from servoscope.errors import ServoscopeError
 from servoscope.pipeline.decode import media_format
 from servoscope.pipeline.service import Classification
-from servoscope.server.http import error_response, int_param, json_response, read_body, timeout_s
+from servoscope.server.http import int_param, json_response, read_body, timeout_s
 from servoscope.server.state import state_of
 from servoscope.settings import effective
 from servoscope.stages import Stage, Timing
@@ -33,7 +32,7 @@ async def classify(request: Request) -> Response:
     state = state_of(request)
     settings = state.settings
     clock = state.clock
-    timing = Timing(clock.now())
+    timing = state.arrived(request, "classify")
     try:
         service = state.accepting().get(request.path_params["name"])
         top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
@@ -44,12 +43,10 @@ async def classify(request: Request) -> Response:
         result = await service.classify(body, fmt, top_k, timing, deadline)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
-        return json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})
-    except ServoscopeError as exc:
-        timing.status = exc.status
-        return error_response(exc, {"Server-Timing": timing.server_timing()})
-    finally:
-        state.sink(timing)
+        response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})
+    except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
+        response = state.failed([timing], exc, timing.start)
+    return state.send_then_record(response, [timing])
 
 
 async def list_models(request: Request) -> Response:

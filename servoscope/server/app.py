@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import AsyncIterator
+import os
+from typing import AsyncIterator, Mapping
 
+from prometheus_client import disable_created_metrics
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,7 +19,15 @@ from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.server import api, openapi, v2
 from servoscope.server.http import error_response, json_response
-from servoscope.server.state import RecordSink, ServerState, discard
+from servoscope.server import observe as observe_routes
+from servoscope.server.observe import Observability
+from servoscope.server.state import NoObserver, ServerState
+from servoscope.telemetry.gpu import GpuCollector
+from servoscope.telemetry.live import LiveCollector
+from servoscope.telemetry.monitor import Monitor
+from servoscope.telemetry.recorder import Telemetry
+from servoscope.telemetry.system import SystemCollector
+from servoscope.telemetry.tracing import Tracer, provider_from_env
 from servoscope.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,19 +55,40 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+def make_telemetry(settings: Settings, clock: Clock, env: Mapping[str, str]) -> Telemetry | None:
+    if not settings.telemetry:
+        return None
+    disable_created_metrics()  # no `_created` series beside every counter and histogram
+    return Telemetry(clock, tracer=Tracer(provider_from_env(env)))
+
+
+def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline) -> Monitor:
+    """Connect telemetry to a loaded pipeline: batch records, live gauges, background readings."""
+    monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
+    pipeline.observe_batches(telemetry.record_batch)
+    telemetry.registry.register(LiveCollector(telemetry, pipeline.gauges, monitor.readings))
+    app.state.observability = Observability(telemetry, monitor, pipeline)
+    monitor.start()
+    return monitor
+
+
 def create_app(
     settings: Settings,
     pipeline: Pipeline | None = None,
     clock: Clock = SYSTEM_CLOCK,
-    sink: RecordSink = discard,
+    telemetry: Telemetry | None = None,
+    env: Mapping[str, str] = os.environ,
 ) -> Starlette:
-    """The ASGI app. Without a ``pipeline``, one is loaded from the settings at start-up."""
-    state = ServerState(settings, clock, sink)
+    """The ASGI app. Without a ``pipeline``, one is loaded from the settings at start-up;
+    without ``telemetry``, one is made from the settings (and the OTEL_* variables in ``env``)."""
+    telemetry = telemetry or make_telemetry(settings, clock, env)
+    state = ServerState(settings, clock, telemetry or NoObserver())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loaded = pipeline or load_pipeline(settings, clock)
         loaded.start()
+        monitor = observe(app, telemetry, loaded) if telemetry else None
         state.model_configs = {
             name: {"version": s.version, **s.entry.config.model_dump(mode="json")} for name, s in loaded.services.items()
         }
@@ -67,9 +98,13 @@ def create_app(
         finally:
             state.draining = True
             await loaded.stop()
+            if monitor is not None:
+                await monitor.stop()
+            if telemetry is not None:
+                telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *v2.routes, *openapi.routes],
+        routes=[*api.routes, *v2.routes, *observe_routes.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

@@ -1,30 +1,46 @@
-"""What the HTTP handlers share: settings, the pipeline, the clock, the record sink, readiness."""
+"""What the HTTP handlers share: settings, the pipeline, the clock, telemetry, readiness."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Mapping, Protocol
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
+from starlette.responses import Response
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
-from servoscope.errors import Unavailable
+from servoscope.errors import ServoscopeError, Unavailable
 from servoscope.pipeline.service import Pipeline
+from servoscope.server.http import error_response
 from servoscope.settings import Settings
-from servoscope.stages import Timing
+from servoscope.stages import Stage, Timing
 
-RecordSink = Callable[[Timing], None]
+log = logging.getLogger(__name__)
 
 
-def discard(_: Timing) -> None:
-    pass
+class Observer(Protocol):
+    """Where timing records go: told when a request arrives and once its answer is sent."""
+
+    def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None: ...
+
+    def record(self, timing: Timing) -> None: ...
+
+
+class NoObserver:
+    def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None:
+        pass
+
+    def record(self, timing: Timing) -> None:
+        pass
 
 
 @dataclass
 class ServerState:
     settings: Settings
     clock: Clock = SYSTEM_CLOCK
-    sink: RecordSink = discard
+    observer: Observer = field(default_factory=NoObserver)
     pipeline: Pipeline | None = None
     draining: bool = False
     model_configs: dict[str, Any] = field(default_factory=dict)
@@ -36,10 +52,41 @@ class ServerState:
     def accepting(self) -> Pipeline:
         """The pipeline, or 503 while starting or draining."""
         if self.draining:
-            raise Unavailable("the server is shutting down", retry_after_s=1.0)
+            raise Unavailable("the server is shutting down", retry_after_s=1.0, reason="shutting_down")
         if self.pipeline is None:
-            raise Unavailable("the server is still starting", retry_after_s=1.0)
+            raise Unavailable("the server is still starting", retry_after_s=1.0, reason="starting")
         return self.pipeline
+
+    def arrived(self, request: Request, name: str) -> Timing:
+        timing = Timing(self.clock.now())
+        self.observer.begin(timing, name, request.headers)
+        return timing
+
+    def failed(self, timings: list[Timing], exc: Exception, start: float) -> Response:
+        """The error answer for a request (its timings marked with the error)."""
+        if not isinstance(exc, ServoscopeError):
+            log.error("unexpected error answering a request", exc_info=exc)
+        status = exc.status if isinstance(exc, ServoscopeError) else 500
+        for timing in timings:
+            timing.status = status
+            timing.error = exc.reason if isinstance(exc, ServoscopeError) else "internal"
+        return error_response(exc, {"Server-Timing": slowest(timings, start).server_timing()})
+
+    def send_then_record(self, response: Response, timings: list[Timing]) -> Response:
+        """Record the timings once the response's last byte is handed to the connection:
+        ``respond`` then covers the write as well."""
+        response.background = BackgroundTask(self._record, timings)
+        return response
+
+    def _record(self, timings: list[Timing]) -> None:
+        sent = self.clock.now()
+        for timing in timings:
+            timing.end(Stage.RESPOND, sent)
+            self.observer.record(timing)
+
+
+def slowest(timings: list[Timing], start: float) -> Timing:
+    return max(timings, key=lambda t: t.last) if timings else Timing(start)
 
 
 def state_of(request: Request) -> ServerState:

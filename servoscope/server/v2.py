@@ -11,6 +11,7 @@ the request asks for it per output (``parameters.binary_data``) or for all (``bi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import binascii
 import struct
@@ -26,7 +27,7 @@ from servoscope import __version__
 from servoscope.errors import InvalidParameter, ServoscopeError
 from servoscope.pipeline.service import Classification, ModelService
 from servoscope.server.http import error_response, json_response, read_body, timeout_s
-from servoscope.server.state import state_of
+from servoscope.server.state import slowest, state_of
 from servoscope.stages import Stage, Timing
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -245,19 +246,19 @@ async def infer(request: Request) -> Response:
     state = state_of(request)
     settings = state.settings
     clock = state.clock
-    start = clock.now()
-    timings: list[Timing] = []
+    first = state.arrived(request, "infer")
+    timings: list[Timing] = [first]
     try:
         service = _service(request)
-        deadline = start + timeout_s(request, settings.request_timeout_s)
+        deadline = first.start + timeout_s(request, settings.request_timeout_s)
         body = await read_body(request, settings.max_body_bytes)
         request_json, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         images = parse_images(request_json, binary, settings.max_images_per_request)
         top_k = service.check_top_k(_top_k(request_json, settings.default_top_k))
         _requested(request_json)
         _binary_outputs(request_json)  # every field checked before any inference
+        timings += [dataclasses.replace(first, ends=list(first.ends), trace=None) for _ in images[1:]]
         ingested = clock.now()
-        timings = [Timing(start) for _ in images]
         for timing in timings:
             timing.end(Stage.INGEST, ingested)
         outcomes = await asyncio.gather(
@@ -272,18 +273,10 @@ async def infer(request: Request) -> Response:
         for timing in timings:
             timing.end(Stage.RESPOND, finished)
             timing.status = 200
-        return infer_response(service, request_json, results, {"Server-Timing": _slowest(timings, start).server_timing()})
-    except ServoscopeError as exc:
-        for timing in timings:
-            timing.status = exc.status
-        return error_response(exc, {"Server-Timing": _slowest(timings, start).server_timing()})
-    finally:
-        for timing in timings:
-            state.sink(timing)
-
-
-def _slowest(timings: list[Timing], start: float) -> Timing:
-    return max(timings, key=lambda t: t.durations()["total"]) if timings else Timing(start)
+        response = infer_response(service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()})
+    except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
+        response = state.failed(timings, exc, first.start)
+    return state.send_then_record(response, timings)
 
 
 _MODEL = "/v2/models/{name}"

@@ -1,0 +1,1 @@
+"""Telemetry: metrics, tracing, rolling percentile windows, system and GPU collectors."""

@@ -1,0 +1,112 @@
+"""The telemetry sink: every finished timing record and batch record becomes Prometheus metrics,
+rolling-window percentiles and (when on) trace spans — all from the same numbers.
+
+Telemetry never breaks a request: a failure here is logged (once per kind) and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+from prometheus_client import CollectorRegistry
+
+from servoscope.clock import SYSTEM_CLOCK, Clock
+from servoscope.stages import BatchRecord, Timing
+from servoscope.telemetry.metrics import Metrics
+from servoscope.telemetry.tracing import Tracer
+from servoscope.telemetry.windows import Rolling
+
+log = logging.getLogger(__name__)
+
+HORIZON_S = 300.0
+SKETCH_BUCKET_S = 5.0  # percentile windows: 5 s slices
+COUNT_BUCKET_S = 1.0  # rates and busy ratios: 1 s slices
+REFUSALS = frozenset({429, 503, 504})
+
+
+class Telemetry:
+    def __init__(
+        self,
+        clock: Clock = SYSTEM_CLOCK,
+        registry: CollectorRegistry | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.clock = clock
+        self.metrics = Metrics(registry or CollectorRegistry())
+        self.tracer = tracer or Tracer(None)
+        self.sketches = Rolling(clock, SKETCH_BUCKET_S, HORIZON_S)
+        self.counts = Rolling(clock, COUNT_BUCKET_S, HORIZON_S)
+        self._failed: set[str] = set()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def _guarded_failure(self, where: str) -> None:
+        if where not in self._failed:
+            self._failed.add(where)
+            log.exception("telemetry failed in %s (logged once; requests are unaffected)", where)
+
+    def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None:
+        """A request arrived: open its trace span (when tracing is on)."""
+        try:
+            self.tracer.begin(timing, name, headers)
+        except Exception:  # noqa: BLE001 — telemetry boundary
+            self._guarded_failure("begin")
+
+    def record(self, timing: Timing) -> None:
+        """A request was answered (the RecordSink)."""
+        try:
+            self._record(timing)
+        except Exception:  # noqa: BLE001 — telemetry boundary
+            self._guarded_failure("record")
+
+    def _record(self, timing: Timing) -> None:
+        m = self.metrics
+        model, status = timing.model, timing.status
+        code = str(status)
+        durations = timing.durations()
+        total = durations["total"]
+        trace_id = self.tracer.trace_id(timing)
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        m.requests.labels(model, code).inc()
+        m.request_duration.labels(model, code).observe(total, exemplar)
+        self.counts.count(("code", model, code))
+        if 200 <= status < 300:
+            for stage, seconds in durations.items():
+                m.observe_stage(model, stage, seconds)
+                self.sketches.observe((model, stage), seconds)
+        elif status in REFUSALS:
+            reason = timing.error or "unknown"
+            m.refused.labels(model, reason).inc()
+            self.counts.count(("refused", model, reason))
+        if timing.input_bytes:
+            m.input_bytes.labels(model).observe(timing.input_bytes)
+            self.sketches.observe((model, "input_bytes"), timing.input_bytes)
+        if timing.input_pixels:
+            m.input_pixels.labels(model).observe(timing.input_pixels)
+            self.sketches.observe((model, "input_pixels"), timing.input_pixels)
+        self.tracer.end(timing)
+
+    def record_batch(self, record: BatchRecord) -> None:
+        """A batch ran (the BatchSink)."""
+        try:
+            m = self.metrics
+            m.batch_size.labels(record.model).observe(record.size)
+            m.busy.labels(record.model, str(record.instance)).inc(record.busy_s)
+            self.counts.count(("busy", record.model, record.instance), record.busy_s)
+            self.counts.count(("batch_size", record.model, record.size))
+            self.tracer.batch(record)
+        except Exception:  # noqa: BLE001 — telemetry boundary
+            self._guarded_failure("record_batch")
+
+    def record_loop_lag(self, seconds: float) -> None:
+        self.metrics.loop_lag.observe(seconds)
+        self.sketches.observe(("event_loop", "lag"), seconds)
+
+    def busy_ratio(self, model: str, instance: int, window_s: float) -> float:
+        return min(1.0, self.counts.total(("busy", model, instance), window_s) / self.counts.covered_s(window_s))
+
+    def shutdown(self) -> None:
+        self.tracer.shutdown()

@@ -1,0 +1,86 @@
+"""The ``/v1/stats`` document: rolling percentiles per model and stage, rates, queues, busy ratios,
+batch sizes, input sizes, event-loop lag, and the system and GPU readings. All times in seconds.
+
+The doctor and the dashboard read this (and nothing of the service's internals).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from servoscope.pipeline.service import Gauges
+from servoscope.stages import STAGE_NAMES
+from servoscope.telemetry.monitor import Readings
+from servoscope.telemetry.recorder import Telemetry
+from servoscope.telemetry.windows import summary
+
+WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0}
+SCHEMA_VERSION = 1
+
+
+def model_window(t: Telemetry, model: str, instances: int, window_s: float) -> dict[str, Any]:
+    covered = t.counts.covered_s(window_s)
+    codes: dict[str, float] = {}
+    refused: dict[str, float] = {}
+    sizes: dict[str, float] = {}
+    for key in t.counts.keys(window_s):
+        kind, name = key[0], key[1]
+        if name != model:
+            continue
+        total = t.counts.total(key, window_s)
+        if kind == "code":
+            codes[key[2]] = total
+        elif kind == "refused":
+            refused[key[2]] = total
+        elif kind == "batch_size":
+            sizes[str(key[2])] = total
+    answered = sum(codes.values())
+    ok = sum(n for code, n in codes.items() if code.startswith("2"))
+    batches = sum(sizes.values())
+    return {
+        "covered_s": covered,
+        "stages": {stage: summary(t.sketches.merged((model, stage), window_s)) for stage in STAGE_NAMES},
+        "throughput": {
+            "answered_per_s": answered / covered,
+            "ok_per_s": ok / covered,
+            "errors_per_s": (answered - ok) / covered,
+            "refused_per_s": sum(refused.values()) / covered,
+            "by_code": codes,
+            "refused_by_reason": refused,
+        },
+        "batches": {
+            "per_s": batches / covered,
+            "mean_size": sum(int(s) * n for s, n in sizes.items()) / batches if batches else None,
+            "size_counts": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
+        },
+        "busy_ratio": {str(i): t.busy_ratio(model, i, window_s) for i in range(instances)},
+        "input_bytes": summary(t.sketches.merged((model, "input_bytes"), window_s)),
+        "input_pixels": summary(t.sketches.merged((model, "input_pixels"), window_s)),
+    }
+
+
+def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> dict[str, Any]:
+    models = {}
+    for name, g in gauges.models.items():
+        models[name] = {
+            "queues": {"pending": g.pending, "batch_queue": g.batch_queue, "batches_in_flight": g.batches_in_flight},
+            "instances": g.instances,
+            "windows": {label: model_window(t, name, g.instances, seconds) for label, seconds in WINDOWS_S.items()},
+        }
+    return {
+        "schema": SCHEMA_VERSION,
+        "time": time.time(),
+        "windows_s": WINDOWS_S,
+        "stages": list(STAGE_NAMES),
+        "models": models,
+        "preprocess": {
+            "queue": gauges.preprocess_queue,
+            "busy": gauges.preprocess_busy,
+            "workers": gauges.preprocess_workers,
+        },
+        "event_loop_lag_s": {
+            label: summary(t.sketches.merged(("event_loop", "lag"), seconds)) for label, seconds in WINDOWS_S.items()
+        },
+        **readings.to_dict(),
+    }

@@ -1,0 +1,66 @@
+"""Rolling windows: values land in time buckets; windows merge only recent buckets."""
+
+from __future__ import annotations
+
+import pytest
+
+from servoscope.clock import ManualClock
+from servoscope.telemetry.windows import Rolling, summary
+
+
+def test_quantiles_within_relative_accuracy() -> None:
+    clock = ManualClock(1000.0)
+    rolling = Rolling(clock, bucket_s=5, horizon_s=300)
+    values = [i / 1000 for i in range(1, 1001)]  # 1 ms … 1 s
+    for v in values:
+        rolling.observe("k", v)
+    s = summary(rolling.merged("k", 60))
+    assert s is not None and s["count"] == 1000
+    for q, exact in ((50, 0.5), (90, 0.9), (95, 0.95), (99, 0.99)):
+        assert s[f"p{q}"] == pytest.approx(exact, rel=0.02)
+    assert s["max"] == pytest.approx(1.0, rel=0.02)
+
+
+def test_old_buckets_leave_the_window() -> None:
+    clock = ManualClock(0.0)
+    rolling = Rolling(clock, bucket_s=5, horizon_s=300)
+    rolling.observe("k", 10.0)
+    rolling.count("c", 3)
+    clock.advance(30)
+    rolling.observe("k", 1.0)
+    rolling.count("c", 2)
+    assert summary(rolling.merged("k", 60))["count"] == 2
+    assert rolling.total("c", 60) == 5
+    clock.advance(45)  # the first values are now 75 s old: out of the 1 min window, in the 5 min one
+    assert summary(rolling.merged("k", 60))["count"] == 1
+    assert summary(rolling.merged("k", 60))["max"] == pytest.approx(1.0, rel=0.02)
+    assert rolling.total("c", 60) == 2
+    assert rolling.total("c", 300) == 5
+    clock.advance(400)  # everything beyond the horizon
+    assert rolling.merged("k", 300) is None
+    assert rolling.total("c", 300) == 0
+
+
+def test_covered_seconds_grow_until_the_window_is_full() -> None:
+    clock = ManualClock(0.0)
+    rolling = Rolling(clock, bucket_s=1, horizon_s=300)
+    clock.advance(20)
+    assert rolling.covered_s(60) == pytest.approx(20)
+    clock.advance(100)
+    assert rolling.covered_s(60) == pytest.approx(60)
+
+
+def test_keys_and_empty_summary() -> None:
+    clock = ManualClock(0.0)
+    rolling = Rolling(clock, bucket_s=5, horizon_s=60)
+    assert summary(None) is None
+    rolling.observe(("m", "total"), 0.1)
+    rolling.count(("code", "m", "200"))
+    assert rolling.keys(60) == {("m", "total"), ("code", "m", "200")}
+
+
+def test_bad_bucket_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="bucket_s"):
+        Rolling(ManualClock(), bucket_s=0, horizon_s=60)
+    with pytest.raises(ValueError, match="bucket_s"):
+        Rolling(ManualClock(), bucket_s=10, horizon_s=5)
