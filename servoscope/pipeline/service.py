@@ -105,14 +105,16 @@ def load_instances(entry: ModelEntry, intra_op_threads: int) -> list[Instance]:
 
 
 def warm_up(service: ModelService) -> None:
-    """One inference before serving: loads kernels, and checks outputs against the label count."""
-    dummy = np.zeros((1, *service.spec.shape), dtype=np.float32)
-    for inst in service.batcher.instances:
-        out = inst.runtime.run(dummy)
-        if out.reshape(1, -1).shape[1] != service.num_classes:
-            raise ValueError(
-                f"model {service.name!r} outputs {out.reshape(1, -1).shape[1]} classes but has {service.num_classes} labels"
-            )
+    """Run a batch of one and a full batch on every instance before serving: kernels loaded and
+    memory arenas grown, so the first real requests don't pay for it. Checks the output width
+    against the label count."""
+    sizes = sorted({1, service.entry.config.batching.max_batch_size})
+    for instance in service.batcher.instances:
+        for size in sizes:
+            out = instance.runtime.run(np.zeros((size, *service.spec.shape), dtype=np.float32))
+            width = out.reshape(size, -1).shape[1]
+            if width != service.num_classes:
+                raise ValueError(f"model {service.name!r} outputs {width} classes but has {service.num_classes} labels")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,353 @@
+"""Serving benchmark: servoscope against the offline limit and a naive server, in one run.
+
+For each image set (~320×240 JPEGs, 4032×3024 phone photos) it measures, side by side:
+
+  offline    decode+preprocess+inference in a plain loop, best batch size, all cores, no HTTP
+  service    `servoscope serve` saturation over loopback HTTP, closed loop, best concurrency
+  naive      bench/naive_server.py saturation, measured the same way
+  latency    servoscope unloaded (sequential) P50, and P50/P95 under open-loop Poisson load
+             at 70% of its saturation, from each request's scheduled send time
+
+    python bench/serve.py              # ~5 minutes
+    python bench/serve.py --quick      # ~1.5 minutes, shorter windows
+
+Figures go to stdout (progress, then a table) and to bench/results/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from servoscope.loadgen import (
+    Connection,
+    EncodedRequest,
+    Endpoint,
+    closed_loop,
+    encode_request,
+    open_loop,
+    poisson_arrivals,
+    run,
+    sequential,
+    summarize,
+)
+from servoscope.loadgen.schedule import LATE_S
+from servoscope.loadgen.cpu import CpuMeter, CpuUse
+from servoscope.loadgen.images import SETS, image_set
+from servoscope.models.repository import ModelEntry, find
+from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.preprocess import PreprocessSpec, prepare
+from servoscope.pipeline.runtime import OnnxModel
+from servoscope.resources import available_cores, plan_threads
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MODEL = "efficientnet_lite0"
+CLASSIFY_PATH = f"/v1/models/{MODEL}/classify"
+READY_PATH = "/v2/health/ready"
+BATCH_SIZES = (1, 4, 8, 16, 32)
+CONCURRENCIES = (16, 64)
+LOAD_FRACTION = 0.7
+START_DEADLINE_S = 180.0
+LATE_MS = 1000 * LATE_S
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Windows:
+    """How long each measurement runs, seconds."""
+
+    closed_s: float
+    offline_s: float
+    open_s: float
+    warmup_s: float
+    unloaded_s: float
+
+    @classmethod
+    def from_duration(cls, duration_s: float) -> Windows:
+        return cls(duration_s, duration_s / 2, 2 * duration_s, max(1.0, duration_s / 4), max(2.0, duration_s / 2))
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def cpu_json(use: CpuUse) -> dict[str, float]:
+    return {"ours_cores": use.ours_cores, "others_cores": use.others_cores, "steal_cores": use.steal_cores}
+
+
+def cpu_note(use: CpuUse) -> str:
+    """What the bench and its server used, and what others sharing the machine took meanwhile."""
+    return f"cpu ours {use.ours_cores:.2f}, others {use.others_cores:.2f}, steal {use.steal_cores:.2f} cores"
+
+
+# ---------------------------------------------------------------- offline limit
+
+
+def offline_rate(model: OnnxModel, images: list[bytes], spec: PreprocessSpec, batch_size: int, duration_s: float) -> float:
+    """Images/s: a pool of ``cores`` threads decodes ahead, the main thread stacks and runs batches."""
+    limits = DecodeLimits()
+    ahead = 2 * batch_size
+    with ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="offline-decode") as pool:
+        queue: collections.deque[Future[Any]] = collections.deque()
+        submitted = 0
+
+        def refill() -> None:
+            nonlocal submitted
+            while len(queue) < ahead:
+                queue.append(pool.submit(prepare, images[submitted % len(images)], "JPEG", limits, spec))
+                submitted += 1
+
+        def one_batch() -> None:
+            refill()
+            batch = np.stack([queue.popleft().result().tensor for _ in range(batch_size)])
+            refill()
+            model.run(batch)
+
+        one_batch()  # warm: kernels for this batch shape, decode queue full
+        start = time.perf_counter()
+        done = 0
+        while time.perf_counter() - start < duration_s and done < 1_000_000:
+            one_batch()
+            done += batch_size
+        elapsed = time.perf_counter() - start
+        for f in queue:
+            f.cancel()
+    return done / elapsed
+
+
+def offline_limit(entry: ModelEntry, images: list[bytes], duration_s: float) -> dict[str, Any]:
+    cfg = entry.config
+    spec = PreprocessSpec(cfg.input.size, cfg.input.resize, cfg.input.mean, cfg.input.std)
+    threads = plan_threads().intra_op_threads  # as the service sizes its session
+    model = OnnxModel(entry.model_file, "cpu", threads, cfg.input.name, cfg.output.name)
+    by_batch: dict[int, float] = {}
+    cpu: dict[int, dict[str, float]] = {}
+    for batch_size in BATCH_SIZES:
+        meter = CpuMeter([os.getpid()])
+        meter.start()
+        by_batch[batch_size] = offline_rate(model, images, spec, batch_size, duration_s)
+        use = meter.stop()
+        cpu[batch_size] = cpu_json(use)
+        progress(f"  offline batch {batch_size:>2}: {by_batch[batch_size]:7.1f} img/s; {cpu_note(use)}")
+    best = max(by_batch, key=lambda b: by_batch[b])
+    return {"images_per_s": by_batch[best], "best_batch_size": best, "by_batch_size": by_batch, "cpu": cpu}
+
+
+# ---------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(endpoint: Endpoint, process: subprocess.Popen[bytes], deadline_s: float) -> None:
+    probe = encode_request(endpoint, "GET", READY_PATH)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before becoming ready")
+        with contextlib.suppress(OSError, TimeoutError):
+            conn = await Connection.open(endpoint, timeout_s=2.0)
+            try:
+                if (await conn.send(probe, timeout_s=5.0)).status == 200:
+                    return
+            finally:
+                conn.close()
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"server on port {endpoint.port} not ready within {deadline_s}s")
+
+
+@contextlib.contextmanager
+def server(name: str, argv: list[str], log_path: Path) -> Iterator[tuple[Endpoint, int]]:
+    """Start a server subprocess on a free loopback port, wait until ready, always stop it."""
+    port = free_port()
+    endpoint = Endpoint("127.0.0.1", port)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, stdout=log, stderr=log)
+        try:
+            started = time.perf_counter()
+            run(wait_ready(endpoint, process, START_DEADLINE_S))
+            progress(f"  {name} ready on 127.0.0.1:{port} after {time.perf_counter() - started:.1f}s (log {log_path.name})")
+            yield endpoint, process.pid
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def servoscope_argv() -> list[str]:
+    return [sys.executable, "-m", "servoscope", "serve", "--model-repository", str(ROOT / "models"), "--models", MODEL, "--log-level", "warning"]
+
+
+def naive_argv(entry: ModelEntry) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "naive_server.py"), "--model-dir", str(entry.path)]
+
+
+# ---------------------------------------------------------------- HTTP measurements
+
+
+def classify_requests(endpoint: Endpoint, images: list[bytes]) -> list[EncodedRequest]:
+    return [encode_request(endpoint, "POST", CLASSIFY_PATH, img, {"Content-Type": "image/jpeg"}) for img in images]
+
+
+def saturation(endpoint: Endpoint, pid: int, images: list[bytes], windows: Windows, label: str) -> dict[str, Any]:
+    """Closed loop at each concurrency, after a warm-up; the best req/s wins."""
+    requests = classify_requests(endpoint, images)
+    run(closed_loop(endpoint, requests, CONCURRENCIES[0], windows.warmup_s))
+    by_c: dict[int, dict[str, Any]] = {}
+    for c in CONCURRENCIES:
+        meter = CpuMeter([os.getpid(), pid])
+        meter.start()
+        summary = summarize(run(closed_loop(endpoint, requests, c, windows.closed_s)))
+        use = meter.stop()
+        by_c[c] = {**summary.to_json(), "cpu": cpu_json(use)}
+        progress(
+            f"  {label} C={c:>2}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:7.1f} ms, "
+            f"errors {summary.errors}; {cpu_note(use)}; server stages ms {summary.server_stage_mean_ms}"
+        )
+    best = max(by_c, key=lambda c: by_c[c]["throughput_rps"])
+    return {"requests_per_s": by_c[best]["throughput_rps"], "best_concurrency": best, "by_concurrency": by_c}
+
+
+def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturation_rps: float, windows: Windows) -> dict[str, Any]:
+    requests = classify_requests(endpoint, images)
+    unloaded = summarize(run(sequential(endpoint, requests, 200, windows.unloaded_s)))
+    progress(f"  servoscope unloaded: p50 {unloaded.p50_ms:.1f} ms over {unloaded.requests} sequential requests")
+    rate = LOAD_FRACTION * saturation_rps
+    arrivals = poisson_arrivals(rate, windows.open_s, seed=7)
+    meter = CpuMeter([os.getpid(), pid])
+    meter.start()
+    loaded = summarize(run(open_loop(endpoint, requests, arrivals)))
+    use = meter.stop()
+    progress(
+        f"  servoscope open loop {rate:.1f}/s: p50 {loaded.p50_ms:.1f} ms, p95 {loaded.p95_ms:.1f} ms, "
+        f"errors {loaded.errors}, sender >{LATE_MS:g} ms late {loaded.sender_late_count}/{loaded.requests} "
+        f"(max {loaded.sender_max_late_ms:.1f} ms); {cpu_note(use)}; server stages ms {loaded.server_stage_mean_ms}"
+    )
+    return {"unloaded": unloaded.to_json(), "rate_per_s": rate, "loaded": {**loaded.to_json(), "cpu": cpu_json(use)}}
+
+
+# ---------------------------------------------------------------- one image set
+
+
+def bench_set(set_name: str, entry: ModelEntry, windows: Windows) -> dict[str, Any]:
+    images = image_set(set_name, RESULTS / "images")
+    spec = SETS[set_name]
+    mean_kb = sum(map(len, images)) / len(images) / 1024
+    progress(f"{set_name}: {len(images)} JPEGs {spec.size[0]}x{spec.size[1]}, mean {mean_kb:.0f} KiB")
+    offline = offline_limit(entry, images, windows.offline_s)
+    with server("servoscope", servoscope_argv(), RESULTS / f"servoscope-{set_name}.log") as (endpoint, pid):
+        service = saturation(endpoint, pid, images, windows, "servoscope")
+        latency = latency_profile(endpoint, pid, images, service["requests_per_s"], windows)
+    with server("naive", naive_argv(entry), RESULTS / f"naive-{set_name}.log") as (endpoint, pid):
+        naive = saturation(endpoint, pid, images, windows, "naive")
+    return {
+        "images": {"count": len(images), "size": list(spec.size), "mean_bytes": int(mean_kb * 1024)},
+        "offline": offline,
+        "service": service,
+        "naive": naive,
+        "latency": latency,
+        "ratios": ratios(offline, service, naive, latency),
+    }
+
+
+def ratios(offline: dict[str, Any], service: dict[str, Any], naive: dict[str, Any], latency: dict[str, Any]) -> dict[str, float]:
+    return {
+        "service_over_offline": service["requests_per_s"] / offline["images_per_s"],
+        "service_over_naive": service["requests_per_s"] / naive["requests_per_s"],
+        "p95_loaded_over_unloaded_p50": latency["loaded"]["p95_ms"] / latency["unloaded"]["p50_ms"],
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    names = list(results)
+    rows: list[tuple[str, ...]] = [("", *names)]
+
+    def add(label: str, fmt: str, path: tuple[str, ...]) -> None:
+        values = []
+        for name in names:
+            value: Any = results[name]
+            for key in path:
+                value = value[key]
+            values.append(fmt.format(value))
+        rows.append((label, *values))
+
+    add("(a) offline limit, img/s", "{:.1f}", ("offline", "images_per_s"))
+    add("    best batch size", "{}", ("offline", "best_batch_size"))
+    add("(b) servoscope saturation, req/s", "{:.1f}", ("service", "requests_per_s"))
+    add("    best concurrency", "{}", ("service", "best_concurrency"))
+    add("(c) naive saturation, req/s", "{:.1f}", ("naive", "requests_per_s"))
+    add("    best concurrency", "{}", ("naive", "best_concurrency"))
+    add("(d) unloaded latency P50, ms", "{:.1f}", ("latency", "unloaded", "p50_ms"))
+    add("    open-loop rate (70% of b), req/s", "{:.1f}", ("latency", "rate_per_s"))
+    add("    P50 at 70%, ms", "{:.1f}", ("latency", "loaded", "p50_ms"))
+    add("    P95 at 70%, ms", "{:.1f}", ("latency", "loaded", "p95_ms"))
+    add("service / offline   (target >= 0.85 small)", "{:.2f}", ("ratios", "service_over_offline"))
+    add("service / naive     (target >= 2.5 phone)", "{:.2f}", ("ratios", "service_over_naive"))
+    add("P95@70% / unloaded  (target <= 3)", "{:.2f}", ("ratios", "p95_loaded_over_unloaded_p50"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short windows (~1.5 minutes in all)")
+    parser.add_argument("--duration", type=float, help="closed-loop window, seconds (default 8, quick 3)")
+    parser.add_argument("--sets", default="small,phone", help="image sets, comma-separated: small, phone")
+    args = parser.parse_args()
+    duration = args.duration or (3.0 if args.quick else 8.0)
+    if not 0.5 <= duration <= 600:
+        parser.error(f"--duration must be in [0.5, 600] seconds, got {duration}")
+    windows = Windows.from_duration(duration)
+    entry = find(ROOT / "models", MODEL)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    progress(f"servoscope serving bench: {available_cores()} cores, windows {windows}")
+    results = {name: bench_set(name, entry, windows) for name in args.sets.split(",")}
+    report = {
+        "machine": {"cores": available_cores(), "python": platform.python_version(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "windows_s": dataclasses.asdict(windows),
+        "elapsed_s": time.perf_counter() - started,
+        "sets": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serve.json").write_text(json.dumps(report, indent=2))
+    print()
+    print(table(results))
+    print(f"\n{report['elapsed_s']:.0f}s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; figures in {RESULTS / 'serve.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
