@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from servoscope import __version__
 from servoscope.models.config import ModelConfigError
@@ -29,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         models=tuple(args.models.split(",")) if args.models else None,
         preprocess_workers=args.preprocess_workers,
         log_level=args.log_level,
+        model_overrides=overrides_from_flags(args),
     )
     _setup_logging(settings.log_level)
     print("servoscope effective configuration:", json.dumps(effective(settings), indent=2), file=sys.stderr)
@@ -39,6 +40,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(settings)  # fail here, before binding the port, if a model cannot load
     serve(create_app(settings, pipeline), settings)
     return 0
+
+
+def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The model overrides given as flags (merged over those from the file and environment)."""
+    given = {
+        "max_batch_size": args.max_batch_size,
+        "max_queue_delay_s": None if args.max_queue_delay_ms is None else args.max_queue_delay_ms / 1000.0,
+        "instances": args.instances,
+        "intra_op_threads": args.intra_op_threads,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
 
 
 def ensure_default_model(settings: Settings) -> None:
@@ -90,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated model names (default: all in the repository)")
     serve.add_argument("--preprocess-workers", type=int)
     serve.add_argument("--log-level")
+    batching = serve.add_argument_group("model overrides (applied over every model's config.toml)")
+    batching.add_argument("--max-batch-size", type=int)
+    batching.add_argument("--max-queue-delay-ms", type=float)
+    batching.add_argument("--instances", type=int, help="model instances (ONNX Runtime sessions) per model")
+    batching.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: sized to the machine)")
     serve.set_defaults(func=cmd_serve)
 
     model = sub.add_parser("model", help="prepare, quantize and list models").add_subparsers(dest="action", required=True)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
+
+from servoscope.models.config import ModelOverrides
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,7 +27,9 @@ PILLOW_MAX_PIXELS = 178_956_970  # Pillow refuses larger images outright (2 × I
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SERVOSCOPE_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SERVOSCOPE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
@@ -33,6 +37,9 @@ class Settings(BaseSettings):
     models: tuple[str, ...] = Field((), description="models to serve (empty: every model in the repository)")
     default_model: str = Field("efficientnet_lite0", description="prepared automatically when missing")
     prepare_default_model: bool = Field(True, description="prepare the default model at start if it is missing")
+    model_overrides: ModelOverrides = Field(
+        ModelOverrides(), description="batching and instance settings applied over every model's config.toml"
+    )
     preprocess_workers: int = Field(0, ge=0, le=256, description="decode/preprocess threads (0: one per core)")
     max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")

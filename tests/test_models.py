@@ -101,3 +101,18 @@ def test_serve_prepares_the_default_model_when_missing(tmp_path: Path, photos: d
             assert top1(response) == "espresso"
     finally:
         assert srv.stop() == 0
+
+
+def test_serve_flags_override_model_configs(spawn_server, photos: dict[str, Photo]) -> None:
+    srv = spawn_server("--models", MODEL, "--max-batch-size", "4", "--max-queue-delay-ms", "1", "--instances", "2")
+    with httpx.Client(base_url=srv.url, timeout=30) as client:
+        config = client.get("/v1/config").json()
+        assert config["service"]["model_overrides"]["max_batch_size"] == 4
+        model = config["models"][MODEL]
+        assert model["batching"]["max_batch_size"] == 4
+        assert model["batching"]["max_queue_delay_s"] == 0.001
+        assert model["instances"]["count"] == 2
+        response = client.post(
+            f"/v1/models/{MODEL}/classify", content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg"}
+        )
+        assert top1(response) == "espresso"

@@ -142,3 +142,24 @@ def test_model_config_not_toml(tmp_path: Path) -> None:
     path.write_text("name = \n")
     with pytest.raises(ModelConfigError, match="cannot read"):
         load_config(path)
+
+
+def test_model_overrides_replace_config_values() -> None:
+    from servoscope.models.config import ModelConfig, ModelConfigError, ModelOverrides
+
+    config = ModelConfig(name="m")
+    changed = ModelOverrides(max_batch_size=4, max_queue_delay_s=0.0, instances=2, intra_op_threads=1).apply(config)
+    assert changed.batching.max_batch_size == 4 and changed.batching.max_queue_delay_s == 0.0
+    assert changed.instances.count == 2 and changed.instances.intra_op_threads == 1
+    assert changed.batching.max_queue_size == config.batching.max_queue_size  # untouched
+    assert ModelOverrides().apply(config) is config
+    with_preferred = ModelConfig.model_validate({"name": "m", "batching": {"preferred_batch_sizes": [8, 16]}})
+    with pytest.raises(ModelConfigError, match="exceed max_batch_size"):
+        ModelOverrides(max_batch_size=4).apply(with_preferred)
+
+
+def test_model_overrides_from_env_and_flags_merge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERVOSCOPE_MODEL_OVERRIDES__MAX_BATCH_SIZE", "8")
+    settings = load_settings(None, model_overrides={"instances": 2})
+    assert settings.model_overrides.max_batch_size == 8
+    assert settings.model_overrides.instances == 2

@@ -82,6 +82,35 @@ class ModelConfigError(ValueError):
     pass
 
 
+class ModelOverrides(_Strict):
+    """Settings that replace every served model's own ``config.toml`` values (None: keep the model's)."""
+
+    max_batch_size: int | None = None
+    max_queue_delay_s: float | None = None
+    preferred_batch_sizes: tuple[int, ...] | None = None
+    max_queue_size: int | None = None
+    instances: int | None = None
+    intra_op_threads: int | None = None
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+
+    def apply(self, config: ModelConfig) -> ModelConfig:
+        batching = {k: v for k, v in self.model_dump(include=set(BatchingConfig.model_fields)).items() if v is not None}
+        instances = {
+            key: value
+            for key, value in (("count", self.instances), ("intra_op_threads", self.intra_op_threads), ("provider", self.provider))
+            if value is not None
+        }
+        if not batching and not instances:
+            return config
+        raw = config.model_dump()
+        raw["batching"].update(batching)
+        raw["instances"].update(instances)
+        try:
+            return ModelConfig.model_validate(raw)
+        except ValidationError as exc:
+            raise ModelConfigError(f"the overrides {self.model_dump(exclude_none=True)} do not fit model {config.name!r}:\n{exc}") from None
+
+
 def load_config(path: Path) -> ModelConfig:
     try:
         with path.open("rb") as f:

@@ -7,9 +7,11 @@ This is the request path without HTTP: the server, tests and a distributed engin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -70,26 +72,33 @@ class ModelService:
             raise InvalidParameter(f"top_k must be between 1 and {self.num_classes}, got {top_k}")
         return top_k
 
-    async def classify(self, data: bytes, fmt: str | None, top_k: int, timing: Timing, deadline: float) -> Classification:
-        """Image bytes → top-k predictions. Raises a :mod:`servoscope.errors` error for anything refused."""
-        self.check_top_k(top_k)
-        if self.pending >= self.max_pending:
+    @contextlib.contextmanager
+    def admitted(self, count: int = 1) -> Iterator[None]:
+        """Hold ``count`` of the model's ``max_pending`` places — taken before the body is read,
+        so an overloaded service refuses (429) without reading uploads it will not serve."""
+        if self.pending + count > self.max_pending:
             raise Overloaded(
                 f"model {self.name!r} has {self.pending} requests pending (limit {self.max_pending})",
                 reason="pending_limit",
             )
-        self.pending += 1
+        self.pending += count
+        try:
+            yield
+        finally:
+            self.pending -= count
+
+    async def classify(self, data: bytes, fmt: str | None, top_k: int, timing: Timing, deadline: float) -> Classification:
+        """Image bytes → top-k predictions, for an admitted request (see :meth:`admitted`).
+        Raises a :mod:`servoscope.errors` error for anything refused."""
+        self.check_top_k(top_k)
         timing.model = self.name
         timing.input_bytes = len(data)
-        try:
-            prepared = await self.pool.run(functools.partial(prepare, data, fmt, self.limits, self.spec), timing, deadline)
-            timing.input_pixels = prepared.pixels
-            future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-            self.batcher.submit(Pending(prepared.tensor, top_k, deadline, timing, future))
-            predictions = await future
-            return Classification(self.name, self.version, predictions, timing.batch_size)
-        finally:
-            self.pending -= 1
+        prepared = await self.pool.run(functools.partial(prepare, data, fmt, self.limits, self.spec), timing, deadline)
+        timing.input_pixels = prepared.pixels
+        future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
+        self.batcher.submit(Pending(prepared.tensor, top_k, deadline, timing, future))
+        predictions = await future
+        return Classification(self.name, self.version, predictions, timing.batch_size)
 
 
 def load_instances(entry: ModelEntry, intra_op_threads: int) -> list[Instance]:

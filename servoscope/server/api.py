@@ -38,9 +38,11 @@ async def classify(request: Request) -> Response:
         top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
         fmt = media_format(request.headers.get("content-type"))
         deadline = timing.start + timeout_s(request, settings.request_timeout_s)
-        body = await read_body(request, settings.max_body_bytes)
-        timing.end(Stage.INGEST, clock.now())
-        result = await service.classify(body, fmt, top_k, timing, deadline)
+        timing.model = service.name
+        with service.admitted():
+            body = await read_body(request, settings.max_body_bytes)
+            timing.end(Stage.INGEST, clock.now())
+            result = await service.classify(body, fmt, top_k, timing, deadline)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
         response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})

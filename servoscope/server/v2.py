@@ -250,8 +250,10 @@ async def infer(request: Request) -> Response:
     timings: list[Timing] = [first]
     try:
         service = _service(request)
+        first.model = service.name
         deadline = first.start + timeout_s(request, settings.request_timeout_s)
-        body = await read_body(request, settings.max_body_bytes)
+        with service.admitted():
+            body = await read_body(request, settings.max_body_bytes)
         request_json, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         images = parse_images(request_json, binary, settings.max_images_per_request)
         top_k = service.check_top_k(_top_k(request_json, settings.default_top_k))
@@ -261,10 +263,11 @@ async def infer(request: Request) -> Response:
         ingested = clock.now()
         for timing in timings:
             timing.end(Stage.INGEST, ingested)
-        outcomes = await asyncio.gather(
-            *(service.classify(img, None, top_k, t, deadline) for img, t in zip(images, timings)),
-            return_exceptions=True,
-        )
+        with service.admitted(len(images)):
+            outcomes = await asyncio.gather(
+                *(service.classify(img, None, top_k, t, deadline) for img, t in zip(images, timings)),
+                return_exceptions=True,
+            )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             raise errors[0]
