@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from typing import AsyncIterator, Mapping
@@ -39,6 +40,7 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
         entries = [repository.find(root, name) for name in settings.models]
     else:
         entries = repository.discover(root)
+    entries = [dataclasses.replace(e, config=settings.model_overrides.apply(e.config)) for e in entries]
     if not entries:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
     limits = DecodeLimits(settings.max_body_bytes, settings.max_image_pixels)
