@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: serve test model bench clean
+.PHONY: serve test model bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,25 @@ model: $(VENV)/.serve-deps
 serve: model
 	$(BIN)/servoscope serve --host 127.0.0.1 --port $(PORT)
 
-test: $(VENV)/.test-deps model
+# Debian packages the tests drive: chromium (dashboard test), prometheus + promtool (deploy/ test).
+# Installed only when missing; a Prometheus daemon that the package's postinst may start is stopped.
+SYSTEM_BINS := /usr/bin/chromium /usr/bin/prometheus /usr/bin/promtool
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
+
+system-deps:
+	@missing=""; for b in $(SYSTEM_BINS); do [ -x "$$b" ] || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing chromium and prometheus (missing:$$missing)"; \
+		running=$$(pgrep -x prometheus || true); \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium prometheus || exit 1; \
+		for pid in $$(pgrep -x prometheus || true); do \
+			case " $$running " in *" $$pid "*) ;; *) echo "stopping the prometheus daemon the package started ($$pid)"; \
+				$(SUDO) kill $$pid;; esac; \
+		done; \
+	fi
+
+test: system-deps $(VENV)/.test-deps model
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-deps model

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import subprocess
@@ -203,8 +204,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
-def servoscope_argv() -> list[str]:
-    return [sys.executable, "-m", "servoscope", "serve", "--model-repository", str(ROOT / "models"), "--models", MODEL, "--log-level", "warning"]
+def servoscope_argv(extra: tuple[str, ...] = ()) -> list[str]:
+    return [
+        sys.executable, "-m", "servoscope", "serve", "--model-repository", str(ROOT / "models"),
+        "--models", MODEL, "--log-level", "warning", *extra,
+    ]
 
 
 def naive_argv(entry: ModelEntry) -> list[str]:
@@ -258,13 +262,13 @@ def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturatio
 # ---------------------------------------------------------------- one image set
 
 
-def bench_set(set_name: str, entry: ModelEntry, windows: Windows) -> dict[str, Any]:
+def bench_set(set_name: str, entry: ModelEntry, windows: Windows, serve_args: tuple[str, ...] = ()) -> dict[str, Any]:
     images = image_set(set_name, RESULTS / "images")
     spec = SETS[set_name]
     mean_kb = sum(map(len, images)) / len(images) / 1024
     progress(f"{set_name}: {len(images)} JPEGs {spec.size[0]}x{spec.size[1]}, mean {mean_kb:.0f} KiB")
     offline = offline_limit(entry, images, windows.offline_s)
-    with server("servoscope", servoscope_argv(), RESULTS / f"servoscope-{set_name}.log") as (endpoint, pid):
+    with server("servoscope", servoscope_argv(serve_args), RESULTS / f"servoscope-{set_name}.log") as (endpoint, pid):
         service = saturation(endpoint, pid, images, windows, "servoscope")
         latency = latency_profile(endpoint, pid, images, service["requests_per_s"], windows)
     with server("naive", naive_argv(entry), RESULTS / f"naive-{set_name}.log") as (endpoint, pid):
@@ -325,6 +329,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short windows (~1.5 minutes in all)")
     parser.add_argument("--duration", type=float, help="closed-loop window, seconds (default 8, quick 3)")
     parser.add_argument("--sets", default="small,phone", help="image sets, comma-separated: small, phone")
+    parser.add_argument("--serve-args", default="", help="extra `servoscope serve` flags, e.g. '--instances 2'")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 8.0)
     if not 0.5 <= duration <= 600:
@@ -334,10 +339,12 @@ def main() -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()
     progress(f"servoscope serving bench: {available_cores()} cores, windows {windows}")
-    results = {name: bench_set(name, entry, windows) for name in args.sets.split(",")}
+    serve_args = tuple(shlex.split(args.serve_args))
+    results = {name: bench_set(name, entry, windows, serve_args) for name in args.sets.split(",")}
     report = {
         "machine": {"cores": available_cores(), "python": platform.python_version(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "windows_s": dataclasses.asdict(windows),
+        "serve_args": list(serve_args),
         "elapsed_s": time.perf_counter() - started,
         "sets": results,
     }

@@ -29,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         models=tuple(args.models.split(",")) if args.models else None,
         preprocess_workers=args.preprocess_workers,
         log_level=args.log_level,
+        telemetry=args.telemetry,
         model_overrides=overrides_from_flags(args),
     )
     _setup_logging(settings.log_level)
@@ -103,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated model names (default: all in the repository)")
     serve.add_argument("--preprocess-workers", type=int)
     serve.add_argument("--log-level")
+    serve.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None, help="metrics, stats and tracing")
     batching = serve.add_argument_group("model overrides (applied over every model's config.toml)")
     batching.add_argument("--max-batch-size", type=int)
     batching.add_argument("--max-queue-delay-ms", type=float)

@@ -74,7 +74,7 @@ def test_batches_give_sizes_and_busy_ratio(telemetry: Telemetry, clock: ManualCl
     telemetry.record_batch(BatchRecord(MODEL, 0, start, start + 2.0, start + 2.5, members))
     r = telemetry.registry
     assert sample(r, "servoscope_batch_size_sum", model=MODEL) == 3
-    assert sample(r, "servoscope_model_busy_seconds_total", model=MODEL, instance="0") == pytest.approx(2.5)
+    assert sample(r, "servoscope_model_busy_seconds_total", model=MODEL, model_instance="0") == pytest.approx(2.5)
     assert telemetry.busy_ratio(MODEL, 0, 10) == pytest.approx(0.25)
     assert telemetry.busy_ratio(MODEL, 1, 10) == 0.0
 

@@ -129,7 +129,9 @@ def warm_up(service: ModelService) -> None:
 @dataclass(frozen=True, slots=True)
 class ModelGauges:
     pending: int  # admitted and not yet answered
+    pending_limit: int
     batch_queue: int  # waiting in the batcher
+    batch_queue_limit: int
     batches_in_flight: int
     instances: int
 
@@ -167,7 +169,10 @@ class Pipeline:
 
     def gauges(self) -> Gauges:
         models = {
-            name: ModelGauges(s.pending, s.batcher.depth, s.batcher.in_flight, len(s.batcher.instances))
+            name: ModelGauges(
+                s.pending, s.max_pending, s.batcher.depth, s.batcher.policy.max_queue_size,
+                s.batcher.in_flight, len(s.batcher.instances),
+            )
             for name, s in self.services.items()
         }
         return Gauges(self.pool.waiting, self.pool.busy, self.pool.workers, models)

@@ -29,18 +29,24 @@ class LiveCollector(Collector):
         busy = GaugeMetricFamily(
             "servoscope_model_busy_ratio",
             f"Share of the last {BUSY_WINDOW_S:g} s each model instance spent running batches.",
-            labels=["model", "instance"],
+            labels=["model", "model_instance"],
         )
+        pending_limit = GaugeMetricFamily(
+            "servoscope_requests_pending_limit", "Admission limit of pending requests (max_pending).", labels=["model"]
+        )
+        capacity = GaugeMetricFamily("servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"])
         for name, m in g.models.items():
             depth.add_metric(["batch", name], m.batch_queue)
+            capacity.add_metric(["batch", name], m.batch_queue_limit)
             pending.add_metric([name], m.pending)
+            pending_limit.add_metric([name], m.pending_limit)
             batches.add_metric([name], m.batches_in_flight)
             for i in range(m.instances):
                 busy.add_metric([name, str(i)], self.telemetry.busy_ratio(name, i, BUSY_WINDOW_S))
         workers = GaugeMetricFamily("servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"])
         workers.add_metric(["busy"], g.preprocess_busy)
         workers.add_metric(["idle"], max(0, g.preprocess_workers - g.preprocess_busy))
-        yield from (depth, pending, batches, busy, workers)
+        yield from (depth, capacity, pending, pending_limit, batches, busy, workers)
         yield from self._system()
         yield from self._gpu()
 

@@ -46,7 +46,7 @@ class Metrics:
         )
         self.busy = Counter(
             "servoscope_model_busy_seconds", "Seconds each model instance spent running batches.",
-            ["model", "instance"], registry=r,
+            ["model", "model_instance"], registry=r,
         )
         self.input_bytes = Histogram(
             "servoscope_input_bytes", "Size of uploaded images.", ["model"], buckets=BYTES_BUCKETS, registry=r
