@@ -52,7 +52,14 @@ def test_metrics_and_stats_count_the_same_requests(observed: tuple[ServerProcess
     srv, timings = observed
     with httpx.Client(base_url=srv.url, timeout=10) as client:
         # the last record lands just after its response is sent: wait until it is counted
-        wait_for(lambda: metric_value(client.get("/metrics").text, "servoscope_requests_total", model=MODEL, code="200") == N_REQUESTS)
+        def all_recorded() -> bool:
+            text = client.get("/metrics").text
+            return (
+                metric_value(text, "servoscope_requests_total", model=MODEL, code="200") == N_REQUESTS
+                and metric_value(text, "servoscope_requests_total", model=MODEL, code="400") == 1
+            )
+
+        wait_for(all_recorded)
         metrics = client.get("/metrics")
         stats = client.get("/v1/stats").json()
     assert metrics.headers["content-type"].startswith("text/plain")

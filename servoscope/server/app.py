@@ -18,7 +18,7 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
-from servoscope.server import api, openapi, v2
+from servoscope.server import api, dashboard, openapi, v2
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
@@ -106,7 +106,7 @@ def create_app(
                 telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *v2.routes, *observe_routes.routes, *openapi.routes],
+        routes=[*api.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
