@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         ModelOverrides(), description="batching and instance settings applied over every model's config.toml"
     )
     preprocess_workers: int = Field(0, ge=0, le=256, description="decode/preprocess threads (0: one per core)")
+    preprocess_nice: int = Field(
+        10, ge=0, le=19, description="how much lower the decode threads' priority is than inference's (see resources.py)"
+    )
     max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
     max_image_pixels: int = Field(

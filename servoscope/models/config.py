@@ -64,7 +64,9 @@ class BatchingConfig(_Strict):
 
 
 class InstanceConfig(_Strict):
-    count: int = Field(1, ge=1, le=64, description="ONNX Runtime sessions, each fed by its own thread")
+    count: int = Field(
+        0, ge=0, le=64, description="ONNX Runtime sessions, each fed by its own thread (0: one per core on the CPU, one on a GPU)"
+    )
     provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     intra_op_threads: int = Field(0, ge=0, description="0: sized to the machine (see servoscope.resources)")
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from servoscope.models.config import CONFIG_FILE, MODEL_FILE, InputConfig, ModelConfig, save_config
+from servoscope.models.config import CONFIG_FILE, MODEL_FILE, BatchingConfig, InputConfig, ModelConfig, save_config
 from servoscope.models.labels import imagenet_labels
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,10 @@ DEFAULT_CONFIG = ModelConfig(
     name=DEFAULT_MODEL,
     description="EfficientNet-Lite0, ImageNet-1k, FP32",
     input=InputConfig(size=224, resize=256, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0)),
+    # On the CPU, batching barely pays (and batches of 16+ run slower per image than batch 1):
+    # small batches, formed only while every instance is busy — never a wait for company.
+    # bench/sweep.py measured this; on a GPU raise max_batch_size (e.g. 32) and the delay.
+    batching=BatchingConfig(max_batch_size=4, max_queue_delay_s=0.0),
 )
 
 

@@ -74,7 +74,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int, fmt: str | None = N
     try:
         _draft(image, min_side)
         image.load()
-        image = ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)
         return Decoded(to_rgb(image), source_pixels)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidImage(f"cannot decode the {image.format} image: {exc}") from None

@@ -24,7 +24,7 @@ from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.runtime import Instance, OnnxModel
 from servoscope.pipeline.workers import PreprocessPool
-from servoscope.resources import plan_threads
+from servoscope.resources import ThreadPlan, plan_threads
 from servoscope.stages import BatchSink, Timing
 
 log = logging.getLogger(__name__)
@@ -101,15 +101,15 @@ class ModelService:
         return Classification(self.name, self.version, predictions, timing.batch_size)
 
 
-def load_instances(entry: ModelEntry, intra_op_threads: int) -> list[Instance]:
+def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:
     cfg = entry.config
     return [
         Instance(
             entry.name,
             i,
-            OnnxModel(entry.model_file, cfg.instances.provider, intra_op_threads, cfg.input.name, cfg.output.name),
+            OnnxModel(entry.model_file, cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name),
         )
-        for i in range(cfg.instances.count)
+        for i in range(plan.instances)
     ]
 
 
@@ -188,17 +188,18 @@ def build_pipeline(
     limits: DecodeLimits,
     max_pending: int,
     clock: Clock = SYSTEM_CLOCK,
+    preprocess_nice: int = 0,
 ) -> Pipeline:
-    pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock)
+    pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock, preprocess_nice)
     services = {}
     for entry in entries:
-        instances = entry.config.instances
-        threads = plan_threads(preprocess_workers, instances.intra_op_threads, instances.count).intra_op_threads
-        service = ModelService(entry, pool, load_instances(entry, threads), limits, max_pending, clock)
+        cfg = entry.config.instances
+        plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
+        service = ModelService(entry, pool, load_instances(entry, plan), limits, max_pending, clock)
         warm_up(service)
         log.info(
-            "model %s v%s: %d instance(s) × %d threads on %s, batching %s",
-            entry.name, entry.version, entry.config.instances.count, threads,
+            "model %s v%s: %s on %s, batching %s",
+            entry.name, entry.version, plan.describe(),
             service.batcher.instances[0].runtime.providers, entry.config.batching.model_dump(),
         )
         services[entry.name] = service

@@ -14,16 +14,19 @@ from typing import Callable, TypeVar
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import DeadlineExceeded
+from servoscope.resources import lower_priority
 from servoscope.stages import Stage, Timing
 
 T = TypeVar("T")
 
 
 class PreprocessPool:
-    def __init__(self, workers: int, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, workers: int, clock: Clock = SYSTEM_CLOCK, nice: int = 0) -> None:
         self.workers = workers
         self.clock = clock
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="preprocess")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="preprocess", initializer=lower_priority, initargs=(nice,)
+        )
         self._lock = threading.Lock()
         self.waiting = 0  # jobs submitted and not yet started
         self.busy = 0  # jobs running

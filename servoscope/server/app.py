@@ -44,7 +44,9 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
     if not entries:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
     limits = DecodeLimits(settings.max_body_bytes, settings.max_image_pixels)
-    return build_pipeline(entries, settings.preprocess_workers, limits, settings.max_pending, clock)
+    return build_pipeline(
+        entries, settings.preprocess_workers, limits, settings.max_pending, clock, settings.preprocess_nice
+    )
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -92,7 +94,8 @@ def create_app(
         loaded.start()
         monitor = observe(app, telemetry, loaded) if telemetry else None
         state.model_configs = {
-            name: {"version": s.version, **s.entry.config.model_dump(mode="json")} for name, s in loaded.services.items()
+            name: {"version": s.version, "instances_running": len(s.batcher.instances), **s.entry.config.model_dump(mode="json")}
+            for name, s in loaded.services.items()
         }
         state.pipeline = loaded
         try:

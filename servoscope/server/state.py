@@ -78,7 +78,7 @@ class ServerState:
         response.background = BackgroundTask(self._record, timings)
         return response
 
-    def _record(self, timings: list[Timing]) -> None:
+    async def _record(self, timings: list[Timing]) -> None:  # async: runs on the loop, no thread hop
         sent = self.clock.now()
         for timing in timings:
             timing.end(Stage.RESPOND, sent)
