@@ -66,11 +66,11 @@ def make_telemetry(settings: Settings, clock: Clock, env: Mapping[str, str]) -> 
     return Telemetry(clock, tracer=Tracer(provider_from_env(env)))
 
 
-def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline) -> Monitor:
+def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: ServerState) -> Monitor:
     """Connect telemetry to a loaded pipeline: batch records, live gauges, background readings."""
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
-    telemetry.registry.register(LiveCollector(telemetry, pipeline.gauges, monitor.readings))
+    telemetry.registry.register(LiveCollector(telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight))
     app.state.observability = Observability(telemetry, monitor, pipeline)
     monitor.start()
     return monitor
@@ -92,7 +92,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loaded = pipeline or load_pipeline(settings, clock)
         loaded.start()
-        monitor = observe(app, telemetry, loaded) if telemetry else None
+        monitor = observe(app, telemetry, loaded, state) if telemetry else None
         state.model_configs = {
             name: {"version": s.version, "instances_running": len(s.batcher.instances), **s.entry.config.model_dump(mode="json")}
             for name, s in loaded.services.items()

@@ -43,6 +43,7 @@ class ServerState:
     observer: Observer = field(default_factory=NoObserver)
     pipeline: Pipeline | None = None
     draining: bool = False
+    in_flight: int = 0  # inference requests arrived and not yet answered
     model_configs: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,6 +60,7 @@ class ServerState:
 
     def arrived(self, request: Request, name: str) -> Timing:
         timing = Timing(self.clock.now())
+        self.in_flight += 1
         self.observer.begin(timing, name, request.headers)
         return timing
 
@@ -80,6 +82,7 @@ class ServerState:
 
     async def _record(self, timings: list[Timing]) -> None:  # async: runs on the loop, no thread hop
         sent = self.clock.now()
+        self.in_flight -= 1
         for timing in timings:
             timing.end(Stage.RESPOND, sent)
             self.observer.record(timing)

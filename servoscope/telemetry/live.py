@@ -15,10 +15,13 @@ BUSY_WINDOW_S = 10.0
 
 
 class LiveCollector(Collector):
-    def __init__(self, telemetry: Telemetry, gauges: Callable[[], Gauges], readings: Readings) -> None:
+    def __init__(
+        self, telemetry: Telemetry, gauges: Callable[[], Gauges], readings: Readings, http_in_flight: Callable[[], int]
+    ) -> None:
         self.telemetry = telemetry
         self.gauges = gauges
         self.readings = readings
+        self.http_in_flight = http_in_flight
 
     def collect(self) -> Iterator[Metric]:
         g = self.gauges()
@@ -46,7 +49,10 @@ class LiveCollector(Collector):
         workers = GaugeMetricFamily("servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"])
         workers.add_metric(["busy"], g.preprocess_busy)
         workers.add_metric(["idle"], max(0, g.preprocess_workers - g.preprocess_busy))
-        yield from (depth, capacity, pending, pending_limit, batches, busy, workers)
+        in_flight = GaugeMetricFamily(
+            "servoscope_http_requests_in_flight", "Inference requests arrived and not yet answered.", value=self.http_in_flight()
+        )
+        yield from (depth, capacity, pending, pending_limit, batches, busy, workers, in_flight)
         yield from self._system()
         yield from self._gpu()
 

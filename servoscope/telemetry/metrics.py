@@ -6,7 +6,7 @@ Names follow Prometheus conventions: base units in the name (``_seconds``, ``_by
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from servoscope.stages import STAGE_NAMES
 
@@ -58,7 +58,6 @@ class Metrics:
             "servoscope_event_loop_lag_seconds", "How late the event loop ran a timer: time it was busy elsewhere.",
             buckets=LOOP_LAG_BUCKETS_S, registry=r,
         )
-        self.in_flight = Gauge("servoscope_http_requests_in_flight", "HTTP requests being handled now.", registry=r)
         self._stage_children = {}
 
     def observe_stage(self, model: str, stage: str, seconds: float) -> None:
