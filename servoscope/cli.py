@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -127,7 +128,14 @@ def parser() -> argparse.ArgumentParser:
     lst = model.add_parser("list", help="the models of a repository")
     lst.add_argument("--repository", type=Path, default=repo_default)
     lst.set_defaults(func=cmd_model_list)
+    for tool in TOOLS:
+        importlib.import_module(tool).add_parser(sub)
     return top
+
+
+# Sub-commands that live beside the code they drive: each module has add_parser(subparsers),
+# which registers its command and sets ``func`` (taking the parsed args, returning an exit code).
+TOOLS: tuple[str, ...] = ("servoscope.loadgen.command", "servoscope.drills.command")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
