@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
 from typing import Callable
 
@@ -121,3 +123,62 @@ def test_traces_exported_with_the_clients_trace_id(spawn_server: Callable[..., S
         # spans are exported in the background, the request's own once its answer was sent
         wait_for(lambda: all(f'"name": "{name}"' in srv.log.read_text(errors="replace") for name in names))
     assert f"0x{trace_id}" in srv.log.read_text(errors="replace")
+
+
+class _OtlpReceiver(http.server.BaseHTTPRequestHandler):
+    """A minimal OTLP/HTTP trace receiver: keeps every ExportTraceServiceRequest it is sent."""
+
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 — http.server's naming
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path == "/v1/traces":
+            type(self).received.append(body)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_traces_exported_over_otlp(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    _OtlpReceiver.received = []
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OtlpReceiver)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{receiver.server_address[1]}"
+        srv = spawn_server(
+            "--models", MODEL, env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+        )
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            response = client.post(
+                CLASSIFY,
+                content=photos["rocket"].jpeg,
+                headers={"Content-Type": "image/jpeg", "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+            )
+            assert response.status_code == 200
+
+        def spans() -> dict[str, list]:
+            found: dict[str, list] = {}
+            for body in list(_OtlpReceiver.received):
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        for span in scope.spans:
+                            found.setdefault(span.name, []).append(span)
+            return found
+
+        wait_for(lambda: {"classify", "inference_batch", *STAGE_NAMES[:-1]} <= set(spans()))
+        root = spans()["classify"][0]
+        assert root.trace_id.hex() == trace_id
+        assert all(child.parent_span_id == root.span_id for child in spans()["inference"])
+        assert spans()["inference_batch"][0].links[0].span_id == root.span_id
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
