@@ -1,0 +1,79 @@
+"""The adaptive concurrency limit and the priority shares, driven by simulated latencies."""
+
+from __future__ import annotations
+
+import pytest
+
+from servoscope.pipeline.admission import GradientLimit, Priority, admits
+
+
+def quiet(limit: GradientLimit, latency_s: float = 0.010, n: int = 50) -> None:
+    for _ in range(n):
+        limit.update(latency_s, in_flight=1)
+
+
+def test_no_baseline_keeps_the_initial_limit() -> None:
+    limit = GradientLimit(initial=32)
+    for _ in range(100):
+        limit.update(0.5, in_flight=32)
+    assert limit.limit == 32
+
+
+def test_limit_grows_while_latency_holds_and_the_limit_is_used() -> None:
+    limit = GradientLimit(initial=8)
+    quiet(limit)
+    for _ in range(200):
+        limit.update(0.012, in_flight=limit.limit)
+    assert limit.limit > 20
+
+
+def test_limit_shrinks_when_latency_rises_and_recovers() -> None:
+    limit = GradientLimit(initial=64)
+    quiet(limit)  # the baseline: 10 ms
+    for _ in range(100):
+        limit.update(0.080, in_flight=limit.limit)  # queues built up: 8× the baseline
+    shrunk = limit.limit
+    assert shrunk < 64 / 4
+    for _ in range(300):
+        limit.update(0.012, in_flight=limit.limit)
+    assert limit.limit > shrunk * 4
+
+
+def test_sustained_overload_does_not_move_the_baseline() -> None:
+    limit = GradientLimit(initial=64)
+    quiet(limit)
+    for _ in range(5000):
+        limit.update(0.200, in_flight=limit.limit)
+    assert limit.baseline_s == pytest.approx(0.010)
+    assert limit.limit <= 4
+
+
+def test_idle_service_does_not_inflate_the_limit() -> None:
+    limit = GradientLimit(initial=16)
+    quiet(limit, n=500)
+    assert limit.limit == 16
+
+
+def test_limit_stays_within_bounds() -> None:
+    limit = GradientLimit(initial=4, min_limit=2, max_limit=40)
+    quiet(limit, 0.001)
+    for _ in range(2000):
+        limit.update(0.001, in_flight=limit.limit)
+    assert limit.limit == 40
+    for _ in range(2000):
+        limit.update(10.0, in_flight=limit.limit)
+    assert 2 <= limit.limit <= 4  # halving each step, plus √limit headroom: settles at 4
+
+
+def test_priorities_share_the_limit() -> None:
+    assert admits(10, 4, Priority.LOW) and not admits(10, 5, Priority.LOW)
+    assert admits(10, 8, Priority.NORMAL) and not admits(10, 9, Priority.NORMAL)
+    assert admits(10, 9, Priority.HIGH) and not admits(10, 10, Priority.HIGH)
+    assert admits(1, 0, Priority.LOW)  # something always gets in
+
+
+def test_priority_parsing() -> None:
+    assert Priority.parse(None) is Priority.NORMAL
+    assert Priority.parse("High") is Priority.HIGH
+    with pytest.raises(ValueError, match="high, normal or low"):
+        Priority.parse("urgent")
