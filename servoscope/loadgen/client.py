@@ -36,16 +36,20 @@ class ProtocolError(ClientError):
     pass
 
 
-def check_loopback(host: str) -> str:
-    """``host`` if it is a loopback address or ``localhost``; otherwise :class:`NotLoopback`."""
-    if host.lower() == "localhost":
+def check_loopback(host: str, allowed: tuple[str, ...] = ()) -> str:
+    """``host`` if it is a loopback address, ``localhost`` or one of ``allowed`` (hosts the user
+    named explicitly); otherwise :class:`NotLoopback`."""
+    if host.lower() == "localhost" or (host and host in allowed):
         return host
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         raise NotLoopback(f"only loopback hosts are allowed (127.0.0.0/8, ::1, localhost), got {host!r}") from None
     if not address.is_loopback:
-        raise NotLoopback(f"only loopback hosts are allowed (127.0.0.0/8, ::1, localhost), got {host!r}")
+        raise NotLoopback(
+            f"only loopback hosts are allowed (127.0.0.0/8, ::1, localhost), got {host!r}; "
+            "servoscope load --allow-host HOST allows a host of your own"
+        )
     return host
 
 
@@ -53,9 +57,10 @@ def check_loopback(host: str) -> str:
 class Endpoint:
     host: str
     port: int
+    allowed_hosts: tuple[str, ...] = ()  # non-loopback hosts the user allowed explicitly (--allow-host)
 
     def __post_init__(self) -> None:
-        check_loopback(self.host)
+        check_loopback(self.host, self.allowed_hosts)
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in 1..65535, got {self.port}")
 
@@ -116,7 +121,7 @@ class Connection:
 
     @classmethod
     async def open(cls, endpoint: Endpoint, timeout_s: float = 10.0) -> Connection:
-        check_loopback(endpoint.host)
+        check_loopback(endpoint.host, endpoint.allowed_hosts)
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_HEAD_BYTES)
         return cls(reader, writer)

@@ -19,7 +19,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from servoscope.loadgen.client import ClientError, Connection, EncodedRequest, Endpoint
 
@@ -77,6 +77,7 @@ class Sample:
     status: int = 0  # 0: no response (error)
     error: str = ""
     server_timing: str = ""
+    late_s: float = 0.0  # open loop: how late the sender itself dispatched it (its own lag, not the server's)
 
     @property
     def latency_s(self) -> float:
@@ -114,8 +115,17 @@ class RunResult:
 
 LATE_S = 0.002
 
+OnStart = Callable[[RunResult], None]  # called once with the live result (samples are appended as they start)
+OnSample = Callable[[Sample], None]  # called as each sample ends (answered or failed)
 
-async def _exchange(conn: Connection, request: EncodedRequest, sample: Sample, timeout_s: float) -> None:
+
+def _ignore(_: object) -> None:
+    pass
+
+
+async def _exchange(
+    conn: Connection, request: EncodedRequest, sample: Sample, timeout_s: float, on_sample: OnSample = _ignore
+) -> None:
     try:
         response = await conn.send(request, timeout_s)
     except (OSError, TimeoutError, asyncio.IncompleteReadError, ClientError) as exc:
@@ -124,6 +134,12 @@ async def _exchange(conn: Connection, request: EncodedRequest, sample: Sample, t
         sample.status = response.status
         sample.server_timing = response.server_timing
     sample.done = time.perf_counter()
+    on_sample(sample)
+
+
+def _failed(sample: Sample, error: str, on_sample: OnSample) -> None:
+    sample.error, sample.done = error, time.perf_counter()
+    on_sample(sample)
 
 
 async def closed_loop(
@@ -133,6 +149,9 @@ async def closed_loop(
     duration_s: float,
     timeout_s: float = 60.0,
     max_requests: int = MAX_ARRIVALS,
+    *,
+    on_start: OnStart = _ignore,
+    on_sample: OnSample = _ignore,
 ) -> RunResult:
     """``concurrency`` workers send back to back for ``duration_s``; requests cycle through ``requests``."""
     if not requests or concurrency < 1:
@@ -140,6 +159,7 @@ async def closed_loop(
     _check(1.0, duration_s)
     conns = [await Connection.open(endpoint) for _ in range(concurrency)]
     result = RunResult(time.perf_counter(), duration_s)
+    on_start(result)
     deadline = result.start + duration_s
     counter = iter(range(max_requests))
 
@@ -154,9 +174,9 @@ async def closed_loop(
                 try:
                     conn = await Connection.open(endpoint)
                 except (OSError, TimeoutError) as exc:
-                    sample.error, sample.done = f"connect: {exc}", time.perf_counter()
+                    _failed(sample, f"connect: {exc}", on_sample)
                     return
-            await _exchange(conn, requests[i % len(requests)], sample, timeout_s)
+            await _exchange(conn, requests[i % len(requests)], sample, timeout_s, on_sample)
         conn.close()
 
     try:
@@ -189,7 +209,11 @@ class _Pool:
             return conn
         conn = await self.idle.get()
         if conn.closed:
-            conn = await Connection.open(self.endpoint)
+            try:
+                conn = await Connection.open(self.endpoint)
+            except BaseException:
+                self.count -= 1  # the slot is free again, or waiters would wait for it forever
+                raise
             self.opened.append(conn)
         return conn
 
@@ -207,6 +231,9 @@ async def open_loop(
     arrivals: Sequence[float],
     max_connections: int = 256,
     timeout_s: float = 60.0,
+    *,
+    on_start: OnStart = _ignore,
+    on_sample: OnSample = _ignore,
 ) -> RunResult:
     """Send ``requests`` (cycled) at the ``arrivals`` offsets, whatever the server does.
 
@@ -218,16 +245,17 @@ async def open_loop(
     pool = _Pool(endpoint, max_connections)
     span = max(arrivals[-1], 1e-3)
     result = RunResult(time.perf_counter() + 0.01, span)
+    on_start(result)
     tasks: list[asyncio.Task[None]] = []
 
     async def one(sample: Sample, request: EncodedRequest) -> None:
         try:
             conn = await pool.get()
         except (OSError, TimeoutError) as exc:
-            sample.error, sample.done = f"connect: {exc}", time.perf_counter()
+            _failed(sample, f"connect: {exc}", on_sample)
             return
         sample.sent = time.perf_counter()
-        await _exchange(conn, request, sample, timeout_s)
+        await _exchange(conn, request, sample, timeout_s, on_sample)
         pool.put(conn)
 
     try:
@@ -240,7 +268,7 @@ async def open_loop(
             if late > LATE_S:
                 result.sender_late_count += 1
             result.sender_max_late_s = max(result.sender_max_late_s, late)
-            sample = Sample(due, due)
+            sample = Sample(due, due, late_s=max(0.0, late))
             result.samples.append(sample)
             tasks.append(asyncio.create_task(one(sample, requests[i % len(requests)])))
         await asyncio.gather(*tasks)
