@@ -31,7 +31,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         preprocess_workers=args.preprocess_workers,
         log_level=args.log_level,
         telemetry=args.telemetry,
+        admission=args.admission,
+        max_pending=args.max_pending,
         model_overrides=overrides_from_flags(args),
+        faults=faults_from_flags(args),
     )
     _setup_logging(settings.log_level)
     print("servoscope effective configuration:", json.dumps(effective(settings), indent=2), file=sys.stderr)
@@ -54,6 +57,13 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
     }
     given = {k: v for k, v in given.items() if v is not None}
     return given or None
+
+
+def faults_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Injected faults given as flags (see servoscope.drills.faults); None when none is given."""
+    if args.inject_inference_delay_ms is None:
+        return None
+    return {"inference_delay_s": args.inject_inference_delay_ms / 1000.0}
 
 
 def ensure_default_model(settings: Settings) -> None:
@@ -105,12 +115,18 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated model names (default: all in the repository)")
     serve.add_argument("--preprocess-workers", type=int)
     serve.add_argument("--log-level")
+    serve.add_argument("--admission", choices=["adaptive", "static"], help="adaptive concurrency limit, or max_pending alone")
+    serve.add_argument("--max-pending", type=int, help="most requests in progress per model")
     serve.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None, help="metrics, stats and tracing")
     batching = serve.add_argument_group("model overrides (applied over every model's config.toml)")
     batching.add_argument("--max-batch-size", type=int)
     batching.add_argument("--max-queue-delay-ms", type=float)
     batching.add_argument("--instances", type=int, help="model instances (ONNX Runtime sessions) per model")
     batching.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: sized to the machine)")
+    faults = serve.add_argument_group("injected faults (drills only; see servoscope.drills.faults)")
+    faults.add_argument(
+        "--inject-inference-delay-ms", type=float, help="INJECTED: extra milliseconds per inference batch (default: none)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     model = sub.add_parser("model", help="prepare, quantize and list models").add_subparsers(dest="action", required=True)

@@ -10,6 +10,7 @@
     │   ├── UnsupportedMediaType         415  content type missing or not an accepted image type
     │   ├── PayloadTooLarge              413  body above the byte limit
     │   ├── ImageTooLarge                413  image dimensions above the pixel limit
+    │   ├── RequestTimeout               408  the body did not arrive within the body-read timeout
     │   └── ModelNotFound                404  no such model is served
     ├── Overloaded                       429  a queue is full: retry after a moment
     ├── Unavailable                      503  not ready, or shutting down
@@ -62,6 +63,11 @@ class PayloadTooLarge(RequestError):
 class ImageTooLarge(RequestError):
     status = 413
     reason = "image_too_large"
+
+
+class RequestTimeout(RequestError):
+    status = 408
+    reason = "request_timeout"
 
 
 class ModelNotFound(RequestError):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from servoscope.drills.faults import Faults
 from servoscope.models.config import ModelOverrides
 from pydantic_settings import (
     BaseSettings,
@@ -45,7 +46,13 @@ class Settings(BaseSettings):
         10, ge=0, le=19, description="how much lower the decode threads' priority is than inference's (see resources.py)"
     )
     max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
+    admission: Literal["adaptive", "static"] = Field(
+        "adaptive", description="adaptive: a concurrency limit that follows latency (up to max_pending); static: max_pending alone"
+    )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="longest wait for a request's headers, then again for its whole body (then 408)"
+    )
     max_image_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="largest accepted image, width × height"
     )
@@ -55,6 +62,7 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(30.0, gt=0, description="longest wait for in-flight requests on SIGTERM")
     telemetry: bool = Field(True, description="metrics, /v1/stats and tracing (tracing also needs OTEL_* variables)")
     log_level: str = Field("info", description="debug, info, warning or error")
+    faults: Faults = Field(Faults(), description="INJECTED faults for drills (servoscope.drills.faults); all zero: none")
 
     @classmethod
     def settings_customise_sources(

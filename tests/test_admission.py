@@ -12,11 +12,13 @@ def quiet(limit: GradientLimit, latency_s: float = 0.010, n: int = 50) -> None:
         limit.update(latency_s, in_flight=1)
 
 
-def test_no_baseline_keeps_the_initial_limit() -> None:
-    limit = GradientLimit(initial=32)
-    for _ in range(100):
-        limit.update(0.5, in_flight=32)
-    assert limit.limit == 32
+def test_a_flood_from_the_start_still_learns_a_baseline() -> None:
+    limit = GradientLimit(initial=128)
+    limit.update(0.010, in_flight=128)  # the first request did not queue
+    for _ in range(200):
+        limit.update(0.500, in_flight=128)
+    assert limit.baseline_s == pytest.approx(0.010)
+    assert limit.limit <= 4
 
 
 def test_limit_grows_while_latency_holds_and_the_limit_is_used() -> None:

@@ -45,10 +45,12 @@ class GradientLimit:
     """An adaptive concurrency limit. Feed it every finished request's in-pipeline seconds and the
     number in flight with :meth:`update`; read :attr:`limit`.
 
-    The baseline (what a request takes when nothing queues) is learnt only from requests that
-    finished while at most ``quiet_in_flight`` were in flight, so it cannot drift upwards under
-    sustained overload (Gradient2's long average can); if the model really became slower, the
-    limit falls until the pipeline is quiet again, and the baseline is re-learnt there.
+    The baseline (what a request takes when nothing queues) starts from the first request and
+    then learns from requests that finished while at most ``quiet_in_flight`` were in flight, or
+    faster than the baseline — so a service that starts under a flood still has one, and it
+    cannot drift upwards under sustained overload (Gradient2's long average can). If the model
+    really became slower, the limit falls until the pipeline is quiet, and the baseline is
+    re-learnt there.
     """
 
     initial: float = 128.0
@@ -78,11 +80,9 @@ class GradientLimit:
             return
         self._short_n += 1
         self.short_s += (latency_s - self.short_s) / min(self._short_n, self.short_samples)
-        if in_flight <= self.quiet_in_flight:
+        if self._baseline_n == 0 or in_flight <= self.quiet_in_flight or latency_s < self.baseline_s:
             self._baseline_n += 1
             self.baseline_s += (latency_s - self.baseline_s) / min(self._baseline_n, self.baseline_samples)
-        if self._baseline_n == 0:
-            return  # no baseline yet: keep the initial limit
         gradient = max(0.5, min(1.0, self.tolerance * self.baseline_s / self.short_s))
         if gradient == 1.0 and in_flight < self.estimate / 2:
             return  # latency fine but the limit is not in use: no evidence it should grow

@@ -18,7 +18,7 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -58,9 +58,44 @@ class Pending:
     timing: Timing
     future: asyncio.Future[list[Prediction]]
     enqueued: float = 0.0
+    priority: int = 1  # 0 high, 1 normal, 2 low: batches are filled high-first
 
 
 Postprocess = Callable[[np.ndarray, list[int]], list[list[Prediction]]]
+PRIORITIES = 3
+
+
+class Lanes:
+    """The batch queue: one FIFO lane per priority, taken high-first."""
+
+    def __init__(self) -> None:
+        self._lanes: list[collections.deque[Pending]] = [collections.deque() for _ in range(PRIORITIES)]
+
+    def __len__(self) -> int:
+        return sum(len(lane) for lane in self._lanes)
+
+    def __iter__(self) -> Iterator[Pending]:
+        for lane in self._lanes:
+            yield from lane
+
+    def append(self, pending: Pending) -> None:
+        self._lanes[min(max(pending.priority, 0), PRIORITIES - 1)].append(pending)
+
+    def take(self, n: int) -> list[Pending]:
+        taken: list[Pending] = []
+        for lane in self._lanes:
+            while lane and len(taken) < n:
+                taken.append(lane.popleft())
+        return taken
+
+    def oldest(self) -> float:
+        """When the longest-waiting request was queued (each lane is in arrival order)."""
+        return min(lane[0].enqueued for lane in self._lanes if lane)
+
+    def keep(self, alive: Callable[[Pending], bool]) -> None:
+        for i, lane in enumerate(self._lanes):
+            if not all(alive(p) for p in lane):
+                self._lanes[i] = collections.deque(p for p in lane if alive(p))
 
 
 class Batcher:
@@ -79,7 +114,7 @@ class Batcher:
         self.instances = instances
         self.postprocess = postprocess
         self.clock = clock
-        self._queue: collections.deque[Pending] = collections.deque()
+        self._queue = Lanes()
         self._wake = asyncio.Event()
         self._idle: collections.deque[Instance] = collections.deque(instances)
         self._task: asyncio.Task[None] | None = None
@@ -122,7 +157,7 @@ class Batcher:
                 return
             size = self._ready_size() if self._idle else 0
             if size:
-                self._launch(loop, self._idle.popleft(), [self._queue.popleft() for _ in range(size)])
+                self._launch(loop, self._idle.popleft(), self._queue.take(size))
                 continue
             await self._sleep(loop)
 
@@ -131,7 +166,7 @@ class Batcher:
             return 0
         if self._closed:  # draining: no reason to wait for company
             return min(len(self._queue), self.policy.max_batch_size)
-        oldest_wait = self.clock.now() - self._queue[0].enqueued
+        oldest_wait = self.clock.now() - self._queue.oldest()
         return dispatch_size(len(self._queue), oldest_wait, self.policy)
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -139,7 +174,7 @@ class Batcher:
         self._wake.clear()
         timer = None
         if self._queue and self._idle:
-            remaining = self._queue[0].enqueued + self.policy.max_queue_delay_s - self.clock.now()
+            remaining = self._queue.oldest() + self.policy.max_queue_delay_s - self.clock.now()
             timer = loop.call_later(max(0.0, remaining), self._wake.set)
         try:
             await self._wake.wait()
@@ -148,20 +183,20 @@ class Batcher:
                 timer.cancel()
 
     def _drop_dead(self) -> None:
-        if not self._queue:
+        """Cancelled requests (the client went away) leave; expired ones are answered 504."""
+        if not len(self._queue):
             return
         now = self.clock.now()
-        if all(not p.future.done() and p.deadline > now for p in self._queue):
-            return
-        alive: collections.deque[Pending] = collections.deque()
-        for p in self._queue:
-            if p.future.done():  # cancelled: the client went away
-                continue
+
+        def alive(p: Pending) -> bool:
+            if p.future.done():
+                return False
             if p.deadline <= now:
                 p.future.set_exception(DeadlineExceeded(f"deadline passed after {now - p.timing.start:.3f}s, before inference"))
-                continue
-            alive.append(p)
-        self._queue = alive
+                return False
+            return True
+
+        self._queue.keep(alive)
 
     def _launch(self, loop: asyncio.AbstractEventLoop, instance: Instance, batch: list[Pending]) -> None:
         self.in_flight += 1

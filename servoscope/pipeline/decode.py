@@ -3,6 +3,20 @@
 The header is read and the pixel count checked before any pixel is decoded. JPEGs much
 larger than needed are decoded with DCT-domain downscaling (``Image.draft``), which is
 several times cheaper than a full decode followed by a resize.
+
+What is accepted, on purpose (``tests/data/make_hostile.py`` holds a case for each):
+
+- Formats: JPEG, PNG and WebP, named by the request's ``Content-Type`` (any other type: 415) and
+  found in the bytes (other bytes: 400, "not a PNG image"). GIF and TIFF are refused, animated or not.
+- Multi-frame images of an accepted format — APNG, animated WebP, MPO (multi-picture JPEG) — are
+  classified on their **first frame**; later frames are never decoded. The pixel limit applies
+  to the whole canvas, so an animation's canvas cannot be larger than a still image.
+- Every colour mode and depth (CMYK, 16-bit, palette, alpha, grayscale, 1-bit) becomes 8-bit RGB;
+  transparency is composited on white; the EXIF orientation is applied.
+- Bytes after the image's end (a polyglot's ZIP or HTML) are ignored: only pixels are used,
+  and the upload is never stored or served back.
+- Header bombs are refused on the header (413). Text and colour-profile chunks that inflate past
+  Pillow's ``MAX_TEXT_CHUNK`` are refused (400), as are truncated or corrupt images.
 """
 
 from __future__ import annotations
@@ -72,6 +86,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int, fmt: str | None = N
     image = _open(data, fmt, limits)
     source_pixels = image.width * image.height
     try:
+        _first_frame(image)
         _draft(image, min_side)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
@@ -92,7 +107,8 @@ def _open(data: bytes, fmt: str | None, limits: DecodeLimits) -> Image.Image:
         wanted = f"a {fmt} image" if fmt else f"an image ({', '.join(_ACCEPTED_FORMATS)})"
         raise InvalidImage(f"the body is not {wanted}") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InvalidImage(f"cannot read the image header: {exc}") from None
+        what = f"{fmt} image" if fmt else "image"
+        raise InvalidImage(f"cannot read the {what}'s header, truncated or corrupt: {exc}") from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidImage(f"image has no pixels ({width}x{height})")
@@ -103,9 +119,16 @@ def _open(data: bytes, fmt: str | None, limits: DecodeLimits) -> Image.Image:
     return image
 
 
+def _first_frame(image: Image.Image) -> None:
+    """Multi-frame images (APNG, animated WebP, MPO) are classified on their first frame: Pillow
+    opens them there, and this says so (and holds should a plugin open elsewhere)."""
+    if getattr(image, "n_frames", 1) > 1 and image.tell() != 0:
+        image.seek(0)
+
+
 def _draft(image: Image.Image, min_side: int) -> None:
     """Ask the JPEG decoder to scale down by 1/2, 1/4 or 1/8 while keeping the shorter side ≥ min_side."""
-    if image.format != "JPEG":
+    if image.format not in ("JPEG", "MPO"):  # MPO: multi-picture JPEG, first picture
         return
     width, height = image.size
     short = min(width, height)

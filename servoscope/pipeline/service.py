@@ -18,6 +18,7 @@ import numpy as np
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
+from servoscope.pipeline.admission import SHARE, GradientLimit, Priority, admits
 from servoscope.pipeline.batcher import Batcher, Pending
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
@@ -25,7 +26,7 @@ from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.runtime import Instance, OnnxModel
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
-from servoscope.stages import BatchSink, Timing
+from servoscope.stages import BatchSink, Stage, Timing
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ModelService:
         limits: DecodeLimits,
         max_pending: int,
         clock: Clock = SYSTEM_CLOCK,
+        adaptive: bool = True,
     ) -> None:
         self.entry = entry
         self.name = entry.name
@@ -59,6 +61,12 @@ class ModelService:
         self.max_pending = max_pending
         self.clock = clock
         self.pending = 0  # admitted and not yet answered
+        # adaptive: the concurrency limit follows the latency (admission.py); else max_pending alone
+        self.concurrency = (
+            GradientLimit(initial=min(128, max_pending), max_limit=max_pending, quiet_in_flight=len(instances))
+            if adaptive
+            else None
+        )
         self.batcher = Batcher(
             entry.name, entry.config.batching, instances, Postprocessor(self.labels, entry.config.output.kind), clock
         )
@@ -72,14 +80,21 @@ class ModelService:
             raise InvalidParameter(f"top_k must be between 1 and {self.num_classes}, got {top_k}")
         return top_k
 
+    @property
+    def limit(self) -> int:
+        """Requests admitted at once, now (adaptive) or always (max_pending)."""
+        return self.concurrency.limit if self.concurrency else self.max_pending
+
     @contextlib.contextmanager
-    def admitted(self, count: int = 1) -> Iterator[None]:
-        """Hold ``count`` of the model's ``max_pending`` places — taken before the body is read,
-        so an overloaded service refuses (429) without reading uploads it will not serve."""
-        if self.pending + count > self.max_pending:
+    def admitted(self, count: int = 1, priority: Priority = Priority.NORMAL) -> Iterator[None]:
+        """Hold ``count`` places under the model's limit — taken before the body is read, so an
+        overloaded service refuses at once (429) without reading uploads it will not serve."""
+        limit = self.limit
+        if self.pending + count > self.max_pending or not admits(limit, self.pending + count - 1, priority):
             raise Overloaded(
-                f"model {self.name!r} has {self.pending} requests pending (limit {self.max_pending})",
-                reason="pending_limit",
+                f"model {self.name!r} is at capacity: {self.pending} requests in progress "
+                f"(limit {limit} now, for {priority.name.lower()} priority {int(limit * SHARE[priority])})",
+                reason="concurrency_limit" if self.concurrency else "pending_limit",
             )
         self.pending += count
         try:
@@ -87,7 +102,9 @@ class ModelService:
         finally:
             self.pending -= count
 
-    async def classify(self, data: bytes, fmt: str | None, top_k: int, timing: Timing, deadline: float) -> Classification:
+    async def classify(
+        self, data: bytes, fmt: str | None, top_k: int, timing: Timing, deadline: float, priority: Priority = Priority.NORMAL
+    ) -> Classification:
         """Image bytes → top-k predictions, for an admitted request (see :meth:`admitted`).
         Raises a :mod:`servoscope.errors` error for anything refused."""
         self.check_top_k(top_k)
@@ -96,9 +113,16 @@ class ModelService:
         prepared = await self.pool.run(functools.partial(prepare, data, fmt, self.limits, self.spec), timing, deadline)
         timing.input_pixels = prepared.pixels
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        self.batcher.submit(Pending(prepared.tensor, top_k, deadline, timing, future))
+        self.batcher.submit(Pending(prepared.tensor, top_k, deadline, timing, future, priority=priority))
         predictions = await future
+        self._learn(timing)
         return Classification(self.name, self.version, predictions, timing.batch_size)
+
+    def _learn(self, timing: Timing) -> None:
+        """Tell the concurrency limit how long this request spent in the pipeline."""
+        began, finished = timing.ended(Stage.INGEST), timing.ended(Stage.POSTPROCESS)
+        if self.concurrency is not None and began is not None and finished is not None:
+            self.concurrency.update(finished - began, self.pending)
 
 
 def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:
@@ -189,13 +213,14 @@ def build_pipeline(
     max_pending: int,
     clock: Clock = SYSTEM_CLOCK,
     preprocess_nice: int = 0,
+    adaptive: bool = True,
 ) -> Pipeline:
     pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock, preprocess_nice)
     services = {}
     for entry in entries:
         cfg = entry.config.instances
         plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
-        service = ModelService(entry, pool, load_instances(entry, plan), limits, max_pending, clock)
+        service = ModelService(entry, pool, load_instances(entry, plan), limits, max_pending, clock, adaptive)
         warm_up(service)
         log.info(
             "model %s v%s: %s on %s, batching %s",

@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from servoscope.pipeline.decode import media_format
 from servoscope.pipeline.service import Classification
-from servoscope.server.http import int_param, json_response, read_body, timeout_s
+from servoscope.server.http import int_param, json_response, priority, read_body, timeout_s
 from servoscope.server.state import state_of
 from servoscope.settings import effective
 from servoscope.stages import Stage, Timing
@@ -38,11 +38,12 @@ async def classify(request: Request) -> Response:
         top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
         fmt = media_format(request.headers.get("content-type"))
         deadline = timing.start + timeout_s(request, settings.request_timeout_s)
+        rank = priority(request)
         timing.model = service.name
-        with service.admitted():
+        with service.admitted(1, rank):
             body = await read_body(request, settings.max_body_bytes)
             timing.end(Stage.INGEST, clock.now())
-            result = await service.classify(body, fmt, top_k, timing, deadline)
+            result = await service.classify(body, fmt, top_k, timing, deadline, rank)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
         response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})

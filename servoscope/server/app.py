@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
+from servoscope.drills import faults as drill_faults
 from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
@@ -45,7 +46,8 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
     limits = DecodeLimits(settings.max_body_bytes, settings.max_image_pixels)
     return build_pipeline(
-        entries, settings.preprocess_workers, limits, settings.max_pending, clock, settings.preprocess_nice
+        entries, settings.preprocess_workers, limits, settings.max_pending, clock, settings.preprocess_nice,
+        adaptive=settings.admission == "adaptive",
     )
 
 
@@ -71,6 +73,8 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
     telemetry.registry.register(LiveCollector(telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight))
+    if state.settings.faults.active():
+        telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
     app.state.observability = Observability(telemetry, monitor, pipeline)
     monitor.start()
     return monitor
@@ -91,6 +95,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loaded = pipeline or load_pipeline(settings, clock)
+        drill_faults.inject(loaded, settings.faults)  # none unless a drill or an --inject-* flag asked
         loaded.start()
         monitor = observe(app, telemetry, loaded, state) if telemetry else None
         state.model_configs = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -9,7 +10,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from servoscope.errors import InvalidParameter, PayloadTooLarge, ServoscopeError, http_status
+from servoscope.errors import InvalidParameter, PayloadTooLarge, RequestTimeout, ServoscopeError, http_status
+from servoscope.pipeline.admission import Priority
 
 JSON = "application/json"
 
@@ -28,8 +30,11 @@ def error_response(exc: BaseException, headers: dict[str, str] | None = None) ->
     return json_response({"error": message}, http_status(exc), all_headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and with
+    408 if it has not all arrived ``timeout_s`` seconds after this call (default: the service's
+    ``body_timeout_s``) — so a client trickling its body (slowloris), or sending chunks that never
+    end, holds its connection and its admission place for a bounded time."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -38,6 +43,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InvalidParameter(f"Content-Length is not a number: {declared!r}") from None
         if size > limit:
             raise PayloadTooLarge(f"body is {size} bytes, above the limit of {limit}")
+    if timeout_s is None:
+        timeout_s = request.app.state.servoscope.settings.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_limited(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within the body timeout of {timeout_s:g} s") from None
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
     chunks = []
     received = 0
     async for chunk in request.stream():
@@ -58,15 +73,35 @@ def int_param(request: Request, name: str, default: int) -> int:
         raise InvalidParameter(f"{name} must be an integer, got {raw!r}") from None
 
 
+MAX_TIMEOUT_S = 3600.0
+GRPC_UNITS_S = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
 def timeout_s(request: Request, default: float) -> float:
-    """The request's own deadline from ``X-Request-Timeout`` (milliseconds), or the default."""
+    """The request's own deadline: ``X-Request-Timeout`` in milliseconds, or ``grpc-timeout`` in
+    gRPC's form (an integer of up to 8 digits and a unit: H, M, S, m, u, n — ``250m`` is 250 ms);
+    else the default."""
     raw = request.headers.get("x-request-timeout")
-    if raw is None:
-        return default
+    if raw is not None:
+        try:
+            value = float(raw) / 1000.0
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
+            raise InvalidParameter(f"X-Request-Timeout must be milliseconds in (0, 3600000], got {raw!r}")
+        return value
+    raw = request.headers.get("grpc-timeout")
+    if raw is not None:
+        digits, unit = raw[:-1], raw[-1:]
+        if not (digits.isdigit() and len(digits) <= 8 and unit in GRPC_UNITS_S) or int(digits) == 0:
+            raise InvalidParameter(f"grpc-timeout must be 1-8 digits and a unit (H, M, S, m, u, n), got {raw!r}")
+        return min(MAX_TIMEOUT_S, int(digits) * GRPC_UNITS_S[unit])
+    return default
+
+
+def priority(request: Request) -> Priority:
+    """The request's ``X-Priority`` (high, normal, low; default normal)."""
     try:
-        value = float(raw) / 1000.0
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600 or math.isnan(value):
-        raise InvalidParameter(f"X-Request-Timeout must be milliseconds in (0, 3600000], got {raw!r}")
-    return value
+        return Priority.parse(request.headers.get("x-priority"))
+    except ValueError as exc:
+        raise InvalidParameter(f"X-Priority: {exc}") from None

@@ -1,7 +1,11 @@
-"""Run the service on uvicorn, with a drain on SIGTERM: readiness false first, in-flight answered, then exit."""
+"""Run the service on uvicorn, with a drain on SIGTERM: readiness false first, in-flight answered, then exit.
+
+The HTTP protocol is uvicorn's httptools one with the bounds it lacks (see :class:`BoundedHttpToolsProtocol`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -9,8 +13,10 @@ import threading
 import types
 from typing import Iterator
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
@@ -47,13 +53,134 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+MAX_HEAD_BYTES = 64 * 1024  # the request line and headers together
+MAX_HEADERS = 100
+LINGER_S = 2.0  # how long the rest of an unread body is discarded after an early response
+HEAD_TOO_LARGE = f"request line and headers above {MAX_HEAD_BYTES} bytes"
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, bounded where it is not (read from uvicorn 0.54's source):
+
+    - llhttp puts no limit on the request line and headers, and ``h11_max_incomplete_event_size``
+      applies only to the h11 protocol: here a head over ``MAX_HEAD_BYTES``, or with more than
+      ``MAX_HEADERS`` headers, is answered 431 and the connection closed.
+    - No timer runs until a first response (the keep-alive timer runs only between requests), so a
+      connection that sends nothing, or its headers a byte at a time, was held forever: the head
+      must now arrive within ``head_timeout_s`` (else 408, or a silent close if nothing came).
+    - After a response that did not wait for the whole body (413, 408, 415 …), uvicorn discards
+      the rest of the body for as long as it keeps coming: now for ``LINGER_S`` at most, then the
+      connection is closed (a body that ends within it leaves the connection usable).
+    """
+
+    head_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0  # of the request line and headers parsed so far
+        self._unparsed_bytes = 0  # read while the head was incomplete
+        self._header_count = 0
+        self._in_head = True
+        self._head_started = False
+        self._refusal: tuple[int, str] | None = None
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+        self._linger: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._linger):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        was_in_head = self._in_head
+        super().data_received(data)
+        if was_in_head and self._in_head and not self.transport.is_closing():
+            # A head still incomplete after a whole read: all of it is buffered, by the parser or here.
+            self._unparsed_bytes += len(data)
+            if self._unparsed_bytes > MAX_HEAD_BYTES:
+                self._send_and_close(431, HEAD_TOO_LARGE)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = self._unparsed_bytes = self._header_count = 0
+        self._in_head = self._head_started = True
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self._count_in_callback(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            self._refuse(431, f"more than {MAX_HEADERS} request headers")
+        self._count_in_callback(len(name) + len(value))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._linger is not None:  # the body ended while being discarded: the connection is clean
+            self._linger.cancel()
+            self._linger = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
+            self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error, which is how a refusal raised in a callback surfaces."""
+        status, message = self._refusal or (400, "invalid HTTP request")
+        self._send_and_close(status, message)
+
+    def _count_in_callback(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(431, HEAD_TOO_LARGE)
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._refusal = (status, message)
+        raise ValueError(message)  # raised in a parser callback: the parser stops, uvicorn calls send_400_response
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self._head_started:
+            self._send_and_close(408, f"the request headers did not arrive within {self.head_timeout_s:g} s")
+        else:
+            self.transport.close()  # a connection that never sent a byte
+
+    def _send_and_close(self, status: int, message: str) -> None:
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": message})
+        head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        self.transport.write(STATUS_LINE[status] + head + body)
+        self.transport.close()
+
+
+def bounded_protocol(head_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s})
+
+
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(settings.body_timeout_s),
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from servoscope import __version__
 from servoscope.errors import InvalidParameter, ServoscopeError
 from servoscope.pipeline.service import Classification, ModelService
-from servoscope.server.http import error_response, json_response, read_body, timeout_s
+from servoscope.server.http import error_response, json_response, priority, read_body, timeout_s
 from servoscope.server.state import slowest, state_of
 from servoscope.stages import Stage, Timing
 
@@ -252,7 +252,8 @@ async def infer(request: Request) -> Response:
         service = _service(request)
         first.model = service.name
         deadline = first.start + timeout_s(request, settings.request_timeout_s)
-        with service.admitted():
+        rank = priority(request)
+        with service.admitted(1, rank):
             body = await read_body(request, settings.max_body_bytes)
         request_json, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         images = parse_images(request_json, binary, settings.max_images_per_request)
@@ -263,9 +264,9 @@ async def infer(request: Request) -> Response:
         ingested = clock.now()
         for timing in timings:
             timing.end(Stage.INGEST, ingested)
-        with service.admitted(len(images)):
+        with service.admitted(len(images), rank):
             outcomes = await asyncio.gather(
-                *(service.classify(img, None, top_k, t, deadline) for img, t in zip(images, timings)),
+                *(service.classify(img, None, top_k, t, deadline, rank) for img, t in zip(images, timings)),
                 return_exceptions=True,
             )
         errors = [o for o in outcomes if isinstance(o, BaseException)]

@@ -1,0 +1,108 @@
+"""Overload: goodput and latency at 1×, 2× and 4× the saturation rate, with and without admission
+control, side by side in one run.
+
+    python bench/overload.py              # ~3 minutes
+    python bench/overload.py --quick      # ~1.5 minutes
+
+For each mode (adaptive admission — the default — and no admission control: a static limit of
+100 000 pending, i.e. queue forever) and each load factor, a fresh `servoscope serve` takes an
+open-loop Poisson load for the window. Printed per run: goodput (answered 200 within the SLO,
+per second), P95/P99 of the admitted requests (200s), the refused share (429/503), and other
+errors. The SLO defaults to 2 × the P95 measured at 70% load, the bound the admitted P95 should
+keep under 4× overload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Any
+
+from serve import RESULTS, ROOT, classify_requests, cpu_note, progress, saturation, server, servoscope_argv, Windows
+
+from servoscope.loadgen import open_loop, poisson_arrivals, run
+from servoscope.loadgen.cpu import CpuMeter
+from servoscope.loadgen.images import image_set
+from servoscope.loadgen.schedule import percentile
+
+MODES = {"adaptive": ("--admission", "adaptive"), "none": ("--admission", "static", "--max-pending", "100000")}
+FACTORS = (1.0, 2.0, 4.0)
+REFUSED = {429, 503}
+
+
+def window(mode: str, rate: float, images: list[bytes], duration_s: float, slo_s: float) -> dict[str, Any]:
+    with server(f"{mode} {rate:.0f}/s", servoscope_argv(MODES[mode]), RESULTS / f"overload-{mode}.log") as (endpoint, pid):
+        requests = classify_requests(endpoint, images)
+        meter = CpuMeter([os.getpid(), pid])
+        meter.start()
+        result = run(open_loop(endpoint, requests, poisson_arrivals(rate, duration_s, seed=11), timeout_s=120.0))
+        use = meter.stop()
+    samples = result.samples
+    ok = [s.done - s.scheduled for s in samples if s.status == 200]
+    refused = sum(1 for s in samples if s.status in REFUSED)
+    other = len(samples) - len(ok) - refused
+    row = {
+        "mode": mode,
+        "offered_per_s": rate,
+        "requests": len(samples),
+        "goodput_per_s": sum(1 for latency in ok if latency <= slo_s) / duration_s,
+        "admitted_p95_ms": 1000 * percentile(ok, 95) if ok else math.nan,
+        "admitted_p99_ms": 1000 * percentile(ok, 99) if ok else math.nan,
+        "refused_share": refused / max(1, len(samples)),
+        "errors": other,
+        "sender_late": result.sender_late_count,
+    }
+    progress(
+        f"  {mode:>8} at {rate:6.1f}/s: goodput {row['goodput_per_s']:6.1f}/s, admitted p95 {row['admitted_p95_ms']:7.1f} ms "
+        f"p99 {row['admitted_p99_ms']:7.1f} ms, refused {100 * row['refused_share']:4.1f}%, errors {other}; {cpu_note(use)}"
+    )
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--duration", type=float, help="seconds per overload window (default 10, quick 5)")
+    parser.add_argument("--slo-ms", type=float, help="latency SLO for goodput (default 2 × P95 at 70%% load)")
+    parser.add_argument("--set", default="small")
+    args = parser.parse_args()
+    duration = args.duration or (5.0 if args.quick else 10.0)
+    if not 1 <= duration <= 120:
+        parser.error("--duration must be 1..120 s")
+    images = image_set(args.set, RESULTS / "images")
+    windows = Windows.from_duration(duration / 2)
+    with server("capacity", servoscope_argv(), RESULTS / "overload-capacity.log") as (endpoint, pid):
+        saturated = saturation(endpoint, pid, images, windows, "capacity")["requests_per_s"]
+        requests = classify_requests(endpoint, images)
+        reference = run(open_loop(endpoint, requests, poisson_arrivals(0.7 * saturated, duration, seed=5)))
+    ref_ok = [s.done - s.scheduled for s in reference.samples if s.status == 200]
+    p95_70 = percentile(ref_ok, 95)
+    slo_s = args.slo_ms / 1000 if args.slo_ms else 2 * p95_70
+    progress(f"saturation {saturated:.1f} req/s; P95 at 70% load {1000 * p95_70:.1f} ms; SLO {1000 * slo_s:.0f} ms")
+    rows = [window(mode, factor * saturated, images, duration, slo_s) for mode in MODES for factor in FACTORS]
+    print(f"\n{args.set} images; saturation {saturated:.1f} req/s; P95 at 70% {1000 * p95_70:.1f} ms; SLO {1000 * slo_s:.0f} ms")
+    print(f"{'mode':<9} {'load':>5} {'goodput/s':>10} {'÷ sat':>6} {'p95 ms':>8} {'p99 ms':>8} {'refused':>8} {'errors':>7}")
+    for row in rows:
+        print(
+            f"{row['mode']:<9} {row['offered_per_s'] / saturated:4.0f}× {row['goodput_per_s']:10.1f} "
+            f"{row['goodput_per_s'] / saturated:6.2f} {row['admitted_p95_ms']:8.1f} {row['admitted_p99_ms']:8.1f} "
+            f"{100 * row['refused_share']:7.1f}% {row['errors']:7d}"
+        )
+    at4 = next(r for r in rows if r["mode"] == "adaptive" and r["offered_per_s"] == 4 * saturated)
+    print(
+        f"\nadaptive at 4×: goodput {at4['goodput_per_s'] / saturated:.2f} × saturation (target ≥ 0.90); "
+        f"admitted P95 {at4['admitted_p95_ms'] / (1000 * p95_70):.2f} × P95 at 70% (target ≤ 2)"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "overload.json").write_text(
+        json.dumps({"saturation_per_s": saturated, "p95_70_ms": 1000 * p95_70, "slo_ms": 1000 * slo_s, "rows": rows}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""A drill end to end: capacity → baseline window → one degradation → degraded window → restore
+→ report. Each window runs on a freshly started service, so the 1 min stats window holds that
+window's traffic and nothing else; neighbours live only around the degraded window."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from servoscope.drills import neighbours as nb
+from servoscope.drills.report import write_report
+from servoscope.drills.scenarios import Context, Scenario
+from servoscope.drills.service import running
+from servoscope.drills.traffic import measure_capacity, mixed_images, with_knee_curve
+from servoscope.drills.window import measure
+from servoscope.models.prepare import DEFAULT_MODEL
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """How long the drill's parts run."""
+
+    name: str
+    capacity_concurrencies: tuple[int, ...]
+    capacity_step_s: float
+    window_s: float
+
+    @classmethod
+    def of(cls, short: bool) -> Form:
+        if short:
+            return cls("short", (1, 4, 16), 1.5, 8.0)
+        return cls("full", (1, 2, 4, 8, 16, 32), 5.0, 90.0)
+
+
+Progress = Callable[[str], None]
+
+
+def stage_p95_s(window: dict[str, Any]) -> dict[str, float]:
+    stages = window["stats"]["models"][DEFAULT_MODEL]["windows"][window["stats_window"]]["stages"]
+    return {name: s["p95"] for name, s in stages.items() if s}
+
+
+def run_drill(scenario: Scenario, repository: Path, out_dir: Path, short: bool, say: Progress = print) -> dict[str, Any]:
+    form = Form.of(short)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    say(f"drill {scenario.name} ({form.name}): {scenario.changes}")
+    with running(repository, scenario.baseline_flags, out_dir / "service-capacity.log") as service:
+        images = mixed_images(scenario.mix)
+        capacity = measure_capacity(service.endpoint, images, form.capacity_concurrencies, form.capacity_step_s)
+        if scenario.at_knee:
+            capacity = with_knee_curve(capacity, service.endpoint, images, form.capacity_step_s)
+            curve = ", ".join(f"{p['rate_per_s']:.0f}/s→{p['p95_ms']:.0f}" for p in capacity.curve)
+            say(f"  open-loop P95 (ms) by offered rate: {curve}")
+    say(f"  capacity {capacity.max_rps:.1f} req/s; knee {capacity.knee_rps:.1f} req/s")
+    traffic = scenario.baseline_traffic(capacity, form.window_s)
+    with running(repository, scenario.baseline_flags, out_dir / "service-baseline.log") as service:
+        baseline, _ = measure(service, traffic, [])
+    say(f"  baseline: {traffic.describe()}")
+    ctx = Context(capacity, traffic, stage_p95_s(baseline), short, form.window_s)
+    change = scenario.degrade(ctx)
+    flags = scenario.baseline_flags if change.same_config else scenario.baseline_flags + change.flags
+    say(f"  degraded: {change.what}")
+    with running(repository, flags, out_dir / "service-degraded.log") as service:
+        with nb.running(change.neighbours) as neighbours:
+            degraded, _ = measure(service, change.traffic or traffic, neighbours.pids)
+    restored = restore(repository, scenario, out_dir, degraded["neighbour_pids"])
+    for name, doc in (("baseline", baseline), ("degraded", degraded)):
+        (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=1))
+    report = write_report(scenario, change, capacity, baseline, degraded, restored, out_dir, form.name, time.monotonic() - started)
+    say(f"  report: {out_dir / 'report.md'} ({report['elapsed_s']:.0f} s)")
+    return report
+
+
+def restore(repository: Path, scenario: Scenario, out_dir: Path, neighbour_pids: list[int]) -> dict[str, Any]:
+    """Neighbours gone, and the service back on its baseline configuration (started and checked)."""
+    with running(repository, scenario.baseline_flags, out_dir / "service-restored.log") as service:
+        config = service.json("/v1/config")
+    return {
+        "neighbours_alive": [pid for pid in neighbour_pids if nb.alive(pid)],
+        "baseline_config_restarted": True,
+        "faults": config["service"]["faults"],
+        "batching": config["models"][DEFAULT_MODEL]["batching"],
+        "preprocess_workers": config["service"]["preprocess_workers"],
+    }
+

@@ -1,0 +1,141 @@
+"""Admission: refusals are fast 429s with Retry-After, counted by reason; priorities share the limit;
+batches are filled high-first. Requests are held "in flight" by sending their bodies slowly —
+admission happens before the body is read — so nothing here depends on timing."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from servoscope.pipeline.batcher import Lanes, Pending
+from servoscope.stages import Timing
+from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error
+
+
+class HeldRequest:
+    """A classify request whose body is sent only when released: admitted, then waiting."""
+
+    def __init__(self, server: ServerProcess, body: bytes, priority: str) -> None:
+        host, port = server.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.body = body
+        head = (
+            f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+            f"X-Priority: {priority}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body[:10])
+
+    def finish(self) -> int:
+        self.sock.sendall(self.body[10:])
+        status = int(self.sock.recv(64).split(b" ", 2)[1])
+        self.sock.close()
+        return status
+
+
+@pytest.fixture
+def small_limit_server(spawn_server: Callable[..., ServerProcess]) -> ServerProcess:
+    return spawn_server("--models", MODEL, env={"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"})
+
+
+@pytest.fixture
+def held(small_limit_server: ServerProcess, photos: dict[str, Photo]) -> Iterator[Callable[[str], HeldRequest]]:
+    opened: list[HeldRequest] = []
+
+    def hold(priority: str) -> HeldRequest:
+        request = HeldRequest(small_limit_server, photos["coffee"].jpeg, priority)
+        opened.append(request)
+        return request
+
+    yield hold
+    for request in opened:
+        request.sock.close()
+
+
+def wait_pending(server: ServerProcess, n: int) -> None:
+    """Until the server reports ``n`` requests pending (bounded by the deadline)."""
+    deadline_polls = 400
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(deadline_polls):
+            text = client.get("/metrics").text
+            line = next((l for l in text.splitlines() if l.startswith(f'servoscope_requests_pending{{model="{MODEL}"}}')), "")
+            if line and float(line.rsplit(" ", 1)[1]) == n:
+                return
+            client.get("/v2/health/live")  # a round trip between polls, not a sleep
+    raise AssertionError(f"server never reported {n} pending")
+
+
+def test_low_priority_is_refused_first_high_last(
+    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+) -> None:
+    lows = [held("low") for _ in range(5)]  # low may take half of the limit of 10
+    wait_pending(small_limit_server, 5)
+    with httpx.Client(base_url=small_limit_server.url, timeout=30) as client:
+        refused = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "low"})
+        assert_error(refused, 429, "capacity", "low")
+        assert refused.headers["retry-after"] == "1"
+        normals = [held("normal") for _ in range(4)]  # normal takes up to 90%: 9
+        wait_pending(small_limit_server, 9)
+        assert client.post(CLASSIFY, content=b"x", headers={"Content-Type": "image/jpeg"}).status_code == 429
+        high = held("high")  # high takes the last place
+        wait_pending(small_limit_server, 10)
+        refused_high = client.post(
+            CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "high"}
+        )
+        assert refused_high.status_code == 429
+        assert [r.finish() for r in (*lows, *normals, high)] == [200] * 10
+        metrics = client.get("/metrics").text
+    assert f'servoscope_refused_total{{model="{MODEL}",reason="pending_limit"}} 3.0' in metrics
+
+
+def test_counters_reconcile_after_a_mixed_run(small_limit_server: ServerProcess, photos: dict[str, Photo]) -> None:
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=small_limit_server.url, timeout=60) as client:
+            bodies = [photos["coffee"].jpeg] * 30 + [b"not an image"] * 5
+            responses = await asyncio.gather(
+                *(client.post(CLASSIFY, content=b, headers={"Content-Type": "image/jpeg"}) for b in bodies)
+            )
+            return [r.status_code for r in responses]
+
+    statuses = asyncio.run(burst())
+    assert set(statuses) <= {200, 400, 429}
+    assert statuses.count(400) + statuses.count(429) >= 5
+    with httpx.Client(base_url=small_limit_server.url, timeout=10) as client:
+        for _ in range(400):  # the last records land just after their answers are sent
+            text = client.get("/metrics").text
+            counted = {
+                code: sum(
+                    float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                    if l.startswith("servoscope_requests_total{") and f'code="{code}"' in l
+                )
+                for code in (200, 400, 429)
+            }
+            if sum(counted.values()) == len(statuses):
+                break
+    assert counted == {code: statuses.count(code) for code in (200, 400, 429)}
+    refused = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("servoscope_refused_total{"))
+    assert refused == statuses.count(429)
+
+
+def test_bad_priority_is_a_400(client: httpx.Client, photos: dict[str, Photo]) -> None:
+    response = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "urgent"})
+    assert_error(response, 400, "X-Priority")
+
+
+def _pending(priority: int, enqueued: float) -> Pending:
+    future: asyncio.Future = asyncio.Future(loop=asyncio.new_event_loop())
+    return Pending(None, 1, float("inf"), Timing(0.0), future, enqueued=enqueued, priority=priority)  # type: ignore[arg-type]
+
+
+def test_batches_are_filled_high_first() -> None:
+    lanes = Lanes()
+    for i, priority in enumerate([2, 1, 0, 2, 0, 1]):
+        lanes.append(_pending(priority, float(i)))
+    assert lanes.oldest() == 0.0  # the low one came first: the wait window is the oldest request's
+    taken = lanes.take(4)
+    assert [p.priority for p in taken] == [0, 0, 1, 1]
+    assert [p.enqueued for p in taken] == [2.0, 4.0, 1.0, 5.0]
+    assert len(lanes) == 2 and lanes.oldest() == 0.0
