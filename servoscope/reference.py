@@ -40,7 +40,7 @@ def metrics_table() -> str:
     telemetry.record(Timing(0.0, model="m", status=429, error="reason"))
     telemetry.record_batch(BatchRecord("m", 0, 0.0, 0.0, 0.0, (served,)))
     telemetry.record_loop_lag(0.0)
-    gauges = Gauges(0, 0, 1, {"m": ModelGauges(0, 1, 0, 1, 0, 1)})
+    gauges = Gauges(0, 0, 1, {"m": ModelGauges(0, 1, 1, 0, 1, 0, 1)})
     telemetry.registry.register(LiveCollector(telemetry, lambda: gauges, Readings(), lambda: 0))
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
     for family in sorted(telemetry.registry.collect(), key=lambda f: f.name):

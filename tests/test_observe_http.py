@@ -92,7 +92,7 @@ def test_stats_document_shape(observed: tuple[ServerProcess, list[dict]]) -> Non
     assert stats["stages"] == list(STAGE_NAMES)
     assert set(stats["windows_s"]) == {"1m", "5m"}
     model = stats["models"][MODEL]
-    assert set(model["queues"]) == {"pending", "batch_queue", "batches_in_flight"}
+    assert set(model["queues"]) == {"pending", "batch_queue", "batches_in_flight", "concurrency_limit"}
     p = model["windows"]["1m"]["stages"]["inference"]
     assert 0 < p["p50"] <= p["p90"] <= p["p95"] <= p["p99"] <= p["max"] * 1.02
     assert stats["preprocess"]["workers"] >= 1

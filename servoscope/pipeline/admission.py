@@ -4,7 +4,9 @@ The limit adapts to the latency the model's pipeline actually gives, after Netfl
 concurrency-limits *Gradient2* (Envoy's adaptive concurrency filter works alike): a no-load
 baseline of the in-pipeline time, and a short-run average as the present; while the present
 stays within ``tolerance`` × the baseline, the limit may grow; when queues build and the
-present drifts above it, the limit shrinks in proportion. Requests above
+present drifts above it, the limit shrinks in proportion. Growth is additive — about one
+place per limit's worth of answers, as TCP's congestion window grows — so the limit does not
+overshoot and oscillate at hundreds of samples a second. Requests above
 the limit are refused at once (429 with Retry-After) instead of waiting in a queue that only
 grows: the service keeps answering what it admits fast, and says so about the rest.
 
@@ -70,6 +72,7 @@ class GradientLimit:
         self.baseline_s = 0.0
         self._short_n = 0
         self._baseline_n = 0
+        self.pressed = False  # a request was refused since the last update
 
     @property
     def limit(self) -> int:
@@ -84,11 +87,15 @@ class GradientLimit:
             self._baseline_n += 1
             self.baseline_s += (latency_s - self.baseline_s) / min(self._baseline_n, self.baseline_samples)
         gradient = max(0.5, min(1.0, self.tolerance * self.baseline_s / self.short_s))
-        if gradient == 1.0 and in_flight < self.estimate / 2:
-            return  # latency fine but the limit is not in use: no evidence it should grow
-        target = self.estimate * gradient + math.sqrt(self.estimate)
-        estimate = (1 - self.smoothing) * self.estimate + self.smoothing * target
-        self.estimate = min(self.max_limit, max(self.min_limit, estimate))
+        if gradient < 1.0:  # queues are building: shrink in proportion, smoothed
+            self.estimate = max(self.min_limit, self.estimate * (1 - self.smoothing * (1 - gradient)))
+        elif self.pressed or in_flight >= self.estimate / 2:  # fine and in use: grow by about one per limit's worth of answers
+            self.estimate = min(self.max_limit, self.estimate + 1 / self.estimate)
+        self.pressed = False
+
+    def refused(self) -> None:
+        """A request was turned away at this limit: demand is there, so the limit is in use."""
+        self.pressed = True
 
 
 def admits(limit: int, in_flight: int, priority: Priority) -> bool:

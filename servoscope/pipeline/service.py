@@ -91,6 +91,8 @@ class ModelService:
         overloaded service refuses at once (429) without reading uploads it will not serve."""
         limit = self.limit
         if self.pending + count > self.max_pending or not admits(limit, self.pending + count - 1, priority):
+            if self.concurrency is not None:
+                self.concurrency.refused()
             raise Overloaded(
                 f"model {self.name!r} is at capacity: {self.pending} requests in progress "
                 f"(limit {limit} now, for {priority.name.lower()} priority {int(limit * SHARE[priority])})",
@@ -154,6 +156,7 @@ def warm_up(service: ModelService) -> None:
 class ModelGauges:
     pending: int  # admitted and not yet answered
     pending_limit: int
+    concurrency_limit: int  # the adaptive limit now (max_pending when static)
     batch_queue: int  # waiting in the batcher
     batch_queue_limit: int
     batches_in_flight: int
@@ -194,7 +197,7 @@ class Pipeline:
     def gauges(self) -> Gauges:
         models = {
             name: ModelGauges(
-                s.pending, s.max_pending, s.batcher.depth, s.batcher.policy.max_queue_size,
+                s.pending, s.max_pending, s.limit, s.batcher.depth, s.batcher.policy.max_queue_size,
                 s.batcher.in_flight, len(s.batcher.instances),
             )
             for name, s in self.services.items()

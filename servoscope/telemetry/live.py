@@ -37,12 +37,16 @@ class LiveCollector(Collector):
         pending_limit = GaugeMetricFamily(
             "servoscope_requests_pending_limit", "Admission limit of pending requests (max_pending).", labels=["model"]
         )
+        concurrency = GaugeMetricFamily(
+            "servoscope_concurrency_limit", "Requests admitted at once now (adaptive admission; else max_pending).", labels=["model"]
+        )
         capacity = GaugeMetricFamily("servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"])
         for name, m in g.models.items():
             depth.add_metric(["batch", name], m.batch_queue)
             capacity.add_metric(["batch", name], m.batch_queue_limit)
             pending.add_metric([name], m.pending)
             pending_limit.add_metric([name], m.pending_limit)
+            concurrency.add_metric([name], m.concurrency_limit)
             batches.add_metric([name], m.batches_in_flight)
             for i in range(m.instances):
                 busy.add_metric([name, str(i)], self.telemetry.busy_ratio(name, i, BUSY_WINDOW_S))
@@ -52,7 +56,7 @@ class LiveCollector(Collector):
         in_flight = GaugeMetricFamily(
             "servoscope_http_requests_in_flight", "Inference requests arrived and not yet answered.", value=self.http_in_flight()
         )
-        yield from (depth, capacity, pending, pending_limit, batches, busy, workers, in_flight)
+        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers, in_flight)
         yield from self._system()
         yield from self._gpu()
 

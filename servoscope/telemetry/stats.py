@@ -64,7 +64,10 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> dict[str, Any]:
     models = {}
     for name, g in gauges.models.items():
         models[name] = {
-            "queues": {"pending": g.pending, "batch_queue": g.batch_queue, "batches_in_flight": g.batches_in_flight},
+            "queues": {
+                "pending": g.pending, "batch_queue": g.batch_queue, "batches_in_flight": g.batches_in_flight,
+                "concurrency_limit": g.concurrency_limit,
+            },
             "instances": g.instances,
             "windows": {label: model_window(t, name, g.instances, seconds) for label, seconds in WINDOWS_S.items()},
         }
