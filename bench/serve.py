@@ -218,7 +218,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
-def servoscope_argv(extra: tuple[str, ...] = ()) -> list[str]:
+# Capacity is the pipeline's: measured with admission control off, since closed-loop clients that
+# retry at once after a 429 measure how fast they are refused (bench/overload.py measures admission).
+CAPACITY_FLAGS = ("--admission", "static")
+
+
+def servoscope_argv(extra: tuple[str, ...] = CAPACITY_FLAGS) -> list[str]:
     return [
         sys.executable, "-m", "servoscope", "serve", "--model-repository", str(ROOT / "models"),
         "--models", MODEL, "--log-level", "warning", *extra,
@@ -276,7 +281,7 @@ def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturatio
 # ---------------------------------------------------------------- one image set
 
 
-def bench_set(set_name: str, entry: ModelEntry, windows: Windows, serve_args: tuple[str, ...] = ()) -> dict[str, Any]:
+def bench_set(set_name: str, entry: ModelEntry, windows: Windows, serve_args: tuple[str, ...] = CAPACITY_FLAGS) -> dict[str, Any]:
     images = image_set(set_name, RESULTS / "images")
     spec = SETS[set_name]
     mean_kb = sum(map(len, images)) / len(images) / 1024
@@ -353,7 +358,7 @@ def main() -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()
     progress(f"servoscope serving bench: {available_cores()} cores, windows {windows}")
-    serve_args = tuple(shlex.split(args.serve_args))
+    serve_args = CAPACITY_FLAGS + tuple(shlex.split(args.serve_args))
     results = {name: bench_set(name, entry, windows, serve_args) for name in args.sets.split(",")}
     report = {
         "machine": {"cores": available_cores(), "python": platform.python_version(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},

@@ -16,7 +16,7 @@ import os
 import statistics
 import sys
 
-from serve import RESULTS, ROOT, classify_requests, cpu_note, progress, server, servoscope_argv
+from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, cpu_note, progress, server, servoscope_argv
 
 from servoscope.loadgen import closed_loop, run, summarize
 from servoscope.loadgen.cpu import CpuMeter
@@ -27,7 +27,7 @@ MODES = {"on": ("--telemetry",), "off": ("--no-telemetry",)}
 
 
 def measure(mode: str, images: list[bytes], duration_s: float) -> float:
-    with server(f"servoscope telemetry {mode}", servoscope_argv(MODES[mode]), RESULTS / f"telemetry-{mode}.log") as (endpoint, pid):
+    with server(f"servoscope telemetry {mode}", servoscope_argv(CAPACITY_FLAGS + MODES[mode]), RESULTS / f"telemetry-{mode}.log") as (endpoint, pid):
         requests = classify_requests(endpoint, images)
         run(closed_loop(endpoint, requests, CONCURRENCY, max(1.0, duration_s / 4)))  # warm-up
         meter = CpuMeter([os.getpid(), pid])
