@@ -7,66 +7,76 @@ import pytest
 from servoscope.pipeline.admission import GradientLimit, Priority, admits
 
 
-def quiet(limit: GradientLimit, latency_s: float = 0.010, n: int = 50) -> None:
-    for _ in range(n):
-        limit.update(latency_s, in_flight=1)
+SERVICE_S = 0.010
 
 
-def test_a_flood_from_the_start_still_learns_a_baseline() -> None:
-    limit = GradientLimit(initial=128, quiet_in_flight=0)
-    limit.update(0.010, in_flight=128)  # the first request did not queue
-    for _ in range(200):
-        limit.update(0.500, in_flight=128)
-    assert limit.baseline_s == pytest.approx(0.010)
-    assert limit.limit <= 4
-
-
-def test_limit_grows_while_latency_holds_and_the_limit_is_used() -> None:
+def test_limit_grows_while_waits_stay_short_and_the_limit_is_used() -> None:
     limit = GradientLimit(initial=8)
-    quiet(limit)
-    for _ in range(200):
-        limit.update(0.012, in_flight=limit.limit)
+    for _ in range(400):
+        limit.update(0.002, SERVICE_S, in_flight=limit.limit)
     assert limit.limit > 20
 
 
-def test_limit_shrinks_when_latency_rises_and_recovers() -> None:
+def test_limit_shrinks_when_waits_grow_and_recovers() -> None:
     limit = GradientLimit(initial=64)
-    quiet(limit)  # the baseline: 10 ms
     for _ in range(100):
-        limit.update(0.080, in_flight=limit.limit)  # queues built up: 8× the baseline
+        limit.update(8 * SERVICE_S, SERVICE_S, in_flight=limit.limit)  # waiting 8× the service
     shrunk = limit.limit
     assert shrunk < 64 / 4
     for _ in range(1000):  # additive growth: about one place per limit's worth of answers
-        limit.update(0.012, in_flight=limit.limit)
+        limit.update(0.2 * SERVICE_S, SERVICE_S, in_flight=limit.limit)
     assert limit.limit > shrunk * 4
 
 
-def test_sustained_overload_settles_where_latency_is_tolerable() -> None:
+def test_large_inputs_are_not_mistaken_for_queueing() -> None:
+    # A mix of thumbnails (10 ms) and phone photos (100 ms to serve), neither waiting much:
+    # a latency-based limit would shrink on every photo; the wait/service ratio does not move.
+    limit = GradientLimit(initial=32)
+    for i in range(1000):
+        service = 0.100 if i % 3 == 0 else 0.010
+        limit.update(0.1 * service, service, in_flight=10)
+    assert limit.limit >= 32
+
+
+def test_sustained_overload_settles_where_waits_are_tolerable() -> None:
     # Two instances, 10 ms a request: whatever is admitted beyond two waits its turn.
-    limit = GradientLimit(initial=64, quiet_in_flight=2)
-    quiet(limit)
+    limit = GradientLimit(initial=64)
     for _ in range(5000):
         in_flight = limit.limit  # a flood keeps every admitted place taken
-        limit.update(0.010 * max(1.0, in_flight / 2), in_flight)
-    assert limit.baseline_s == pytest.approx(0.010)
-    assert 2 <= limit.limit <= 6  # latency within tolerance (2×) of the baseline: about 4 in flight
+        wait = SERVICE_S * max(0.0, in_flight / 2 - 1)
+        limit.update(wait, SERVICE_S, in_flight)
+    assert 2 <= limit.limit <= 4  # waits within tolerance (half the service): about 3 in flight
 
 
 def test_idle_service_does_not_inflate_the_limit() -> None:
     limit = GradientLimit(initial=16)
-    quiet(limit, n=500)
+    for _ in range(500):
+        limit.update(0.0, SERVICE_S, in_flight=1)
     assert limit.limit == 16
 
 
 def test_limit_stays_within_bounds() -> None:
-    limit = GradientLimit(initial=4, min_limit=2, max_limit=40, quiet_in_flight=0)
-    quiet(limit, 0.001)
-    for _ in range(2000):
-        limit.update(0.001, in_flight=limit.limit)
+    limit = GradientLimit(initial=4, min_limit=2, max_limit=40)
+    for _ in range(3000):
+        limit.update(0.0, SERVICE_S, in_flight=limit.limit)
     assert limit.limit == 40
     for _ in range(2000):
-        limit.update(10.0, in_flight=limit.limit)
+        limit.update(100 * SERVICE_S, SERVICE_S, in_flight=limit.limit)
     assert limit.limit == 2
+
+
+def test_refusals_let_a_small_limit_grow() -> None:
+    # At a limit of 2, normal priority gets one place: in_flight never reaches half the limit
+    # again, but the refusals show the demand is there.
+    limit = GradientLimit(initial=2)
+    for _ in range(200):
+        limit.refused()
+        limit.update(0.0, SERVICE_S, in_flight=1)
+    assert limit.limit >= 10
+    idle = GradientLimit(initial=2)
+    for _ in range(200):
+        idle.update(0.0, SERVICE_S, in_flight=0)
+    assert idle.limit == 2  # no demand, no growth
 
 
 def test_priorities_share_the_limit() -> None:
@@ -82,18 +92,3 @@ def test_priority_parsing() -> None:
     with pytest.raises(ValueError, match="high, normal or low"):
         Priority.parse("urgent")
 
-
-def test_refusals_let_a_small_limit_grow() -> None:
-    # At a limit of 2, normal priority gets one place: in_flight never reaches half the limit
-    # again, but the refusals show the demand is there.
-    limit = GradientLimit(initial=2, quiet_in_flight=2)
-    quiet(limit)
-    for _ in range(200):
-        limit.refused()
-        limit.update(0.010, in_flight=1)
-    assert limit.limit >= 10
-    stuck = GradientLimit(initial=2, quiet_in_flight=2)
-    quiet(stuck)
-    for _ in range(200):
-        stuck.update(0.010, in_flight=0)
-    assert stuck.limit == 2  # no demand, no growth

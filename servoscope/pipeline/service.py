@@ -63,7 +63,7 @@ class ModelService:
         self.pending = 0  # admitted and not yet answered
         # adaptive: the concurrency limit follows the latency (admission.py); else max_pending alone
         self.concurrency = (
-            GradientLimit(initial=min(128, max_pending), max_limit=max_pending, quiet_in_flight=len(instances))
+            GradientLimit(initial=min(128, max_pending), max_limit=max_pending, min_limit=min(max_pending, max(2, len(instances))))
             if adaptive
             else None
         )
@@ -121,10 +121,13 @@ class ModelService:
         return Classification(self.name, self.version, predictions, timing.batch_size)
 
     def _learn(self, timing: Timing) -> None:
-        """Tell the concurrency limit how long this request spent in the pipeline."""
-        began, finished = timing.ended(Stage.INGEST), timing.ended(Stage.POSTPROCESS)
-        if self.concurrency is not None and began is not None and finished is not None:
-            self.concurrency.update(finished - began, self.pending)
+        """Tell the concurrency limit how long this request waited, and how long it was served."""
+        if self.concurrency is None:
+            return
+        seconds = timing.durations()
+        wait = seconds.get("queue", 0.0) + seconds.get("batch_wait", 0.0)
+        service = seconds.get("preprocess", 0.0) + seconds.get("inference", 0.0) + seconds.get("postprocess", 0.0)
+        self.concurrency.update(wait, service, self.pending)
 
 
 def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:

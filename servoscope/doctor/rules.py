@@ -1,0 +1,379 @@
+"""The doctor's method as pure functions: baseline evidence + current evidence → a diagnosis.
+
+Confirm (is ``total`` P95 really worse, on enough samples?), Attribute (each stage's share of
+the P95 increase), Explain (signals → one root-cause class per finding, with a confidence and
+the numbers behind it) and Prescribe (ordered fixes, each with its expected effect where the
+measured profile allows, and whether infrastructure suffices or the model must change).
+
+When several causes match, the first in ``RULES`` leads: a rule earlier in the list names a
+cause that would also produce the signals of the later ones (memory pressure slows every
+stage; larger inputs fill the preprocess queue; a CPU neighbour lowers capacity …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from servoscope.doctor.evidence import Evidence
+from servoscope.stages import STAGES, Stage
+
+MIN_SAMPLES = 100  # per window, in the total stage
+MIN_P95_RATIO = 1.10  # a regression is at least 10 % on total P95 …
+MIN_P95_DELTA_S = 0.005  # … and at least 5 ms
+
+Scope = Literal["infrastructure", "configuration", "model", "clients"]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    significant: bool
+    p50: tuple[float, float]  # (baseline, now), seconds
+    p95: tuple[float, float]
+    p99: tuple[float, float]
+    samples: tuple[int, int]
+    verdict: str
+
+    @property
+    def p95_ratio(self) -> float:
+        return _ratio(self.p95[1], self.p95[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    deltas_s: dict[str, float]  # per-stage P95 change, seconds
+    shares: dict[str, float]  # of the summed positive P95 increases, 0–1
+    carrier: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    action: str
+    effect: str
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    cause: str
+    summary: str
+    confidence: float
+    evidence: tuple[str, ...]
+    fixes: tuple[Fix, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    model: str
+    window: str
+    confirm: Confirmation
+    attribution: Attribution
+    findings: tuple[Finding, ...]
+
+    @property
+    def top(self) -> Finding:
+        return self.findings[0]
+
+
+Rule = Callable[[Evidence, Evidence, Attribution], Finding | None]
+
+
+def diagnose(base: Evidence, now: Evidence) -> Diagnosis:
+    confirm = confirm_regression(base, now)
+    attribution = attribute(base, now)
+    if not confirm.significant:
+        findings: tuple[Finding, ...] = (no_regression(confirm),)
+    else:
+        matched = [f for rule in RULES if (f := rule(base, now, attribution)) is not None]
+        findings = tuple(matched) or (inconclusive(base, now, attribution),)
+    return Diagnosis(now.model, now.window, confirm, attribution, findings)
+
+
+def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
+    b, n = base.total, now.total
+    samples = (int(b.count), int(n.count))
+    ratio = _ratio(n.p95, b.p95)
+    if min(samples) < MIN_SAMPLES:
+        significant, verdict = False, f"too few samples ({samples[0]} vs {samples[1]}, need {MIN_SAMPLES})"
+    elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S:
+        significant, verdict = True, f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
+    else:
+        significant, verdict = False, f"no significant regression: total P95 ×{ratio:.2f}"
+    return Confirmation(significant, (b.p50, n.p50), (b.p95, n.p95), (b.p99, n.p99), samples, verdict)
+
+
+def attribute(base: Evidence, now: Evidence) -> Attribution:
+    """Each stage's share of the P95 increase (P95s do not add up, so shares are normalised)."""
+    deltas = {s.value: now.stages[s.value].p95 - base.stages[s.value].p95 for s in STAGES}
+    rise = sum(d for d in deltas.values() if d > 0)
+    shares = {s: (max(d, 0.0) / rise if rise > 0 else 0.0) for s, d in deltas.items()}
+    carrier = max(shares, key=lambda s: shares[s]) if rise > 0 else None
+    return Attribution(deltas, shares, carrier)
+
+
+# --- Explain: one rule per root-cause class -------------------------------------------------
+
+
+def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    total = max(now.memory_total_bytes, 1.0)
+    drop = (base.memory_available_bytes - now.memory_available_bytes) / total
+    swap_rise = now.swap_used_percent - base.swap_used_percent
+    if drop < 0.15 and swap_rise < 10:
+        return None
+    return Finding(
+        "memory-pressure",
+        "available memory fell sharply; every stage slowed together",
+        _conf(0.6 + drop + swap_rise / 100),
+        (
+            f"memory available {gib(base.memory_available_bytes)} → {gib(now.memory_available_bytes)}"
+            f" ({drop:.0%} of {gib(total)}); swap used {base.swap_used_percent:.0f}% → {now.swap_used_percent:.0f}%",
+            f"throughput {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; {_spread(a)}",
+            _cpu_line(base, now),
+        ),
+        (
+            Fix("find the process that took the memory and cap it (cgroup/container memory limit)",
+                f"available memory back to ~{gib(base.memory_available_bytes)}", "infrastructure"),
+            Fix("give the service its own memory reservation or a node with more RAM",
+                "no page-cache eviction or reclaim stalls under the service", "infrastructure"),
+        ),
+    )
+
+
+def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    px, by = _ratio(now.input_pixels_p95, base.input_pixels_p95), _ratio(now.input_bytes_p95, base.input_bytes_p95)
+    front = sum(a.shares[s] for s in ("ingest", "queue", "preprocess"))
+    if max(px, by) < 1.5 or front < 0.3:
+        return None
+    pre = (base.stages["preprocess"].p95, now.stages["preprocess"].p95)
+    return Finding(
+        "input-drift",
+        "clients send much larger images; decoding/resizing them costs more",
+        _conf(0.6 + 0.1 * min(px, by, 3.0) + 0.1 * front),
+        (
+            f"input P95 {kib(base.input_bytes_p95)} → {kib(now.input_bytes_p95)} (×{by:.0f}), "
+            f"{mpx(base.input_pixels_p95)} → {mpx(now.input_pixels_p95)} (×{px:.0f})",
+            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; ingest+queue+preprocess carry {front:.0%} of the rise",
+            f"throughput unchanged-ish: {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
+        ),
+        (
+            Fix("cap upload size, or have clients resize to the model's input before sending",
+                f"preprocess P95 back toward {ms(pre[0])}", "clients"),
+            Fix("keep DCT-scaled JPEG decoding on (it already is) and add preprocess workers or cores meanwhile",
+                f"{now.preprocess_workers} → {now.preprocess_workers + 1} workers shortens the preprocess queue",
+                "infrastructure"),
+        ),
+    )
+
+
+def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    outside = now.outside_cpu_cores - base.outside_cpu_cores
+    load = _ratio(now.answered_per_s, base.answered_per_s)
+    if outside < 0.5 or now.machine_cpu_percent < 85 or load > 1.1:
+        return None
+    cap = (base.capacity_per_s, now.capacity_per_s)
+    return Finding(
+        "cpu-contention",
+        "something outside the service is using the CPU; the service's own load did not rise",
+        _conf(0.6 + 0.2 * min(outside, 1.5)),
+        (
+            f"machine CPU {base.machine_cpu_percent:.0f}% → {now.machine_cpu_percent:.0f}% of {now.cpu_count} cores; "
+            f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores",
+            f"service process CPU {base.process_cpu_percent:.0f}% → {now.process_cpu_percent:.0f}%; "
+            f"throughput {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s (×{load:.2f})",
+            f"capacity (throughput / busy) {cap[0]:.0f} → {cap[1]:.0f} req/s; {_spread(a)}",
+        ),
+        (
+            Fix("find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
+                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}", "infrastructure"),
+            Fix("set CPU limits/requests so neighbours cannot starve the service",
+                "no repeat on shared hosts", "infrastructure"),
+        ),
+    )
+
+
+def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    growth = _ratio(now.batch_mean_size, base.batch_mean_size)
+    cap = _ratio(now.capacity_per_s, base.capacity_per_s)
+    if a.shares["batch_wait"] < 0.3 or growth < 2.0 or now.busy_ratio >= 0.7 or cap < 0.8:
+        return None
+    wait = now.stages["batch_wait"].p95
+    return Finding(
+        "batching-misconfig",
+        "requests wait in the batcher for company while the model instances sit idle",
+        _conf(0.6 + 0.1 * min(growth / 5, 2) + 0.1 * a.shares["batch_wait"]),
+        (
+            f"batch_wait P95 {ms(base.stages['batch_wait'].p95)} → {ms(wait)} "
+            f"({a.shares['batch_wait']:.0%} of the rise)",
+            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} (largest {now.batch_max_size}); "
+            f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} for the larger batches",
+            f"model busy ratio only {now.busy_ratio:.2f} at {now.answered_per_s:.0f} req/s: not saturated",
+        ),
+        (
+            Fix(f"lower max_queue_delay from ~{wait * 1000:.0f} ms (the batch_wait P95) to 0–5 ms, "
+                f"and cap max_batch_size near the baseline's ({max(base.batch_max_size, 1)})",
+                f"batch_wait P95 back to ~{ms(base.stages['batch_wait'].p95)}, total P95 toward {ms(base.total.p95)}",
+                "configuration"),
+        ),
+    )
+
+
+def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    cap = (base.capacity_per_s, now.capacity_per_s)
+    inf = _ratio(now.stages["inference"].p95, base.stages["inference"].p95)
+    load = _ratio(now.answered_per_s, base.answered_per_s)
+    if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1:
+        return None
+    n = now.instances
+    return Finding(
+        "slow-inference",
+        "the model itself runs slower (throttled or contended accelerator/cores) at the same load",
+        _conf(0.5 + 0.1 * min(inf, 4.0)),
+        (
+            f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} (×{inf:.1f}); "
+            f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}",
+            f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f} at {base.answered_per_s:.0f} → "
+            f"{now.answered_per_s:.0f} req/s: capacity {cap[0]:.0f} → {cap[1]:.0f} req/s",
+            f"no outside CPU ({now.outside_cpu_cores:.2f} cores), no input drift; {_spread(a)}",
+        ),
+        (
+            Fix("check the accelerator/cores: clocks and thermal throttling, power caps, other tenants (GPU util, nvidia-smi)",
+                f"capacity back to ~{cap[0]:.0f} req/s if it is throttling", "infrastructure"),
+            Fix(f"add one instance/replica: busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
+                "queueing in batch_wait collapses", "infrastructure"),
+            Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
+                "per-batch inference time down; accuracy must be re-checked", "model"),
+        ),
+    )
+
+
+def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    fewer = now.preprocess_workers < base.preprocess_workers
+    if a.carrier != Stage.QUEUE.value or not (fewer or now.preprocess_workers <= 2):
+        return None
+    w = (base.preprocess_workers, now.preprocess_workers)
+    q = (base.stages["queue"].p95, now.stages["queue"].p95)
+    return Finding(
+        "preprocess-starvation",
+        "requests wait for a preprocessing worker: too few workers for the decode work",
+        _conf(0.5 + (0.3 if fewer else 0.0) + 0.1 * a.shares["queue"]),
+        (
+            f"queue (wait for a preprocess worker) P95 {ms(q[0])} → {ms(q[1])}, {a.shares['queue']:.0%} of the rise",
+            f"preprocess workers {w[0]} → {w[1]}; preprocess P95 {ms(base.stages['preprocess'].p95)} → "
+            f"{ms(now.stages['preprocess'].p95)} (each decode is not slower)",
+            f"inputs unchanged (P95 {kib(now.input_bytes_p95)}); no outside CPU; model busy {now.busy_ratio:.2f}",
+        ),
+        (
+            Fix(f"add preprocess workers ({w[1]} → {max(w[0], w[1] + 1)}) and the cores to run them",
+                f"queue P95 back toward {ms(q[0])}", "infrastructure"),
+        ),
+    )
+
+
+def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    load = _ratio(now.answered_per_s + now.refused_per_s, base.answered_per_s + base.refused_per_s)
+    if load < 1.1 or now.busy_ratio < 0.7:
+        return None
+    n = now.instances
+    return Finding(
+        "traffic-growth",
+        "more traffic pushed the model instances past their knee; queues grow across stages",
+        _conf(0.5 + (load - 1) + 0.3 * (now.busy_ratio - 0.7) / 0.3),
+        (
+            f"traffic {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s (×{load:.2f}); "
+            f"refused {now.refused_per_s:.1f}/s {now.refused_by_reason or ''}".rstrip(),
+            f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f}; capacity unchanged "
+            f"({base.capacity_per_s:.0f} → {now.capacity_per_s:.0f} req/s)",
+            f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; {_spread(a)}",
+        ),
+        (
+            Fix(f"add one instance/replica ({n} → {n + 1}): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
+                f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure"),
+            Fix("shed low-priority traffic at admission until capacity is added",
+                f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)", "infrastructure"),
+        ),
+    )
+
+
+def slow_clients(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
+    if a.carrier != Stage.RESPOND.value or a.shares["respond"] < 0.5:
+        return None
+    r = (base.stages["respond"].p95, now.stages["respond"].p95)
+    return Finding(
+        "slow-clients",
+        "responses take longer to deliver: slow clients or network on the way back",
+        _conf(0.5 + 0.4 * a.shares["respond"]),
+        (f"respond P95 {ms(r[0])} → {ms(r[1])}, {a.shares['respond']:.0%} of the rise; server stages steady",),
+        (
+            Fix("set send timeouts and put a buffering proxy in front so slow readers do not hold workers",
+                "respond stage back toward the baseline", "infrastructure"),
+        ),
+    )
+
+
+RULES: tuple[Rule, ...] = (
+    memory_pressure, input_drift, cpu_contention, batching_misconfig,
+    slow_inference, preprocess_starvation, traffic_growth, slow_clients,
+)
+
+
+def no_regression(c: Confirmation) -> Finding:
+    return Finding(
+        "no-regression",
+        "no significant server-side regression",
+        _conf(0.5 + 0.4 * min(min(c.samples) / 1000, 1.0)),
+        (
+            f"total P95 {ms(c.p95[0])} → {ms(c.p95[1])} (×{c.p95_ratio:.2f}) on {c.samples[0]} vs {c.samples[1]} samples",
+            "the server sees every stage up to handing the response to the socket; if clients still report "
+            "slowness, it lies in client-side delivery or the network, which the server cannot see",
+        ),
+        (Fix("measure at the client (delivery time, connection reuse, network path) before changing the service",
+             "locates latency the server's telemetry cannot see", "clients"),),
+    )
+
+
+def inconclusive(base: Evidence, now: Evidence, a: Attribution) -> Finding:
+    return Finding(
+        "inconclusive",
+        f"regression carried by {a.carrier or 'no single stage'}, but no root-cause class fits the signals",
+        0.3,
+        (_spread(a), _cpu_line(base, now), f"event-loop lag P95 {ms(base.event_loop_lag_p95_s)} → {ms(now.event_loop_lag_p95_s)}"),
+        (Fix("check next: GPU utilisation and clocks, errors and refusals by reason, traces of the slowest requests, "
+             "recent deploys and config changes", "narrows the cause", "infrastructure"),),
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _spread(a: Attribution) -> str:
+    top = sorted(a.shares.items(), key=lambda kv: -kv[1])[:3]
+    return "rise carried by " + ", ".join(f"{s} {share:.0%}" for s, share in top if share > 0)
+
+
+def _cpu_line(base: Evidence, now: Evidence) -> str:
+    return (f"machine CPU {base.machine_cpu_percent:.0f}% → {now.machine_cpu_percent:.0f}%, "
+            f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores")
+
+
+def _ratio(now: float, base: float) -> float:
+    return now / base if base > 0 else (1.0 if now == 0 else float("inf"))
+
+
+def _conf(x: float) -> float:
+    return round(min(max(x, 0.0), 0.95), 2)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def kib(n: float) -> str:
+    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
+
+
+def mpx(n: float) -> str:
+    return f"{n / 1e6:.2f} Mpx"
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
