@@ -65,7 +65,9 @@ def check_counts(result: dict[str, Any], before: float, client: httpx.Client) ->
     assert counts["sent"] > 0
     assert counts["sent"] == counts["answered"] + counts["transport_errors"] + counts["unfinished"]
     assert counts["unfinished"] == 0 and not result["hit_time_cap"]
-    assert counts["answered_by_status"] == {"200": counts["answered"]}, counts
+    # every answer counts, 200 or not (admission may refuse some with 429 when the machine is busy)
+    assert sum(counts["answered_by_status"].values()) == counts["answered"], counts
+    assert counts["answered_by_status"].get("200", 0) > 0, counts
     assert wait_for_count(client, before + counts["answered"]) - before == counts["answered"]
 
 

@@ -1,4 +1,10 @@
-"""``servoscope doctor``: diagnose a latency regression from a snapshot and a baseline."""
+"""``servoscope doctor``: diagnose a latency regression — current evidence against a baseline.
+
+Current evidence comes from one of: a saved snapshot (``--snapshot``), a live service's
+``/v1/stats`` (``--url``), or a Prometheus server through PromQL (``--prometheus`` at ``--at``).
+The baseline is a snapshot file (``--baseline``) or, with Prometheus, another instant
+(``--baseline-at``).
+"""
 
 from __future__ import annotations
 
@@ -8,27 +14,65 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from servoscope.doctor import evidence, report
+from servoscope.doctor import evidence, live, report
+from servoscope.doctor.evidence import Evidence
 from servoscope.doctor.rules import diagnose
 
 
 def add_parser(subparsers: Any) -> None:
     doctor = subparsers.add_parser("doctor", help="diagnose a latency regression: confirm, attribute, explain, prescribe")
-    doctor.add_argument("--snapshot", type=Path, required=True, help="current /v1/stats JSON (or a drill snapshot)")
-    doctor.add_argument("--baseline", type=Path, required=True, help="baseline /v1/stats JSON (or a drill snapshot)")
+    source = doctor.add_mutually_exclusive_group(required=True)
+    source.add_argument("--snapshot", type=Path, help="current /v1/stats JSON (or a drill or `servoscope snapshot` file)")
+    source.add_argument("--url", help="a live service, e.g. http://127.0.0.1:8000: read its /v1/stats now")
+    source.add_argument("--prometheus", help="a Prometheus server: read the evidence through PromQL")
+    doctor.add_argument("--baseline", type=Path, help="baseline /v1/stats JSON (or a drill or `servoscope snapshot` file)")
+    prom = doctor.add_argument_group("with --prometheus")
+    prom.add_argument("--at", default="now", help="instant of the current window: RFC 3339, Unix seconds or 'now' (default)")
+    prom.add_argument("--baseline-at", help="instant of the baseline window (instead of --baseline)")
+    prom.add_argument("--range", default="5m", dest="range_", metavar="RANGE", help="PromQL rate window, e.g. 1m, 5m (default 5m)")
     doctor.add_argument("--model", help="model to diagnose (default: the busiest)")
     doctor.add_argument("--window", choices=("1m", "5m"), help="stats window (default: the snapshot's, else 1m)")
     doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    doctor.add_argument("--markdown", type=Path, help="also write a Markdown report here, with a PNG plot beside it")
     doctor.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        now = evidence.load(args.snapshot, args.model, args.window)
-        base = evidence.load(args.baseline, now.model, args.window or now.window)
+        base, now = _evidence(args)
     except (OSError, ValueError) as exc:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else 2
     diagnosis = diagnose(base, now)
     print(json.dumps(report.to_json(diagnosis), indent=2) if args.json else report.to_text(diagnosis))
+    if args.markdown:
+        from servoscope.doctor import markdown
+
+        written = markdown.write(diagnosis, base, now, args.markdown)
+        print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
+    """(baseline, current) from the sources the flags name; ValueError says what is missing."""
+    if args.prometheus:
+        return _from_prometheus(args)
+    if args.baseline is None:
+        raise ValueError("--baseline FILE is required with --snapshot or --url")
+    if args.snapshot is not None:
+        now = evidence.load(args.snapshot, args.model, args.window)
+    else:
+        now = evidence.from_document(live.fetch_stats(args.url), args.model, args.window)
+    return evidence.load(args.baseline, now.model, args.window or now.window), now
+
+
+def _from_prometheus(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
+    from servoscope.doctor import promql
+
+    source = promql.PromSource(args.prometheus, args.range_)
+    now = source.evidence(args.at, args.model)
+    if args.baseline_at is not None:
+        return source.evidence(args.baseline_at, now.model), now
+    if args.baseline is not None:
+        return evidence.load(args.baseline, now.model, args.window), now
+    raise ValueError("--baseline-at TIME (or --baseline FILE) is required with --prometheus")

@@ -41,7 +41,7 @@ class Evidence:
     errors_per_s: float
     refused_by_reason: dict[str, float]
     batch_mean_size: float
-    batch_max_size: int
+    batch_max_size: int | None  # None where the source cannot tell (PromQL: histogram buckets only)
     busy_ratio: float  # mean over the model's instances
     instances: int
     input_bytes_p95: float
@@ -52,8 +52,8 @@ class Evidence:
     machine_cpu_percent: float  # of the whole machine, 0–100
     process_cpu_percent: float  # of one core, 0–100 × cores
     memory_available_bytes: float
-    memory_total_bytes: float
-    swap_used_percent: float
+    memory_total_bytes: float | None  # None where the source does not export it (Prometheus)
+    swap_used_percent: float | None
 
     @property
     def total(self) -> Percentiles:

@@ -115,9 +115,11 @@ def attribute(base: Evidence, now: Evidence) -> Attribution:
 
 
 def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
-    total = max(now.memory_total_bytes, 1.0)
+    # Without the machine's total (PromQL), the drop is measured against the baseline's available memory.
+    total = max(now.memory_total_bytes or base.memory_available_bytes, 1.0)
     drop = (base.memory_available_bytes - now.memory_available_bytes) / total
-    swap_rise = now.swap_used_percent - base.swap_used_percent
+    swaps = (base.swap_used_percent, now.swap_used_percent)
+    swap_rise = swaps[1] - swaps[0] if swaps[0] is not None and swaps[1] is not None else 0.0
     if drop < 0.15 and swap_rise < 10:
         return None
     return Finding(
@@ -126,7 +128,7 @@ def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | 
         _conf(0.6 + drop + swap_rise / 100),
         (
             f"memory available {gib(base.memory_available_bytes)} → {gib(now.memory_available_bytes)}"
-            f" ({drop:.0%} of {gib(total)}); swap used {base.swap_used_percent:.0f}% → {now.swap_used_percent:.0f}%",
+            f" ({drop:.0%} of {gib(total)}); swap used {_pct(swaps[0])} → {_pct(swaps[1])}",
             f"throughput {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; {_spread(a)}",
             _cpu_line(base, now),
         ),
@@ -204,13 +206,13 @@ def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding
         (
             f"batch_wait P95 {ms(base.stages['batch_wait'].p95)} → {ms(wait)} "
             f"({a.shares['batch_wait']:.0%} of the rise)",
-            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} (largest {now.batch_max_size}); "
+            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} (largest {now.batch_max_size or 'unknown'}); "
             f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} for the larger batches",
             f"model busy ratio only {now.busy_ratio:.2f} at {now.answered_per_s:.0f} req/s: not saturated",
         ),
         (
             Fix(f"lower max_queue_delay from ~{wait * 1000:.0f} ms (the batch_wait P95) to 0–5 ms, "
-                f"and cap max_batch_size near the baseline's ({max(base.batch_max_size, 1)})",
+                f"and cap max_batch_size near the baseline's ({max(base.batch_max_size or 1, 1)})",
                 f"batch_wait P95 back to ~{ms(base.stages['batch_wait'].p95)}, total P95 toward {ms(base.total.p95)}",
                 "configuration"),
         ),
@@ -361,6 +363,10 @@ def _ratio(now: float, base: float) -> float:
 
 def _conf(x: float) -> float:
     return round(min(max(x, 0.0), 0.95), 2)
+
+
+def _pct(x: float | None) -> str:
+    return "unknown" if x is None else f"{x:.0f}%"
 
 
 def ms(seconds: float) -> str:

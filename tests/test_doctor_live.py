@@ -1,0 +1,85 @@
+"""The doctor against live services on loopback: ``servoscope snapshot`` saves a real server's
+``/v1/stats``; ``servoscope doctor --url`` diagnoses a real, misconfigured server against it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from servoscope.doctor import evidence
+from support import MODEL, REPO_ROOT, Photo, ServerProcess, classify, free_port
+
+LOAD = ("--rate", "60", "--duration", "8s", "--arrivals", "constant", "--mix", "100%:320x240", "--quiet")
+MISCONFIGURED = ("--max-queue-delay-ms", "200", "--max-batch-size", "64")
+CLI_TIMEOUT_S = 120
+
+
+def servoscope(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "servoscope", *args]
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
+
+
+def drive_load(server: ServerProcess, cache: Path) -> None:
+    """The same bounded, paced load each time (open loop, 60 req/s for 8 s, small JPEGs)."""
+    port = server.url.rsplit(":", 1)[1]
+    done = servoscope("load", "--port", port, "--model", MODEL, "--cache-dir", str(cache), *LOAD)
+    assert done.returncode == 0, done.stderr + server.log_tail()
+
+
+def test_snapshot_saves_stats_with_url_and_time(
+    spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo], tmp_path: Path
+) -> None:
+    server = spawn_server("--models", MODEL)
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        for photo in photos.values():
+            assert classify(client, photo.jpeg).status_code == 200
+    out = tmp_path / "snap" / "now.json"
+    done = servoscope("snapshot", "--url", server.url, "--model", MODEL, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(out.read_text())
+    assert doc["url"] == server.url and doc["model"] == MODEL
+    assert doc["taken_at"].endswith("+00:00") and doc["time"] > 0
+    assert list(doc["stats"]["models"]) == [MODEL]
+    e = evidence.load(out)
+    assert e.model == MODEL and e.total.count == len(photos)
+
+
+def test_snapshot_names_what_is_wrong(spawn_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
+    server = spawn_server("--models", MODEL)
+    out = tmp_path / "s.json"
+    unknown = servoscope("snapshot", "--url", server.url, "--model", "nope", "-o", str(out))
+    assert unknown.returncode == 2 and "'nope'" in unknown.stderr and MODEL in unknown.stderr
+    down = servoscope("snapshot", "--url", f"http://127.0.0.1:{free_port()}", "-o", str(out))
+    assert down.returncode == 1 and "cannot read" in down.stderr
+    assert not out.exists()
+
+
+def test_doctor_on_a_live_misconfigured_service(
+    spawn_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    cache = tmp_path / "images"
+    baseline = tmp_path / "baseline.json"
+    healthy = spawn_server("--models", MODEL, "--admission", "static")
+    drive_load(healthy, cache)
+    done = servoscope("snapshot", "--url", healthy.url, "-o", str(baseline))
+    assert done.returncode == 0, done.stderr
+    healthy.stop()
+
+    degraded = spawn_server("--models", MODEL, "--admission", "static", *MISCONFIGURED)
+    drive_load(degraded, cache)
+    report_md = tmp_path / "report" / "doctor.md"
+    done = servoscope("doctor", "--url", degraded.url, "--baseline", str(baseline), "--json", "--markdown", str(report_md))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["confirm"]["significant"] is True, doc["confirm"]
+    assert doc["top"]["cause"] == "batching-misconfig", json.dumps(doc, indent=1)
+    assert "max_queue_delay" in doc["prescribe"][0]["action"]
+    text = report_md.read_text()
+    assert "batching-misconfig" in text and "## 4. Prescribe" in text and "doctor.png" in text
+    assert report_md.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
