@@ -1,0 +1,70 @@
+"""How often the doctor names the right cause: every drill (short form) run several times, the
+doctor reading only each run's two /v1/stats snapshots, and a no-change case (two windows of the
+same healthy traffic) where the right answer is "no regression".
+
+    python bench/doctor_accuracy.py              # each scenario once (~6 minutes)
+    python bench/doctor_accuracy.py --repeats 3
+
+Prints the confusion table (true scenario × diagnosed cause). The doctor never sees which drill
+ran: it gets the snapshot files, as it would in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from servoscope.doctor import evidence
+from servoscope.doctor.rules import diagnose
+from servoscope.drills.runner import run_drill
+from servoscope.drills.scenarios import SCENARIOS, Degradation, Scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+NO_CHANGE = Scenario(
+    "no-change", "nothing: the same healthy traffic twice", "total", "no regression to find",
+    lambda ctx: Degradation("nothing changed", "none", "-", "-"),
+)
+
+
+def diagnosed(folder: Path) -> str:
+    base = evidence.load(folder / "baseline.json")
+    now = evidence.load(folder / "degraded.json")
+    return diagnose(base, now).top.cause
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--only", help="comma-separated scenarios (default: all, and no-change)")
+    args = parser.parse_args()
+    if not 1 <= args.repeats <= 10:
+        parser.error("--repeats must be 1..10")
+    scenarios = {**SCENARIOS, NO_CHANGE.name: NO_CHANGE}
+    names = args.only.split(",") if args.only else list(scenarios)
+    table: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in names}
+    with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as tmp:
+        for repeat in range(args.repeats):
+            for name in names:
+                folder = Path(tmp) / f"{name}-{repeat}"
+                run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
+                cause = diagnosed(folder)
+                table[name][cause] += 1
+                print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}", flush=True)
+    causes = sorted({c for counts in table.values() for c in counts})
+    print(f"\n{'true scenario':<22} " + " ".join(f"{c[:14]:>14}" for c in causes))
+    for name, counts in table.items():
+        print(f"{name:<22} " + " ".join(f"{counts.get(c, 0):>14}" for c in causes))
+    right = sum(counts.get("no-regression" if name == "no-change" else name, 0) for name, counts in table.items())
+    print(f"\nright: {right} of {sum(sum(c.values()) for c in table.values())}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "doctor_accuracy.json").write_text(json.dumps({k: dict(v) for k, v in table.items()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
