@@ -273,7 +273,9 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
 
 def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     load = _ratio(now.answered_per_s + now.refused_per_s, base.answered_per_s + base.refused_per_s)
-    if load < 1.1 or now.busy_ratio < 0.7:
+    # past the knee is relative: more load, instances busier than before (and at least half busy);
+    # batches grow with load, so the busy ratio rises less than the traffic does
+    if load < 1.1 or now.busy_ratio < 0.5 or now.busy_ratio <= base.busy_ratio:
         return None
     n = now.instances
     return Finding(
