@@ -240,7 +240,7 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         (
             Fix("check the accelerator/cores: clocks and thermal throttling, power caps, other tenants (GPU util, nvidia-smi)",
                 f"capacity back to ~{cap[0]:.0f} req/s if it is throttling", "infrastructure"),
-            Fix(f"add one instance/replica: busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
+            Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
                 "queueing in batch_wait collapses", "infrastructure"),
             Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
                 "per-batch inference time down; accuracy must be re-checked", "model"),
@@ -290,7 +290,8 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; {_spread(a)}",
         ),
         (
-            Fix(f"add one instance/replica ({n} → {n + 1}): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
+            Fix(f"add capacity — a replica, or cores for a third instance ({n} → {n + 1} instances' worth): "
+                f"busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
                 f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure"),
             Fix("shed low-priority traffic at admission until capacity is added",
                 f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)", "infrastructure"),
