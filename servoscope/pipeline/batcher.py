@@ -93,9 +93,11 @@ class Lanes:
         return min(lane[0].enqueued for lane in self._lanes if lane)
 
     def keep(self, alive: Callable[[Pending], bool]) -> None:
+        """Keep the requests ``alive`` says yes to; it is asked once per request."""
         for i, lane in enumerate(self._lanes):
-            if not all(alive(p) for p in lane):
-                self._lanes[i] = collections.deque(p for p in lane if alive(p))
+            kept = [p for p in lane if alive(p)]
+            if len(kept) != len(lane):
+                self._lanes[i] = collections.deque(kept)
 
 
 class Batcher:

@@ -41,7 +41,7 @@ async def classify(request: Request) -> Response:
         rank = priority(request)
         timing.model = service.name
         with service.admitted(1, rank):
-            body = await read_body(request, settings.max_body_bytes)
+            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
             timing.end(Stage.INGEST, clock.now())
             result = await service.classify(body, fmt, top_k, timing, deadline, rank)
         timing.end(Stage.RESPOND, clock.now())

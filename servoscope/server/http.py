@@ -30,11 +30,11 @@ def error_response(exc: BaseException, headers: dict[str, str] | None = None) ->
     return json_response({"error": message}, http_status(exc), all_headers)
 
 
-async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and with
-    408 if it has not all arrived ``timeout_s`` seconds after this call (default: the service's
-    ``body_timeout_s``) — so a client trickling its body (slowloris), or sending chunks that never
-    end, holds its connection and its admission place for a bounded time."""
+    408 if it has not all arrived ``timeout_s`` seconds after this call — so a client trickling its
+    body (slowloris), or sending chunks that never end, holds its connection and its admission
+    place for a bounded time."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -43,8 +43,6 @@ async def read_body(request: Request, limit: int, timeout_s: float | None = None
             raise InvalidParameter(f"Content-Length is not a number: {declared!r}") from None
         if size > limit:
             raise PayloadTooLarge(f"body is {size} bytes, above the limit of {limit}")
-    if timeout_s is None:
-        timeout_s = request.app.state.servoscope.settings.body_timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             return await _read_limited(request, limit)
