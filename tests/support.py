@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import numpy as np
@@ -147,6 +147,39 @@ def start_server(
                 continue
             raise
     raise AssertionError("unreachable")
+
+
+def wait_for(condition: Callable[[], bool], deadline_s: float = 20.0) -> None:
+    """Until ``condition()`` holds, polling with a growing backoff; fails at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    delay = 0.05
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of one series in a Prometheus text exposition (labels matched exactly), or None."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            series, _, value = line.rpartition(" ")
+            found = series[len(name) :].strip("{}")
+            if ",".join(sorted(found.split(","))) == want or (not labels and not found):
+                return float(value)
+    return None
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of every series of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            series, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+    return total
 
 
 # --- requests and assertions -----------------------------------------------------------------

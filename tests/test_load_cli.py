@@ -19,7 +19,7 @@ from servoscope.loadgen import Connection, Endpoint, profiles
 from servoscope.loadgen.mixes import Mix, MixImage, generated, parse_mix
 from servoscope.loadgen.runner import LoadPlan, execute, result_json
 from servoscope.loadgen.targets import Target, encode
-from support import MODEL, CLASSIFY, ServerProcess
+from support import CLASSIFY, MODEL, ServerProcess, metric_sum
 
 METRICS_DEADLINE_S = 15.0
 
@@ -35,11 +35,7 @@ def port_of(server: ServerProcess) -> str:
 
 def requests_total(client: httpx.Client) -> float:
     """The server's own count of answered requests (every status), from /metrics."""
-    total = 0.0
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("servoscope_requests_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    return metric_sum(client.get("/metrics").text, "servoscope_requests_total")
 
 
 def wait_for_count(client: httpx.Client, expected: float) -> float:

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import http.server
 import threading
-import time
 from typing import Callable
 
 import httpx
 import pytest
 
 from servoscope.stages import STAGE_NAMES, parse_server_timing
-from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error
+from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error, metric_value, wait_for
 
 N_REQUESTS = 12
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            series, _, value = line.rpartition(" ")
-            found = series[len(name) :].strip("{}")
-            if ",".join(sorted(found.split(","))) == want or (not labels and not found):
-                return float(value)
-    return None
-
-
-def wait_for(condition: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    delay = 0.05
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
 
 
 @pytest.fixture

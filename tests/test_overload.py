@@ -13,7 +13,7 @@ import pytest
 
 from servoscope.pipeline.batcher import Lanes, Pending
 from servoscope.stages import Timing
-from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error
+from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
 class HeldRequest:
@@ -57,15 +57,8 @@ def held(small_limit_server: ServerProcess, photos: dict[str, Photo]) -> Iterato
 
 def wait_pending(server: ServerProcess, n: int) -> None:
     """Until the server reports ``n`` requests pending (bounded by the deadline)."""
-    deadline_polls = 400
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        for _ in range(deadline_polls):
-            text = client.get("/metrics").text
-            line = next((l for l in text.splitlines() if l.startswith(f'servoscope_requests_pending{{model="{MODEL}"}}')), "")
-            if line and float(line.rsplit(" ", 1)[1]) == n:
-                return
-            client.get("/v2/health/live")  # a round trip between polls, not a sleep
-    raise AssertionError(f"server never reported {n} pending")
+        wait_for(lambda: metric_value(client.get("/metrics").text, "servoscope_requests_pending", model=MODEL) == n)
 
 
 def test_low_priority_is_refused_first_high_last(
@@ -103,20 +96,16 @@ def test_counters_reconcile_after_a_mixed_run(small_limit_server: ServerProcess,
     statuses = asyncio.run(burst())
     assert set(statuses) <= {200, 400, 429}
     assert statuses.count(400) + statuses.count(429) >= 5
+    expected = {code: statuses.count(code) for code in (200, 400, 429)}
     with httpx.Client(base_url=small_limit_server.url, timeout=10) as client:
-        for _ in range(400):  # the last records land just after their answers are sent
+
+        def counted() -> dict[int, float]:
             text = client.get("/metrics").text
-            counted = {
-                code: sum(
-                    float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-                    if l.startswith("servoscope_requests_total{") and f'code="{code}"' in l
-                )
-                for code in (200, 400, 429)
-            }
-            if sum(counted.values()) == len(statuses):
-                break
-    assert counted == {code: statuses.count(code) for code in (200, 400, 429)}
-    refused = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("servoscope_refused_total{"))
+            return {code: metric_sum(text, "servoscope_requests_total", code=str(code)) for code in expected}
+
+        wait_for(lambda: sum(counted().values()) >= len(statuses))  # records land just after answers are sent
+        assert counted() == expected
+        refused = metric_sum(client.get("/metrics").text, "servoscope_refused_total")
     assert refused == statuses.count(429)
 
 
