@@ -33,7 +33,7 @@ def settings_table() -> str:
 
 def metrics_table() -> str:
     telemetry = Telemetry(ManualClock(), CollectorRegistry())
-    served = Timing(0.0, model="m", status=200, error="", input_bytes=1, input_pixels=1)
+    served = Timing(0.0, model="m", status=200, error="", input_bytes=1, input_pixels=1, delivery_s=0.0)
     for stage in STAGES:
         served.end(stage, 0.0)
     telemetry.record(served)  # one of each record, so every labelled series shows its labels

@@ -6,6 +6,8 @@ Each drill's baseline/degraded pair was produced by a real drill run; the doctor
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -28,11 +30,9 @@ EXPECTED: dict[str, str] = {
     "slow-inference": "slow-inference",
     "preprocess-starvation": "preprocess-starvation",
     "memory-pressure": "memory-pressure",
-    # The slow clients in this drill read their responses slowly, but the server's stages (respond
-    # included: it ends when the response is handed to the socket) did not move — total P95 even
-    # fell. The server's evidence cannot show this cause, so the right answer is "no server-side
-    # regression", pointing at client-side delivery, rather than a guess.
-    "slow-clients": "no-regression",
+    # The server's stages (respond included: it ends when the answer is handed to the socket) do not
+    # move; only delivery, until the client acknowledged the answer, does.
+    "slow-clients": "slow-clients",
 }
 
 
@@ -50,10 +50,20 @@ def test_top_finding_names_the_drills_cause(scenario: str) -> None:
     assert d.top.evidence and d.top.fixes
 
 
-def test_slow_clients_says_the_server_cannot_see_it() -> None:
+def test_slow_clients_are_confirmed_by_delivery_alone() -> None:
     d = run_doctor("slow-clients")
-    assert not d.confirm.significant
-    assert "cannot see" in report.to_text(d)
+    assert d.confirm.significant and "after the server's stages" in d.confirm.verdict
+    assert d.attribution.carrier == "delivery"
+
+
+def test_without_delivery_evidence_slow_clients_are_beyond_the_servers_sight() -> None:
+    """Snapshots from a server that did not measure delivery: no server-side regression, and the
+    report says where to look instead of guessing."""
+    base = evidence.load(DRILLS / "slow-clients" / "baseline.json")
+    now = dataclasses.replace(evidence.load(DRILLS / "slow-clients" / "degraded.json"), delivery=base.delivery)
+    d = diagnose(base, now)
+    assert d.top.cause == "no-regression"
+    assert "beyond what the server can see" in report.to_text(d)
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPECTED))

@@ -36,6 +36,7 @@ class Evidence:
     model: str
     window: str
     stages: dict[str, Percentiles]
+    delivery: Percentiles  # after the stages: until the client acknowledged the answer (zeros where unknown)
     answered_per_s: float
     refused_per_s: float
     errors_per_s: float
@@ -115,6 +116,7 @@ def _evidence(stats: dict[str, Any], name: str, window: str, entry: dict[str, An
         model=name,
         window=window,
         stages={s: _percentiles(w["stages"].get(s, {})) for s in STAGE_NAMES},
+        delivery=_percentiles(w.get("delivery") or {}),
         answered_per_s=_num(w, "throughput", "answered_per_s"),
         refused_per_s=_num(w, "throughput", "refused_per_s"),
         errors_per_s=_num(w, "throughput", "errors_per_s"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servoscope.doctor.evidence import Evidence
-from servoscope.doctor.rules import Diagnosis, ms
+from servoscope.doctor.rules import DELIVERY, Diagnosis, ms
 from servoscope.stages import STAGE_NAMES
 
 
@@ -31,6 +31,9 @@ def to_markdown(d: Diagnosis, base: Evidence, now: Evidence, plot_name: str | No
         mark = " **◀**" if stage == a.carrier else ""
         cells = (f"{delta * 1000:+.1f} ms", f"{share:.0%}{mark}") if delta is not None and share is not None else ("", "")
         lines.append(f"| {stage} | {ms(base.stages[stage].p95)} | {ms(now.stages[stage].p95)} | {cells[0]} | {cells[1]} |")
+    mark = " **◀**" if a.carrier == DELIVERY else ""
+    lines.append(f"| {DELIVERY} (after total) | {ms(base.delivery.p95)} | {ms(now.delivery.p95)} | "
+                 f"{a.deltas_s[DELIVERY] * 1000:+.1f} ms | {a.shares[DELIVERY]:.0%}{mark} |")
     if plot_name:
         lines += ["", f"![per-stage P95, baseline vs now]({plot_name})"]
     lines += ["", "## 3. Explain", ""]

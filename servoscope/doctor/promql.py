@@ -61,11 +61,16 @@ class PromSource:
         stages = {s: Percentiles(counts.get(s, 0.0), q["p50"].get(s, 0.0), q["p95"].get(s, 0.0), q["p99"].get(s, 0.0))
                   for s in STAGE_NAMES}
         one = lambda expr: self.scalar(expr, at)  # noqa: E731
+        delivery = Percentiles(
+            one(f"sum(increase(servoscope_response_delivery_seconds_count{{{m}}}[{r}]))"),
+            *(one(_quantile(v, "servoscope_response_delivery_seconds", m, r)) for v in QUANTILES.values()),
+        )
         busiest = f"max(avg by (instance) (rate(servoscope_model_busy_seconds_total{{{m}}}[{r}])))"
         return Evidence(
             model=name,
             window=r,
             stages=stages,
+            delivery=delivery,
             answered_per_s=one(f"sum(rate(servoscope_requests_total{{{m}}}[{r}]))"),
             refused_per_s=one(f"sum(rate(servoscope_refused_total{{{m}}}[{r}]))"),
             errors_per_s=one(f'sum(rate(servoscope_requests_total{{{m}, code!~"2.."}}[{r}]))'),

@@ -18,6 +18,8 @@ from typing import Callable, Literal
 from servoscope.doctor.evidence import Evidence
 from servoscope.stages import STAGES, Stage
 
+DELIVERY = "delivery"  # attributed beside the stages: after respond, until the client acknowledged
+
 MIN_SAMPLES = 100  # per window, in the total stage
 MIN_P95_RATIO = 1.10  # a regression is at least 10 % on total P95 …
 MIN_P95_DELTA_S = 0.005  # … and at least 5 ms
@@ -33,6 +35,7 @@ class Confirmation:
     p99: tuple[float, float]
     samples: tuple[int, int]
     verdict: str
+    delivery_p95: tuple[float, float] = (0.0, 0.0)
 
     @property
     def p95_ratio(self) -> float:
@@ -90,21 +93,31 @@ def diagnose(base: Evidence, now: Evidence) -> Diagnosis:
 
 
 def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
+    """Total P95 worse on enough samples — or, with the server's stages steady, delivery worse:
+    the answers leave on time but clients take them late, which clients feel all the same."""
     b, n = base.total, now.total
     samples = (int(b.count), int(n.count))
     ratio = _ratio(n.p95, b.p95)
+    late = (base.delivery.p95, now.delivery.p95)
     if min(samples) < MIN_SAMPLES:
         significant, verdict = False, f"too few samples ({samples[0]} vs {samples[1]}, need {MIN_SAMPLES})"
     elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S:
         significant, verdict = True, f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
+    elif late[1] - late[0] >= max(MIN_P95_DELTA_S, (MIN_P95_RATIO - 1) * (b.p95 + late[0])):
+        significant, verdict = True, (
+            f"regression after the server's stages: delivery P95 {ms(late[0])} → {ms(late[1])} "
+            f"while total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
+        )
     else:
         significant, verdict = False, f"no significant regression: total P95 ×{ratio:.2f}"
-    return Confirmation(significant, (b.p50, n.p50), (b.p95, n.p95), (b.p99, n.p99), samples, verdict)
+    return Confirmation(significant, (b.p50, n.p50), (b.p95, n.p95), (b.p99, n.p99), samples, verdict, late)
 
 
 def attribute(base: Evidence, now: Evidence) -> Attribution:
-    """Each stage's share of the P95 increase (P95s do not add up, so shares are normalised)."""
+    """Each stage's share of the P95 increase (P95s do not add up, so shares are normalised);
+    delivery, which follows the stages, is attributed beside them."""
     deltas = {s.value: now.stages[s.value].p95 - base.stages[s.value].p95 for s in STAGES}
+    deltas[DELIVERY] = now.delivery.p95 - base.delivery.p95
     rise = sum(d for d in deltas.values() if d > 0)
     shares = {s: (max(d, 0.0) / rise if rise > 0 else 0.0) for s, d in deltas.items()}
     carrier = max(shares, key=lambda s: shares[s]) if rise > 0 else None
@@ -300,17 +313,27 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
 
 
 def slow_clients(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
-    if a.carrier != Stage.RESPOND.value or a.shares["respond"] < 0.5:
+    late = a.shares[DELIVERY] + a.shares[Stage.RESPOND.value]
+    if a.carrier not in (DELIVERY, Stage.RESPOND.value) or late < 0.5:
         return None
     r = (base.stages["respond"].p95, now.stages["respond"].p95)
+    d = (base.delivery.p95, now.delivery.p95)
     return Finding(
         "slow-clients",
-        "responses take longer to deliver: slow clients or network on the way back",
-        _conf(0.5 + 0.4 * a.shares["respond"]),
-        (f"respond P95 {ms(r[0])} → {ms(r[1])}, {a.shares['respond']:.0%} of the rise; server stages steady",),
+        "answers leave the server on time, but clients (or the network) take them slowly",
+        _conf(0.5 + 0.4 * late),
         (
-            Fix("set send timeouts and put a buffering proxy in front so slow readers do not hold workers",
-                "respond stage back toward the baseline", "infrastructure"),
+            f"delivery (until the client acknowledged the answer) P95 {ms(d[0])} → {ms(d[1])}; "
+            f"respond P95 {ms(r[0])} → {ms(r[1])}: {late:.0%} of the rise",
+            f"server stages steady: total P95 {ms(base.total.p95)} → {ms(now.total.p95)}; "
+            f"traffic {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
+        ),
+        (
+            Fix("find the slow readers (client versions, regions, response sizes such as a large top_k); "
+                "put a buffering proxy in front so slow readers do not hold connections",
+                f"delivery P95 back toward {ms(d[0])}", "clients"),
+            Fix("set send timeouts and keep answers small (ask for fewer classes)",
+                "bounded time per slow connection", "infrastructure"),
         ),
     )
 
@@ -328,8 +351,9 @@ def no_regression(c: Confirmation) -> Finding:
         _conf(0.5 + 0.4 * min(min(c.samples) / 1000, 1.0)),
         (
             f"total P95 {ms(c.p95[0])} → {ms(c.p95[1])} (×{c.p95_ratio:.2f}) on {c.samples[0]} vs {c.samples[1]} samples",
-            "the server sees every stage up to handing the response to the socket; if clients still report "
-            "slowness, it lies in client-side delivery or the network, which the server cannot see",
+            f"delivery (until clients acknowledged the answer) P95 {ms(c.delivery_p95[0])} → {ms(c.delivery_p95[1])}; "
+            "if clients still report slowness, it lies beyond what the server can see: the client itself, "
+            "connection set-up, or the network on the way in",
         ),
         (Fix("measure at the client (delivery time, connection reuse, network path) before changing the service",
              "locates latency the server's telemetry cannot see", "clients"),),

@@ -25,8 +25,8 @@ class Reader:
 
     def describe(self) -> str:
         if not self.pause_s:
-            return "reads normally"
-        return f"reads {self.chunk_bytes} B every {1000 * self.pause_s:g} ms through a {self.rcvbuf_bytes} B receive buffer"
+            return "read normally"
+        return f"read {self.chunk_bytes} B every {1000 * self.pause_s:g} ms through a {self.rcvbuf_bytes} B receive buffer"
 
 
 async def _connect(endpoint: Endpoint, reader: Reader) -> socket.socket:

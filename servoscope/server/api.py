@@ -49,7 +49,7 @@ async def classify(request: Request) -> Response:
         response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})
     except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
         response = state.failed([timing], exc, timing.start)
-    return state.send_then_record(response, [timing])
+    return state.send_then_record(request, response, [timing])
 
 
 async def list_models(request: Request) -> Response:

@@ -18,6 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from servoscope.server import delivery
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
 
@@ -103,6 +104,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        delivery.attach(self.scope, self.transport)  # type: ignore[arg-type]
         self._head_bytes = self._unparsed_bytes = self._header_count = 0
         self._in_head = self._head_started = True
         if self._head_timer is None:

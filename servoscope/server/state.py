@@ -13,6 +13,7 @@ from starlette.responses import Response
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import ServoscopeError, Unavailable
 from servoscope.pipeline.service import Pipeline
+from servoscope.server.delivery import Probe, probe_of
 from servoscope.server.http import error_response
 from servoscope.settings import Settings
 from servoscope.stages import Stage, Timing
@@ -74,17 +75,22 @@ class ServerState:
             timing.error = exc.reason if isinstance(exc, ServoscopeError) else "internal"
         return error_response(exc, {"Server-Timing": slowest(timings, start).server_timing()})
 
-    def send_then_record(self, response: Response, timings: list[Timing]) -> Response:
-        """Record the timings once the response's last byte is handed to the connection:
-        ``respond`` then covers the write as well."""
-        response.background = BackgroundTask(self._record, timings)
+    def send_then_record(self, request: Request, response: Response, timings: list[Timing]) -> Response:
+        """Record the timings once the response's last byte is handed to the connection
+        (``respond`` then covers the write as well) and the client has taken it (delivery)."""
+        response.background = BackgroundTask(self._record, timings, probe_of(request.scope))
         return response
 
-    async def _record(self, timings: list[Timing]) -> None:  # async: runs on the loop, no thread hop
+    async def _record(self, timings: list[Timing], probe: Probe | None) -> None:  # async: on the loop, no thread hop
         sent = self.clock.now()
         self.in_flight -= 1
         for timing in timings:
             timing.end(Stage.RESPOND, sent)
+        if probe is not None:
+            delivery_s = await probe.delivered(self.clock, sent)
+            for timing in timings:
+                timing.delivery_s = delivery_s
+        for timing in timings:
             self.observer.record(timing)
 
 

@@ -280,7 +280,7 @@ async def infer(request: Request) -> Response:
         response = infer_response(service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()})
     except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
         response = state.failed(timings, exc, first.start)
-    return state.send_then_record(response, timings)
+    return state.send_then_record(request, response, timings)
 
 
 _MODEL = "/v2/models/{name}"

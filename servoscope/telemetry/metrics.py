@@ -54,6 +54,12 @@ class Metrics:
         self.input_pixels = Histogram(
             "servoscope_input_pixels", "Width × height of uploaded images.", ["model"], buckets=PIXELS_BUCKETS, registry=r
         )
+        self.delivery = Histogram(
+            "servoscope_response_delivery_seconds",
+            "After the answer was handed to the connection: time until the client acknowledged all of it "
+            "(slow readers, slow networks).",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=r,
+        )
         self.loop_lag = Histogram(
             "servoscope_event_loop_lag_seconds", "How late the event loop ran a timer: time it was busy elsewhere.",
             buckets=LOOP_LAG_BUCKETS_S, registry=r,

@@ -23,6 +23,7 @@ HORIZON_S = 300.0
 SKETCH_BUCKET_S = 5.0  # percentile windows: 5 s slices
 COUNT_BUCKET_S = 1.0  # rates and busy ratios: 1 s slices
 REFUSALS = frozenset({429, 503, 504})
+DELIVERY = "delivery"  # not a stage: it follows ``respond``, outside ``total`` (see server/delivery.py)
 
 
 class Telemetry:
@@ -77,6 +78,9 @@ class Telemetry:
             for stage, seconds in durations.items():
                 m.observe_stage(model, stage, seconds)
                 self.sketches.observe((model, stage), seconds)
+            if timing.delivery_s is not None:
+                m.delivery.labels(model).observe(timing.delivery_s)
+                self.sketches.observe((model, DELIVERY), timing.delivery_s)
         elif status in REFUSALS:
             reason = timing.error or "unknown"
             m.refused.labels(model, reason).inc()

@@ -12,7 +12,7 @@ from typing import Any
 from servoscope.pipeline.service import Gauges
 from servoscope.stages import STAGE_NAMES
 from servoscope.telemetry.monitor import Readings
-from servoscope.telemetry.recorder import Telemetry
+from servoscope.telemetry.recorder import DELIVERY, Telemetry
 from servoscope.telemetry.windows import summary
 
 WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0}
@@ -41,6 +41,7 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float) -> d
     return {
         "covered_s": covered,
         "stages": {stage: summary(t.sketches.merged((model, stage), window_s)) for stage in STAGE_NAMES},
+        "delivery": summary(t.sketches.merged((model, DELIVERY), window_s)),
         "throughput": {
             "answered_per_s": answered / covered,
             "ok_per_s": ok / covered,
