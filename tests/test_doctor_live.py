@@ -83,3 +83,25 @@ def test_doctor_on_a_live_misconfigured_service(
     text = report_md.read_text()
     assert "batching-misconfig" in text and "## 4. Prescribe" in text and "doctor.png" in text
     assert report_md.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_baseline_window_from_the_same_document(tmp_path: Path) -> None:
+    """``--baseline-window before``: one document holds both windows (the last minute, and the minutes
+    before it). Built here from a drill's two real snapshots, so no test waits minutes."""
+    drill = REPO_ROOT / "tests" / "data" / "drills" / "batching-misconfig"
+    base, now = (json.loads((drill / f).read_text()) for f in ("baseline.json", "degraded.json"))
+    window = base["stats_window"]
+    doc = now["stats"]
+    for name, entry in doc["models"].items():
+        entry["windows"] = {"1m": entry["windows"][window], "before": base["stats"]["models"][name]["windows"][window]}
+    doc["system_means"] = {"1m": doc["system"], "before": base["stats"]["system"]}
+    snapshot = tmp_path / "one-document.json"
+    snapshot.write_text(json.dumps(doc))
+
+    done = servoscope("doctor", "--snapshot", str(snapshot), "--baseline-window", "before", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["top"]["cause"] == "batching-misconfig"
+    same = servoscope("doctor", "--snapshot", str(snapshot), "--baseline-window", "1m")
+    assert same.returncode == 2 and "current window too" in same.stderr
+    missing = servoscope("doctor", "--snapshot", str(snapshot), "--baseline-window", "5m")
+    assert missing.returncode == 2 and "window '5m' not in snapshot" in missing.stderr

@@ -66,10 +66,15 @@ def test_metrics_and_stats_count_the_same_requests(observed: tuple[ServerProcess
 def test_stats_document_shape(observed: tuple[ServerProcess, list[dict]]) -> None:
     srv, _ = observed
     with httpx.Client(base_url=srv.url, timeout=10) as client:
-        wait_for(lambda: client.get("/v1/stats").json()["system"] is not None)
+        wait_for(lambda: "cpu_percent" in client.get("/v1/stats").json()["system_means"]["1m"])
         stats = client.get("/v1/stats").json()
     assert stats["stages"] == list(STAGE_NAMES)
-    assert set(stats["windows_s"]) == {"1m", "5m"}
+    means = stats["system_means"]["1m"]  # window means of the 1 s machine samples
+    assert 0 <= means["cpu_percent"] <= 100 and means["memory_available_bytes"] > 0
+    assert stats["windows_ago_s"]["before"] == 60
+    # the "before" window ends a minute back: a server younger than that has no requests in it
+    assert stats["models"][MODEL]["windows"]["before"]["stages"]["total"] is None
+    assert set(stats["windows_s"]) == {"1m", "5m", "before"}
     model = stats["models"][MODEL]
     assert set(model["queues"]) == {"pending", "batch_queue", "batches_in_flight", "concurrency_limit"}
     p = model["windows"]["1m"]["stages"]["inference"]

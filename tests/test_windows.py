@@ -64,3 +64,21 @@ def test_bad_bucket_sizes_are_refused() -> None:
         Rolling(ManualClock(), bucket_s=0, horizon_s=60)
     with pytest.raises(ValueError, match="bucket_s"):
         Rolling(ManualClock(), bucket_s=10, horizon_s=5)
+
+
+def test_a_window_can_end_in_the_past() -> None:
+    """The "before" baseline: the minutes before the last one, from the same buckets."""
+    clock = ManualClock(0.0)
+    rolling = Rolling(clock, bucket_s=5, horizon_s=300)
+    for _ in range(3):
+        rolling.observe("k", 0.010)
+        rolling.count("c")
+    clock.advance(120)  # the old values are 120 s back
+    rolling.observe("k", 0.100)
+    rolling.count("c")
+    assert summary(rolling.merged("k", 60))["max"] == pytest.approx(0.100, rel=0.02)
+    before = summary(rolling.merged("k", 240, ago_s=60))
+    assert before["count"] == 3 and before["max"] == pytest.approx(0.010, rel=0.02)
+    assert rolling.total("c", 240, ago_s=60) == 3
+    assert rolling.covered_s(240, ago_s=60) == 60  # only 60 s of data existed before the last minute
+    assert rolling.keys(60, ago_s=200) == set()

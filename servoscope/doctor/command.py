@@ -2,8 +2,9 @@
 
 Current evidence comes from one of: a saved snapshot (``--snapshot``), a live service's
 ``/v1/stats`` (``--url``), or a Prometheus server through PromQL (``--prometheus`` at ``--at``).
-The baseline is a snapshot file (``--baseline``) or, with Prometheus, another instant
-(``--baseline-at``).
+The baseline is a snapshot file (``--baseline``), an earlier window of the same document
+(``--baseline-window before``: the four minutes before the last one) or, with Prometheus,
+another instant (``--baseline-at``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ def add_parser(subparsers: Any) -> None:
     source.add_argument("--snapshot", type=Path, help="current /v1/stats JSON (or a drill or `servoscope snapshot` file)")
     source.add_argument("--url", help="a live service, e.g. http://127.0.0.1:8000: read its /v1/stats now")
     source.add_argument("--prometheus", help="a Prometheus server: read the evidence through PromQL")
-    doctor.add_argument("--baseline", type=Path, help="baseline /v1/stats JSON (or a drill or `servoscope snapshot` file)")
+    baseline = doctor.add_mutually_exclusive_group()
+    baseline.add_argument("--baseline", type=Path, help="baseline /v1/stats JSON (or a drill or `servoscope snapshot` file)")
+    baseline.add_argument(
+        "--baseline-window", metavar="WINDOW",
+        help="baseline from the same document's window WINDOW, e.g. 'before' (the 4 minutes before the last one)",
+    )
     prom = doctor.add_argument_group("with --prometheus")
     prom.add_argument("--at", default="now", help="instant of the current window: RFC 3339, Unix seconds or 'now' (default)")
     prom.add_argument("--baseline-at", help="instant of the baseline window (instead of --baseline)")
     prom.add_argument("--range", default="5m", dest="range_", metavar="RANGE", help="PromQL rate window, e.g. 1m, 5m (default 5m)")
     doctor.add_argument("--model", help="model to diagnose (default: the busiest)")
-    doctor.add_argument("--window", choices=("1m", "5m"), help="stats window (default: the snapshot's, else 1m)")
+    doctor.add_argument("--window", help="stats window: 1m, 5m or before (default: the snapshot's, else 1m)")
     doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     doctor.add_argument("--markdown", type=Path, help="also write a Markdown report here, with a PNG plot beside it")
     doctor.set_defaults(func=run)
@@ -57,18 +63,22 @@ def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
     """(baseline, current) from the sources the flags name; ValueError says what is missing."""
     if args.prometheus:
         return _from_prometheus(args)
-    if args.baseline is None:
-        raise ValueError("--baseline FILE is required with --snapshot or --url")
-    if args.snapshot is not None:
-        now = evidence.load(args.snapshot, args.model, args.window)
-    else:
-        now = evidence.from_document(live.fetch_stats(args.url), args.model, args.window)
+    if args.baseline is None and args.baseline_window is None:
+        raise ValueError("--baseline FILE or --baseline-window WINDOW is required with --snapshot or --url")
+    doc = json.loads(args.snapshot.read_text()) if args.snapshot is not None else live.fetch_stats(args.url)
+    now = evidence.from_document(doc, args.model, args.window)
+    if args.baseline_window is not None:
+        if args.baseline_window == now.window:
+            raise ValueError(f"--baseline-window {args.baseline_window} is the current window too; name an earlier one")
+        return evidence.from_document(doc, now.model, args.baseline_window), now
     return evidence.load(args.baseline, now.model, args.window or now.window), now
 
 
 def _from_prometheus(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
     from servoscope.doctor import promql
 
+    if args.baseline_window is not None:
+        raise ValueError("--baseline-window reads a /v1/stats document; with --prometheus, use --baseline-at")
     source = promql.PromSource(args.prometheus, args.range_)
     now = source.evidence(args.at, args.model)
     if args.baseline_at is not None:

@@ -109,7 +109,8 @@ def _busiest_model(stats: dict[str, Any], window: str) -> str:
 
 def _evidence(stats: dict[str, Any], name: str, window: str, entry: dict[str, Any]) -> Evidence:
     w = entry["windows"][window]
-    system = stats.get("system") or {}
+    # the window's means of the machine readings where the service reports them, else the latest sample
+    system = {**(stats.get("system") or {}), **((stats.get("system_means") or {}).get(window) or {})}
     busy = list((w.get("busy_ratio") or {}).values())
     sizes = [int(k) for k in (w.get("batches", {}).get("size_counts") or {})]
     return Evidence(

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 0.25
 SAMPLE_INTERVAL_S = 1.0
 HISTORY = 300  # samples kept: five minutes at one a second
+# System readings also averaged over each stats window (one 1 s sample is too noisy to compare windows).
+WINDOW_MEANS = ("cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent")
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Monitor:
             self.readings.system, self.readings.gpu = system, gpu
             if system.cpu_percent is not None:
                 self.readings.cpu_history.append((clock.now(), system.cpu_percent))
+            self.telemetry.record_system({name: getattr(system, name) for name in WINDOW_MEANS})
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def _read(self) -> tuple[SystemReading, GpuReading]:

@@ -109,8 +109,23 @@ class Telemetry:
         self.metrics.loop_lag.observe(seconds)
         self.sketches.observe(("event_loop", "lag"), seconds)
 
-    def busy_ratio(self, model: str, instance: int, window_s: float) -> float:
-        return min(1.0, self.counts.total(("busy", model, instance), window_s) / self.counts.covered_s(window_s))
+    def busy_ratio(self, model: str, instance: int, window_s: float, ago_s: float = 0.0) -> float:
+        busy = self.counts.total(("busy", model, instance), window_s, ago_s)
+        return min(1.0, busy / self.counts.covered_s(window_s, ago_s))
+
+    def record_system(self, values: Mapping[str, float | None]) -> None:
+        """One sample of the machine (CPU, memory …): window means come from their sums."""
+        for name, value in values.items():
+            if value is not None:
+                self.counts.count(("system", name), value)
+                self.counts.count(("system_n", name))
+
+    def system_means(self, window_s: float, ago_s: float = 0.0) -> dict[str, float]:
+        out = {}
+        for key in self.counts.keys(window_s, ago_s):
+            if key[0] == "system_n":
+                out[key[1]] = self.counts.total(("system", key[1]), window_s, ago_s) / self.counts.total(key, window_s, ago_s)
+        return out
 
     def shutdown(self) -> None:
         self.tracer.shutdown()

@@ -15,20 +15,23 @@ from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import DELIVERY, Telemetry
 from servoscope.telemetry.windows import summary
 
-WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0}
+WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0, "before": 240.0}
+# How far back each window ends: "before" is the four minutes before the last one — a baseline
+# for the "1m" window taken from the same document (``servoscope doctor --baseline-window before``).
+WINDOWS_AGO_S: dict[str, float] = {"1m": 0.0, "5m": 0.0, "before": 60.0}
 SCHEMA_VERSION = 1
 
 
-def model_window(t: Telemetry, model: str, instances: int, window_s: float) -> dict[str, Any]:
-    covered = t.counts.covered_s(window_s)
+def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_s: float = 0.0) -> dict[str, Any]:
+    covered = t.counts.covered_s(window_s, ago_s)
     codes: dict[str, float] = {}
     refused: dict[str, float] = {}
     sizes: dict[str, float] = {}
-    for key in t.counts.keys(window_s):
+    for key in t.counts.keys(window_s, ago_s):
         kind, name = key[0], key[1]
         if name != model:
             continue
-        total = t.counts.total(key, window_s)
+        total = t.counts.total(key, window_s, ago_s)
         if kind == "code":
             codes[key[2]] = total
         elif kind == "refused":
@@ -40,8 +43,8 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float) -> d
     batches = sum(sizes.values())
     return {
         "covered_s": covered,
-        "stages": {stage: summary(t.sketches.merged((model, stage), window_s)) for stage in STAGE_NAMES},
-        "delivery": summary(t.sketches.merged((model, DELIVERY), window_s)),
+        "stages": {stage: summary(t.sketches.merged((model, stage), window_s, ago_s)) for stage in STAGE_NAMES},
+        "delivery": summary(t.sketches.merged((model, DELIVERY), window_s, ago_s)),
         "throughput": {
             "answered_per_s": answered / covered,
             "ok_per_s": ok / covered,
@@ -55,9 +58,9 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float) -> d
             "mean_size": sum(int(s) * n for s, n in sizes.items()) / batches if batches else None,
             "size_counts": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
         },
-        "busy_ratio": {str(i): t.busy_ratio(model, i, window_s) for i in range(instances)},
-        "input_bytes": summary(t.sketches.merged((model, "input_bytes"), window_s)),
-        "input_pixels": summary(t.sketches.merged((model, "input_pixels"), window_s)),
+        "busy_ratio": {str(i): t.busy_ratio(model, i, window_s, ago_s) for i in range(instances)},
+        "input_bytes": summary(t.sketches.merged((model, "input_bytes"), window_s, ago_s)),
+        "input_pixels": summary(t.sketches.merged((model, "input_pixels"), window_s, ago_s)),
     }
 
 
@@ -70,12 +73,15 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> dict[str, Any]:
                 "concurrency_limit": g.concurrency_limit,
             },
             "instances": g.instances,
-            "windows": {label: model_window(t, name, g.instances, seconds) for label, seconds in WINDOWS_S.items()},
+            "windows": {
+                label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()
+            },
         }
     return {
         "schema": SCHEMA_VERSION,
         "time": time.time(),
         "windows_s": WINDOWS_S,
+        "windows_ago_s": WINDOWS_AGO_S,
         "stages": list(STAGE_NAMES),
         "models": models,
         "preprocess": {
@@ -84,7 +90,9 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> dict[str, Any]:
             "workers": gauges.preprocess_workers,
         },
         "event_loop_lag_s": {
-            label: summary(t.sketches.merged(("event_loop", "lag"), seconds)) for label, seconds in WINDOWS_S.items()
+            label: summary(t.sketches.merged(("event_loop", "lag"), seconds, WINDOWS_AGO_S[label]))
+            for label, seconds in WINDOWS_S.items()
         },
+        "system_means": {label: t.system_means(seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()},
         **readings.to_dict(),
     }

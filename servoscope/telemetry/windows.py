@@ -2,7 +2,8 @@
 
 Each value lands in the bucket of the current ``bucket_s`` slice of time; a window of W seconds
 merges the buckets that started within the last W seconds (so a "1 min" window covers between
-W - bucket_s and W seconds of data; ``covered_s`` says exactly how much). Sketches are DDSketch,
+W - bucket_s and W seconds of data; ``covered_s`` says exactly how much). A window can also end
+``ago_s`` seconds back (the minutes before the last one, as a baseline). Sketches are DDSketch,
 1% relative accuracy: quantiles within 1% of the exact value, at any rank, at a fixed cost.
 """
 
@@ -53,17 +54,18 @@ class Rolling:
     def count(self, key: Hashable, amount: float = 1.0) -> None:
         self._current().counts[key] += amount
 
-    def _recent(self, window_s: float) -> Iterable[_Bucket]:
-        oldest = int((self.clock.now() - window_s) // self.bucket_s) + 1
-        return (b for b in self._buckets if b.index >= oldest)
+    def _recent(self, window_s: float, ago_s: float = 0.0) -> Iterable[_Bucket]:
+        end = self.clock.now() - ago_s
+        oldest, newest = int((end - window_s) // self.bucket_s) + 1, int(end // self.bucket_s)
+        return (b for b in self._buckets if oldest <= b.index <= newest)
 
-    def covered_s(self, window_s: float) -> float:
-        """Seconds of data a window of ``window_s`` holds now (less just after start)."""
-        return max(1e-9, min(window_s, self.clock.now() - self._started))
+    def covered_s(self, window_s: float, ago_s: float = 0.0) -> float:
+        """Seconds of data a window of ``window_s`` (ending ``ago_s`` back) holds now (less just after start)."""
+        return max(1e-9, min(window_s, self.clock.now() - ago_s - self._started))
 
-    def merged(self, key: Hashable, window_s: float) -> DDSketch | None:
+    def merged(self, key: Hashable, window_s: float, ago_s: float = 0.0) -> DDSketch | None:
         merged: DDSketch | None = None
-        for bucket in self._recent(window_s):
+        for bucket in self._recent(window_s, ago_s):
             sketch = bucket.sketches.get(key)
             if sketch is None:
                 continue
@@ -72,12 +74,12 @@ class Rolling:
             merged.merge(sketch)
         return merged
 
-    def total(self, key: Hashable, window_s: float) -> float:
-        return sum(b.counts.get(key, 0.0) for b in self._recent(window_s))
+    def total(self, key: Hashable, window_s: float, ago_s: float = 0.0) -> float:
+        return sum(b.counts.get(key, 0.0) for b in self._recent(window_s, ago_s))
 
-    def keys(self, window_s: float) -> set[Hashable]:
+    def keys(self, window_s: float, ago_s: float = 0.0) -> set[Hashable]:
         found: set[Hashable] = set()
-        for bucket in self._recent(window_s):
+        for bucket in self._recent(window_s, ago_s):
             found.update(bucket.sketches)
             found.update(bucket.counts)
         return found
