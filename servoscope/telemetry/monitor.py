@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 LAG_INTERVAL_S = 0.25
 SAMPLE_INTERVAL_S = 1.0
 HISTORY = 300  # samples kept: five minutes at one a second
-# System readings also averaged over each stats window (one 1 s sample is too noisy to compare windows).
+# System readings also averaged over each stats window (one 1 s sample is too noisy to compare windows),
+# counting only the seconds in which the service answered requests: the machine as it was while serving.
 WINDOW_MEANS = ("cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent")
 
 
@@ -68,12 +69,15 @@ class Monitor:
 
     async def _sample(self) -> None:
         clock = self.telemetry.clock
+        answered = self.telemetry.answered
         while True:
             system, gpu = await asyncio.to_thread(self._read)
             self.readings.system, self.readings.gpu = system, gpu
             if system.cpu_percent is not None:
                 self.readings.cpu_history.append((clock.now(), system.cpu_percent))
-            self.telemetry.record_system({name: getattr(system, name) for name in WINDOW_MEANS})
+            if self.telemetry.answered != answered:
+                answered = self.telemetry.answered
+                self.telemetry.record_system({name: getattr(system, name) for name in WINDOW_MEANS})
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def _read(self) -> tuple[SystemReading, GpuReading]:

@@ -39,6 +39,7 @@ class Telemetry:
         self.sketches = Rolling(clock, SKETCH_BUCKET_S, HORIZON_S)
         self.counts = Rolling(clock, COUNT_BUCKET_S, HORIZON_S)
         self._failed: set[str] = set()
+        self.answered = 0  # requests recorded since start
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -65,6 +66,7 @@ class Telemetry:
 
     def _record(self, timing: Timing) -> None:
         m = self.metrics
+        self.answered += 1
         model, status = timing.model, timing.status
         code = str(status)
         durations = timing.durations()
