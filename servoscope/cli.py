@@ -54,6 +54,7 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
         "max_queue_delay_s": None if args.max_queue_delay_ms is None else args.max_queue_delay_ms / 1000.0,
         "instances": args.instances,
         "intra_op_threads": args.intra_op_threads,
+        "isolation": args.isolation,
     }
     given = {k: v for k, v in given.items() if v is not None}
     return given or None
@@ -123,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
     batching.add_argument("--max-queue-delay-ms", type=float)
     batching.add_argument("--instances", type=int, help="model instances (ONNX Runtime sessions) per model")
     batching.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: sized to the machine)")
+    batching.add_argument(
+        "--isolation", choices=["thread", "process"], help="each instance's session in the serving process, or in a child process"
+    )
     faults = serve.add_argument_group("injected faults (drills only; see servoscope.drills.faults)")
     faults.add_argument(
         "--inject-inference-delay-ms", type=float, help="INJECTED: extra milliseconds per inference batch (default: none)"

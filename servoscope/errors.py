@@ -14,6 +14,7 @@
     │   └── ModelNotFound                404  no such model is served
     ├── Overloaded                       429  a queue is full: retry after a moment
     ├── Unavailable                      503  not ready, or shutting down
+    │   └── InstanceLost                 503  a model instance's process died running the batch (twice)
     ├── DeadlineExceeded                 504  the request's deadline passed before it was served
     └── InferenceFailed                  500  the model run failed
 
@@ -91,6 +92,14 @@ class Unavailable(ServoscopeError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.reason = reason
+
+
+class InstanceLost(Unavailable):
+    """A model instance's process died (or hung) while it held the request's batch; the runtime
+    starts a replacement. The batcher retries the batch once before answering with this."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, reason: str = "instance_lost") -> None:
+        super().__init__(message, retry_after_s, reason)
 
 
 class DeadlineExceeded(ServoscopeError):

@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from servoscope.clock import ManualClock
+from servoscope.pipeline.batcher import InstanceRestart
 from servoscope.pipeline.service import Gauges, ModelGauges
 from servoscope.settings import Settings
 from servoscope.stages import STAGES, BatchRecord, Timing
@@ -39,6 +40,7 @@ def metrics_table() -> str:
     telemetry.record(served)  # one of each record, so every labelled series shows its labels
     telemetry.record(Timing(0.0, model="m", status=429, error="reason"))
     telemetry.record_batch(BatchRecord("m", 0, 0.0, 0.0, 0.0, (served,)))
+    telemetry.record_restart(InstanceRestart("m", 0, ""))
     telemetry.record_loop_lag(0.0)
     gauges = Gauges(0, 0, 1, {"m": ModelGauges(0, 1, 1, 0, 1, 0, 1)})
     telemetry.registry.register(LiveCollector(telemetry, lambda: gauges, Readings(), lambda: 0))

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     default_model: str = Field("efficientnet_lite0", description="prepared automatically when missing")
     prepare_default_model: bool = Field(True, description="prepare the default model at start if it is missing")
     model_overrides: ModelOverrides = Field(
-        ModelOverrides(), description="batching and instance settings applied over every model's config.toml"
+        ModelOverrides(),
+        description="batching and instance settings applied over every model's config.toml "
+        "(among them instances, intra_op_threads, provider, and isolation: thread or process)",
     )
     preprocess_workers: int = Field(0, ge=0, le=256, description="decode/preprocess threads (0: one per core)")
     preprocess_nice: int = Field(

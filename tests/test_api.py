@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from servoscope.stages import STAGE_NAMES, TOTAL
-from support import CLASSIFY, EXPECTED_TOP1, MODEL, Photo, ServerProcess, classify, top1
+from support import CLASSIFY, EXPECTED_TOP1, MODEL, Photo, ServerProcess, assert_error, classify, top1
 
 _SERVER_TIMING_ENTRY = re.compile(r"^([a-z_]+);dur=(\d+(?:\.\d+)?)$")
 
@@ -99,6 +99,15 @@ def test_list_models(client: httpx.Client) -> None:
     (model,) = response.json()["models"]
     assert model["name"] == MODEL and model["version"] == "1" and model["classes"] == 1000
     assert model["input"]["size"] == 224
+
+
+def test_model_detail_shows_its_instances(client: httpx.Client, server: ServerProcess) -> None:
+    body = client.get(f"/v1/models/{MODEL}").json()
+    assert body["name"] == MODEL and body["config"]["instances"]["isolation"] == "thread"
+    assert body["instances"] and all(
+        i == {"index": n, "isolation": "thread", "pid": server.process.pid, "restarts": 0} for n, i in enumerate(body["instances"])
+    )
+    assert_error(client.get("/v1/models/no_such_model"), 404, "no_such_model")
 
 
 def test_config_shows_toml_env_and_flag(client: httpx.Client, server: ServerProcess) -> None:

@@ -163,3 +163,22 @@ def test_model_overrides_from_env_and_flags_merge(monkeypatch: pytest.MonkeyPatc
     settings = load_settings(None, model_overrides={"instances": 2})
     assert settings.model_overrides.max_batch_size == 8
     assert settings.model_overrides.instances == 2
+
+
+def test_instance_isolation_is_thread_unless_set_and_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(MODEL_TOML)
+    assert load_config(path).instances.isolation == "thread"
+    path.write_text(MODEL_TOML + '\n[instances]\nisolation = "process"\n')
+    config = load_config(path)
+    assert config.instances.isolation == "process"
+    path.write_text(MODEL_TOML + '\n[instances]\nisolation = "fork"\n')
+    with pytest.raises(ModelConfigError, match="isolation") as info:
+        load_config(path)
+    assert "fork" in str(info.value)
+    monkeypatch.setenv("SERVOSCOPE_MODEL_OVERRIDES__ISOLATION", "thread")
+    overrides = load_settings(None).model_overrides
+    assert overrides.isolation == "thread" and overrides.apply(config).instances.isolation == "thread"
+    monkeypatch.setenv("SERVOSCOPE_MODEL_OVERRIDES__ISOLATION", "vm")
+    with pytest.raises(SettingsError, match="isolation"):
+        load_settings(None)

@@ -69,6 +69,11 @@ class InstanceConfig(_Strict):
     )
     provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     intra_op_threads: int = Field(0, ge=0, description="0: sized to the machine (see servoscope.resources)")
+    isolation: Literal["thread", "process"] = Field(
+        "thread",
+        description="thread: each session in the serving process; process: each in a child process of its own, "
+        "replaced if it dies (its batch retried once, then 503)",
+    )
 
 
 class ModelConfig(_Strict):
@@ -94,12 +99,18 @@ class ModelOverrides(_Strict):
     instances: int | None = None
     intra_op_threads: int | None = None
     provider: Literal["cpu", "cuda", "tensorrt"] | None = None
+    isolation: Literal["thread", "process"] | None = None
 
     def apply(self, config: ModelConfig) -> ModelConfig:
         batching = {k: v for k, v in self.model_dump(include=set(BatchingConfig.model_fields)).items() if v is not None}
         instances = {
             key: value
-            for key, value in (("count", self.instances), ("intra_op_threads", self.intra_op_threads), ("provider", self.provider))
+            for key, value in (
+                ("count", self.instances),
+                ("intra_op_threads", self.intra_op_threads),
+                ("provider", self.provider),
+                ("isolation", self.isolation),
+            )
             if value is not None
         }
         if not batching and not instances:

@@ -9,7 +9,10 @@ can batch exactly as the server does. The batcher itself:
 - cancelled and expired requests are dropped before a batch runs (expired → ``DeadlineExceeded``);
 - a batch runs on an idle instance, so batches in flight ≤ instances; while all instances are
   busy, requests accumulate and the next free instance takes up to ``max_batch_size`` of them;
-- outputs must match inputs one to one, and an exception reaches every request of its batch.
+- outputs must match inputs one to one, and an exception reaches every request of its batch;
+- except :class:`InstanceLost` (the instance's process died and is being replaced): its requests go
+  back to the head of the queue once, still subject to their deadlines, and are answered with it
+  (503) only if their second batch is lost too. Every request gets exactly one answer.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
-from servoscope.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+from servoscope.errors import DeadlineExceeded, InferenceFailed, InstanceLost, Overloaded, Unavailable
 from servoscope.models.config import BatchingConfig
 from servoscope.pipeline.postprocess import Prediction
 from servoscope.pipeline.runtime import Instance
@@ -59,10 +62,22 @@ class Pending:
     future: asyncio.Future[list[Prediction]]
     enqueued: float = 0.0
     priority: int = 1  # 0 high, 1 normal, 2 low: batches are filled high-first
+    attempts: int = 0  # batches that carried it (a second one only after an instance was lost)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRestart:
+    """An instance's process was lost running a batch, and a replacement started."""
+
+    model: str
+    instance: int
+    error: str
 
 
 Postprocess = Callable[[np.ndarray, list[int]], list[list[Prediction]]]
+RestartSink = Callable[[InstanceRestart], None]
 PRIORITIES = 3
+MAX_ATTEMPTS = 2  # a request whose instance died is run once more
 
 
 class Lanes:
@@ -78,8 +93,16 @@ class Lanes:
         for lane in self._lanes:
             yield from lane
 
+    def _lane(self, pending: Pending) -> collections.deque[Pending]:
+        return self._lanes[min(max(pending.priority, 0), PRIORITIES - 1)]
+
     def append(self, pending: Pending) -> None:
-        self._lanes[min(max(pending.priority, 0), PRIORITIES - 1)].append(pending)
+        self._lane(pending).append(pending)
+
+    def push_front(self, pendings: list[Pending]) -> None:
+        """Back to the head of their lanes, in their order (they arrived before anything queued)."""
+        for pending in reversed(pendings):
+            self._lane(pending).appendleft(pending)
 
     def take(self, n: int) -> list[Pending]:
         taken: list[Pending] = []
@@ -109,9 +132,11 @@ class Batcher:
         postprocess: Postprocess,
         clock: Clock = SYSTEM_CLOCK,
         on_batch: BatchSink = discard,
+        on_restart: RestartSink = discard,
     ) -> None:
         self.model = model
         self.on_batch = on_batch  # told of every batch that ran, on the event loop
+        self.on_restart = on_restart  # told of every instance process lost (and replaced), on the event loop
         self.policy = policy
         self.instances = instances
         self.postprocess = postprocess
@@ -202,6 +227,8 @@ class Batcher:
 
     def _launch(self, loop: asyncio.AbstractEventLoop, instance: Instance, batch: list[Pending]) -> None:
         self.in_flight += 1
+        for p in batch:
+            p.attempts += 1
         done = loop.run_in_executor(instance.executor, self._run, instance, batch)
         done.add_done_callback(lambda f: self._finish(instance, batch, f))
 
@@ -232,6 +259,9 @@ class Batcher:
         self._idle.append(instance)
         self._wake.set()
         error = done.exception()
+        if isinstance(error, InstanceLost):
+            self._lost(instance, batch, error)
+            return
         if error is not None and not isinstance(error, InferenceFailed):
             log.error("inference failed on model %s instance %d", self.model, instance.index, exc_info=error)
             error = InferenceFailed(f"inference failed on model {self.model!r}: {type(error).__name__}: {error}")
@@ -245,3 +275,17 @@ class Batcher:
             if not p.future.done():
                 p.future.set_result(result)
         self.on_batch(record)
+
+    def _lost(self, instance: Instance, batch: list[Pending], error: InstanceLost) -> None:
+        """The instance's process died with ``batch``: run its requests once more, else answer 503."""
+        self.on_restart(InstanceRestart(self.model, instance.index, str(error)))
+        waiting = [p for p in batch if not p.future.done()]
+        again = [p for p in waiting if p.attempts < MAX_ATTEMPTS]
+        log.warning(
+            "model %s instance %d lost a batch of %d: %d requests queued again, %d answered 503",
+            self.model, instance.index, len(batch), len(again), len(waiting) - len(again),
+        )
+        for p in waiting:
+            if p.attempts >= MAX_ATTEMPTS:
+                p.future.set_exception(error)
+        self._queue.push_front(again)

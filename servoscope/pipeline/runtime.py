@@ -2,11 +2,15 @@
 
 A model *instance* is one session plus the one thread that feeds it, so at most one batch
 runs per instance at a time and the number of batches in flight is the number of instances.
+With ``instances.isolation = "process"`` the session lives in a child process of its own
+(:mod:`servoscope.pipeline.process_runtime`), still fed by the instance's thread.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +32,27 @@ class Runtime(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A float32 NCHW batch → one output row per input row."""
         ...
+
+
+class ChildProcess(Protocol):
+    """A runtime that runs in a process of its own (and must be stopped with its instance)."""
+
+    restarts: int
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    """What an operator sees of one instance."""
+
+    index: int
+    isolation: str  # "thread" (a session in the serving process) or "process" (in a child)
+    pid: int | None  # the process running the session
+    restarts: int  # replacements of its process
 
 
 def providers_for(provider: str) -> list[str]:
@@ -82,13 +107,23 @@ class OnnxModel:
 
 
 class Instance:
-    """A runtime and the single thread that feeds it."""
+    """A runtime and the single thread that feeds it; ``process`` when the runtime runs in a child
+    process (the same object as ``runtime``, kept apart because ``runtime`` may be wrapped)."""
 
-    def __init__(self, model: str, index: int, runtime: Runtime) -> None:
+    def __init__(self, model: str, index: int, runtime: Runtime, process: ChildProcess | None = None) -> None:
         self.model = model
         self.index = index
         self.runtime = runtime
+        self.process = process
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model}-{index}")
 
+    def info(self) -> InstanceInfo:
+        if self.process is None:
+            return InstanceInfo(self.index, "thread", os.getpid(), 0)
+        return InstanceInfo(self.index, "process", self.process.pid, self.process.restarts)
+
     def close(self) -> None:
+        """After the batches running on it: its thread, then its process."""
         self.executor.shutdown(wait=True, cancel_futures=False)
+        if self.process is not None:
+            self.process.close()

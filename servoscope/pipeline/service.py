@@ -19,11 +19,13 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import SHARE, GradientLimit, Priority, admits
-from servoscope.pipeline.batcher import Batcher, Pending
+from servoscope.pipeline.batcher import Batcher, Pending, RestartSink
 from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.instance_messages import ChildSpec
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
-from servoscope.pipeline.runtime import Instance, OnnxModel
+from servoscope.pipeline.process_runtime import ProcessRuntime
+from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
 from servoscope.stages import BatchSink, Stage, Timing
@@ -80,6 +82,9 @@ class ModelService:
             raise InvalidParameter(f"top_k must be between 1 and {self.num_classes}, got {top_k}")
         return top_k
 
+    def instances(self) -> list[InstanceInfo]:
+        return [instance.info() for instance in self.batcher.instances]
+
     @property
     def limit(self) -> int:
         """Requests admitted at once, now (adaptive) or always (max_pending)."""
@@ -132,6 +137,8 @@ class ModelService:
 
 def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:
     cfg = entry.config
+    if cfg.instances.isolation == "process":
+        return [process_instance(entry, plan, i) for i in range(plan.instances)]
     return [
         Instance(
             entry.name,
@@ -140,6 +147,15 @@ def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:
         )
         for i in range(plan.instances)
     ]
+
+
+def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instance:
+    """An instance whose session runs in a child process (started now; loaded by the first batch)."""
+    cfg = entry.config
+    shape = PreprocessSpec(cfg.input.size, cfg.input.resize, cfg.input.mean, cfg.input.std).shape
+    spec = ChildSpec(str(entry.model_file), cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name, shape)
+    runtime = ProcessRuntime(spec, cfg.batching.max_batch_size, f"{entry.name}#{index}")
+    return Instance(entry.name, index, runtime, process=runtime)
 
 
 def warm_up(service: ModelService) -> None:
@@ -197,6 +213,10 @@ class Pipeline:
         for service in self.services.values():
             service.batcher.on_batch = sink
 
+    def observe_restarts(self, sink: RestartSink) -> None:
+        for service in self.services.values():
+            service.batcher.on_restart = sink
+
     def gauges(self) -> Gauges:
         models = {
             name: ModelGauges(
@@ -229,9 +249,9 @@ def build_pipeline(
         service = ModelService(entry, pool, load_instances(entry, plan), limits, max_pending, clock, adaptive)
         warm_up(service)
         log.info(
-            "model %s v%s: %s on %s, batching %s",
+            "model %s v%s: %s on %s, %s isolation, batching %s",
             entry.name, entry.version, plan.describe(),
-            service.batcher.instances[0].runtime.providers, entry.config.batching.model_dump(),
+            service.batcher.instances[0].runtime.providers, cfg.isolation, entry.config.batching.model_dump(),
         )
         services[entry.name] = service
     return Pipeline(services, pool)

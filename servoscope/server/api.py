@@ -1,14 +1,18 @@
-"""The JSON API under ``/v1``: classify an image, list models, show the effective configuration."""
+"""The JSON API under ``/v1``: classify an image, list models, show one (and its instances), show the
+effective configuration."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from servoscope.errors import ServoscopeError
 from servoscope.pipeline.decode import media_format
 from servoscope.pipeline.service import Classification
-from servoscope.server.http import int_param, json_response, priority, read_body, timeout_s
+from servoscope.server.http import error_response, int_param, json_response, priority, read_body, timeout_s
 from servoscope.server.state import state_of
 from servoscope.settings import effective
 from servoscope.stages import Stage, Timing
@@ -64,6 +68,23 @@ async def list_models(request: Request) -> Response:
     )
 
 
+async def model_detail(request: Request) -> Response:
+    """One served model: its configuration and its instances now (with the process ids running them)."""
+    try:
+        service = state_of(request).accepting().get(request.path_params["name"])
+    except ServoscopeError as exc:  # answered here: the catch-all handler would also drop the connection
+        return error_response(exc)
+    return json_response(
+        {
+            "name": service.name,
+            "version": service.version,
+            "classes": service.num_classes,
+            "config": service.entry.config.model_dump(mode="json"),
+            "instances": [dataclasses.asdict(info) for info in service.instances()],
+        }
+    )
+
+
 async def config(request: Request) -> Response:
     state = state_of(request)
     return json_response({"service": effective(state.settings), "models": state.model_configs})
@@ -72,5 +93,6 @@ async def config(request: Request) -> Response:
 routes = [
     Route("/v1/models/{name}/classify", classify, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{name}", model_detail, methods=["GET"]),
     Route("/v1/config", config, methods=["GET"]),
 ]

@@ -72,6 +72,7 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     """Connect telemetry to a loaded pipeline: batch records, live gauges, background readings."""
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
+    pipeline.observe_restarts(telemetry.record_restart)
     telemetry.registry.register(LiveCollector(telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight))
     if state.settings.faults.active():
         telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))

@@ -22,7 +22,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         413: "body above the byte limit, or image above the pixel limit",
         415: "missing or unaccepted Content-Type",
         429: "overloaded: retry after the Retry-After header",
-        503: "not ready or shutting down",
+        503: "not ready, shutting down, or a model instance's process lost twice: retry after the Retry-After header",
         504: "deadline passed before the request was served",
     }
     return {
@@ -65,6 +65,13 @@ SPEC: dict[str, Any] = {
             }
         },
         "/v1/models": {"get": {"summary": "The served models", "responses": {"200": {"description": "models"}}}},
+        "/v1/models/{name}": {
+            "get": {
+                "summary": "One served model: its configuration and its instances (isolation, process id, restarts)",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "model"}, **_error_responses(404, 503)},
+            }
+        },
         "/v1/config": {"get": {"summary": "The effective configuration", "responses": {"200": {"description": "config"}}}},
     },
     "components": {

@@ -60,6 +60,10 @@ class Metrics:
             "(slow readers, slow networks).",
             ["model"], buckets=LATENCY_BUCKETS_S, registry=r,
         )
+        self.instance_restarts = Counter(
+            "servoscope_instance_restarts", "Model instance processes lost (died or hung) and replaced.",
+            ["model"], registry=r,
+        )
         self.loop_lag = Histogram(
             "servoscope_event_loop_lag_seconds", "How late the event loop ran a timer: time it was busy elsewhere.",
             buckets=LOOP_LAG_BUCKETS_S, registry=r,

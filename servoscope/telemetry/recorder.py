@@ -7,7 +7,7 @@ Telemetry never breaks a request: a failure here is logged (once per kind) and s
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from prometheus_client import CollectorRegistry
 
@@ -16,6 +16,9 @@ from servoscope.stages import BatchRecord, Timing
 from servoscope.telemetry.metrics import Metrics
 from servoscope.telemetry.tracing import Tracer
 from servoscope.telemetry.windows import Rolling
+
+if TYPE_CHECKING:  # the pipeline (and ONNX Runtime) need not load with telemetry
+    from servoscope.pipeline.batcher import InstanceRestart
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,13 @@ class Telemetry:
             self.tracer.batch(record)
         except Exception:  # noqa: BLE001 — telemetry boundary
             self._guarded_failure("record_batch")
+
+    def record_restart(self, event: InstanceRestart) -> None:
+        """An instance's process was replaced (the RestartSink)."""
+        try:
+            self.metrics.instance_restarts.labels(event.model).inc()
+        except Exception:  # noqa: BLE001 — telemetry boundary
+            self._guarded_failure("record_restart")
 
     def record_loop_lag(self, seconds: float) -> None:
         self.metrics.loop_lag.observe(seconds)
