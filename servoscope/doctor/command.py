@@ -50,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else 2
     diagnosis = diagnose(base, now)
-    print(json.dumps(report.to_json(diagnosis), indent=2) if args.json else report.to_text(diagnosis))
+    if args.json:
+        print(json.dumps(report.to_json(diagnosis), indent=2))
+    else:
+        report.print_report(diagnosis)
     if args.markdown:
         from servoscope.doctor import markdown
 
