@@ -50,5 +50,12 @@ test: system-deps $(VENV)/.test-deps model
 bench: $(VENV)/.test-deps model
 	$(BIN)/python bench/serve.py
 
+# Opt-in, never part of `make test`: servoscope beside Triton (PyTriton), Ray Serve, LitServe and
+# the naive server; each peer in its own environment under bench/peers/.venvs/, built on first use.
+PEERS_ARGS ?=
+.PHONY: bench-peers
+bench-peers: $(VENV)/.test-deps model
+	$(BIN)/python bench/peers/run.py $(PEERS_ARGS)
+
 clean:
 	rm -rf $(VENV) models .pytest_cache

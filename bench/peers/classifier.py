@@ -1,0 +1,81 @@
+"""The one batch handler every peer server calls: servoscope's own decode, preprocess,
+ONNX Runtime session and postprocess, so peers differ only in how they serve and batch.
+
+It runs inside each peer's own environment, which has servoscope (``--no-deps``) and just
+numpy, Pillow and ONNX Runtime, so it imports nothing else of servoscope's: the runner reads
+the model's ``config.toml`` and hands the numbers over as one JSON argument (:class:`ModelSpec`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.postprocess import Postprocessor
+from servoscope.pipeline.preprocess import PreprocessSpec, prepare
+from servoscope.pipeline.runtime import OnnxModel
+
+TOP_K = 5
+MAX_BATCH_SIZE = 32  # every peer's batcher: the same bound as servoscope's
+MAX_QUEUE_DELAY_S = 0.002
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """What a peer needs to serve the model: files, tensor names, preprocessing, threads."""
+
+    name: str
+    model_file: str
+    labels_file: str
+    input_name: str
+    output_name: str
+    kind: str  # "logits" or "probabilities"
+    size: int
+    resize: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    threads: int  # ONNX Runtime intra-op threads, and decode threads
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        raw = json.loads(text)
+        return cls(**{**raw, "mean": tuple(raw["mean"]), "std": tuple(raw["std"])})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Top:
+    labels: list[str]
+    scores: list[float]
+
+    def to_json(self) -> dict[str, object]:
+        return {"predictions": [{"label": label, "score": score} for label, score in zip(self.labels, self.scores, strict=True)]}
+
+
+class BatchClassifier:
+    """JPEG bytes, a batch at a time → top-k labels: decode+preprocess on ``threads`` threads,
+    one ONNX Runtime session run on the stacked batch, softmax and top-k."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.preprocess = PreprocessSpec(spec.size, spec.resize, spec.mean, spec.std)
+        self.limits = DecodeLimits()
+        self.model = OnnxModel(Path(spec.model_file), "cpu", spec.threads, spec.input_name, spec.output_name)
+        labels = [line for line in Path(spec.labels_file).read_text().splitlines() if line.strip()]
+        self.postprocess = Postprocessor(labels, spec.kind)
+        self.pool = ThreadPoolExecutor(max_workers=spec.threads, thread_name_prefix="peer-decode")
+
+    def tensor(self, image: bytes) -> np.ndarray:
+        return prepare(image, "JPEG", self.limits, self.preprocess).tensor
+
+    def classify(self, images: list[bytes]) -> list[Top]:
+        batch = np.stack(list(self.pool.map(self.tensor, images)))
+        rows = self.postprocess(self.model.run(batch), [TOP_K] * len(images))
+        return [Top([p.label for p in row], [p.score for p in row]) for row in rows]

@@ -1,0 +1,209 @@
+"""Peers side by side: servoscope against NVIDIA Triton (PyTriton), Ray Serve, LitServe and the
+naive batch-1 server, serving the same ONNX model with the same decode and preprocessing code.
+
+For each image set, each server is started on a free 127.0.0.1 port (the peers each from its
+own virtual environment under bench/peers/.venvs/, built on first use), checked once for a
+correct answer (chelsea.jpg's top-1 label must be a cat class), then driven by servoscope's
+load generator: closed-loop capacity (C = 16 and 64, best wins), then open-loop Poisson
+arrivals at 50% and 80% of *servoscope's* capacity, the same schedule for every server.
+Its whole process tree is stopped at the end, and its peak RSS reported.
+
+    python bench/peers/run.py                    # both sets, every server (~15 minutes)
+    python bench/peers/run.py --quick --set small
+    python bench/peers/run.py --only triton,ray  # servoscope always runs: it sets the rates
+
+One table to stdout; every figure to bench/results/peers.json; server logs to bench/results/peers/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import venvs
+from classifier import ModelSpec
+from measure import (
+    LOAD_FRACTIONS,
+    Windows,
+    first_answer,
+    open_load,
+    progress,
+    saturation,
+)
+from peers import PEERS, Peer
+from process import Launched, launched
+from report import legend, load_key, table
+
+from servoscope.loadgen import run
+from servoscope.loadgen.images import PHOTOS, SETS, image_set
+from servoscope.models.repository import ModelEntry, find
+from servoscope.resources import available_cores
+
+
+def load_serve_bench() -> ModuleType:
+    """bench/serve.py, by path: its server helpers (argv, CAPACITY_FLAGS, free_port) are reused."""
+    spec = importlib.util.spec_from_file_location("serve_bench", Path(__file__).resolve().parents[1] / "serve.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # before it runs: its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+serve_bench = load_serve_bench()
+ROOT = serve_bench.ROOT
+RESULTS = serve_bench.RESULTS
+LOGS = RESULTS / "peers"
+CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
+CHECK_PHOTO = PHOTOS.index("chelsea")
+START_DEADLINE_S = 300.0  # Ray and Triton take tens of seconds to start on 2 busy cores
+
+
+def model_spec(entry: ModelEntry) -> ModelSpec:
+    cfg = entry.config
+    return ModelSpec(
+        name=entry.name, model_file=str(entry.model_file), labels_file=str(entry.path / cfg.output.labels),
+        input_name=cfg.input.name, output_name=cfg.output.name, kind=cfg.output.kind, size=cfg.input.size,
+        resize=cfg.input.resize, mean=cfg.input.mean, std=cfg.input.std, threads=available_cores(),
+    )
+
+
+def argv(peer: Peer, entry: ModelEntry, spec: ModelSpec) -> list[str]:
+    if peer.name == "servoscope":
+        return serve_bench.servoscope_argv()  # with --admission static: the pipeline's capacity
+    if peer.name == "naive":
+        return serve_bench.naive_argv(entry)
+    assert peer.env is not None and peer.script is not None
+    return [str(venvs.ensure(venvs.ENVS[peer.env])), str(peer.script), "--model", spec.to_json()]
+
+
+@dataclasses.dataclass(frozen=True)
+class SetRun:
+    name: str
+    images: list[bytes]
+    entry: ModelEntry
+    spec: ModelSpec
+    windows: Windows
+    cats: frozenset[str]
+
+
+class WrongAnswer(Exception):
+    """A server answered, but not with a cat for chelsea.jpg: it is misconfigured."""
+
+
+def check(peer: Peer, server: Launched, job: SetRun) -> tuple[float, str]:
+    """Seconds until the first answer, and its top-1 label, which must be a cat's."""
+    started = time.perf_counter()
+    request = peer.encode(server.endpoint, job.entry.name, job.images[CHECK_PHOTO])
+    answer = run(first_answer(server.endpoint, request, server.process, START_DEADLINE_S))
+    label = peer.top1(answer.body)
+    if label not in job.cats:
+        raise WrongAnswer(f"top-1 of chelsea.jpg is {label!r}, not a cat class")
+    return time.perf_counter() - started, label
+
+
+def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str, Any]:
+    """One server's figures; ``rates`` None: measure servoscope, whose capacity sets them."""
+    log = LOGS / f"{peer.name}-{job.name}.log"
+    command = argv(peer, job.entry, job.spec)
+    with launched(command, serve_bench.free_port(), peer.environment(os.environ), log, LOGS / "cwd") as server:
+        ready_s, label = check(peer, server, job)
+        progress(f"  {peer.name} answered after {ready_s:.1f}s on {server.endpoint.port}: top-1 {label!r} (log {log.name})")
+        requests = [peer.encode(server.endpoint, job.entry.name, image) for image in job.images]
+        pids = server.watch.pids()
+        capacity = saturation(server.endpoint, pids, requests, job.windows, peer.name)
+        if rates is None:
+            rates = {load_key(f): f * capacity["requests_per_s"] for f in LOAD_FRACTIONS}
+        loads = {key: open_load(server.endpoint, pids, requests, rate, job.windows, peer.name) for key, rate in rates.items()}
+    peak = server.watch.peak_rss_bytes
+    progress(f"  {peer.name} stopped; peak RSS of its process tree {peak / 2**20:.0f} MiB")
+    return {"ready_s": ready_s, "top1": label, "saturation": capacity, "open": loads, "peak_rss_bytes": peak}
+
+
+def bench_set(job: SetRun, names: list[str]) -> dict[str, Any]:
+    spec = SETS[job.name]
+    progress(f"{job.name}: {len(job.images)} JPEGs {spec.size[0]}x{spec.size[1]}")
+    servers = {"servoscope": measure(PEERS["servoscope"], job, None)}
+    open_rates = {key: load["rate_per_s"] for key, load in servers["servoscope"]["open"].items()}
+    for name in names:
+        try:
+            servers[name] = measure(PEERS[name], job, open_rates)
+        except Exception as exc:  # noqa: BLE001 - a peer's failure is its row of the table, not the end of the run
+            progress(f"  {name} FAILED: {type(exc).__name__}: {exc}")
+            servers[name] = {"error": f"{type(exc).__name__}: {exc}"}
+    mean_bytes = sum(map(len, job.images)) // len(job.images)
+    images = {"count": len(job.images), "size": list(spec.size), "mean_bytes": mean_bytes}
+    return {"images": images, "open_rates_per_s": open_rates, "servers": servers}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short windows, for trying it")
+    parser.add_argument(
+        "--duration", type=float, help="closed-loop window, seconds (default 8, quick 3); open loops run twice as long"
+    )
+    parser.add_argument("--set", choices=("small", "phone", "both"), default="both", help="image set")
+    peers = [name for name in PEERS if name != "servoscope"]
+    parser.add_argument("--only", default=",".join(peers), help=f"peers, comma-separated, from {peers} (servoscope always runs)")
+    args = parser.parse_args()
+    args.duration = args.duration or (3.0 if args.quick else 8.0)
+    if not 0.5 <= args.duration <= 600:
+        parser.error(f"--duration must be in [0.5, 600] seconds, got {args.duration}")
+    args.only = [name for name in args.only.split(",") if name and name != "servoscope"]
+    unknown = [name for name in args.only if name not in PEERS]
+    if unknown:
+        parser.error(f"unknown peers {unknown}; choose from {peers}")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    entry = find(ROOT / "models", serve_bench.MODEL)
+    windows = Windows.from_duration(args.duration)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    progress(f"peers bench: servoscope, {', '.join(args.only)}; {available_cores()} cores; windows {windows}")
+    for name in args.only:  # build (or reuse) every environment before any measurement
+        env = PEERS[name].env
+        if env is not None:
+            venvs.ensure(venvs.ENVS[env])
+    labels = entry.labels()
+    cats = frozenset(labels[i] for i in CAT_CLASSES)
+    set_names = ["small", "phone"] if args.set == "both" else [args.set]
+    sets = {}
+    for name in set_names:
+        job = SetRun(name, image_set(name, RESULTS / "images"), entry, model_spec(entry), windows, cats)
+        sets[name] = bench_set(job, args.only)
+    report = {
+        "machine": {
+            "cores": available_cores(), "python": platform.python_version(),
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        },
+        "windows_s": dataclasses.asdict(windows),
+        "environments": {name: venvs.ENVS[name].requirements() for name in args.only if name in venvs.ENVS},
+        "elapsed_s": time.perf_counter() - started,
+        "sets": sets,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "peers.json").write_text(json.dumps(report, indent=2))
+    print()
+    print(table(sets))
+    print(legend(sets))
+    print(
+        f"\n{report['elapsed_s']:.0f}s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+        f"figures in {RESULTS / 'peers.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
