@@ -1,5 +1,7 @@
-"""Peers side by side: servoscope against NVIDIA Triton (PyTriton), Ray Serve, LitServe and the
-naive batch-1 server, serving the same ONNX model with the same decode and preprocessing code.
+"""Peers side by side: servoscope against Triton, Ray Serve, LitServe and a naive server.
+
+NVIDIA Triton (through PyTriton), Ray Serve, LitServe and the naive batch-1 server serve the
+same ONNX model with the same decode and preprocessing code as servoscope.
 
 For each image set, each server is started on a free 127.0.0.1 port (the peers each from its
 own virtual environment under bench/peers/.venvs/, built on first use), checked once for a
