@@ -1,7 +1,10 @@
 """LitServe serving the model with servoscope's code, with LitServe's own batching.
 
 Batches of at most :data:`MAX_BATCH_SIZE`, waiting at most :data:`MAX_QUEUE_DELAY_S`
-(``max_batch_size``, ``batch_timeout``); one inference worker; on 127.0.0.1.
+(``max_batch_size``, ``batch_timeout``), on 127.0.0.1. The layout's ``instances`` inference
+worker processes (``workers_per_device`` on ``accelerator="cpu"``, whose one device is the CPU),
+each with a session of ``threads`` intra-op threads; LitServe starts as many API server
+processes (its default, ``num_api_servers=None``), which take turns feeding the workers.
 Requests: ``POST /predict`` with JSON ``{"image": "<base64 JPEG>"}``. LitServe's API server
 hands each request to its inference worker process through a queue, so ``decode_request``
 receives what was pickled there: the parsed JSON, never the raw request body. Base64 JSON is
@@ -57,7 +60,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", required=True, help="ModelSpec as JSON")
     args = parser.parse_args()
-    server = ls.LitServer(ClassifyAPI(ModelSpec.from_json(args.model)), accelerator="cpu", timeout=REQUEST_TIMEOUT_S)
+    spec = ModelSpec.from_json(args.model)
+    server = ls.LitServer(
+        ClassifyAPI(spec), accelerator="cpu", workers_per_device=spec.instances, timeout=REQUEST_TIMEOUT_S
+    )
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
 
 

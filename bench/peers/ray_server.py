@@ -1,10 +1,13 @@
 """Ray Serve serving the model with servoscope's code, batched by ``@serve.batch``.
 
-One replica; requests are batched by ``@serve.batch`` (at most :data:`MAX_BATCH_SIZE`,
-waiting at most :data:`MAX_QUEUE_DELAY_S`). ``max_ongoing_requests`` is raised above the batch
-size: at its default (5) the proxy never lets more than 5 requests reach the replica, so no
-batch could grow past 5. Ray is started bound to 127.0.0.1, without its dashboard, and Serve's
-HTTP proxy listens on 127.0.0.1 only. Requests: ``POST /classify`` with the raw JPEG bytes.
+The layout's ``instances`` replicas (``num_replicas``), each reserving ``threads`` CPUs
+(``ray_actor_options``) and running a session with as many intra-op threads; the node offers
+instances × threads CPUs, so every replica is placed. Each replica batches its own requests with
+``@serve.batch`` (at most :data:`MAX_BATCH_SIZE`, waiting at most :data:`MAX_QUEUE_DELAY_S`).
+``max_ongoing_requests`` (per replica) is raised above the batch size: at its default (5) the
+proxy never lets more than 5 requests reach a replica, so no batch could grow past 5. Ray is
+started bound to 127.0.0.1, without its dashboard, and Serve's HTTP proxy listens on 127.0.0.1
+only. Requests: ``POST /classify`` with the raw JPEG bytes.
 
 Loopback only takes two more steps. Ray turns a node address of 127.0.0.1 into the machine's
 routable address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (a local-only node; the runner
@@ -32,7 +35,7 @@ MAX_ONGOING_REQUESTS = 4 * MAX_BATCH_SIZE
 OBJECT_STORE_BYTES = 128 * 1024 * 1024  # requests are small; Ray's default takes 30% of RAM
 
 
-@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, num_replicas=1)
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS)  # replicas and CPUs: see main()
 class Classifier:
     def __init__(self, spec_json: str) -> None:
         self.classifier = BatchClassifier(ModelSpec.from_json(spec_json))
@@ -65,11 +68,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", required=True, help="ModelSpec as JSON")
     args = parser.parse_args()
+    spec = ModelSpec.from_json(args.model)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())
     ray.init(
         _node_ip_address=args.host,
+        num_cpus=spec.instances * spec.threads,
         include_dashboard=False,
         object_store_memory=OBJECT_STORE_BYTES,
         log_to_driver=False,
@@ -77,7 +82,8 @@ def main() -> None:
     )
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(Classifier.bind(args.model), route_prefix=ROUTE)
+        deployment = Classifier.options(num_replicas=spec.instances, ray_actor_options={"num_cpus": spec.threads})
+        serve.run(deployment.bind(args.model), route_prefix=ROUTE)
         stopping.wait()
     finally:
         serve.shutdown()

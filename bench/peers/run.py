@@ -10,9 +10,16 @@ load generator: closed-loop capacity (C = 16 and 64, best wins), then open-loop 
 arrivals at 50% and 80% of *servoscope's* capacity, the same schedule for every server.
 Its whole process tree is stopped at the end, and its peak RSS reported.
 
+Every peer runs the same thread layout, ``--layout INSTANCESxTHREADS`` (model instances ×
+ONNX Runtime intra-op threads each), in its own idiom: Triton model instances, Ray Serve
+replicas, LitServe workers. ``auto`` (the default) is servoscope's own plan for this machine
+(servoscope.resources.plan_threads: one single-threaded session per core); see layout.py.
+servoscope runs as shipped, the naive server as it is (one session, batch 1).
+
     python bench/peers/run.py                    # both sets, every server (~15 minutes)
     python bench/peers/run.py --quick --set small
     python bench/peers/run.py --only triton,ray  # servoscope always runs: it sets the rates
+    python bench/peers/run.py --layout 1x2       # each peer one instance of 2 threads
 
 One table to stdout; every figure to bench/results/peers.json; server logs to bench/results/peers/.
 """
@@ -32,7 +39,8 @@ from types import ModuleType
 from typing import Any
 
 import venvs
-from classifier import ModelSpec
+from classifier import ModelSpec, census
+from layout import AUTO, Layout, describe, naive_layout, parse_layout, servoscope_layout
 from measure import (
     LOAD_FRACTIONS,
     Windows,
@@ -70,12 +78,13 @@ CHECK_PHOTO = PHOTOS.index("chelsea")
 START_DEADLINE_S = 300.0  # Ray and Triton take tens of seconds to start on 2 busy cores
 
 
-def model_spec(entry: ModelEntry) -> ModelSpec:
+def model_spec(entry: ModelEntry, layout: Layout) -> ModelSpec:
     cfg = entry.config
     return ModelSpec(
         name=entry.name, model_file=str(entry.model_file), labels_file=str(entry.path / cfg.output.labels),
         input_name=cfg.input.name, output_name=cfg.output.name, kind=cfg.output.kind, size=cfg.input.size,
-        resize=cfg.input.resize, mean=cfg.input.mean, std=cfg.input.std, threads=available_cores(),
+        resize=cfg.input.resize, mean=cfg.input.mean, std=cfg.input.std,
+        instances=layout.instances, threads=layout.threads, census_dir="",
     )
 
 
@@ -94,6 +103,7 @@ class SetRun:
     images: list[bytes]
     entry: ModelEntry
     spec: ModelSpec
+    layout: Layout  # the peers'
     windows: Windows
     cats: frozenset[str]
 
@@ -113,10 +123,33 @@ def check(peer: Peer, server: Launched, job: SetRun) -> tuple[float, str]:
     return time.perf_counter() - started, label
 
 
+def server_layout(name: str, job: SetRun) -> Layout:
+    if name == "servoscope":
+        return servoscope_layout(job.entry)
+    return naive_layout() if name == "naive" else job.layout
+
+
+def census_folder(peer: Peer, job: SetRun) -> Path:
+    """An empty folder for the instances of ``peer`` to count themselves in."""
+    folder = LOGS / f"{peer.name}-{job.name}-instances"
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.json"):
+        stale.unlink()
+    return folder
+
+
+def layout_json(name: str, job: SetRun, served: int | None) -> dict[str, Any]:
+    """The server's layout, how it is realised, and (peers) how many instances served a batch."""
+    layout = server_layout(name, job)
+    return {**dataclasses.asdict(layout), "text": str(layout), "how": describe(name, layout), "instances_served": served}
+
+
 def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str, Any]:
     """One server's figures; ``rates`` None: measure servoscope, whose capacity sets them."""
     log = LOGS / f"{peer.name}-{job.name}.log"
-    command = argv(peer, job.entry, job.spec)
+    folder = census_folder(peer, job) if peer.env is not None else None
+    spec = dataclasses.replace(job.spec, census_dir=str(folder or ""))
+    command = argv(peer, job.entry, spec)
     with launched(command, serve_bench.free_port(), peer.environment(os.environ), log, LOGS / "cwd") as server:
         ready_s, label = check(peer, server, job)
         progress(f"  {peer.name} answered after {ready_s:.1f}s on {server.endpoint.port}: top-1 {label!r} (log {log.name})")
@@ -127,8 +160,14 @@ def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str
             rates = {load_key(f): f * capacity["requests_per_s"] for f in LOAD_FRACTIONS}
         loads = {key: open_load(server.endpoint, pids, requests, rate, job.windows, peer.name) for key, rate in rates.items()}
     peak = server.watch.peak_rss_bytes
-    progress(f"  {peer.name} stopped; peak RSS of its process tree {peak / 2**20:.0f} MiB")
-    return {"ready_s": ready_s, "top1": label, "saturation": capacity, "open": loads, "peak_rss_bytes": peak}
+    layout = layout_json(peer.name, job, None if folder is None else len(census(folder)))
+    progress(
+        f"  {peer.name} stopped; peak RSS of its process tree {peak / 2**20:.0f} MiB; layout {layout['text']}"
+        + ("" if folder is None else f", instances that served a batch: {layout['instances_served']}")
+    )
+    return {
+        "layout": layout, "ready_s": ready_s, "top1": label, "saturation": capacity, "open": loads, "peak_rss_bytes": peak,
+    }
 
 
 def bench_set(job: SetRun, names: list[str]) -> dict[str, Any]:
@@ -141,7 +180,7 @@ def bench_set(job: SetRun, names: list[str]) -> dict[str, Any]:
             servers[name] = measure(PEERS[name], job, open_rates)
         except Exception as exc:  # noqa: BLE001 - a peer's failure is its row of the table, not the end of the run
             progress(f"  {name} FAILED: {type(exc).__name__}: {exc}")
-            servers[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            servers[name] = {"layout": layout_json(name, job, None), "error": f"{type(exc).__name__}: {exc}"}
     mean_bytes = sum(map(len, job.images)) // len(job.images)
     images = {"count": len(job.images), "size": list(spec.size), "mean_bytes": mean_bytes}
     return {"images": images, "open_rates_per_s": open_rates, "servers": servers}
@@ -156,7 +195,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", choices=("small", "phone", "both"), default="both", help="image set")
     peers = [name for name in PEERS if name != "servoscope"]
     parser.add_argument("--only", default=",".join(peers), help=f"peers, comma-separated, from {peers} (servoscope always runs)")
+    parser.add_argument(
+        "--layout", default=AUTO,
+        help="the peers' model instances x ONNX Runtime threads each: 1x2, 2x1, ... or auto, servoscope's own plan "
+        f"for this machine (here {parse_layout(AUTO)}); servoscope runs as shipped, the naive server as it is",
+    )
     args = parser.parse_args()
+    try:
+        args.layout = parse_layout(args.layout)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.duration = args.duration or (3.0 if args.quick else 8.0)
     if not 0.5 <= args.duration <= 600:
         parser.error(f"--duration must be in [0.5, 600] seconds, got {args.duration}")
@@ -173,7 +221,10 @@ def main() -> int:
     windows = Windows.from_duration(args.duration)
     started = time.perf_counter()
     load_before = os.getloadavg()
-    progress(f"peers bench: servoscope, {', '.join(args.only)}; {available_cores()} cores; windows {windows}")
+    progress(
+        f"peers bench: servoscope, {', '.join(args.only)}; {available_cores()} cores; peers' layout {args.layout} "
+        f"(instances x threads); windows {windows}"
+    )
     for name in args.only:  # build (or reuse) every environment before any measurement
         env = PEERS[name].env
         if env is not None:
@@ -183,7 +234,7 @@ def main() -> int:
     set_names = ["small", "phone"] if args.set == "both" else [args.set]
     sets = {}
     for name in set_names:
-        job = SetRun(name, image_set(name, RESULTS / "images"), entry, model_spec(entry), windows, cats)
+        job = SetRun(name, image_set(name, RESULTS / "images"), entry, model_spec(entry, args.layout), args.layout, windows, cats)
         sets[name] = bench_set(job, args.only)
     report = {
         "machine": {
@@ -191,6 +242,7 @@ def main() -> int:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         },
         "windows_s": dataclasses.asdict(windows),
+        "layout": {**dataclasses.asdict(args.layout), "text": str(args.layout), "auto": str(parse_layout(AUTO))},
         "environments": {name: venvs.ENVS[name].requirements() for name in args.only if name in venvs.ENVS},
         "elapsed_s": time.perf_counter() - started,
         "sets": sets,
