@@ -29,6 +29,7 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import DeadlineExceeded, InferenceFailed, InstanceLost, Overloaded, Unavailable
 from servoscope.models.config import BatchingConfig
 from servoscope.pipeline.postprocess import Prediction
+from servoscope.pipeline.preprocess import BatchBuffer, BatchRow
 from servoscope.pipeline.runtime import Instance
 from servoscope.stages import BatchRecord, BatchSink, Stage, Timing, discard
 
@@ -55,7 +56,7 @@ def dispatch_size(queued: int, oldest_wait_s: float, policy: BatchingConfig) -> 
 class Pending:
     """One request waiting in the batcher."""
 
-    tensor: np.ndarray
+    tensor: BatchRow  # the preprocessed image (normalized into the batch), or a ready float32 row
     top_k: int
     deadline: float
     timing: Timing
@@ -144,6 +145,7 @@ class Batcher:
         self._queue = Lanes()
         self._wake = asyncio.Event()
         self._idle: collections.deque[Instance] = collections.deque(instances)
+        self._buffers = {i: BatchBuffer(policy.max_batch_size) for i in instances}  # each filled on its instance's thread only
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.in_flight = 0  # batches running now
@@ -233,13 +235,14 @@ class Batcher:
         done.add_done_callback(lambda f: self._finish(instance, batch, f))
 
     def _run(self, instance: Instance, batch: list[Pending]) -> tuple[BatchRecord, list[list[Prediction]]]:
-        """On the instance's thread: stack, infer, postprocess; each request's timing stamped."""
+        """On the instance's thread: assemble (normalize into the instance's buffer), infer, postprocess;
+        each request's timing stamped."""
         clock = self.clock
         started = clock.now()
         for p in batch:
             p.timing.end(Stage.BATCH_WAIT, started)
             p.timing.batch_size = len(batch)
-        inputs = np.stack([p.tensor for p in batch])
+        inputs = self._buffers[instance].fill([p.tensor for p in batch])
         outputs = instance.runtime.run(inputs)
         if outputs.shape[0] != len(batch):
             raise InferenceFailed(f"model {self.model!r} returned {outputs.shape[0]} rows for a batch of {len(batch)}")

@@ -120,7 +120,7 @@ class ModelService:
         prepared = await self.pool.run(functools.partial(prepare, data, fmt, self.limits, self.spec), timing, deadline)
         timing.input_pixels = prepared.pixels
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        self.batcher.submit(Pending(prepared.tensor, top_k, deadline, timing, future, priority=priority))
+        self.batcher.submit(Pending(prepared, top_k, deadline, timing, future, priority=priority))
         predictions = await future
         self._learn(timing)
         return Classification(self.name, self.version, predictions, timing.batch_size)
