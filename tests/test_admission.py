@@ -86,6 +86,12 @@ def test_priorities_share_the_limit() -> None:
     assert admits(1, 0, Priority.LOW)  # something always gets in
 
 
+def test_a_batch_counts_all_its_images_but_an_idle_model_takes_any() -> None:
+    assert admits(10, 5, Priority.HIGH, count=5) and not admits(10, 5, Priority.HIGH, count=6)
+    assert admits(2, 0, Priority.NORMAL, count=3)  # a limit shrunk under load never locks a batch out
+    assert not admits(2, 1, Priority.NORMAL, count=3)
+
+
 def test_priority_parsing() -> None:
     assert Priority.parse(None) is Priority.NORMAL
     assert Priority.parse("High") is Priority.HIGH

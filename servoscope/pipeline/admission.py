@@ -88,6 +88,8 @@ class GradientLimit:
         self.pressed = True
 
 
-def admits(limit: int, in_flight: int, priority: Priority) -> bool:
-    """Whether a request of ``priority`` may enter when ``in_flight`` are already in."""
-    return in_flight < max(1, int(limit * SHARE[priority]))
+def admits(limit: int, in_flight: int, priority: Priority, count: int = 1) -> bool:
+    """Whether a request of ``priority`` carrying ``count`` images may enter when ``in_flight`` are
+    already in. An idle model admits any request: a batch larger than a limit that has shrunk
+    under load is never locked out."""
+    return in_flight == 0 or in_flight + count - 1 < max(1, int(limit * SHARE[priority]))

@@ -95,7 +95,7 @@ class ModelService:
         """Hold ``count`` places under the model's limit — taken before the body is read, so an
         overloaded service refuses at once (429) without reading uploads it will not serve."""
         limit = self.limit
-        if self.pending + count > self.max_pending or not admits(limit, self.pending + count - 1, priority):
+        if self.pending + count > self.max_pending or not admits(limit, self.pending, priority, count):
             if self.concurrency is not None:
                 self.concurrency.refused()
             raise Overloaded(
