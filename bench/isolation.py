@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, cpu_json, cpu_note, progress, server, servoscope_argv
+from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, progress, server, servoscope_argv
 
 from servoscope.loadgen import Endpoint, closed_loop, run, summarize
 from servoscope.loadgen.cpu import CpuMeter
@@ -39,11 +39,11 @@ def measure(mode: str, endpoint: Endpoint, pid: int, images: list[bytes], durati
     use = meter.stop()
     progress(
         f"  {mode:>7}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:6.1f} ms, p95 {summary.p95_ms:6.1f} ms, "
-        f"errors {summary.errors}; {cpu_note(use)}"
+        f"errors {summary.errors}; {use.note()}"
     )
     if summary.errors:
         raise RuntimeError(f"{summary.errors} errors with {mode} isolation")
-    return {**summary.to_json(), "cpu": cpu_json(use)}
+    return {**summary.to_json(), "cpu": use.to_json()}
 
 
 def children(pid: int) -> list[int]:

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from serve import RESULTS, ROOT, classify_requests, cpu_note, progress, saturation, server, servoscope_argv, Windows
+from serve import RESULTS, ROOT, classify_requests, progress, saturation, server, servoscope_argv, Windows
 
 from servoscope.loadgen import open_loop, poisson_arrivals, run
 from servoscope.loadgen.cpu import CpuMeter
@@ -60,7 +60,7 @@ def window(mode: str, rate: float, images: list[bytes], duration_s: float, slo_s
     }
     progress(
         f"  {mode:>8} at {rate:6.1f}/s: goodput {row['goodput_per_s']:6.1f}/s, admitted p95 {row['admitted_p95_ms']:7.1f} ms "
-        f"p99 {row['admitted_p99_ms']:7.1f} ms, refused {100 * row['refused_share']:4.1f}%, errors {other}; {cpu_note(use)}"
+        f"p99 {row['admitted_p99_ms']:7.1f} ms, refused {100 * row['refused_share']:4.1f}%, errors {other}; {use.note()}"
     )
     return row
 

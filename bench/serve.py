@@ -6,7 +6,8 @@ For each image set (~320×240 JPEGs, 4032×3024 phone photos) it measures, side 
   service    `servoscope serve` saturation over loopback HTTP, closed loop, best concurrency
   naive      bench/naive_server.py saturation, measured the same way
   latency    servoscope unloaded (sequential) P50, and P50/P95 under open-loop Poisson load
-             at 70% of its saturation, from each request's scheduled send time
+             at 70% of its saturation, from each request's scheduled send time (and P95 at the
+             same rate with evenly spaced arrivals, for comparison)
 
     python bench/serve.py              # ~5 minutes
     python bench/serve.py --quick      # ~1.5 minutes, shorter windows
@@ -21,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import heapq
 import itertools
 import json
 import os
@@ -43,6 +45,7 @@ from servoscope.loadgen import (
     EncodedRequest,
     Endpoint,
     closed_loop,
+    constant_arrivals,
     encode_request,
     open_loop,
     poisson_arrivals,
@@ -51,7 +54,7 @@ from servoscope.loadgen import (
     summarize,
 )
 from servoscope.loadgen.schedule import LATE_S
-from servoscope.loadgen.cpu import CpuMeter, CpuUse
+from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import SETS, image_set
 from servoscope.models.repository import ModelEntry, find
 from servoscope.pipeline.decode import DecodeLimits
@@ -90,13 +93,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def cpu_json(use: CpuUse) -> dict[str, float]:
-    return {"ours_cores": use.ours_cores, "others_cores": use.others_cores, "steal_cores": use.steal_cores}
-
-
-def cpu_note(use: CpuUse) -> str:
-    """What the bench and its server used, and what others sharing the machine took meanwhile."""
-    return f"cpu ours {use.ours_cores:.2f}, others {use.others_cores:.2f}, steal {use.steal_cores:.2f} cores"
 
 
 # ---------------------------------------------------------------- offline limit
@@ -158,8 +154,8 @@ def offline_limit(entry: ModelEntry, images: list[bytes], duration_s: float) -> 
             meter.start()
             by_run[key] = offline_rate(models, images, spec, batch_size, duration_s)
             use = meter.stop()
-            cpu[key] = cpu_json(use)
-            progress(f"  offline {layout} sessions×threads, batch {batch_size:>2}: {by_run[key]:7.1f} img/s; {cpu_note(use)}")
+            cpu[key] = use.to_json()
+            progress(f"  offline {layout} sessions×threads, batch {batch_size:>2}: {by_run[key]:7.1f} img/s; {use.note()}")
     best = max(by_run, key=lambda k: by_run[k])
     return {"images_per_s": by_run[best], "best": best, "by_run": by_run, "cpu": cpu}
 
@@ -251,10 +247,10 @@ def saturation(endpoint: Endpoint, pid: int, images: list[bytes], windows: Windo
         meter.start()
         summary = summarize(run(closed_loop(endpoint, requests, c, windows.closed_s)))
         use = meter.stop()
-        by_c[c] = {**summary.to_json(), "cpu": cpu_json(use)}
+        by_c[c] = {**summary.to_json(), "cpu": use.to_json()}
         progress(
             f"  {label} C={c:>2}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:7.1f} ms, "
-            f"errors {summary.errors}; {cpu_note(use)}; server stages ms {summary.server_stage_mean_ms}"
+            f"errors {summary.errors}; {use.note()}; server stages ms {summary.server_stage_mean_ms}"
         )
     best = max(by_c, key=lambda c: by_c[c]["throughput_rps"])
     return {"requests_per_s": by_c[best]["throughput_rps"], "best_concurrency": best, "by_concurrency": by_c}
@@ -273,9 +269,16 @@ def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturatio
     progress(
         f"  servoscope open loop {rate:.1f}/s: p50 {loaded.p50_ms:.1f} ms, p95 {loaded.p95_ms:.1f} ms, "
         f"errors {loaded.errors}, sender >{LATE_MS:g} ms late {loaded.sender_late_count}/{loaded.requests} "
-        f"(max {loaded.sender_max_late_ms:.1f} ms); {cpu_note(use)}; server stages ms {loaded.server_stage_mean_ms}"
+        f"(max {loaded.sender_max_late_ms:.1f} ms); {use.note()}; server stages ms {loaded.server_stage_mean_ms}"
     )
-    return {"unloaded": unloaded.to_json(), "rate_per_s": rate, "loaded": {**loaded.to_json(), "cpu": cpu_json(use)}}
+    # the same rate at even spacing (perf_analyzer's and wrk2's default schedule): queueing from
+    # bursts removed, what is left is the service's own variance and its contention for the cores
+    steady = summarize(run(open_loop(endpoint, requests, constant_arrivals(rate, windows.open_s))))
+    progress(f"  servoscope constant-rate {rate:.1f}/s: p50 {steady.p50_ms:.1f} ms, p95 {steady.p95_ms:.1f} ms, errors {steady.errors}")
+    return {
+        "unloaded": unloaded.to_json(), "rate_per_s": rate, "loaded": {**loaded.to_json(), "cpu": use.to_json()},
+        "loaded_constant": steady.to_json(),
+    }
 
 
 # ---------------------------------------------------------------- one image set
@@ -302,11 +305,28 @@ def bench_set(set_name: str, entry: ModelEntry, windows: Windows, serve_args: tu
     }
 
 
+def queueing_floor(servers: int, load: float, requests: int = 200_000) -> float:
+    """P95 sojourn / service time of an ideal M/D/c queue (Poisson arrivals, every request served
+    in exactly the unloaded time by one of ``servers``): the best any service on this machine can
+    reach at that load. A simulation, seeded: 2 servers at 70% give 2.98."""
+    rng = np.random.default_rng(1)
+    arrivals = np.cumsum(rng.exponential(1.0 / (load * servers), requests))
+    free = [0.0] * servers
+    sojourn = np.empty(requests)
+    for i, t in enumerate(arrivals):
+        start = max(t, heapq.heappop(free))
+        heapq.heappush(free, start + 1.0)
+        sojourn[i] = start + 1.0 - t
+    return float(np.percentile(sojourn, 95))
+
+
 def ratios(offline: dict[str, Any], service: dict[str, Any], naive: dict[str, Any], latency: dict[str, Any]) -> dict[str, float]:
     return {
         "service_over_offline": service["requests_per_s"] / offline["images_per_s"],
         "service_over_naive": service["requests_per_s"] / naive["requests_per_s"],
         "p95_loaded_over_unloaded_p50": latency["loaded"]["p95_ms"] / latency["unloaded"]["p50_ms"],
+        "p95_constant_over_unloaded_p50": latency["loaded_constant"]["p95_ms"] / latency["unloaded"]["p50_ms"],
+        "p95_floor_md_c": queueing_floor(available_cores(), LOAD_FRACTION),
     }
 
 
@@ -336,9 +356,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     add("    open-loop rate (70% of b), req/s", "{:.1f}", ("latency", "rate_per_s"))
     add("    P50 at 70%, ms", "{:.1f}", ("latency", "loaded", "p50_ms"))
     add("    P95 at 70%, ms", "{:.1f}", ("latency", "loaded", "p95_ms"))
+    add("    P95 at 70%, constant arrivals, ms", "{:.1f}", ("latency", "loaded_constant", "p95_ms"))
     add("service / offline   (target >= 0.85 small)", "{:.2f}", ("ratios", "service_over_offline"))
     add("service / naive     (target >= 2.5 phone)", "{:.2f}", ("ratios", "service_over_naive"))
     add("P95@70% / unloaded  (target <= 3)", "{:.2f}", ("ratios", "p95_loaded_over_unloaded_p50"))
+    add("    the same, constant arrivals", "{:.2f}", ("ratios", "p95_constant_over_unloaded_p50"))
+    add("    floor: ideal M/D/c, c = cores", "{:.2f}", ("ratios", "p95_floor_md_c"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
 

@@ -16,7 +16,7 @@ import os
 import statistics
 import sys
 
-from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, cpu_note, progress, server, servoscope_argv
+from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, progress, server, servoscope_argv
 
 from servoscope.loadgen import closed_loop, run, summarize
 from servoscope.loadgen.cpu import CpuMeter
@@ -34,7 +34,7 @@ def measure(mode: str, images: list[bytes], duration_s: float) -> float:
         meter.start()
         summary = summarize(run(closed_loop(endpoint, requests, CONCURRENCY, duration_s)))
         use = meter.stop()
-    progress(f"  telemetry {mode:>3}: {summary.throughput_rps:7.1f} req/s, errors {summary.errors}; {cpu_note(use)}")
+    progress(f"  telemetry {mode:>3}: {summary.throughput_rps:7.1f} req/s, errors {summary.errors}; {use.note()}")
     if summary.errors:
         raise RuntimeError(f"{summary.errors} errors with telemetry {mode}")
     return summary.throughput_rps

@@ -28,7 +28,7 @@ from servoscope.loadgen import (
     run,
     summarize,
 )
-from servoscope.loadgen.cpu import CpuMeter, CpuUse
+from servoscope.loadgen.cpu import CpuMeter
 
 CONCURRENCIES = (16, 64)
 LOAD_FRACTIONS = (0.5, 0.8)
@@ -54,12 +54,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def cpu_json(use: CpuUse) -> dict[str, float]:
-    return {"ours_cores": use.ours_cores, "others_cores": use.others_cores, "steal_cores": use.steal_cores}
-
-
-def cpu_note(use: CpuUse) -> str:
-    return f"cpu ours {use.ours_cores:.2f}, others {use.others_cores:.2f}, steal {use.steal_cores:.2f} cores"
 
 
 async def first_answer(
@@ -98,10 +92,10 @@ def saturation(
         meter.start()
         summary = summarize(run(closed_loop(endpoint, requests, c, windows.closed_s)))
         use = meter.stop()
-        by_c[c] = {**summary.to_json(), "cpu": cpu_json(use)}
+        by_c[c] = {**summary.to_json(), "cpu": use.to_json()}
         progress(
             f"  {label} C={c:>2}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:7.1f} ms, "
-            f"errors {summary.errors}; {cpu_note(use)}"
+            f"errors {summary.errors}; {use.note()}"
         )
     best = max(by_c, key=lambda c: by_c[c]["throughput_rps"])
     return {"requests_per_s": by_c[best]["throughput_rps"], "best_concurrency": best, "by_concurrency": by_c}
@@ -132,6 +126,6 @@ def open_load(
     use = meter.stop()
     progress(
         f"  {label} open loop {rate:.1f}/s: p50 {summary.p50_ms:.1f}, p95 {summary.p95_ms:.1f}, p99 {summary.p99_ms:.1f} ms, "
-        f"errors {summary.errors}/{summary.requests}, sender late {summary.sender_late_count}; {cpu_note(use)}"
+        f"errors {summary.errors}/{summary.requests}, sender late {summary.sender_late_count}; {use.note()}"
     )
-    return {"rate_per_s": rate, **summary.to_json(), "cpu": cpu_json(use)}
+    return {"rate_per_s": rate, **summary.to_json(), "cpu": use.to_json()}

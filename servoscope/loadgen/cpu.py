@@ -28,6 +28,13 @@ class CpuUse:
     def others_cores(self) -> float:
         return max(0.0, self.busy_cores - self.ours_cores)
 
+    def to_json(self) -> dict[str, float]:
+        return {"ours_cores": self.ours_cores, "others_cores": self.others_cores, "steal_cores": self.steal_cores}
+
+    def note(self) -> str:
+        """What the watched processes used, and what others sharing the machine took meanwhile."""
+        return f"cpu ours {self.ours_cores:.2f}, others {self.others_cores:.2f}, steal {self.steal_cores:.2f} cores"
+
 
 def system_ticks() -> tuple[int, int]:
     """Busy and steal ticks of all CPUs since boot (busy excludes idle and iowait)."""
