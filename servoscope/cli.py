@@ -78,31 +78,6 @@ def ensure_default_model(settings: Settings) -> None:
         prepare_default(settings.model_repository)
 
 
-def cmd_model_prepare(args: argparse.Namespace) -> int:
-    from servoscope.models.prepare import prepare_default
-
-    _setup_logging("info")
-    print(prepare_default(args.repository, force=args.force))
-    return 0
-
-
-def cmd_model_quantize(args: argparse.Namespace) -> int:
-    from servoscope.models.quantize import quantize
-
-    _setup_logging("info")
-    report = quantize(args.repository, args.source, args.name, args.images)
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-def cmd_model_list(args: argparse.Namespace) -> int:
-    from servoscope.models import repository
-
-    for entry in repository.discover(args.repository):
-        print(f"{entry.name}\tv{entry.version}\t{entry.path}\t{entry.config.description}")
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="servoscope", description=__doc__)
     top.add_argument("--version", action="version", version=f"servoscope {__version__}")
@@ -133,21 +108,6 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    model = sub.add_parser("model", help="prepare, quantize and list models").add_subparsers(dest="action", required=True)
-    repo_default = Path("models")
-    prep = model.add_parser("prepare", help="convert the pretrained EfficientNet-Lite0 to ONNX in the repository")
-    prep.add_argument("--repository", type=Path, default=repo_default)
-    prep.add_argument("--force", action="store_true", help="prepare again even if present")
-    prep.set_defaults(func=cmd_model_prepare)
-    quant = model.add_parser("quantize", help="make an INT8 variant of a model and report its top-1 agreement")
-    quant.add_argument("--repository", type=Path, default=repo_default)
-    quant.add_argument("--source", default="efficientnet_lite0")
-    quant.add_argument("--name", default="efficientnet_lite0_int8")
-    quant.add_argument("--images", type=Path, help="folder of calibration photos (default: scikit-image's sample photos)")
-    quant.set_defaults(func=cmd_model_quantize)
-    lst = model.add_parser("list", help="the models of a repository")
-    lst.add_argument("--repository", type=Path, default=repo_default)
-    lst.set_defaults(func=cmd_model_list)
     for tool in TOOLS:
         importlib.import_module(tool).add_parser(sub)
     return top
@@ -155,7 +115,7 @@ def parser() -> argparse.ArgumentParser:
 
 # Sub-commands that live beside the code they drive: each module has add_parser(subparsers),
 # which registers its command and sets ``func`` (taking the parsed args, returning an exit code).
-TOOLS: tuple[str, ...] = ("servoscope.loadgen.command", "servoscope.drills.command", "servoscope.doctor.command", "servoscope.doctor.snapshot")
+TOOLS: tuple[str, ...] = ("servoscope.models.command", "servoscope.loadgen.command", "servoscope.drills.command", "servoscope.doctor.command", "servoscope.doctor.snapshot")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
