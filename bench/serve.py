@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import heapq
-import itertools
 import json
 import os
 import platform
@@ -32,9 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -56,9 +52,9 @@ from servoscope.loadgen import (
 from servoscope.loadgen.schedule import LATE_S
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import SETS, image_set
+from servoscope.models.offline import offline_rate
 from servoscope.models.repository import ModelEntry, find
-from servoscope.pipeline.decode import DecodeLimits
-from servoscope.pipeline.preprocess import PreprocessSpec, prepare
+from servoscope.pipeline.preprocess import PreprocessSpec
 from servoscope.pipeline.runtime import OnnxModel
 from servoscope.resources import available_cores
 
@@ -98,43 +94,6 @@ def progress(message: str) -> None:
 # ---------------------------------------------------------------- offline limit
 
 
-def offline_rate(models: list[OnnxModel], images: list[bytes], spec: PreprocessSpec, batch_size: int, duration_s: float) -> float:
-    """Images/s: a pool of ``cores`` threads decodes ahead; one driver thread per model session
-    stacks batches and runs them, all in a plain loop."""
-    limits = DecodeLimits()
-    lock = threading.Lock()
-    counter = itertools.count()
-    done = [0] * len(models)
-    with ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="offline-decode") as pool:
-
-        def decode_ahead(queue: collections.deque[Future[Any]]) -> None:
-            while len(queue) < 2 * batch_size:
-                with lock:
-                    i = next(counter)
-                queue.append(pool.submit(prepare, images[i % len(images)], "JPEG", limits, spec))
-
-        def drive(index: int, stop_at: float) -> None:
-            queue: collections.deque[Future[Any]] = collections.deque()
-            model = models[index]
-            first = True
-            while first or (time.perf_counter() < stop_at and done[index] < 1_000_000):
-                decode_ahead(queue)
-                batch = np.stack([queue.popleft().result().tensor for _ in range(batch_size)])
-                decode_ahead(queue)
-                model.run(batch)
-                if not first:
-                    done[index] += batch_size
-                first = False  # the first batch warms kernels and fills the decode queue
-            for f in queue:
-                f.cancel()
-
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="offline-infer") as drivers:
-            list(drivers.map(drive, range(len(models)), [start + duration_s] * len(models)))
-        elapsed = time.perf_counter() - start
-    return sum(done) / elapsed
-
-
 def offline_limit(entry: ModelEntry, images: list[bytes], duration_s: float) -> dict[str, Any]:
     """The best of batch sizes and of two thread layouts: one session using every core, or one
     single-threaded session per core (each fed by its own thread)."""
@@ -152,7 +111,7 @@ def offline_limit(entry: ModelEntry, images: list[bytes], duration_s: float) -> 
             key = f"{layout} b{batch_size}"
             meter = CpuMeter([os.getpid()])
             meter.start()
-            by_run[key] = offline_rate(models, images, spec, batch_size, duration_s)
+            by_run[key] = offline_rate(models, images, spec, batch_size, duration_s, fmt="JPEG")
             use = meter.stop()
             cpu[key] = use.to_json()
             progress(f"  offline {layout} sessions×threads, batch {batch_size:>2}: {by_run[key]:7.1f} img/s; {use.note()}")
