@@ -7,9 +7,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from servoscope.models.prepare import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from servoscope.models.quantize import QuantSettings
 
 REPOSITORY = Path("models")
 INT8 = f"{DEFAULT_MODEL}_int8"
@@ -44,7 +47,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def settings_from(args: argparse.Namespace):  # -> QuantSettings
+def settings_from(args: argparse.Namespace) -> QuantSettings:
     from servoscope.models.quantize import QuantSettings
 
     return QuantSettings(
