@@ -119,3 +119,14 @@ def test_cli_text_report_shows_the_method() -> None:
     assert out.returncode == 0, out.stderr
     for step in ("1. Confirm", "2. Attribute", "3. Explain", "4. Prescribe"):
         assert step in out.stdout
+
+
+def test_more_traffic_filling_the_preprocess_queue_is_traffic_growth_not_starvation() -> None:
+    """With as many workers as before, a queue that grew with the traffic is growth past the knee."""
+    base = evidence.load(DRILLS / "traffic-growth" / "baseline.json")
+    now = evidence.load(DRILLS / "traffic-growth" / "degraded.json")
+    queue = now.stages["queue"]
+    stages = {**now.stages, "queue": dataclasses.replace(queue, p95=queue.p95 + 0.2)}  # the queue carries the rise
+    d = diagnose(base, dataclasses.replace(now, stages=stages))
+    assert d.attribution.carrier == "queue"
+    assert d.top.cause == "traffic-growth", report.to_text(d)

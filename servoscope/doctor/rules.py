@@ -23,6 +23,9 @@ DELIVERY = "delivery"  # attributed beside the stages: after respond, until the 
 MIN_SAMPLES = 100  # per window, in the total stage
 MIN_P95_RATIO = 1.10  # a regression is at least 10 % on total P95 …
 MIN_P95_DELTA_S = 0.005  # … and at least 5 ms
+# Traffic (answered + refused) up by this much counts as growth: the incident's +15 % must register,
+# and a rate measured over a window of ~1000 requests is within ±3 % of the offered one.
+MIN_TRAFFIC_GROWTH = 1.05
 
 Scope = Literal["infrastructure", "configuration", "model", "clients"]
 
@@ -263,7 +266,10 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
 
 def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     fewer = now.preprocess_workers < base.preprocess_workers
-    if a.carrier != Stage.QUEUE.value or not (fewer or now.preprocess_workers <= 2):
+    # Without fewer workers, the queue must have grown on its own: no more traffic, a model with headroom
+    # (more traffic fills the preprocess queue too, on its way to the model: that is traffic growth).
+    idle_model = _traffic_ratio(base, now) < MIN_TRAFFIC_GROWTH and now.busy_ratio < 0.5
+    if a.carrier != Stage.QUEUE.value or not (fewer or idle_model):
         return None
     w = (base.preprocess_workers, now.preprocess_workers)
     q = (base.stages["queue"].p95, now.stages["queue"].p95)
@@ -285,10 +291,10 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
 
 
 def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
-    load = _ratio(now.answered_per_s + now.refused_per_s, base.answered_per_s + base.refused_per_s)
+    load = _traffic_ratio(base, now)
     # past the knee is relative: more load, instances busier than before (and at least half busy);
     # batches grow with load, so the busy ratio rises less than the traffic does
-    if load < 1.1 or now.busy_ratio < 0.5 or now.busy_ratio <= base.busy_ratio:
+    if load < MIN_TRAFFIC_GROWTH or now.busy_ratio < 0.5 or now.busy_ratio <= base.busy_ratio:
         return None
     n = now.instances
     return Finding(
@@ -382,6 +388,10 @@ def _spread(a: Attribution) -> str:
 def _cpu_line(base: Evidence, now: Evidence) -> str:
     return (f"machine CPU {base.machine_cpu_percent:.0f}% → {now.machine_cpu_percent:.0f}%, "
             f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores")
+
+
+def _traffic_ratio(base: Evidence, now: Evidence) -> float:
+    return _ratio(now.answered_per_s + now.refused_per_s, base.answered_per_s + base.refused_per_s)
 
 
 def _ratio(now: float, base: float) -> float:
