@@ -31,6 +31,14 @@ MIN_P95_RATIO: dict[str, float] = {
     "slow-clients": 3.0,
 }
 
+# End to end, drill → snapshots → `servoscope doctor` → the cause it names, for the drills whose
+# signals stand out the most (bench/doctor_accuracy.py measures every scenario, repeatedly).
+DOCTOR_NAMES: dict[str, str] = {
+    "image-drift": "input-drift",
+    "batching-misconfig": "batching-misconfig",
+    "slow-clients": "slow-clients",
+}
+
 
 def test_every_scenario_has_a_threshold_and_a_listing() -> None:
     assert set(MIN_P95_RATIO) == set(SCENARIOS)
@@ -121,3 +129,11 @@ def test_short_drill_shows_its_degradation(name: str, model_repository: Path, tm
     assert on_disk["restored"]["neighbours_alive"] == []
     assert on_disk["restored"]["faults"] == {"inference_delay_s": 0.0}
     assert on_disk["change"]["injected"] == (name == "slow-inference")
+    if name in DOCTOR_NAMES:
+        doctor = subprocess.run(
+            [sys.executable, "-m", "servoscope", "doctor", "--json",
+             "--snapshot", str(tmp_path / "degraded.json"), "--baseline", str(tmp_path / "baseline.json")],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert doctor.returncode == 0, doctor.stderr
+        assert json.loads(doctor.stdout)["top"]["cause"] == DOCTOR_NAMES[name], doctor.stdout

@@ -159,7 +159,7 @@ SCENARIOS: dict[str, Scenario] = {
                  "inference", "the instance is busy longer per batch: inference (and batch_wait) rise", _slow_inference),
         Scenario("preprocess-starvation", "preprocess workers cut to 1 under a phone-photo load",
                  "queue", "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
-                 load_fraction=0.45),
+                 load_fraction=0.6),
         Scenario("memory-pressure", "a neighbour holds most of the available memory (never all but 4 GiB) and keeps touching it",
                  "total", "no swap here: the squeeze shows as memory-bandwidth and CPU contention, a little in every "
                  "stage (queue, batch_wait, inference): total rises",
