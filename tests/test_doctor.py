@@ -130,3 +130,16 @@ def test_more_traffic_filling_the_preprocess_queue_is_traffic_growth_not_starvat
     d = diagnose(base, dataclasses.replace(now, stages=stages))
     assert d.attribution.carrier == "queue"
     assert d.top.cause == "traffic-growth", report.to_text(d)
+
+
+def test_a_p95_rise_within_its_sampling_error_is_no_regression() -> None:
+    """+12 % on total P95 is a regression on 5000 samples, but within the noise of 150."""
+    base = evidence.load(DRILLS / "traffic-growth" / "baseline.json")
+
+    def window(count: float, p95_factor: float) -> evidence.Evidence:
+        t = base.total
+        total = dataclasses.replace(t, count=count, p95=t.p95 * p95_factor)
+        return dataclasses.replace(base, stages={**base.stages, "total": total})
+
+    assert not diagnose(window(150, 1.0), window(150, 1.12)).confirm.significant
+    assert diagnose(window(5000, 1.0), window(5000, 1.12)).confirm.significant

@@ -12,10 +12,11 @@ stage; larger inputs fill the preprocess queue; a CPU neighbour lowers capacity 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from servoscope.doctor.evidence import Evidence
+from servoscope.doctor.evidence import Evidence, Percentiles
 from servoscope.stages import STAGES, Stage
 
 DELIVERY = "delivery"  # attributed beside the stages: after respond, until the client acknowledged
@@ -104,7 +105,7 @@ def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
     late = (base.delivery.p95, now.delivery.p95)
     if min(samples) < MIN_SAMPLES:
         significant, verdict = False, f"too few samples ({samples[0]} vs {samples[1]}, need {MIN_SAMPLES})"
-    elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S:
+    elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S and p95_bounds(n)[0] > p95_bounds(b)[1]:
         significant, verdict = True, f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
     elif late[1] - late[0] >= max(MIN_P95_DELTA_S, (MIN_P95_RATIO - 1) * (b.p95 + late[0])):
         significant, verdict = True, (
@@ -112,8 +113,20 @@ def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
             f"while total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
         )
     else:
-        significant, verdict = False, f"no significant regression: total P95 ×{ratio:.2f}"
+        lo, hi = p95_bounds(n), p95_bounds(b)
+        significant, verdict = False, (
+            f"no significant regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)}; 95 % bounds "
+            f"{ms(hi[0])}–{ms(hi[1])} → {ms(lo[0])}–{ms(lo[1])})"
+        )
     return Confirmation(significant, (b.p50, n.p50), (b.p95, n.p95), (b.p99, n.p99), samples, verdict, late)
+
+
+def p95_bounds(p: Percentiles) -> tuple[float, float]:
+    """A 95 % confidence interval of a P95 measured on ``p.count`` samples: the rank of the 95th
+    percentile is uncertain by ±1.96·√(0.95·0.05/n), turned into values by interpolating between the
+    P50 and the P95 below it and between the P95 and the P99 above (the tail is wider)."""
+    d = 1.96 * math.sqrt(0.95 * 0.05 / max(p.count, 1.0))
+    return (max(p.p50, p.p95 - (p.p95 - p.p50) * d / 0.45), p.p95 + (p.p99 - p.p95) * min(d, 0.04) / 0.04)
 
 
 def attribute(base: Evidence, now: Evidence) -> Attribution:

@@ -22,6 +22,9 @@ DRIFTED: tuple[tuple[str, float], ...] = (("small", 0.7), ("phone", 0.3))
 BASELINE_FLAGS: tuple[str, ...] = ("--admission", "static")
 
 
+MIN_WINDOW_REQUESTS = 200  # per window: the doctor asks for 100 answered, with room for warm-up
+MAX_STRETCHED_WINDOW_S = 40.0  # a window (and the service's start) must still fit the 1 min stats window
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a scenario knows when it degrades: the capacity run, the baseline window, the drill form."""
@@ -62,6 +65,8 @@ class Scenario:
 
     def baseline_traffic(self, capacity: Capacity, window_s: float) -> Traffic:
         rate = capacity.knee_rps if self.at_knee else max(1.0, self.load_fraction * capacity.max_rps)
+        # a slow mix (phone photos) gets a longer window: the doctor needs enough answers in each
+        window_s = max(window_s, min(MIN_WINDOW_REQUESTS / rate, MAX_STRETCHED_WINDOW_S))
         return Traffic(self.mix, rate, window_s, slow_share=self.slow_share, slow_top_k=self.slow_top_k)
 
 
@@ -159,7 +164,7 @@ SCENARIOS: dict[str, Scenario] = {
                  "inference", "the instance is busy longer per batch: inference (and batch_wait) rise", _slow_inference),
         Scenario("preprocess-starvation", "preprocess workers cut to 1 under a phone-photo load",
                  "queue", "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
-                 load_fraction=0.6),
+                 load_fraction=0.8),
         Scenario("memory-pressure", "a neighbour holds most of the available memory (never all but 4 GiB) and keeps touching it",
                  "total", "no swap here: the squeeze shows as memory-bandwidth and CPU contention, a little in every "
                  "stage (queue, batch_wait, inference): total rises",
