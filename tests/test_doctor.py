@@ -24,6 +24,9 @@ DRILLS = REPO_ROOT / "tests" / "data" / "drills"
 # Drill scenario → the root-cause class the doctor must name first.
 EXPECTED: dict[str, str] = {
     "traffic-growth": "traffic-growth",
+    # a second traffic-growth run: +15 % offered, only +6 % answered, busy ratio flat (0.75 → 0.76) —
+    # the extra load went into larger batches (1.7 → 2.3) and a backlog
+    "traffic-growth-batched": "traffic-growth",
     "image-drift": "input-drift",
     "cpu-contention": "cpu-contention",
     "batching-misconfig": "batching-misconfig",

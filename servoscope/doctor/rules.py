@@ -305,9 +305,10 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
 
 def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     load = _traffic_ratio(base, now)
-    # past the knee is relative: more load, instances busier than before (and at least half busy);
-    # batches grow with load, so the busy ratio rises less than the traffic does
-    if load < MIN_TRAFFIC_GROWTH or now.busy_ratio < 0.5 or now.busy_ratio <= base.busy_ratio:
+    # past the knee is relative: more load, instances at least half busy and working more than before —
+    # busier, or running larger batches (batching absorbs load, so busy rises less than the traffic does)
+    more_work = now.busy_ratio > base.busy_ratio or now.batch_mean_size > 1.05 * base.batch_mean_size
+    if load < MIN_TRAFFIC_GROWTH or now.busy_ratio < 0.5 or not more_work:
         return None
     n = now.instances
     return Finding(
