@@ -14,6 +14,7 @@ them after the server stops, to check that the server really ran the instances i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -105,3 +106,13 @@ class BatchClassifier:
 def census(folder: Path) -> list[dict[str, int]]:
     """The records of the instances that served a batch (see :meth:`BatchClassifier.count_in`)."""
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+
+def server_args(doc: str | None) -> tuple[argparse.Namespace, ModelSpec]:
+    """The command line every peer server takes: where to listen, and the model as ModelSpec JSON."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", required=True, help="ModelSpec as JSON")
+    args = parser.parse_args()
+    return args, ModelSpec.from_json(args.model)

@@ -13,7 +13,6 @@ LitServe's idiomatic way to send an image (4/3 the bytes, and a decode in the wo
     python bench/peers/litserve_server.py --host 127.0.0.1 --port 8012 --model SPEC_JSON
 """
 
-import argparse
 import base64
 
 import litserve as ls
@@ -23,6 +22,7 @@ from classifier import (
     BatchClassifier,
     ModelSpec,
     Top,
+    server_args,
 )
 
 REQUEST_TIMEOUT_S = 60.0
@@ -55,12 +55,7 @@ class ClassifyAPI(ls.LitAPI):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model", required=True, help="ModelSpec as JSON")
-    args = parser.parse_args()
-    spec = ModelSpec.from_json(args.model)
+    args, spec = server_args(__doc__)
     server = ls.LitServer(
         ClassifyAPI(spec), accelerator="cpu", workers_per_device=spec.instances, timeout=REQUEST_TIMEOUT_S
     )

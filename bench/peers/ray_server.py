@@ -19,13 +19,12 @@ sets it), and every Serve replica opens an inter-deployment gRPC server on ``[::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 import threading
 
 import ray
-from classifier import MAX_BATCH_SIZE, MAX_QUEUE_DELAY_S, BatchClassifier, ModelSpec
+from classifier import MAX_BATCH_SIZE, MAX_QUEUE_DELAY_S, BatchClassifier, ModelSpec, server_args
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -63,12 +62,7 @@ def loopback_grpc() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model", required=True, help="ModelSpec as JSON")
-    args = parser.parse_args()
-    spec = ModelSpec.from_json(args.model)
+    args, spec = server_args(__doc__)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stopping.set())

@@ -21,7 +21,6 @@ as shipped, Triton's parallel start of the instances races a handshake and the l
 
 from __future__ import annotations
 
-import argparse
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -32,7 +31,7 @@ from classifier import (
     MAX_QUEUE_DELAY_S,
     TOP_K,
     BatchClassifier,
-    ModelSpec,
+    server_args,
 )
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
@@ -57,12 +56,7 @@ def interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--model", required=True, help="ModelSpec as JSON")
-    args = parser.parse_args()
-    spec = ModelSpec.from_json(args.model)
+    args, spec = server_args(__doc__)
     config = TritonConfig(
         http_address=args.host, http_port=args.port, allow_grpc=False, allow_metrics=False, exit_on_error=True
     )
