@@ -40,7 +40,6 @@ from servoscope.loadgen import (
     Connection,
     EncodedRequest,
     Endpoint,
-    closed_loop,
     constant_arrivals,
     encode_request,
     open_loop,
@@ -50,6 +49,7 @@ from servoscope.loadgen import (
     summarize,
 )
 from servoscope.loadgen.schedule import LATE_S
+from servoscope.loadgen.capacity import best_closed_loop
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import SETS, image_set
 from servoscope.models.offline import offline_rate
@@ -199,20 +199,7 @@ def classify_requests(endpoint: Endpoint, images: list[bytes]) -> list[EncodedRe
 def saturation(endpoint: Endpoint, pid: int, images: list[bytes], windows: Windows, label: str) -> dict[str, Any]:
     """Closed loop at each concurrency, after a warm-up; the best req/s wins."""
     requests = classify_requests(endpoint, images)
-    run(closed_loop(endpoint, requests, CONCURRENCIES[0], windows.warmup_s))
-    by_c: dict[int, dict[str, Any]] = {}
-    for c in CONCURRENCIES:
-        meter = CpuMeter([os.getpid(), pid])
-        meter.start()
-        summary = summarize(run(closed_loop(endpoint, requests, c, windows.closed_s)))
-        use = meter.stop()
-        by_c[c] = {**summary.to_json(), "cpu": use.to_json()}
-        progress(
-            f"  {label} C={c:>2}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:7.1f} ms, "
-            f"errors {summary.errors}; {use.note()}; server stages ms {summary.server_stage_mean_ms}"
-        )
-    best = max(by_c, key=lambda c: by_c[c]["throughput_rps"])
-    return {"requests_per_s": by_c[best]["throughput_rps"], "best_concurrency": best, "by_concurrency": by_c}
+    return best_closed_loop(endpoint, requests, CONCURRENCIES, windows.closed_s, windows.warmup_s, [pid], progress, label)
 
 
 def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturation_rps: float, windows: Windows) -> dict[str, Any]:

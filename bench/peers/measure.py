@@ -22,12 +22,12 @@ from servoscope.loadgen import (
     Endpoint,
     Response,
     RunResult,
-    closed_loop,
     open_loop,
     poisson_arrivals,
     run,
     summarize,
 )
+from servoscope.loadgen.capacity import best_closed_loop
 from servoscope.loadgen.cpu import CpuMeter
 
 CONCURRENCIES = (16, 64)
@@ -85,20 +85,7 @@ def saturation(
     endpoint: Endpoint, pids: list[int], requests: list[EncodedRequest], windows: Windows, label: str
 ) -> dict[str, Any]:
     """Closed loop at each concurrency, after a warm-up; the best req/s wins."""
-    run(closed_loop(endpoint, requests, CONCURRENCIES[0], windows.warmup_s))
-    by_c: dict[int, dict[str, Any]] = {}
-    for c in CONCURRENCIES:
-        meter = CpuMeter([os.getpid(), *pids])
-        meter.start()
-        summary = summarize(run(closed_loop(endpoint, requests, c, windows.closed_s)))
-        use = meter.stop()
-        by_c[c] = {**summary.to_json(), "cpu": use.to_json()}
-        progress(
-            f"  {label} C={c:>2}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:7.1f} ms, "
-            f"errors {summary.errors}; {use.note()}"
-        )
-    best = max(by_c, key=lambda c: by_c[c]["throughput_rps"])
-    return {"requests_per_s": by_c[best]["throughput_rps"], "best_concurrency": best, "by_concurrency": by_c}
+    return best_closed_loop(endpoint, requests, CONCURRENCIES, windows.closed_s, windows.warmup_s, pids, progress, label)
 
 
 async def capped_open_loop(endpoint: Endpoint, requests: list[EncodedRequest], arrivals: list[float], cap_s: float) -> RunResult:
