@@ -29,16 +29,15 @@ class Probe:
     """The queue of one connection: its transport's buffer and its socket's send queue."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None else -1
+        self.transport = transport  # its socket is looked up only when an answer is recorded
 
     def unsent_bytes(self) -> int:
         """Bytes of answers the client has not acknowledged; 0 once the connection is gone."""
-        if self._fd < 0 or self.transport.is_closing():
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or self.transport.is_closing():
             return 0
         try:
-            queued = struct.unpack("i", fcntl.ioctl(self._fd, SIOCOUTQ, b"\0\0\0\0"))[0]
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
         except OSError:  # closed meanwhile, or not a TCP socket
             return 0
         return self.transport.get_write_buffer_size() + queued
