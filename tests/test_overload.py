@@ -13,7 +13,8 @@ import pytest
 
 from servoscope.pipeline.batcher import Lanes, Pending
 from servoscope.stages import Timing
-from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
+from servoscope.server.door import inference_target
+from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
 class HeldRequest:
@@ -112,6 +113,39 @@ def test_counters_reconcile_after_a_mixed_run(small_limit_server: ServerProcess,
 def test_bad_priority_is_a_400(client: httpx.Client, photos: dict[str, Photo]) -> None:
     response = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "urgent"})
     assert_error(response, 400, "X-Priority")
+
+
+def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
+    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+) -> None:
+    """With every place taken, v1 and v2 inference is refused 429 (counted by reason) before the app;
+    what the app must judge — a bad X-Priority, a version not served, another path — still is."""
+    holders = [held("high") for _ in range(10)]
+    wait_pending(small_limit_server, 10)
+    jpeg = {"content": photos["coffee"].jpeg, "headers": {"Content-Type": "image/jpeg"}}
+    with httpx.Client(base_url=small_limit_server.url, timeout=30) as client:
+        for path in (INFER, f"/v2/models/{MODEL}/versions/1/infer", CLASSIFY):
+            refused = client.post(path, content=b"{}", headers={"X-Priority": "high"})
+            assert_error(refused, 429, "capacity", "high")
+            assert refused.headers["retry-after"] == "1"
+        assert_error(client.post(CLASSIFY, content=jpeg["content"], headers={**jpeg["headers"], "X-Priority": "urgent"}), 400, "X-Priority")
+        assert_error(client.post(f"/v2/models/{MODEL}/versions/7/infer", content=b"{}"), 400, "version")
+        assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
+        assert [r.finish() for r in holders] == [200] * 10
+        assert client.post(CLASSIFY, **jpeg).status_code == 200  # places freed: admitted again
+        metrics = client.get("/metrics").text
+    assert metric_value(metrics, "servoscope_refused_total", model=MODEL, reason="pending_limit") == 3
+    assert metric_value(metrics, "servoscope_requests_total", model=MODEL, code="429") == 3
+
+
+def test_the_door_knows_inference_paths_only() -> None:
+    services = {"m": type("Served", (), {"version": "2"})()}
+    assert inference_target("/v1/models/m/classify", services) == "m"  # type: ignore[arg-type]
+    assert inference_target("/v2/models/m/infer", services) == "m"  # type: ignore[arg-type]
+    assert inference_target("/v2/models/m/versions/2/infer", services) == "m"  # type: ignore[arg-type]
+    for other in ("/v2/models/m/versions/1/infer", "/v2/models/x/versions/2/infer", "/v1/models/m", "/v2/models/m/ready",
+                  "/v1/models/m/classify/x", "/v2/models/m/classify", "/v1/models/m/infer", "/metrics", "/"):
+        assert inference_target(other, services) is None, other  # type: ignore[arg-type]
 
 
 def _pending(priority: int, enqueued: float) -> Pending:

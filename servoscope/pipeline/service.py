@@ -90,19 +90,27 @@ class ModelService:
         """Requests admitted at once, now (adaptive) or always (max_pending)."""
         return self.concurrency.limit if self.concurrency else self.max_pending
 
+    def refusal(self, count: int = 1, priority: Priority = Priority.NORMAL) -> Overloaded | None:
+        """Why ``count`` more requests of ``priority`` may not enter now, or None when they may.
+        A refusal is told to the adaptive limit (demand is there)."""
+        limit = self.limit
+        if self.pending + count <= self.max_pending and admits(limit, self.pending, priority, count):
+            return None
+        if self.concurrency is not None:
+            self.concurrency.refused()
+        return Overloaded(
+            f"model {self.name!r} is at capacity: {self.pending} requests in progress "
+            f"(limit {limit} now, for {priority.name.lower()} priority {int(limit * SHARE[priority])})",
+            reason="concurrency_limit" if self.concurrency else "pending_limit",
+        )
+
     @contextlib.contextmanager
     def admitted(self, count: int = 1, priority: Priority = Priority.NORMAL) -> Iterator[None]:
         """Hold ``count`` places under the model's limit — taken before the body is read, so an
         overloaded service refuses at once (429) without reading uploads it will not serve."""
-        limit = self.limit
-        if self.pending + count > self.max_pending or not admits(limit, self.pending, priority, count):
-            if self.concurrency is not None:
-                self.concurrency.refused()
-            raise Overloaded(
-                f"model {self.name!r} is at capacity: {self.pending} requests in progress "
-                f"(limit {limit} now, for {priority.name.lower()} priority {int(limit * SHARE[priority])})",
-                reason="concurrency_limit" if self.concurrency else "pending_limit",
-            )
+        refused = self.refusal(count, priority)
+        if refused is not None:
+            raise refused
         self.pending += count
         try:
             yield

@@ -26,18 +26,24 @@ SCOPE_KEY = "servoscope.delivery"
 
 
 class Probe:
-    """The queue of one connection: its transport's buffer and its socket's send queue."""
+    """The queue of one connection: its transport's buffer and its socket's send queue. One probe
+    serves every request on the connection; its socket is looked up once, when first needed."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport  # its socket is looked up only when an answer is recorded
+        self.transport = transport
+        self._fd: int | None = None
 
     def unsent_bytes(self) -> int:
         """Bytes of answers the client has not acknowledged; 0 once the connection is gone."""
-        sock = self.transport.get_extra_info("socket")
-        if sock is None or self.transport.is_closing():
+        if self.transport.is_closing():
             return 0
+        if self._fd is None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is None:
+                return 0
+            self._fd = sock.fileno()
         try:
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+            queued = struct.unpack("i", fcntl.ioctl(self._fd, SIOCOUTQ, b"\0\0\0\0"))[0]
         except OSError:  # closed meanwhile, or not a TCP socket
             return 0
         return self.transport.get_write_buffer_size() + queued
@@ -56,9 +62,9 @@ class Probe:
         return max(0.0, clock.now() - since)
 
 
-def attach(scope: dict[str, Any], transport: asyncio.Transport) -> None:
-    """Give the request's ASGI scope a probe of its connection (the HTTP protocol calls this)."""
-    scope.setdefault("extensions", {})[SCOPE_KEY] = Probe(transport)
+def attach(scope: dict[str, Any], probe: Probe) -> None:
+    """Give the request's ASGI scope the probe of its connection (the HTTP protocol calls this)."""
+    scope.setdefault("extensions", {})[SCOPE_KEY] = probe
 
 
 def probe_of(scope: dict[str, Any]) -> Probe | None:

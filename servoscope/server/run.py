@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from servoscope.server import delivery
+from servoscope.server.door import Door
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
 
@@ -78,6 +79,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._probe = delivery.Probe(transport)
         self._head_bytes = 0  # of the request line and headers parsed so far
         self._unparsed_bytes = 0  # read while the head was incomplete
         self._header_count = 0
@@ -104,7 +106,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        delivery.attach(self.scope, self.transport)  # type: ignore[arg-type]
+        delivery.attach(self.scope, self._probe)
         self._head_bytes = self._unparsed_bytes = self._header_count = 0
         self._in_head = self._head_started = True
         if self._head_timer is None:
@@ -178,7 +180,7 @@ def bounded_protocol(head_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
-        app,
+        Door(app, app.state.servoscope),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
