@@ -135,6 +135,18 @@ def test_more_traffic_filling_the_preprocess_queue_is_traffic_growth_not_starvat
     assert d.top.cause == "traffic-growth", report.to_text(d)
 
 
+def test_demand_counted_on_arrival_shows_growth_that_answers_lag() -> None:
+    """+15 % arrivals while a backlog builds: answered rose 2 % only. The arrivals say traffic grew;
+    without them (a service that predates the count) the same windows are not called growth."""
+    base = evidence.load(DRILLS / "traffic-growth-batched" / "baseline.json")
+    now = evidence.load(DRILLS / "traffic-growth-batched" / "degraded.json")
+    now = dataclasses.replace(now, answered_per_s=base.answered_per_s * 1.02, batch_mean_size=base.batch_mean_size * 1.3)
+    counted = diagnose(dataclasses.replace(base, arrived_per_s=134.0), dataclasses.replace(now, arrived_per_s=154.0))
+    assert counted.top.cause == "traffic-growth", report.to_text(counted)
+    assert "traffic 134 → 154 req/s (×1.15)" in counted.top.evidence[0]
+    assert diagnose(base, now).top.cause != "traffic-growth"
+
+
 def test_a_p95_rise_within_its_sampling_error_is_no_regression() -> None:
     """+12 % on total P95 is a regression on 5000 samples, but within the noise of 150."""
     base = evidence.load(DRILLS / "traffic-growth" / "baseline.json")

@@ -134,8 +134,13 @@ def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
         assert [r.finish() for r in holders] == [200] * 10
         assert client.post(CLASSIFY, **jpeg).status_code == 200  # places freed: admitted again
         metrics = client.get("/metrics").text
+        window = client.get("/v1/stats").json()["models"][MODEL]["windows"]["1m"]["throughput"]
     assert metric_value(metrics, "servoscope_refused_total", model=MODEL, reason="pending_limit") == 3
     assert metric_value(metrics, "servoscope_requests_total", model=MODEL, code="429") == 3
+    # every inference request for the served model counts on arrival: 10 held, 3 refused, the bad
+    # priority and the last one (the version not served names no served model)
+    assert metric_value(metrics, "servoscope_requests_arrived_total", model=MODEL) == 15
+    assert window["arrived_per_s"] > window["refused_per_s"] > 0
 
 
 def test_the_door_knows_inference_paths_only() -> None:

@@ -55,6 +55,13 @@ class Evidence:
     memory_available_bytes: float
     memory_total_bytes: float | None  # None where the source does not export it (Prometheus)
     swap_used_percent: float | None
+    arrived_per_s: float = 0.0  # demand, counted on arrival (0 where the service predates the count)
+
+    @property
+    def traffic_per_s(self) -> float:
+        """Requests per second sent to the model: the arrivals where counted, else what was answered
+        or refused (which lags the arrivals while a backlog builds)."""
+        return self.arrived_per_s or self.answered_per_s + self.refused_per_s
 
     @property
     def total(self) -> Percentiles:
@@ -136,6 +143,7 @@ def _evidence(stats: dict[str, Any], name: str, window: str, entry: dict[str, An
         memory_available_bytes=_num(system, "memory_available_bytes"),
         memory_total_bytes=_num(system, "memory_total_bytes"),
         swap_used_percent=_num(system, "swap_used_percent"),
+        arrived_per_s=_num(w, "throughput", "arrived_per_s"),
     )
 
 

@@ -89,6 +89,7 @@ class PromSource:
             memory_available_bytes=one(f"min(avg_over_time(servoscope_system_memory_available_bytes[{r}]))"),
             memory_total_bytes=None,
             swap_used_percent=None,
+            arrived_per_s=one(f"sum(rate(servoscope_requests_arrived_total{{{m}}}[{r}]))"),
         )
 
 

@@ -24,7 +24,7 @@ DELIVERY = "delivery"  # attributed beside the stages: after respond, until the 
 MIN_SAMPLES = 100  # per window, in the total stage
 MIN_P95_RATIO = 1.10  # a regression is at least 10 % on total P95 …
 MIN_P95_DELTA_S = 0.005  # … and at least 5 ms
-# Traffic (answered + refused) up by this much counts as growth: the incident's +15 % must register,
+# Traffic (arrivals; else answered + refused) up by this much counts as growth: the incident's +15 % must register,
 # and a rate measured over a window of ~1000 requests is within ±3 % of the offered one.
 MIN_TRAFFIC_GROWTH = 1.05
 
@@ -316,8 +316,8 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         "more traffic pushed the model instances past their knee; queues grow across stages",
         _conf(0.5 + (load - 1) + 0.3 * (now.busy_ratio - 0.7) / 0.3),
         (
-            f"traffic {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s (×{load:.2f}); "
-            f"refused {now.refused_per_s:.1f}/s {now.refused_by_reason or ''}".rstrip(),
+            f"traffic {base.traffic_per_s:.0f} → {now.traffic_per_s:.0f} req/s (×{load:.2f}); answered "
+            f"{base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; refused {now.refused_per_s:.1f}/s {now.refused_by_reason or ''}".rstrip(),
             f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f}; capacity unchanged "
             f"({base.capacity_per_s:.0f} → {now.capacity_per_s:.0f} req/s)",
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; {_spread(a)}",
@@ -405,6 +405,9 @@ def _cpu_line(base: Evidence, now: Evidence) -> str:
 
 
 def _traffic_ratio(base: Evidence, now: Evidence) -> float:
+    """Demand now ÷ demand then, from the arrivals when both windows counted them."""
+    if base.arrived_per_s > 0 and now.arrived_per_s > 0:
+        return _ratio(now.arrived_per_s, base.arrived_per_s)
     return _ratio(now.answered_per_s + now.refused_per_s, base.answered_per_s + base.refused_per_s)
 
 

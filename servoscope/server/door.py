@@ -30,7 +30,8 @@ HEADERS = [(b"content-type", b"application/json")]
 
 
 class Door:
-    """An ASGI middleware in front of the app (pure ASGI: nothing is built for a refusal)."""
+    """A pure ASGI middleware in front of the routes: nothing is built for a refusal. It also counts
+    every inference request for a served model on arrival (the demand), refused or not."""
 
     def __init__(self, app, state: ServerState) -> None:  # type: ignore[no-untyped-def]
         self.app = app
@@ -38,26 +39,29 @@ class Door:
 
     async def __call__(self, scope: Scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["type"] == "http" and scope["method"] == "POST":
-            refusal = self.refusal(scope)
-            if refusal is not None:
-                await self.refuse(*refusal, send)
-                return
+            service = self.served(scope["path"])
+            if service is not None:
+                self.state.observer.arrived(service.name)
+                refused = self.refusal(service, scope)
+                if refused is not None:
+                    await self.refuse(service, refused, send)
+                    return
         await self.app(scope, receive, send)
 
-    def refusal(self, scope: Scope) -> tuple[ModelService, Overloaded] | None:
-        """The model and its refusal, when the request is certain to be refused."""
+    def served(self, path: str) -> ModelService | None:
+        """The model an inference path names, while the service is up and serves it."""
         pipeline = self.state.pipeline
         if pipeline is None or self.state.draining:
             return None
-        service = pipeline.services.get(inference_target(scope["path"], pipeline.services) or "")
-        if service is None:
-            return None
+        return pipeline.services.get(inference_target(path, pipeline.services) or "")
+
+    def refusal(self, service: ModelService, scope: Scope) -> Overloaded | None:
+        """The model's refusal, when the request is certain to be refused."""
         try:
             rank = Priority.parse(header(scope, b"x-priority"))
         except ValueError:
             return None  # the app answers 400
-        refused = service.refusal(1, rank)
-        return (service, refused) if refused is not None else None
+        return service.refusal(1, rank)
 
     async def refuse(self, service: ModelService, refused: Overloaded, send) -> None:  # type: ignore[no-untyped-def]
         timing = Timing(self.state.clock.now(), model=service.name, status=refused.status, error=refused.reason)

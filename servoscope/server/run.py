@@ -19,7 +19,6 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from servoscope.server import delivery
-from servoscope.server.door import Door
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
 
@@ -180,7 +179,7 @@ def bounded_protocol(head_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
-        Door(app, app.state.servoscope),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

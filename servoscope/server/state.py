@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 
 class Observer(Protocol):
-    """Where timing records go: told when a request arrives and once its answer is sent."""
+    """Where timing records go: told when an inference request arrives for a model (``arrived``),
+    when a request's handling begins, and once its answer is sent."""
+
+    def arrived(self, model: str) -> None: ...
 
     def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None: ...
 
@@ -30,6 +33,9 @@ class Observer(Protocol):
 
 
 class NoObserver:
+    def arrived(self, model: str) -> None:
+        pass
+
     def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None:
         pass
 

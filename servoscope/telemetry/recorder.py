@@ -60,6 +60,14 @@ class Telemetry:
         except Exception:  # noqa: BLE001 — telemetry boundary
             self._guarded_failure("begin")
 
+    def arrived(self, model: str) -> None:
+        """An inference request for ``model`` arrived (counted before it is admitted or refused)."""
+        try:
+            self.metrics.arrived.labels(model).inc()
+            self.counts.count(("arrived", model))
+        except Exception:  # noqa: BLE001 — telemetry boundary
+            self._guarded_failure("arrived")
+
     def record(self, timing: Timing) -> None:
         """A request was answered (the RecordSink)."""
         try:
