@@ -143,6 +143,26 @@ def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
     assert window["arrived_per_s"] > window["refused_per_s"] > 0
 
 
+def test_door_refusals_keep_the_connection_in_order(
+    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+) -> None:
+    """Refused at the door, three requests pipelined on one connection are answered in order, each
+    body discarded; the last asks to close, and the connection is closed after its answer."""
+    holders = [held("high") for _ in range(10)]
+    wait_pending(small_limit_server, 10)
+    body = photos["coffee"].jpeg
+    host, port = small_limit_server.url.removeprefix("http://").split(":")
+    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall((head + "\r\n").encode() + body + (head + "\r\n").encode() + body + (head + "Connection: close\r\n\r\n").encode() + body)
+        received = b""
+        while chunk := sock.recv(65536):  # ends when the server closes the connection
+            received += chunk
+    assert received.count(b"HTTP/1.1 429 ") == 3 and received.startswith(b"HTTP/1.1 429 "), received
+    assert received.count(b"retry-after: 1") == 3
+    assert [r.finish() for r in holders] == [200] * 10
+
+
 def test_the_door_knows_inference_paths_only() -> None:
     services = {"m": type("Served", (), {"version": "2"})()}
     assert inference_target("/v1/models/m/classify", services) == "m"  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ from typing import AsyncIterator, Mapping
 from prometheus_client import disable_created_metrics
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,7 +20,6 @@ from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.server import api, dashboard, openapi, v2
-from servoscope.server.door import Door
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
@@ -119,7 +117,6 @@ def create_app(
     app = Starlette(
         routes=[*api.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
         lifespan=lifespan,
-        middleware=[Middleware(Door, state=state)],  # refusals under overload, before routing
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.servoscope = state

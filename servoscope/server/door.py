@@ -1,16 +1,21 @@
-"""The door: inference requests a model cannot take now are refused before the app sees them.
+"""The door: inference requests a model cannot take now are refused from their request line and
+headers alone, before an ASGI task, a route or a body read is spent on them.
 
 Under overload most arrivals are refused (at 4× capacity, three in four), so what a refusal costs
-is taken from the requests being served. Through the app a refusal paid for routing, middleware,
-request objects, a timing record and a delivery probe — about as much event-loop time as an
-answer's. Here it is one look at the path and the ``X-Priority`` header, the model's admission
-check, and one small write: the same 429, ``Retry-After`` and JSON error the app sends, counted in
-the same metrics (``servoscope_requests_total``, ``servoscope_refused_total`` by reason).
+is taken from the requests being served: their event loop and the GIL they share with preprocess
+and inference threads. Through the app a refusal paid for a task, routing, middleware, request
+objects, a timing record and a delivery probe — about as much event-loop time as an answer's. At
+the door it is one look at the path and ``X-Priority``, the model's admission check and one write
+of the same 429, ``Retry-After`` and JSON error the app sends, counted in the same metrics
+(``servoscope_requests_total``, ``servoscope_refused_total`` by reason).
 
 Only what is certain to be refused is refused here: a request the model would admit, one with a
 malformed ``X-Priority``, for a model or version that is not served, or while starting or
-draining, goes on to the app, which admits it again (the check is the same; a v2 request's image
-count is known only from its body, and one image is the least it can hold).
+draining goes on to the app, which admits it again (the check is the same; a v2 request's image
+count is known only from its body, and one image is the least it can hold). The door also counts
+every inference request for a served model on arrival — the demand, refused or not.
+
+The HTTP protocol (``server/run.py``) asks :meth:`Door.arrived` once per request.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import math
 
 import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
@@ -25,28 +31,25 @@ from servoscope.pipeline.service import ModelService
 from servoscope.server.state import ServerState
 from servoscope.stages import Stage, Timing
 
-Scope = dict
-HEADERS = [(b"content-type", b"application/json")]
+Headers = list[tuple[bytes, bytes]]  # as the protocol parsed them: names in lower case
 
 
 class Door:
-    """A pure ASGI middleware in front of the routes: nothing is built for a refusal. It also counts
-    every inference request for a served model on arrival (the demand), refused or not."""
-
-    def __init__(self, app, state: ServerState) -> None:  # type: ignore[no-untyped-def]
-        self.app = app
+    def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    async def __call__(self, scope: Scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-        if scope["type"] == "http" and scope["method"] == "POST":
-            service = self.served(scope["path"])
-            if service is not None:
-                self.state.observer.arrived(service.name)
-                refused = self.refusal(service, scope)
-                if refused is not None:
-                    await self.refuse(service, refused, send)
-                    return
-        await self.app(scope, receive, send)
+    def arrived(self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool) -> bytes | None:
+        """A request's head has arrived: the whole HTTP answer when it is refused here, else None.
+        ``may_refuse`` is False while an earlier request on the connection is still being answered
+        (answers must leave in order); the request is then counted only."""
+        if method != b"POST":
+            return None
+        service = self.served(url.partition(b"?")[0].decode("latin-1"))
+        if service is None:
+            return None
+        self.state.observer.arrived(service.name)
+        refused = self.refusal(service, headers) if may_refuse else None
+        return self.refuse(service, refused, keep_alive) if refused is not None else None
 
     def served(self, path: str) -> ModelService | None:
         """The model an inference path names, while the service is up and serves it."""
@@ -55,22 +58,24 @@ class Door:
             return None
         return pipeline.services.get(inference_target(path, pipeline.services) or "")
 
-    def refusal(self, service: ModelService, scope: Scope) -> Overloaded | None:
+    def refusal(self, service: ModelService, headers: Headers) -> Overloaded | None:
         """The model's refusal, when the request is certain to be refused."""
         try:
-            rank = Priority.parse(header(scope, b"x-priority"))
+            rank = Priority.parse(header(headers, b"x-priority"))
         except ValueError:
             return None  # the app answers 400
         return service.refusal(1, rank)
 
-    async def refuse(self, service: ModelService, refused: Overloaded, send) -> None:  # type: ignore[no-untyped-def]
-        timing = Timing(self.state.clock.now(), model=service.name, status=refused.status, error=refused.reason)
+    def refuse(self, service: ModelService, refused: Overloaded, keep_alive: bool) -> bytes:
+        clock = self.state.clock
+        timing = Timing(clock.now(), model=service.name, status=refused.status, error=refused.reason)
         body = orjson.dumps({"error": refused.message})
-        headers = [*HEADERS, (b"retry-after", b"%d" % max(1, math.ceil(refused.retry_after_s or 1))), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": refused.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        timing.end(Stage.RESPOND, self.state.clock.now())
+        retry = max(1, math.ceil(refused.retry_after_s or 1))
+        close = b"" if keep_alive else b"connection: close\r\n"
+        head = b"content-type: application/json\r\nretry-after: %d\r\ncontent-length: %d\r\n%s\r\n" % (retry, len(body), close)
+        timing.end(Stage.RESPOND, clock.now())
         self.state.observer.record(timing)
+        return STATUS_LINE[refused.status] + head + body
 
 
 def inference_target(path: str, services: dict[str, ModelService]) -> str | None:
@@ -86,8 +91,8 @@ def inference_target(path: str, services: dict[str, ModelService]) -> str | None
     return None
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+def header(headers: Headers, name: bytes) -> str | None:
+    for key, value in headers:
         if key == name:
             return value.decode("latin-1")
     return None

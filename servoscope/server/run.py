@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from servoscope.server import delivery
+from servoscope.server.door import Door
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
 
@@ -72,9 +73,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     - After a response that did not wait for the whole body (413, 408, 415 …), uvicorn discards
       the rest of the body for as long as it keeps coming: now for ``LINGER_S`` at most, then the
       connection is closed (a body that ends within it leaves the connection usable).
+
+    And it has a door (``server/door.py``): once a request's head is parsed, an inference request the
+    model is certain to refuse is answered 429 there, its body discarded as it arrives, and no ASGI
+    task is started for it.
     """
 
     head_timeout_s: float = 10.0
+    door: Door | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -85,6 +91,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_started = False
         self._refusal: tuple[int, str] | None = None
+        self._refused_at_door = False  # the current request was answered at the door: drop its body
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         self._linger: asyncio.TimerHandle | None = None
 
@@ -108,6 +115,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         delivery.attach(self.scope, self._probe)
         self._head_bytes = self._unparsed_bytes = self._header_count = 0
         self._in_head = self._head_started = True
+        self._refused_at_door = False
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
@@ -127,10 +135,36 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self.door is not None and self._answered_at_door():
+            return
         super().on_headers_complete()
 
+    def _answered_at_door(self) -> bool:
+        idle = self.cycle is None or self.cycle.response_complete  # else answers must wait their turn
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        answer = self.door.arrived(self.parser.get_method(), self.url, self.headers, idle, keep_alive)  # type: ignore[union-attr]
+        if answer is None:
+            return False
+        self._refused_at_door = True
+        self.transport.write(answer)
+        if not keep_alive:
+            self.transport.close()
+        elif self._linger is None:  # the body is discarded as it comes, for LINGER_S at most
+            self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+        return True
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused_at_door:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
-        super().on_message_complete()
+        if self._refused_at_door:  # a refused request's body has ended: ready for the next request
+            self._refused_at_door = False
+            if not self.transport.is_closing():  # idle until the next request, as after any answer
+                self._unset_keepalive_if_required()
+                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        else:
+            super().on_message_complete()
         if self._linger is not None:  # the body ended while being discarded: the connection is clean
             self._linger.cancel()
             self._linger = None
@@ -173,8 +207,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def bounded_protocol(head_timeout_s: float) -> type[BoundedHttpToolsProtocol]:
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s})
+def bounded_protocol(head_timeout_s: float, door: Door | None = None) -> type[BoundedHttpToolsProtocol]:
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s, "door": door})
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
@@ -183,7 +217,7 @@ def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=bounded_protocol(settings.body_timeout_s),
+        http=bounded_protocol(settings.body_timeout_s, Door(app.state.servoscope)),
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
