@@ -19,15 +19,12 @@ from support import MODEL, ServerProcess, free_port
 from test_doctor_live import MISCONFIGURED, servoscope
 from test_prometheus import PROMETHEUS, Prometheus, wait_for
 
-# slow and opt-in (--run-slow): two servers, a Prometheus and two load runs; it was flaky under
-# CPU contention on 2 cores, so it stays out of CI until it is made robust.
-pytestmark = [
-    pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not on PATH"),
-    pytest.mark.slow,
-]
+pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not on PATH")
 
 RANGE = "15s"  # covers the whole healthy load; the degraded load outlasts it, so windows do not mix
-RATE = "60"
+# A fifth of what 2 cores serve: the healthy server stays far from its knee even with both cores taken
+# by other processes (checked with two CPU hogs running beside it), so the baseline stays healthy.
+RATE = "30"
 
 
 @pytest.fixture
