@@ -6,7 +6,9 @@ same healthy traffic) where the right answer is "no regression".
     python bench/doctor_accuracy.py --repeats 3
 
 Prints the confusion table (true scenario × diagnosed cause). The doctor never sees which drill
-ran: it gets the snapshot files, as it would in production.
+ran: it gets the snapshot files, as it would in production. The snapshots of every run it got wrong
+are kept in bench/results/doctor_accuracy_misses/ (``servoscope doctor --snapshot … --baseline …``
+reads them again).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +28,7 @@ from servoscope.drills.scenarios import SCENARIOS, Degradation, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+MISSES = RESULTS / "doctor_accuracy_misses"
 # the cause the doctor should name for each scenario (where the names differ)
 EXPECTED = {"image-drift": "input-drift", "no-change": "no-regression"}
 NO_CHANGE = Scenario(
@@ -56,7 +60,13 @@ def main() -> int:
                 run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
                 cause = diagnosed(folder)
                 table[name][cause] += 1
-                print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}", flush=True)
+                kept = ""
+                if cause != EXPECTED.get(name, name):  # a miss: its snapshots are kept to be read
+                    kept = MISSES / folder.name
+                    shutil.rmtree(kept, ignore_errors=True)
+                    shutil.copytree(folder, kept)
+                    kept = f"  (snapshots kept in {kept.relative_to(ROOT)})"
+                print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}{kept}", flush=True)
     causes = sorted({c for counts in table.values() for c in counts})
     print(f"\n{'true scenario':<22} " + " ".join(f"{c[:14]:>14}" for c in causes))
     for name, counts in table.items():

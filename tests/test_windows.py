@@ -82,3 +82,22 @@ def test_a_window_can_end_in_the_past() -> None:
     assert rolling.total("c", 240, ago_s=60) == 3
     assert rolling.covered_s(240, ago_s=60) == 60  # only 60 s of data existed before the last minute
     assert rolling.keys(60, ago_s=200) == set()
+
+
+def test_event_rate_is_over_the_span_the_events_came_in() -> None:
+    """Arrivals every 0.5 s from t = 10 to t = 18 on a service started at t = 0, read at t = 30:
+    2 per second — not 17 over the 30 s the window covers."""
+    clock = ManualClock(0.0)
+    rolling = Rolling(clock, bucket_s=1, horizon_s=300)
+    clock.advance(10)
+    for _ in range(17):
+        rolling.event("a")
+        clock.advance(0.5)
+    clock.advance(11.5)
+    assert rolling.total("a", 60) == 17
+    assert rolling.event_rate("a", 60) == pytest.approx(2.0)
+    assert rolling.total("a", 15) == 5  # the window's start cuts in: 16 s … 18 s, still 2 per second
+    assert rolling.event_rate("a", 15) == pytest.approx(2.0)
+    assert rolling.event_rate("none", 60) == 0.0
+    rolling.event("b")
+    assert rolling.event_rate("b", 60) == pytest.approx(1 / 30)  # one event: count over the covered time

@@ -92,6 +92,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_started = False
         self._refusal: tuple[int, str] | None = None
         self._refused_at_door = False  # the current request was answered at the door: drop its body
+        self._close_after_body = False  # … and close the connection once it has come (Connection: close)
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         self._linger: asyncio.TimerHandle | None = None
 
@@ -146,10 +147,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if answer is None:
             return False
         self._refused_at_door = True
+        self._close_after_body = not keep_alive
         self.transport.write(answer)
-        if not keep_alive:
-            self.transport.close()
-        elif self._linger is None:  # the body is discarded as it comes, for LINGER_S at most
+        if self._linger is None:  # the body is discarded as it comes, for LINGER_S at most
             self._linger = self.loop.call_later(LINGER_S, self.transport.close)
         return True
 
@@ -160,7 +160,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._refused_at_door:  # a refused request's body has ended: ready for the next request
             self._refused_at_door = False
-            if not self.transport.is_closing():  # idle until the next request, as after any answer
+            if self._close_after_body:  # closed only now: unread bytes would make the close a reset
+                self.transport.close()
+            elif not self.transport.is_closing():  # idle until the next request, as after any answer
                 self._unset_keepalive_if_required()
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
         else:

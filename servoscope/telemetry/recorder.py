@@ -64,7 +64,7 @@ class Telemetry:
         """An inference request for ``model`` arrived (counted before it is admitted or refused)."""
         try:
             self.metrics.arrived.labels(model).inc()
-            self.counts.count(("arrived", model))
+            self.counts.event(("arrived", model))
         except Exception:  # noqa: BLE001 — telemetry boundary
             self._guarded_failure("arrived")
 

@@ -27,7 +27,6 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
     codes: dict[str, float] = {}
     refused: dict[str, float] = {}
     sizes: dict[str, float] = {}
-    arrived = 0.0
     for key in t.counts.keys(window_s, ago_s):
         kind, name = key[0], key[1]
         if name != model:
@@ -39,8 +38,6 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
             refused[key[2]] = total
         elif kind == "batch_size":
             sizes[str(key[2])] = total
-        elif kind == "arrived":
-            arrived = total
     answered = sum(codes.values())
     ok = sum(n for code, n in codes.items() if code.startswith("2"))
     batches = sum(sizes.values())
@@ -49,7 +46,8 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
         "stages": {stage: summary(t.sketches.merged((model, stage), window_s, ago_s)) for stage in STAGE_NAMES},
         "delivery": summary(t.sketches.merged((model, DELIVERY), window_s, ago_s)),
         "throughput": {
-            "arrived_per_s": arrived / covered,
+            # demand: from the first arrival to the last in the window (see Rolling.event_rate)
+            "arrived_per_s": t.counts.event_rate(("arrived", model), window_s, ago_s),
             "answered_per_s": answered / covered,
             "ok_per_s": ok / covered,
             "errors_per_s": (answered - ok) / covered,

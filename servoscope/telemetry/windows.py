@@ -26,6 +26,7 @@ class _Bucket:
     index: int
     sketches: dict[Hashable, DDSketch] = field(default_factory=dict)
     counts: collections.Counter[Hashable] = field(default_factory=collections.Counter)
+    spans: dict[Hashable, list[float]] = field(default_factory=dict)  # first and last event time, per key
 
 
 class Rolling:
@@ -38,8 +39,8 @@ class Rolling:
         self._buckets: collections.deque[_Bucket] = collections.deque(maxlen=int(horizon_s / bucket_s) + 1)
         self._started = clock.now()
 
-    def _current(self) -> _Bucket:
-        index = int(self.clock.now() // self.bucket_s)
+    def _current(self, now: float | None = None) -> _Bucket:
+        index = int((self.clock.now() if now is None else now) // self.bucket_s)
         if not self._buckets or self._buckets[-1].index != index:
             self._buckets.append(_Bucket(index))
         return self._buckets[-1]
@@ -53,6 +54,31 @@ class Rolling:
 
     def count(self, key: Hashable, amount: float = 1.0) -> None:
         self._current().counts[key] += amount
+
+    def event(self, key: Hashable) -> None:
+        """Count one event of ``key`` and keep its time (for :meth:`event_rate`)."""
+        now = self.clock.now()
+        bucket = self._current(now)
+        bucket.counts[key] += 1
+        span = bucket.spans.get(key)
+        if span is None:
+            bucket.spans[key] = [now, now]
+        else:
+            span[1] = now
+
+    def event_rate(self, key: Hashable, window_s: float, ago_s: float = 0.0) -> float:
+        """Events per second from the first to the last in the window: the whole window while they
+        keep coming; a window that began before they started (a service just started) or that
+        ended after they stopped is not diluted by those idle seconds."""
+        n, first, last = 0.0, float("inf"), float("-inf")
+        for bucket in self._recent(window_s, ago_s):
+            span = bucket.spans.get(key)
+            if span is not None:
+                n += bucket.counts[key]
+                first, last = min(first, span[0]), max(last, span[1])
+        if n < 2 or last <= first:
+            return n / self.covered_s(window_s, ago_s)
+        return (n - 1) / (last - first)
 
     def _recent(self, window_s: float, ago_s: float = 0.0) -> Iterable[_Bucket]:
         end = self.clock.now() - ago_s
