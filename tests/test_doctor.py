@@ -158,3 +158,50 @@ def test_a_p95_rise_within_its_sampling_error_is_no_regression() -> None:
 
     assert not diagnose(window(150, 1.0), window(150, 1.12)).confirm.significant
     assert diagnose(window(5000, 1.0), window(5000, 1.12)).confirm.significant
+
+
+def _on_gpu(e: evidence.Evidence, util: float, clock: float, reasons: tuple[str, ...] = ()) -> evidence.Evidence:
+    """FAKE GPU readings (this machine has no GPU) on a real drill's evidence."""
+    return dataclasses.replace(e, gpu_utilization_percent=util, gpu_clock_ratio=clock, gpu_throttle_reasons=reasons)
+
+
+@pytest.mark.parametrize(
+    ("util", "clock", "reasons", "words"),
+    [
+        (97.0, 0.98, (), "the GPU is saturated (97% busy)"),
+        (55.0, 0.55, ("hw_thermal_slowdown",), "the GPU is throttled"),
+        (70.0, 0.62, (), "the GPU is throttled"),  # clocks held down without a reason NVML names
+        (30.0, 0.99, (), "the GPU waits (30% busy)"),
+    ],
+)
+def test_slow_inference_on_a_gpu_tells_saturated_throttled_and_waiting_apart(
+    util: float, clock: float, reasons: tuple[str, ...], words: str
+) -> None:
+    base = _on_gpu(evidence.load(DRILLS / "slow-inference" / "baseline.json"), 60.0, 0.99)
+    now = _on_gpu(evidence.load(DRILLS / "slow-inference" / "degraded.json"), util, clock, reasons)
+    d = diagnose(base, now)
+    assert d.top.cause == "slow-inference" and words in d.top.summary, report.to_text(d)
+    assert f"GPU busy 60% → {util:.0f}%" in "\n".join(d.top.evidence)
+    assert d.top.fixes[0].scope == "infrastructure"
+
+
+def test_slow_inference_without_a_gpu_points_at_the_cores() -> None:
+    d = run_doctor("slow-inference")
+    assert "no GPU" in d.top.summary and "no GPU reported" in "\n".join(d.top.evidence)
+
+
+def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
+    """A /v1/stats document with a FAKE GPU reading: utilization and clock share from the window's
+    means where kept, else from the reading; slowing throttle reasons from the reading."""
+    doc = json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())["stats"]
+    doc["gpu"] = {"available": True, "reason": None, "driver_version": "fake", "devices": [
+        {"index": 0, "utilization_gpu_percent": 20, "sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "throttle_reasons": ["gpu_idle"]},
+        {"index": 1, "utilization_gpu_percent": 90, "sm_clock_mhz": 990, "sm_clock_max_mhz": 1980,
+         "throttle_reasons": ["sw_power_cap", "applications_clocks_setting"]},
+    ]}
+    latest = evidence.from_document(doc, window="1m")
+    assert (latest.gpu_utilization_percent, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (90.0, 0.5, ("sw_power_cap",))
+    doc["system_means"] = {"1m": {"gpu_utilization_percent": 75.5, "gpu_sm_clock_ratio": 0.7}}
+    means = evidence.from_document(doc, window="1m")
+    assert (means.gpu_utilization_percent, means.gpu_clock_ratio) == (75.5, 0.7)
+    assert evidence.from_document(json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())).gpu_utilization_percent is None

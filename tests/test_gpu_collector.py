@@ -17,7 +17,9 @@ import psutil
 import pytest
 
 from servoscope.clock import ManualClock
-from servoscope.telemetry.gpu import THROTTLE_REASONS, GpuCollector, GpuProcess, decode_throttle_reasons
+from servoscope.telemetry.gpu import THROTTLE_REASONS, GpuCollector, GpuProcess, GpuReading, decode_throttle_reasons
+from servoscope.telemetry.live import LiveCollector
+from servoscope.telemetry.monitor import Readings
 
 RECORDING = Path(__file__).parent / "data" / "nvml" / "two_devices.json"
 NVML_ERRORS = {  # name: (NVML return code, pynvml's message)
@@ -145,6 +147,20 @@ def test_every_field_of_a_busy_h100_is_decoded(fake: FakeNvml) -> None:
         GpuProcess(os.getpid(), "compute+graphics", 61203283968, psutil.Process().name()),
         GpuProcess(4194304, "compute", None, None),  # above any Linux pid_max: not visible here
     )
+
+
+def test_window_values_and_throttle_metric_of_a_recorded_reading(fake: FakeNvml) -> None:
+    """From the recording (a FAKE NVML: no GPU here): the busiest device's utilization and clock share,
+    averaged per stats window, and the throttle reasons as a Prometheus gauge."""
+    reading = GpuCollector(nvml=fake).sample()
+    values = reading.window_values()
+    assert values["gpu_utilization_percent"] == 87.0
+    assert values["gpu_sm_clock_ratio"] == pytest.approx(1755 / 1980)
+    assert GpuReading(False, reason="none").window_values() == {}
+    collector = LiveCollector(None, lambda: None, Readings(gpu=reading), lambda: 0)  # type: ignore[arg-type]
+    families = {f.name: f for f in collector._gpu()}
+    reasons = {(s.labels["gpu"], s.labels["reason"]) for s in families["servoscope_gpu_throttle_reason"].samples}
+    assert {("0", "sw_power_cap"), ("0", "sw_thermal_slowdown")} <= reasons
 
 
 def test_a_field_the_device_does_not_support_is_none(fake: FakeNvml) -> None:

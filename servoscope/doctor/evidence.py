@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from servoscope.stages import STAGE_NAMES, TOTAL
+from servoscope.telemetry.gpu import SLOWING_REASONS, GpuDevice, GpuReading
+
+GPU_FIELDS = ("index", "utilization_gpu_percent", "sm_clock_mhz", "sm_clock_max_mhz", "throttle_reasons")
 
 DEFAULT_WINDOW = "1m"
 
@@ -56,6 +59,10 @@ class Evidence:
     memory_total_bytes: float | None  # None where the source does not export it (Prometheus)
     swap_used_percent: float | None
     arrived_per_s: float = 0.0  # demand, counted on arrival (0 where the service predates the count)
+    # the accelerator, where there is one (None: no GPU, or a source that does not say)
+    gpu_utilization_percent: float | None = None  # the busiest GPU's, 0–100
+    gpu_clock_ratio: float | None = None  # its SM clock ÷ the maximum
+    gpu_throttle_reasons: tuple[str, ...] = ()  # the slowing reasons NVML gives now
 
     @property
     def traffic_per_s(self) -> float:
@@ -144,7 +151,24 @@ def _evidence(stats: dict[str, Any], name: str, window: str, entry: dict[str, An
         memory_total_bytes=_num(system, "memory_total_bytes"),
         swap_used_percent=_num(system, "swap_used_percent"),
         arrived_per_s=_num(w, "throughput", "arrived_per_s"),
+        **_gpu(stats.get("gpu"), system),
     )
+
+
+def _gpu(reading: Any, means: dict[str, Any]) -> dict[str, Any]:
+    """The GPU fields: window means where the service kept them, else the latest reading."""
+    if not isinstance(reading, dict) or not reading.get("available"):
+        return {}
+    latest = GpuReading(True, devices=tuple(
+        GpuDevice(**{k: v for k, v in d.items() if k in GPU_FIELDS}) for d in reading.get("devices") or () if isinstance(d, dict)
+    ))
+    values = {**latest.window_values(), **{k: v for k, v in means.items() if k.startswith("gpu_")}}
+    reasons = sorted({r for d in latest.devices for r in d.throttle_reasons or () if r in SLOWING_REASONS})
+    return {
+        "gpu_utilization_percent": values.get("gpu_utilization_percent"),
+        "gpu_clock_ratio": values.get("gpu_sm_clock_ratio"),
+        "gpu_throttle_reasons": tuple(reasons),
+    }
 
 
 def _percentiles(d: dict[str, Any]) -> Percentiles:

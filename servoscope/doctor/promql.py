@@ -16,6 +16,7 @@ import httpx
 
 from servoscope.doctor.evidence import Evidence, EvidenceError, Percentiles
 from servoscope.stages import STAGE_NAMES, TOTAL
+from servoscope.telemetry.gpu import SLOWING_REASONS
 
 TIMEOUT_S = 10.0
 QUANTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
@@ -44,6 +45,10 @@ class PromSource:
 
     def scalar(self, expr: str, at: str) -> float:
         return next(iter(self.by("", expr, at).values()), 0.0)
+
+    def maybe(self, expr: str, at: str) -> float | None:
+        """The value, or None where no series answers (a metric the targets do not export)."""
+        return next(iter(self.by("", expr, at).values()), None)
 
     def busiest_model(self, at: str) -> str:
         totals = self.by("model", f'sum by (model) (increase(servoscope_stage_duration_seconds_count{{stage="{TOTAL}"}}[{self.range}]))', at)
@@ -90,7 +95,21 @@ class PromSource:
             memory_total_bytes=None,
             swap_used_percent=None,
             arrived_per_s=one(f"sum(rate(servoscope_requests_arrived_total{{{m}}}[{r}]))"),
+            **self._gpu(at),
         )
+
+    def _gpu(self, at: str) -> dict[str, Any]:
+        """The busiest GPU over the range, where the targets have one."""
+        r = self.range
+        util = self.maybe(f"100 * max(avg_over_time(servoscope_gpu_utilization_ratio[{r}]))", at)
+        if util is None:
+            return {}
+        clock = self.maybe(f"min(avg_over_time(servoscope_gpu_sm_clock_hertz[{r}]) / avg_over_time(servoscope_gpu_sm_clock_max_hertz[{r}]))", at)
+        reasons = self.by("reason", f"max by (reason) (max_over_time(servoscope_gpu_throttle_reason[{r}]))", at)
+        return {
+            "gpu_utilization_percent": util, "gpu_clock_ratio": clock,
+            "gpu_throttle_reasons": tuple(sorted(k for k, v in reasons.items() if v > 0 and k in SLOWING_REASONS)),
+        }
 
 
 def _quantile(q: float, metric: str, match: str, range_: str, by: str = "") -> str:

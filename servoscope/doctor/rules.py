@@ -255,25 +255,68 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
     if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1:
         return None
     n = now.instances
+    summary, device, first_fix = _accelerator(base, now)
     return Finding(
         "slow-inference",
-        "the model itself runs slower (throttled or contended accelerator/cores) at the same load",
+        summary,
         _conf(0.5 + 0.1 * min(inf, 4.0)),
         (
             f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} (×{inf:.1f}); "
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}",
             f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f} at {base.answered_per_s:.0f} → "
             f"{now.answered_per_s:.0f} req/s: capacity {cap[0]:.0f} → {cap[1]:.0f} req/s",
+            device,
             f"no outside CPU ({now.outside_cpu_cores:.2f} cores), no input drift; {_spread(a)}",
         ),
         (
-            Fix("check the accelerator/cores: clocks and thermal throttling, power caps, other tenants (GPU util, nvidia-smi)",
-                f"capacity back to ~{cap[0]:.0f} req/s if it is throttling", "infrastructure"),
+            first_fix,
             Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
                 "queueing in batch_wait collapses", "infrastructure"),
             Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
                 "per-batch inference time down; accuracy must be re-checked", "model"),
         ),
+    )
+
+
+GPU_BUSY_PERCENT = 85.0  # at or above: the GPU is saturated
+GPU_SLOW_CLOCK = 0.8  # SM clock below this share of its maximum: held down
+
+
+def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
+    """What ran the slower inference: a throttled GPU, a saturated one, one left waiting on the host —
+    told apart by its utilization and clocks — or, without a GPU, the CPU cores."""
+    back = f"inference P95 back toward {ms(base.stages['inference'].p95)}"
+    util, clock, reasons = now.gpu_utilization_percent, now.gpu_clock_ratio, now.gpu_throttle_reasons
+    if util is None:
+        return (
+            "the model itself runs slower at the same load (no GPU: the cores running it are throttled or shared)",
+            "no GPU reported: inference runs on the CPU",
+            Fix("check the cores: frequency scaling and thermal throttling, CPU steal on a VM, cgroup CPU-quota throttling",
+                back, "infrastructure"),
+        )
+    was = f"{base.gpu_utilization_percent:.0f}%" if base.gpu_utilization_percent is not None else "unknown"
+    clocks = f"SM clock {clock:.0%} of its maximum" if clock is not None else "SM clock unknown"
+    line = f"GPU busy {was} → {util:.0f}%; {clocks}; throttle reasons: {', '.join(reasons) or 'none'}"
+    if reasons or (clock is not None and clock < GPU_SLOW_CLOCK):
+        return (
+            f"the GPU is throttled: its clocks are held down ({clocks}), so every batch takes longer",
+            line,
+            Fix("restore the clocks: cooling and airflow for thermal slowdown, the power limit (nvidia-smi -pl) for "
+                "power capping; move the service off a card that keeps throttling", back, "infrastructure"),
+        )
+    if util >= GPU_BUSY_PERCENT:
+        return (
+            f"the GPU is saturated ({util:.0f}% busy) and each batch takes longer: other work shares the GPU, or the model got heavier",
+            line,
+            Fix("find what else runs on the GPU (nvidia-smi; the processes in /v1/stats) and move it, or give the model "
+                "a GPU of its own (a dedicated card or a MIG slice)", back, "infrastructure"),
+        )
+    return (
+        f"the GPU waits ({util:.0f}% busy) while inference got slower: the time goes on the host — "
+        "CPU work around the kernels, copies between host and device",
+        line,
+        Fix("profile the host side of inference: CPU contention on the cores feeding the GPU, host↔device copies "
+            "(IO binding), batches too small to keep the GPU busy", back, "infrastructure"),
     )
 
 

@@ -49,6 +49,10 @@ THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
 """NVML's throttle reason bits (since driver 535 "clocks event reasons") and our names for them."""
 
 
+# The reasons that slow a busy GPU down (idle and the application clock setting do not).
+SLOWING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+
+
 def decode_throttle_reasons(mask: int) -> tuple[str, ...]:
     """Names of the reasons set in an NVML clock event mask; an unknown bit reads ``bit_<n>``."""
     names = [name for bit, name in THROTTLE_REASONS if mask & bit]
@@ -121,6 +125,16 @@ class GpuReading:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def window_values(self) -> dict[str, float | None]:
+        """What is averaged per stats window: the busiest device's utilization (percent) and its SM
+        clock as a share of the maximum. Empty without a GPU."""
+        devices = [d for d in self.devices if d.utilization_gpu_percent is not None] if self.available else []
+        if not devices:
+            return {}
+        busiest = max(devices, key=lambda d: d.utilization_gpu_percent or 0)
+        clock = busiest.sm_clock_mhz / busiest.sm_clock_max_mhz if busiest.sm_clock_mhz and busiest.sm_clock_max_mhz else None
+        return {"gpu_utilization_percent": float(busiest.utilization_gpu_percent or 0), "gpu_sm_clock_ratio": clock}
 
 
 def _unavailable_reason(exc: Exception) -> str:

@@ -103,3 +103,11 @@ class LiveCollector(Collector):
                 if value is not None:
                     family.add_metric([str(d.index)], value * scale)
             yield family
+        reasons = GaugeMetricFamily(
+            "servoscope_gpu_throttle_reason", "1 for each reason the GPU's clocks are held below their maximum now.",
+            labels=["gpu", "reason"],
+        )
+        for d in reading.devices:
+            for reason in d.throttle_reasons or ():
+                reasons.add_metric([str(d.index), reason], 1.0)
+        yield reasons

@@ -24,6 +24,7 @@ SAMPLE_INTERVAL_S = 1.0
 HISTORY = 300  # samples kept: five minutes at one a second
 # System readings also averaged over each stats window (one 1 s sample is too noisy to compare windows),
 # counting only the seconds in which the service answered requests: the machine as it was while serving.
+# With a GPU, its utilization and SM clock share too (GpuReading.window_values).
 WINDOW_MEANS = ("cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent")
 
 
@@ -77,7 +78,7 @@ class Monitor:
                 self.readings.cpu_history.append((clock.now(), system.cpu_percent))
             if self.telemetry.answered != answered:
                 answered = self.telemetry.answered
-                self.telemetry.record_system({name: getattr(system, name) for name in WINDOW_MEANS})
+                self.telemetry.record_system({**{name: getattr(system, name) for name in WINDOW_MEANS}, **gpu.window_values()})
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def _read(self) -> tuple[SystemReading, GpuReading]:
