@@ -205,3 +205,16 @@ def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
     means = evidence.from_document(doc, window="1m")
     assert (means.gpu_utilization_percent, means.gpu_clock_ratio) == (75.5, 0.7)
     assert evidence.from_document(json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())).gpu_utilization_percent is None
+
+
+def test_a_heavy_baseline_tail_does_not_hide_a_shift_of_the_whole_distribution() -> None:
+    """As seen in a short image-drift drill: a baseline whose P99 is twice its P95 widens the P95's
+    error past the new P95 (×1.40), but the median moved ×2.8, far beyond its own error."""
+    def window(p50: float, p95: float, p99: float) -> evidence.Evidence:
+        e = evidence.load(DRILLS / "image-drift" / "baseline.json")
+        return dataclasses.replace(e, stages={**e.stages, "total": evidence.Percentiles(532, p50, p95, p99)})
+
+    base = window(0.0137, 0.0721, 0.1451)
+    assert diagnose(base, window(0.0388, 0.1013, 0.1394)).confirm.significant
+    assert "the median with it" in diagnose(base, window(0.0388, 0.1013, 0.1394)).confirm.verdict
+    assert not diagnose(base, window(0.0140, 0.1013, 0.1394)).confirm.significant  # the median stayed: within the tail's noise

@@ -107,6 +107,13 @@ def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
         significant, verdict = False, f"too few samples ({samples[0]} vs {samples[1]}, need {MIN_SAMPLES})"
     elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S and p95_bounds(n)[0] > p95_bounds(b)[1]:
         significant, verdict = True, f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
+    elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S and median_moved(b, n):
+        # a heavy tail in either window widens the P95's error; the median, known far more precisely,
+        # shows the whole distribution moved
+        significant, verdict = True, (
+            f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)}), and the median with it: "
+            f"P50 ×{_ratio(n.p50, b.p50):.2f} ({ms(b.p50)} → {ms(n.p50)})"
+        )
     elif late[1] - late[0] >= max(MIN_P95_DELTA_S, (MIN_P95_RATIO - 1) * (b.p95 + late[0])):
         significant, verdict = True, (
             f"regression after the server's stages: delivery P95 {ms(late[0])} → {ms(late[1])} "
@@ -127,6 +134,18 @@ def p95_bounds(p: Percentiles) -> tuple[float, float]:
     P50 and the P95 below it and between the P95 and the P99 above (the tail is wider)."""
     d = 1.96 * math.sqrt(0.95 * 0.05 / max(p.count, 1.0))
     return (max(p.p50, p.p95 - (p.p95 - p.p50) * d / 0.45), p.p95 + (p.p99 - p.p95) * min(d, 0.04) / 0.04)
+
+
+def p50_bounds(p: Percentiles) -> tuple[float, float]:
+    """A 95 % confidence interval of a P50 on ``p.count`` samples: its rank is uncertain by
+    ±1.96·√(0.25/n), turned into values toward zero below (the most cautious) and toward the P95 above."""
+    d = 1.96 * math.sqrt(0.25 / max(p.count, 1.0))
+    return (max(0.0, p.p50 * (1 - d / 0.5)), p.p50 + (p.p95 - p.p50) * d / 0.45)
+
+
+def median_moved(base: Percentiles, now: Percentiles) -> bool:
+    """The P50 rose by the regression's minimum and beyond both windows' sampling error."""
+    return _ratio(now.p50, base.p50) >= MIN_P95_RATIO and p50_bounds(now)[0] > p50_bounds(base)[1]
 
 
 def attribute(base: Evidence, now: Evidence) -> Attribution:
