@@ -178,10 +178,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 CAPACITY_FLAGS = ("--admission", "static")
 
 
-def servoscope_argv(extra: tuple[str, ...] = CAPACITY_FLAGS) -> list[str]:
+def servoscope_argv(extra: tuple[str, ...] = CAPACITY_FLAGS, model: str = MODEL) -> list[str]:
     return [
         sys.executable, "-m", "servoscope", "serve", "--model-repository", str(ROOT / "models"),
-        "--models", MODEL, "--log-level", "warning", *extra,
+        "--models", model, "--log-level", "warning", *extra,
     ]
 
 

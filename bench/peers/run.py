@@ -20,6 +20,7 @@ servoscope runs as shipped, the naive server as it is (one session, batch 1).
     python bench/peers/run.py --quick --set small
     python bench/peers/run.py --only triton,ray  # servoscope always runs: it sets the rates
     python bench/peers/run.py --layout 1x2       # each peer one instance of 2 threads
+    python bench/peers/run.py --variant int8     # servoscope serves its INT8 variant; the peers keep FP32
 
 One table to stdout; every figure to bench/results/peers.json; server logs to bench/results/peers/.
 """
@@ -88,9 +89,9 @@ def model_spec(entry: ModelEntry, layout: Layout) -> ModelSpec:
     )
 
 
-def argv(peer: Peer, entry: ModelEntry, spec: ModelSpec) -> list[str]:
+def argv(peer: Peer, entry: ModelEntry, spec: ModelSpec, servoscope_model: str) -> list[str]:
     if peer.name == "servoscope":
-        return serve_bench.servoscope_argv()  # with --admission static: the pipeline's capacity
+        return serve_bench.servoscope_argv(model=servoscope_model)  # with --admission static: the pipeline's capacity
     if peer.name == "naive":
         return serve_bench.naive_argv(entry)
     assert peer.env is not None and peer.script is not None
@@ -106,6 +107,10 @@ class SetRun:
     layout: Layout  # the peers'
     windows: Windows
     cats: frozenset[str]
+    servoscope_model: str  # the FP32 model the peers serve, or servoscope's INT8 variant of it
+
+    def model_of(self, peer: Peer) -> str:
+        return self.servoscope_model if peer.name == "servoscope" else self.entry.name
 
 
 class WrongAnswer(Exception):
@@ -115,7 +120,7 @@ class WrongAnswer(Exception):
 def check(peer: Peer, server: Launched, job: SetRun) -> tuple[float, str]:
     """Seconds until the first answer, and its top-1 label, which must be a cat's."""
     started = time.perf_counter()
-    request = peer.encode(server.endpoint, job.entry.name, job.images[CHECK_PHOTO])
+    request = peer.encode(server.endpoint, job.model_of(peer), job.images[CHECK_PHOTO])
     answer = run(first_answer(server.endpoint, request, server.process, START_DEADLINE_S))
     label = peer.top1(answer.body)
     if label not in job.cats:
@@ -149,11 +154,11 @@ def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str
     log = LOGS / f"{peer.name}-{job.name}.log"
     folder = census_folder(peer, job) if peer.env is not None else None
     spec = dataclasses.replace(job.spec, census_dir=str(folder or ""))
-    command = argv(peer, job.entry, spec)
+    command = argv(peer, job.entry, spec, job.servoscope_model)
     with launched(command, serve_bench.free_port(), peer.environment(os.environ), log, LOGS / "cwd") as server:
         ready_s, label = check(peer, server, job)
         progress(f"  {peer.name} answered after {ready_s:.1f}s on {server.endpoint.port}: top-1 {label!r} (log {log.name})")
-        requests = [peer.encode(server.endpoint, job.entry.name, image) for image in job.images]
+        requests = [peer.encode(server.endpoint, job.model_of(peer), image) for image in job.images]
         pids = server.watch.pids()
         capacity = saturation(server.endpoint, pids, requests, job.windows, peer.name)
         if rates is None:
@@ -200,6 +205,11 @@ def parse_args() -> argparse.Namespace:
         help="the peers' model instances x ONNX Runtime threads each: 1x2, 2x1, ... or auto, servoscope's own plan "
         f"for this machine (here {parse_layout(AUTO)}); servoscope runs as shipped, the naive server as it is",
     )
+    parser.add_argument(
+        "--variant", choices=("fp32", "int8"), default="fp32",
+        help="the model servoscope serves: fp32, as the peers, or its INT8 variant (`servoscope model quantize`); "
+        "the peers serve FP32 either way",
+    )
     args = parser.parse_args()
     try:
         args.layout = parse_layout(args.layout)
@@ -218,11 +228,16 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     entry = find(ROOT / "models", serve_bench.MODEL)
+    servoscope_model = entry.name if args.variant == "fp32" else f"{entry.name}_int8"
+    if not (ROOT / "models" / servoscope_model).is_dir():
+        print(f"no {servoscope_model} in models/: make it with `servoscope model quantize {entry.name}`", file=sys.stderr)
+        return 2
     windows = Windows.from_duration(args.duration)
     started = time.perf_counter()
     load_before = os.getloadavg()
     progress(
-        f"peers bench: servoscope, {', '.join(args.only)}; {available_cores()} cores; peers' layout {args.layout} "
+        f"peers bench: servoscope ({servoscope_model}), {', '.join(args.only)} ({entry.name}); {available_cores()} cores; "
+        f"peers' layout {args.layout} "
         f"(instances x threads); windows {windows}"
     )
     for name in args.only:  # build (or reuse) every environment before any measurement
@@ -234,7 +249,10 @@ def main() -> int:
     set_names = ["small", "phone"] if args.set == "both" else [args.set]
     sets = {}
     for name in set_names:
-        job = SetRun(name, image_set(name, RESULTS / "images"), entry, model_spec(entry, args.layout), args.layout, windows, cats)
+        job = SetRun(
+            name, image_set(name, RESULTS / "images"), entry, model_spec(entry, args.layout), args.layout, windows, cats,
+            servoscope_model,
+        )
         sets[name] = bench_set(job, args.only)
     report = {
         "machine": {
@@ -242,6 +260,7 @@ def main() -> int:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         },
         "windows_s": dataclasses.asdict(windows),
+        "models": {"servoscope": servoscope_model, "peers": entry.name},
         "layout": {**dataclasses.asdict(args.layout), "text": str(args.layout), "auto": str(parse_layout(AUTO))},
         "environments": {name: venvs.ENVS[name].requirements() for name in args.only if name in venvs.ENVS},
         "elapsed_s": time.perf_counter() - started,
