@@ -65,12 +65,6 @@ class Evidence:
     gpu_throttle_reasons: tuple[str, ...] = ()  # the slowing reasons NVML gives now
 
     @property
-    def traffic_per_s(self) -> float:
-        """Requests per second sent to the model: the arrivals where counted, else what was answered
-        or refused (which lags the arrivals while a backlog builds)."""
-        return self.arrived_per_s or self.answered_per_s + self.refused_per_s
-
-    @property
     def total(self) -> Percentiles:
         return self.stages[TOTAL]
 

@@ -366,7 +366,8 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
 
 
 def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
-    load = _traffic_ratio(base, now)
+    traffic = _traffic(base, now)
+    load = _ratio(traffic[1], traffic[0])
     # past the knee is relative: more load, instances at least half busy and working more than before —
     # busier, or running larger batches (batching absorbs load, so busy rises less than the traffic does)
     more_work = now.busy_ratio > base.busy_ratio or now.batch_mean_size > 1.05 * base.batch_mean_size
@@ -378,7 +379,7 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         "more traffic pushed the model instances past their knee; queues grow across stages",
         _conf(0.5 + (load - 1) + 0.3 * (now.busy_ratio - 0.7) / 0.3),
         (
-            f"traffic {base.traffic_per_s:.0f} → {now.traffic_per_s:.0f} req/s (×{load:.2f}); answered "
+            f"traffic {traffic[0]:.0f} → {traffic[1]:.0f} req/s (×{load:.2f}); answered "
             f"{base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; refused {now.refused_per_s:.1f}/s {now.refused_by_reason or ''}".rstrip(),
             f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f}; capacity unchanged "
             f"({base.capacity_per_s:.0f} → {now.capacity_per_s:.0f} req/s)",
@@ -466,11 +467,17 @@ def _cpu_line(base: Evidence, now: Evidence) -> str:
             f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores")
 
 
-def _traffic_ratio(base: Evidence, now: Evidence) -> float:
-    """Demand now ÷ demand then, from the arrivals when both windows counted them."""
+def _traffic(base: Evidence, now: Evidence) -> tuple[float, float]:
+    """Requests per second sent to the model, then and now: the arrivals when both windows counted
+    them, else what was answered or refused (which lags the arrivals while a backlog builds)."""
     if base.arrived_per_s > 0 and now.arrived_per_s > 0:
-        return _ratio(now.arrived_per_s, base.arrived_per_s)
-    return _ratio(now.answered_per_s + now.refused_per_s, base.answered_per_s + base.refused_per_s)
+        return base.arrived_per_s, now.arrived_per_s
+    return base.answered_per_s + base.refused_per_s, now.answered_per_s + now.refused_per_s
+
+
+def _traffic_ratio(base: Evidence, now: Evidence) -> float:
+    then, current = _traffic(base, now)
+    return _ratio(current, then)
 
 
 def _ratio(now: float, base: float) -> float:

@@ -20,14 +20,10 @@ The HTTP protocol (``server/run.py``) asks :meth:`Door.arrived` once per request
 
 from __future__ import annotations
 
-import math
-
-import orjson
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
 from servoscope.pipeline.service import ModelService
+from servoscope.server.http import raw_error
 from servoscope.server.state import ServerState
 from servoscope.stages import Stage, Timing
 
@@ -69,13 +65,10 @@ class Door:
     def refuse(self, service: ModelService, refused: Overloaded, keep_alive: bool) -> bytes:
         clock = self.state.clock
         timing = Timing(clock.now(), model=service.name, status=refused.status, error=refused.reason)
-        body = orjson.dumps({"error": refused.message})
-        retry = max(1, math.ceil(refused.retry_after_s or 1))
-        close = b"" if keep_alive else b"connection: close\r\n"
-        head = b"content-type: application/json\r\nretry-after: %d\r\ncontent-length: %d\r\n%s\r\n" % (retry, len(body), close)
+        answer = raw_error(refused.status, refused.message, refused.retry_after_s, close=not keep_alive)
         timing.end(Stage.RESPOND, clock.now())
         self.state.observer.record(timing)
-        return STATUS_LINE[refused.status] + head + body
+        return answer
 
 
 def inference_target(path: str, services: dict[str, ModelService]) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from servoscope.errors import InvalidParameter, PayloadTooLarge, RequestTimeout, ServoscopeError, http_status
 from servoscope.pipeline.admission import Priority
@@ -20,14 +21,31 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, JSON)
 
 
+def retry_after(seconds: float) -> int:
+    """``Retry-After`` in whole seconds, at least one."""
+    return max(1, math.ceil(seconds))
+
+
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
     """``{"error": message}`` with the error's status, and ``Retry-After`` on overload."""
     message = exc.message if isinstance(exc, ServoscopeError) else "internal error"
     all_headers = dict(headers or {})
     retry = getattr(exc, "retry_after_s", None)
     if retry is not None:
-        all_headers["Retry-After"] = str(max(1, math.ceil(retry)))
+        all_headers["Retry-After"] = str(retry_after(retry))
     return json_response({"error": message}, http_status(exc), all_headers)
+
+
+def raw_error(status: int, message: str, retry_after_s: float | None = None, close: bool = True) -> bytes:
+    """The same ``{"error": message}`` answer as a whole HTTP/1.1 response, for the HTTP protocol to
+    write itself before any app runs (a refusal at the door, a head too large or too slow)."""
+    body = orjson.dumps({"error": message})
+    head = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+    if retry_after_s is not None:
+        head += b"retry-after: %d\r\n" % retry_after(retry_after_s)
+    if close:
+        head += b"connection: close\r\n"
+    return STATUS_LINE[status] + head + b"\r\n" + body
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:

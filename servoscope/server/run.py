@@ -13,13 +13,13 @@ import threading
 import types
 from typing import Iterator
 
-import orjson
 import uvicorn
 from starlette.applications import Starlette
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from servoscope.server import delivery
 from servoscope.server.door import Door
+from servoscope.server.http import raw_error
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
 
@@ -203,9 +203,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _send_and_close(self, status: int, message: str) -> None:
         if self.transport.is_closing():
             return
-        body = orjson.dumps({"error": message})
-        head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-        self.transport.write(STATUS_LINE[status] + head + body)
+        self.transport.write(raw_error(status, message))
         self.transport.close()
 
 
