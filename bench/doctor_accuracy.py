@@ -43,6 +43,18 @@ def diagnosed(folder: Path) -> str:
     return diagnose(base, now).top.cause
 
 
+def expected(scenario: str) -> str:
+    return EXPECTED.get(scenario, scenario)
+
+
+def keep(folder: Path) -> Path:
+    """A missed run's snapshots, copied where they outlive the run, to be read again."""
+    kept = MISSES / folder.name
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(folder, kept)
+    return kept
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
@@ -60,18 +72,13 @@ def main() -> int:
                 run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
                 cause = diagnosed(folder)
                 table[name][cause] += 1
-                kept = ""
-                if cause != EXPECTED.get(name, name):  # a miss: its snapshots are kept to be read
-                    kept = MISSES / folder.name
-                    shutil.rmtree(kept, ignore_errors=True)
-                    shutil.copytree(folder, kept)
-                    kept = f"  (snapshots kept in {kept.relative_to(ROOT)})"
-                print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}{kept}", flush=True)
+                miss = "" if cause == expected(name) else f"  (snapshots kept in {keep(folder).relative_to(ROOT)})"
+                print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}{miss}", flush=True)
     causes = sorted({c for counts in table.values() for c in counts})
     print(f"\n{'true scenario':<22} " + " ".join(f"{c[:14]:>14}" for c in causes))
     for name, counts in table.items():
         print(f"{name:<22} " + " ".join(f"{counts.get(c, 0):>14}" for c in causes))
-    right = sum(counts.get(EXPECTED.get(name, name), 0) for name, counts in table.items())
+    right = sum(counts.get(expected(name), 0) for name, counts in table.items())
     print(f"\nright: {right} of {sum(sum(c.values()) for c in table.values())}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "doctor_accuracy.json").write_text(json.dumps({k: dict(v) for k, v in table.items()}, indent=2))
