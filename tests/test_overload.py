@@ -163,6 +163,25 @@ def test_door_refusals_keep_the_connection_in_order(
     assert [r.finish() for r in holders] == [200] * 10
 
 
+def test_a_door_refusal_whose_body_never_ends_is_closed(
+    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+) -> None:
+    """Refused at the door, a request whose body stops halfway holds its connection for a bounded
+    time (the linger): the server closes it, and the places held meanwhile are unaffected."""
+    holders = [held("high") for _ in range(10)]
+    wait_pending(small_limit_server, 10)
+    body = photos["coffee"].jpeg
+    host, port = small_limit_server.url.removeprefix("http://").split(":")
+    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode() + body[: len(body) // 2])
+        received = b""
+        while chunk := sock.recv(65536):  # ends when the server closes the connection
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 429 ") and received.count(b"HTTP/1.1") == 1, received
+    assert [r.finish() for r in holders] == [200] * 10
+
+
 def test_the_door_knows_inference_paths_only() -> None:
     services = {"m": type("Served", (), {"version": "2"})()}
     assert inference_target("/v1/models/m/classify", services) == "m"  # type: ignore[arg-type]
