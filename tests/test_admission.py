@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from servoscope.pipeline.admission import GradientLimit, Priority, admits
+from servoscope.pipeline.service import adaptive_limit
 
 
 SERVICE_S = 0.010
@@ -98,3 +99,15 @@ def test_priority_parsing() -> None:
     with pytest.raises(ValueError, match="high, normal or low"):
         Priority.parse("urgent")
 
+
+
+def test_a_models_limit_keeps_a_full_batch_for_every_instance() -> None:
+    # Two instances taking batches of 4: under a flood that makes every admitted request wait,
+    # the limit stops at 8 (both instances kept busy with full batches), not at a request each.
+    limit = adaptive_limit(max_pending=512, instances=2, max_batch_size=4)
+    for _ in range(3000):
+        limit.update(100 * SERVICE_S, SERVICE_S, in_flight=limit.limit)
+    assert limit.limit == 8
+    assert adaptive_limit(512, 4, 64).min_limit == 128  # never above the initial limit
+    assert adaptive_limit(5, 2, 4).min_limit == 5  # nor above max_pending
+    assert adaptive_limit(512, 1, 1).min_limit == 2
