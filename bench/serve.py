@@ -316,7 +316,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short windows (~1.5 minutes in all)")
     parser.add_argument("--duration", type=float, help="closed-loop window, seconds (default 8, quick 3)")
-    parser.add_argument("--sets", default="small,phone", help="image sets, comma-separated: small, phone")
+    parser.add_argument("--sets", default="small,phone", help="image sets, comma-separated: small, medium (~640×480), phone")
     parser.add_argument("--serve-args", default="", help="extra `servoscope serve` flags, e.g. '--instances 2'")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 8.0)

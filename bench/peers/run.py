@@ -16,8 +16,8 @@ replicas, LitServe workers. ``auto`` (the default) is servoscope's own plan for 
 (servoscope.resources.plan_threads: one single-threaded session per core); see layout.py.
 servoscope runs as shipped, the naive server as it is (one session, batch 1).
 
-    python bench/peers/run.py                    # both sets, every server (~15 minutes)
-    python bench/peers/run.py --quick --set small
+    python bench/peers/run.py                    # the ~640×480 and phone sets, every server (~15 minutes)
+    python bench/peers/run.py --quick --sets small
     python bench/peers/run.py --only triton,ray  # servoscope always runs: it sets the rates
     python bench/peers/run.py --layout 1x2       # each peer one instance of 2 threads
     python bench/peers/run.py --variant int8     # servoscope serves its INT8 variant; the peers keep FP32
@@ -197,7 +197,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--duration", type=float, help="closed-loop window, seconds (default 8, quick 3); open loops run twice as long"
     )
-    parser.add_argument("--set", choices=("small", "phone", "both"), default="both", help="image set")
+    parser.add_argument(
+        "--sets", default="medium,phone",
+        help=f"image sets, comma-separated, from {', '.join(SETS)} (default: the ~640×480 and the phone-photo set)",
+    )
     peers = [name for name in PEERS if name != "servoscope"]
     parser.add_argument("--only", default=",".join(peers), help=f"peers, comma-separated, from {peers} (servoscope always runs)")
     parser.add_argument(
@@ -218,6 +221,9 @@ def parse_args() -> argparse.Namespace:
     args.duration = args.duration or (3.0 if args.quick else 8.0)
     if not 0.5 <= args.duration <= 600:
         parser.error(f"--duration must be in [0.5, 600] seconds, got {args.duration}")
+    args.sets = [name for name in args.sets.split(",") if name]
+    if not args.sets or any(name not in SETS for name in args.sets):
+        parser.error(f"--sets takes names from {', '.join(SETS)}, got {','.join(args.sets)!r}")
     args.only = [name for name in args.only.split(",") if name and name != "servoscope"]
     unknown = [name for name in args.only if name not in PEERS]
     if unknown:
@@ -246,9 +252,8 @@ def main() -> int:
             venvs.ensure(venvs.ENVS[env])
     labels = entry.labels()
     cats = frozenset(labels[i] for i in CAT_CLASSES)
-    set_names = ["small", "phone"] if args.set == "both" else [args.set]
     sets = {}
-    for name in set_names:
+    for name in args.sets:
         job = SetRun(
             name, image_set(name, RESULTS / "images"), entry, model_spec(entry, args.layout), args.layout, windows, cats,
             servoscope_model,
