@@ -88,6 +88,10 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int, fmt: str | None = N
     try:
         _first_frame(image)
         _draft(image, min_side)
+        # The whole encoded image in one decoder call: Pillow releases the GIL for each call, and
+        # re-taking it after every 64 KiB block (40 times for a phone photo) stalls the decode
+        # threads behind the event loop (bench/preprocess.py, "GIL hand-offs").
+        image.decodermaxblock = max(image.decodermaxblock, len(data))
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
         return Decoded(to_rgb(image), source_pixels)
