@@ -1,9 +1,10 @@
 """Test image sets made from scikit-image's bundled photos, cached on disk.
 
 ``small``: ~320×240 JPEGs (thumbnail-sized uploads). ``medium``: 640×480 JPEGs (web and camera
-uploads, decoded in full: a DCT-scaled decode would fall below the model's 256-pixel resize). ``phone``: 4032×3024 JPEGs at quality
-90 with mild sensor-like noise, so that their size (~2–4 MB) and decode cost are those of
-real phone photos rather than of a smooth upscaled image that compresses to almost nothing.
+uploads, decoded in full: a DCT-scaled decode would fall below the model's 256-pixel resize).
+``phone``: 4032×3024 JPEGs at quality 90 with mild sensor-like noise, so that their size (~2–4 MB)
+and decode cost are those of real phone photos rather than of a smooth upscaled image that
+compresses to almost nothing.
 """
 
 from __future__ import annotations
