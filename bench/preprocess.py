@@ -113,9 +113,12 @@ def full_decode_crop(data: bytes, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(resize_crop(decode(data, LIMITS, NO_DRAFT, "JPEG").image, spec))
 
 
-def draft_load(data: bytes, scale: int) -> Image.Image:
+def draft_load(data: bytes, scale: int, one_block: bool = False) -> Image.Image:
+    """A JPEG decoded at 1/``scale``; in Pillow's 64 KiB decoder blocks, or in one as decode() does."""
     image = Image.open(io.BytesIO(data))
     image.draft("RGB", (image.width // scale, image.height // scale))
+    if one_block:
+        image.decodermaxblock = len(data)
     image.load()
     return image
 
@@ -202,13 +205,6 @@ def gil_handoffs(images: list[bytes], rounds: int, seconds: float = 2.0) -> list
     image in one block, as decode() now asks. Each block is one release and re-take of the GIL, and
     a re-take waits for the busy thread to be asked to drop it (the switch interval, 5 ms)."""
 
-    def load(data: bytes, whole: bool) -> None:
-        image = Image.open(io.BytesIO(data))
-        image.draft("RGB", (image.width // 8, image.height // 8))
-        if whole:
-            image.decodermaxblock = len(data)
-        image.load()
-
     def wall_ms(whole: bool) -> float:
         stop = time.perf_counter() + seconds
         counts: list[int] = []
@@ -216,7 +212,7 @@ def gil_handoffs(images: list[bytes], rounds: int, seconds: float = 2.0) -> list
         def decoder() -> None:
             n = 0
             while time.perf_counter() < stop:
-                load(images[n % len(images)], whole)
+                draft_load(images[n % len(images)], 8, whole)
                 n += 1
             counts.append(n)
 

@@ -17,6 +17,25 @@ from servoscope.server.door import inference_target
 from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
+def classify_head(host: str, length: int, extra: str = "") -> bytes:
+    """The head of a raw classify request with a JPEG body of ``length`` bytes."""
+    return (
+        f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
+        f"{extra}Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def send_until_closed(server: ServerProcess, data: Callable[[str], bytes]) -> bytes:
+    """Send ``data(host)`` on one connection; everything the server answers until it closes it."""
+    host, port = server.url.removeprefix("http://").split(":")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(data(host))
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
 class HeldRequest:
     """A classify request whose body is sent only when released: admitted, then waiting."""
 
@@ -24,11 +43,7 @@ class HeldRequest:
         host, port = server.url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=30)
         self.body = body
-        head = (
-            f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
-            f"X-Priority: {priority}\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        self.sock.sendall(head.encode() + body[:10])
+        self.sock.sendall(classify_head(host, len(body), f"X-Priority: {priority}\r\n") + body[:10])
 
     def finish(self) -> int:
         self.sock.sendall(self.body[10:])
@@ -151,13 +166,12 @@ def test_door_refusals_keep_the_connection_in_order(
     holders = [held("high") for _ in range(10)]
     wait_pending(small_limit_server, 10)
     body = photos["coffee"].jpeg
-    host, port = small_limit_server.url.removeprefix("http://").split(":")
-    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n"
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall((head + "\r\n").encode() + body + (head + "\r\n").encode() + body + (head + "Connection: close\r\n\r\n").encode() + body)
-        received = b""
-        while chunk := sock.recv(65536):  # ends when the server closes the connection
-            received += chunk
+
+    def three(host: str) -> bytes:
+        keep, close = classify_head(host, len(body)), classify_head(host, len(body), "Connection: close\r\n")
+        return keep + body + keep + body + close + body
+
+    received = send_until_closed(small_limit_server, three)
     assert received.count(b"HTTP/1.1 429 ") == 3 and received.startswith(b"HTTP/1.1 429 "), received
     assert received.count(b"retry-after: 1") == 3
     assert [r.finish() for r in holders] == [200] * 10
@@ -171,13 +185,7 @@ def test_a_door_refusal_whose_body_never_ends_is_closed(
     holders = [held("high") for _ in range(10)]
     wait_pending(small_limit_server, 10)
     body = photos["coffee"].jpeg
-    host, port = small_limit_server.url.removeprefix("http://").split(":")
-    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head.encode() + body[: len(body) // 2])
-        received = b""
-        while chunk := sock.recv(65536):  # ends when the server closes the connection
-            received += chunk
+    received = send_until_closed(small_limit_server, lambda host: classify_head(host, len(body)) + body[: len(body) // 2])
     assert received.startswith(b"HTTP/1.1 429 ") and received.count(b"HTTP/1.1") == 1, received
     assert [r.finish() for r in holders] == [200] * 10
 
