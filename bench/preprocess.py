@@ -82,11 +82,11 @@ def cv2_crop(pixels: np.ndarray, spec: PreprocessSpec, interpolation: int) -> np
 
 def paths(spec: PreprocessSpec) -> dict[str, Callable[[bytes], np.ndarray]]:
     """JPEG bytes → the crop, by the service and by each alternative that is installed."""
-    out: dict[str, Callable[[bytes], np.ndarray]] = {"pillow (service)": lambda d: prepare(d, "JPEG", LIMITS, spec).image}
+    out: dict[str, Callable[[bytes], np.ndarray]] = {"pillow (service)": lambda d: prepare(d, LIMITS, spec).image}
     cv2, simplejpeg = optional("cv2"), optional("simplejpeg")
     if cv2 is not None:
         cv2.setNumThreads(1)
-        pil_array = lambda d: np.asarray(decode(d, LIMITS, spec.resize, "JPEG").image)  # noqa: E731
+        pil_array = lambda d: np.asarray(decode(d, LIMITS, spec.resize).image)  # noqa: E731
         out["pillow + cv2 linear"] = lambda d: cv2_crop(pil_array(d), spec, cv2.INTER_LINEAR)
         out["cv2 imdecode + linear"] = lambda d: cv2_crop(cv2_decode(d, spec), spec, cv2.INTER_LINEAR)
         out["cv2 imdecode + area"] = lambda d: cv2_crop(cv2_decode(d, spec), spec, cv2.INTER_AREA)
@@ -110,7 +110,7 @@ def cv2_decode(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 
 def full_decode_crop(data: bytes, spec: PreprocessSpec) -> np.ndarray:
     """The service's path without DCT scaling: the whole image decoded, then the same resample."""
-    return np.asarray(resize_crop(decode(data, LIMITS, NO_DRAFT, "JPEG").image, spec))
+    return np.asarray(resize_crop(decode(data, LIMITS, NO_DRAFT).image, spec))
 
 
 def draft_load(data: bytes, scale: int, one_block: bool = False) -> Image.Image:
@@ -148,7 +148,7 @@ def same_top1(top1: Top1, reference: list[int], fn: Callable[[bytes], np.ndarray
 
 def assemble(spec: PreprocessSpec, images: list[bytes], rounds: int, batch_size: int) -> list[dict[str, Any]]:
     """Batches of ``batch_size`` crops: the old per-image tensors + np.stack against the buffer."""
-    crops = [resize_crop(decode(d, LIMITS, spec.resize, "JPEG").image, spec) for d in images]
+    crops = [resize_crop(decode(d, LIMITS, spec.resize).image, spec) for d in images]
     batches = [crops[i : i + batch_size] for i in range(0, len(crops) - batch_size + 1, batch_size)]
     buffer = BatchBuffer(batch_size)
 
@@ -176,7 +176,7 @@ def decode_resize(name: str, spec: PreprocessSpec, images: list[bytes], rounds: 
 
 
 def phone(spec: PreprocessSpec, images: list[bytes], rounds: int, top1: Top1) -> list[dict[str, Any]]:
-    scaled = lambda d: prepare(d, "JPEG", LIMITS, spec).image  # noqa: E731
+    scaled = lambda d: prepare(d, LIMITS, spec).image  # noqa: E731
     full = lambda d: full_decode_crop(d, spec)  # noqa: E731
     ms = medians({"full": full, "scaled": scaled}, images, rounds)
     reference = top1.classes([scaled(d) for d in images])
@@ -190,7 +190,7 @@ def clean_phone(spec: PreprocessSpec, rounds: int, top1: Top1, count: int = 4) -
     """The same ratio on noise-free phone-size JPEGs (fewer bytes to entropy-decode), made here."""
     clean = ImageSet("phone-clean", SETS["phone"].size, 0.0)
     images = [render(photo(name), clean, seed=i) for i, name in enumerate(PHOTOS[:count])]
-    scaled = lambda d: prepare(d, "JPEG", LIMITS, spec).image  # noqa: E731
+    scaled = lambda d: prepare(d, LIMITS, spec).image  # noqa: E731
     full = lambda d: full_decode_crop(d, spec)  # noqa: E731
     ms = medians({"full": full, "scaled": scaled}, images, rounds)
     reference = top1.classes([scaled(d) for d in images])

@@ -111,7 +111,7 @@ def offline_limit(entry: ModelEntry, images: list[bytes], duration_s: float) -> 
             key = f"{layout} b{batch_size}"
             meter = CpuMeter([os.getpid()])
             meter.start()
-            by_run[key] = offline_rate(models, images, spec, batch_size, duration_s, fmt="JPEG")
+            by_run[key] = offline_rate(models, images, spec, batch_size, duration_s)
             use = meter.stop()
             cpu[key] = use.to_json()
             progress(f"  offline {layout} sessions×threads, batch {batch_size:>2}: {by_run[key]:7.1f} img/s; {use.note()}")

@@ -10,6 +10,7 @@
     │   ├── UnsupportedMediaType         415  content type missing or not an accepted image type
     │   ├── PayloadTooLarge              413  body above the byte limit
     │   ├── ImageTooLarge                413  image dimensions above the pixel limit
+    │   ├── ImageTooComplex              413  scans, chunks, frames or metadata above their limits
     │   ├── RequestTimeout               408  the body did not arrive within the body-read timeout
     │   └── ModelNotFound                404  no such model is served
     ├── Overloaded                       429  a queue is full: retry after a moment
@@ -64,6 +65,18 @@ class PayloadTooLarge(RequestError):
 class ImageTooLarge(RequestError):
     status = 413
     reason = "image_too_large"
+
+
+class ImageTooComplex(RequestError):
+    """The image's structure would cost more decoding work than its bytes and pixels show (a JPEG of
+    thousands of scans, a PNG of thousands of chunks); ``what`` names the limit passed."""
+
+    status = 413
+    reason = "image_too_complex"
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
 
 
 class RequestTimeout(RequestError):

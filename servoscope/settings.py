@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="largest accepted image, width × height"
     )
+    max_image_scans: int = Field(64, ge=1, description="most scans in a progressive JPEG (libjpeg's script has 10)")
+    max_image_chunks: int = Field(4096, ge=16, description="most JPEG marker segments, PNG or WebP chunks in an image")
+    max_image_frames: int = Field(1000, ge=1, description="most frames in an animated PNG or WebP (the first is classified)")
+    max_image_metadata_bytes: int = Field(
+        8 * 1024 * 1024, ge=0, description="most bytes of EXIF, XMP, ICC profile and comments in an image"
+    )
     max_images_per_request: int = Field(64, ge=1, description="images in one Open Inference Protocol request")
     default_top_k: int = Field(5, ge=1, description="predictions per image when top_k is not given")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none")

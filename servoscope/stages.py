@@ -49,6 +49,7 @@ class Timing:
     batch_size: int = 0
     input_bytes: int = 0
     input_pixels: int = 0
+    ignored_metadata: str | None = None  # why the image's EXIF was ignored (it did not parse), if it was
     status: int = 0
     error: str = ""  # the error's reason when status is not 2xx
     delivery_s: float | None = None  # after ``respond``: until the client acknowledged the answer

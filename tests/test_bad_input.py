@@ -3,12 +3,14 @@ JSON ``{"error": ...}`` that says what was wrong, and the server still classifie
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from typing import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from support import CLASSIFY, Photo, ServerProcess, assert_error, classify, top1
 
@@ -92,12 +94,18 @@ def test_body_above_limit_chunked(client: httpx.Client, server: ServerProcess) -
     assert_error(response, 413, str(limit))
 
 
-def test_jpeg_sent_as_png(client: httpx.Client, photos: dict[str, Photo]) -> None:
-    assert_error(classify(client, photos["coffee"].jpeg, "image/png"), 400, "not a PNG")
+def test_an_image_under_another_image_type_is_served_by_its_bytes(
+    client: httpx.Client, photos: dict[str, Photo]
+) -> None:
+    assert top1(classify(client, photos["coffee"].jpeg, "image/png")) == "espresso"
+    assert top1(classify(client, photos["coffee"].encode("PNG"), "image/webp")) == "espresso"
 
 
-def test_png_sent_as_webp(client: httpx.Client, photos: dict[str, Photo]) -> None:
-    assert_error(classify(client, photos["coffee"].encode("PNG"), "image/webp"), 400, "not a WEBP")
+def test_a_known_format_that_is_not_accepted_is_415(client: httpx.Client, photos: dict[str, Photo]) -> None:
+    bmp = io.BytesIO()
+    Image.fromarray(photos["coffee"].pixels).save(bmp, "BMP")
+    assert_error(classify(client, bmp.getvalue(), "image/jpeg"), 415, "BMP", "not accepted")
+    assert_error(classify(client, b"%PDF-1.7\n%%EOF\n", "image/png"), 415, "PDF")
 
 
 def test_unknown_model(client: httpx.Client, photos: dict[str, Photo]) -> None:

@@ -30,7 +30,7 @@ def photos() -> list[bytes]:
 
 
 def test_prepare_keeps_the_crop_as_uint8_hwc(photos: list[bytes]) -> None:
-    prepared = prepare(photos[0], "JPEG", LIMITS, SPEC)
+    prepared = prepare(photos[0], LIMITS, SPEC)
     assert prepared.image.shape == (224, 224, 3) and prepared.image.dtype == np.uint8
     assert prepared.pixels == 451 * 300
     assert prepared.tensor.shape == SPEC.shape and prepared.tensor.dtype == np.float32
@@ -38,7 +38,7 @@ def test_prepare_keeps_the_crop_as_uint8_hwc(photos: list[bytes]) -> None:
 
 @pytest.mark.parametrize("spec", [SPEC, TORCHVISION], ids=["127-128", "torchvision"])
 def test_a_filled_batch_equals_the_stacked_tensors(photos: list[bytes], spec: PreprocessSpec) -> None:
-    prepared = [prepare(data, "JPEG", LIMITS, spec) for data in photos]
+    prepared = [prepare(data, LIMITS, spec) for data in photos]
     batch = BatchBuffer(4).fill(prepared)
     assert batch.shape == (3, *spec.shape) and batch.dtype == np.float32 and batch.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(batch, np.stack([p.tensor for p in prepared]))
@@ -46,7 +46,7 @@ def test_a_filled_batch_equals_the_stacked_tensors(photos: list[bytes], spec: Pr
 
 def test_the_buffer_is_reused_and_a_smaller_batch_is_its_first_rows(photos: list[bytes]) -> None:
     buffer = BatchBuffer(3)
-    prepared = [prepare(data, "JPEG", LIMITS, SPEC) for data in photos]
+    prepared = [prepare(data, LIMITS, SPEC) for data in photos]
     first = buffer.fill(prepared)
     second = buffer.fill(prepared[2:])
     assert np.shares_memory(first, second) and second.shape[0] == 1
@@ -54,7 +54,7 @@ def test_the_buffer_is_reused_and_a_smaller_batch_is_its_first_rows(photos: list
 
 
 def test_ready_float_rows_are_copied_as_they_are(photos: list[bytes]) -> None:
-    prepared = prepare(photos[1], "JPEG", LIMITS, SPEC)
+    prepared = prepare(photos[1], LIMITS, SPEC)
     row = np.random.default_rng(0).standard_normal(SPEC.shape).astype(np.float32)
     batch = BatchBuffer(2).fill([row, prepared])
     np.testing.assert_array_equal(batch[0], row)

@@ -85,7 +85,7 @@ class BatchClassifier:
         self.counted = threading.Event()
 
     def tensor(self, image: bytes) -> np.ndarray:
-        return prepare(image, "JPEG", self.limits, self.preprocess).tensor
+        return prepare(image, self.limits, self.preprocess).tensor
 
     def classify(self, images: list[bytes]) -> list[Top]:
         if not self.counted.is_set():

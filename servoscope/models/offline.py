@@ -24,12 +24,10 @@ from servoscope.resources import available_cores
 
 
 def offline_rate(
-    models: Sequence[Runtime], images: Sequence[bytes], spec: PreprocessSpec, batch_size: int, duration_s: float,
-    fmt: str | None = None,
+    models: Sequence[Runtime], images: Sequence[bytes], spec: PreprocessSpec, batch_size: int, duration_s: float
 ) -> float:
     """Images/s over ``duration_s``: decode ahead on every core; one driver thread per model
-    session. The first batch of each session warms its kernels and is not counted. ``fmt`` is
-    the images' format if known (as a request's Content-Type names it), else it is sniffed."""
+    session. The first batch of each session warms its kernels and is not counted."""
     limits = DecodeLimits()
     lock = threading.Lock()
     counter = itertools.count()
@@ -40,7 +38,7 @@ def offline_rate(
             while len(queue) < 2 * batch_size:
                 with lock:
                     i = next(counter)
-                queue.append(pool.submit(prepare, images[i % len(images)], fmt, limits, spec))
+                queue.append(pool.submit(prepare, images[i % len(images)], limits, spec))
 
         def drive(index: int, stop_at: float) -> None:
             queue: collections.deque[Future[Any]] = collections.deque()

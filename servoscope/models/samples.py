@@ -234,4 +234,4 @@ def spec_of(config: ModelConfig) -> PreprocessSpec:
 def tensors_of(images: Sequence[bytes], spec: PreprocessSpec) -> np.ndarray:
     """Encoded images → the model's [N,3,H,W] input, through the service's own decode and preprocess."""
     with ThreadPoolExecutor(available_cores()) as pool:
-        return np.stack([p.tensor for p in pool.map(lambda data: prepare(data, None, DecodeLimits(), spec), images)])
+        return np.stack([p.tensor for p in pool.map(lambda data: prepare(data, DecodeLimits(), spec), images)])

@@ -16,7 +16,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
-from servoscope.pipeline.decode import DecodeLimits, decode
+from servoscope.pipeline.decode import DecodeLimits, decode, to_rgb
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,7 @@ class Prepared:
     image: np.ndarray  # size × size × 3, uint8 RGB
     pixels: int  # the source image's pixel count, before any downscaling
     spec: PreprocessSpec
+    ignored_metadata: str | None = None  # why the image's EXIF was ignored, if it was
 
     @property
     def tensor(self) -> np.ndarray:
@@ -90,10 +91,11 @@ class Prepared:
         normalize(self.image, self.spec, out)
 
 
-def prepare(data: bytes, fmt: str | None, limits: DecodeLimits, spec: PreprocessSpec) -> Prepared:
+def prepare(data: bytes, limits: DecodeLimits, spec: PreprocessSpec) -> Prepared:
     """Bytes → the resized crop: the preprocessing stage, run in a worker thread."""
-    decoded = decode(data, limits, spec.resize, fmt)
-    return Prepared(np.asarray(resize_crop(decoded.image, spec)), decoded.source_pixels, spec)
+    decoded = decode(data, limits, spec.resize)
+    crop = to_rgb(resize_crop(decoded.image, spec))
+    return Prepared(np.asarray(crop), decoded.source_pixels, spec, decoded.ignored_metadata)
 
 
 BatchRow = Union[Prepared, np.ndarray]  # an image to normalize, or a ready float32 row (tests, tools)

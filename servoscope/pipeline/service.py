@@ -126,15 +126,16 @@ class ModelService:
             self.pending -= count
 
     async def classify(
-        self, data: bytes, fmt: str | None, top_k: int, timing: Timing, deadline: float, priority: Priority = Priority.NORMAL
+        self, data: bytes, top_k: int, timing: Timing, deadline: float, priority: Priority = Priority.NORMAL
     ) -> Classification:
         """Image bytes → top-k predictions, for an admitted request (see :meth:`admitted`).
         Raises a :mod:`servoscope.errors` error for anything refused."""
         self.check_top_k(top_k)
         timing.model = self.name
         timing.input_bytes = len(data)
-        prepared = await self.pool.run(functools.partial(prepare, data, fmt, self.limits, self.spec), timing, deadline)
+        prepared = await self.pool.run(functools.partial(prepare, data, self.limits, self.spec), timing, deadline)
         timing.input_pixels = prepared.pixels
+        timing.ignored_metadata = prepared.ignored_metadata
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
         self.batcher.submit(Pending(prepared, top_k, deadline, timing, future, priority=priority))
         predictions = await future

@@ -40,14 +40,14 @@ async def classify(request: Request) -> Response:
     try:
         service = state.accepting().get(request.path_params["name"])
         top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
-        fmt = media_format(request.headers.get("content-type"))
+        media_format(request.headers.get("content-type"))  # 415 before the body is read
         deadline = timing.start + timeout_s(request, settings.request_timeout_s)
         rank = priority(request)
         timing.model = service.name
         with service.admitted(1, rank):
             body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
             timing.end(Stage.INGEST, clock.now())
-            result = await service.classify(body, fmt, top_k, timing, deadline, rank)
+            result = await service.classify(body, top_k, timing, deadline, rank)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
         response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})

@@ -19,6 +19,7 @@ from servoscope.drills import faults as drill_faults
 from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
+from servoscope.pipeline.structure import StructureLimits
 from servoscope.server import api, dashboard, openapi, v2
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
@@ -44,11 +45,17 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
     entries = [dataclasses.replace(e, config=settings.model_overrides.apply(e.config)) for e in entries]
     if not entries:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
-    limits = DecodeLimits(settings.max_body_bytes, settings.max_image_pixels)
     return build_pipeline(
-        entries, settings.preprocess_workers, limits, settings.max_pending, clock, settings.preprocess_nice,
+        entries, settings.preprocess_workers, decode_limits(settings), settings.max_pending, clock, settings.preprocess_nice,
         adaptive=settings.admission == "adaptive",
     )
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    structure = StructureLimits(
+        settings.max_image_scans, settings.max_image_chunks, settings.max_image_frames, settings.max_image_metadata_bytes
+    )
+    return DecodeLimits(settings.max_body_bytes, settings.max_image_pixels, structure)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -57,7 +57,8 @@ class DrainingServer(uvicorn.Server):
 
 MAX_HEAD_BYTES = 64 * 1024  # the request line and headers together
 MAX_HEADERS = 100
-LINGER_S = 2.0  # how long the rest of an unread body is discarded after an early response
+LINGER_S = 2.0  # how long the rest of an unread body is discarded after an early response …
+LINGER_MAX_BYTES = 64 * 1024 * 1024  # … and how much of it at most
 HEAD_TOO_LARGE = f"request line and headers above {MAX_HEAD_BYTES} bytes"
 
 
@@ -71,8 +72,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
       connection that sends nothing, or its headers a byte at a time, was held forever: the head
       must now arrive within ``head_timeout_s`` (else 408, or a silent close if nothing came).
     - After a response that did not wait for the whole body (413, 408, 415 …), uvicorn discards
-      the rest of the body for as long as it keeps coming: now for ``LINGER_S`` at most, then the
-      connection is closed (a body that ends within it leaves the connection usable).
+      the rest of the body for as long as it keeps coming: now for ``LINGER_S`` and
+      ``LINGER_MAX_BYTES`` at most, then the connection is closed (a body that ends within them
+      leaves the connection usable).
+    - And where that response also closes the connection (the client sent ``Connection: close``, as
+      Python's ``urllib`` always does), uvicorn closed the socket at once, with the body still
+      arriving: the kernel answers unread bytes with a reset, and a client that writes its whole body
+      before it reads saw ``ConnectionResetError`` instead of its 413. Now the close waits, as nginx's
+      ``lingering_close`` does, until the body has ended or the linger's bounds are reached
+      (:class:`CycleTransport`).
 
     And it has a door (``server/door.py``): once a request's head is parsed, an inference request the
     model is certain to refuse is answered 429 there, its body discarded as it arrives, and no ASGI
@@ -92,7 +100,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_started = False
         self._refusal: tuple[int, str] | None = None
         self._refused_at_door = False  # the current request was answered at the door: drop its body
-        self._close_after_body = False  # … and close the connection once it has come (Connection: close)
+        self._close_after_body = False  # close the connection once the request's body has come
+        self._discarded_bytes = 0  # of bodies answered before they arrived
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         self._linger: asyncio.TimerHandle | None = None
 
@@ -138,7 +147,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
         if self.door is not None and self._answered_at_door():
             return
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a new request's cycle (not yet running): its closes linger
+            self.cycle.transport = CycleTransport(self, self.cycle)  # type: ignore[union-attr,assignment]
 
     def _answered_at_door(self) -> bool:
         idle = self.cycle is None or self.cycle.response_complete  # else answers must wait their turn
@@ -149,20 +161,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused_at_door = True
         self._close_after_body = not keep_alive
         self.transport.write(answer)
-        if self._linger is None:  # the body is discarded as it comes, for LINGER_S at most
-            self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+        self._start_linger()  # the body is discarded as it comes
         return True
 
+    def close_after_body(self, cycle: object) -> None:
+        """Close the connection for ``cycle``: now if its request's body has all arrived, else once it
+        has, or once the linger's bounds are reached — closing with unread bytes sends a reset."""
+        if getattr(cycle, "more_body", False) and not self.transport.is_closing():
+            self._close_after_body = True
+            self._start_linger()
+        else:
+            self.transport.close()
+
     def on_body(self, body: bytes) -> None:
+        if self._refused_at_door or (self.cycle is not None and self.cycle.response_complete):
+            self._discarded_bytes += len(body)  # answered already: the body is dropped as it comes
+            if self._discarded_bytes > LINGER_MAX_BYTES:
+                self.transport.close()
         if not self._refused_at_door:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._refused_at_door:  # a refused request's body has ended: ready for the next request
             self._refused_at_door = False
-            if self._close_after_body:  # closed only now: unread bytes would make the close a reset
-                self.transport.close()
-            elif not self.transport.is_closing():  # idle until the next request, as after any answer
+            if not self._close_after_body and not self.transport.is_closing():  # idle, as after any answer
                 self._unset_keepalive_if_required()
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
         else:
@@ -170,11 +192,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._linger is not None:  # the body ended while being discarded: the connection is clean
             self._linger.cancel()
             self._linger = None
+        self._discarded_bytes = 0
+        if self._close_after_body:  # closed only now: unread bytes would have made the close a reset
+            self._close_after_body = False
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
         if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
+            self._start_linger()
+
+    def _start_linger(self) -> None:
+        if self._linger is None:
             self._linger = self.loop.call_later(LINGER_S, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
@@ -205,6 +235,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self.transport.write(raw_error(status, message))
         self.transport.close()
+
+
+class CycleTransport:
+    """The connection as one request's cycle (uvicorn's ``RequestResponseCycle``) sees it: what it
+    writes goes straight through; a close it asks for lingers (see :meth:`BoundedHttpToolsProtocol.close_after_body`).
+    These are the only transport methods the cycle calls (uvicorn 0.55's ``httptools_impl``)."""
+
+    __slots__ = ("_protocol", "_cycle")
+
+    def __init__(self, protocol: BoundedHttpToolsProtocol, cycle: object) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol.transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.close_after_body(self._cycle)
 
 
 def bounded_protocol(head_timeout_s: float, door: Door | None = None) -> type[BoundedHttpToolsProtocol]:

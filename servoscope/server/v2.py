@@ -266,7 +266,7 @@ async def infer(request: Request) -> Response:
             timing.end(Stage.INGEST, ingested)
         with service.admitted(len(images), rank):
             outcomes = await asyncio.gather(
-                *(service.classify(img, None, top_k, t, deadline, rank) for img, t in zip(images, timings)),
+                *(service.classify(img, top_k, t, deadline, rank) for img, t in zip(images, timings)),
                 return_exceptions=True,
             )
         errors = [o for o in outcomes if isinstance(o, BaseException)]

@@ -58,6 +58,11 @@ class Metrics:
         self.input_pixels = Histogram(
             "servoscope_input_pixels", "Width × height of uploaded images.", ["model"], buckets=PIXELS_BUCKETS, registry=r
         )
+        self.metadata_ignored = Counter(
+            "servoscope_image_metadata_ignored",
+            "Images served without their EXIF (it did not parse, or was larger than a JPEG's can be), by reason.",
+            ["model", "reason"], registry=r,
+        )
         self.delivery = Histogram(
             "servoscope_response_delivery_seconds",
             "After the answer was handed to the connection: time until the client acknowledged all of it "

@@ -104,6 +104,9 @@ class Telemetry:
         if timing.input_pixels:
             m.input_pixels.labels(model).observe(timing.input_pixels)
             self.sketches.observe((model, "input_pixels"), timing.input_pixels)
+        if timing.ignored_metadata:
+            m.metadata_ignored.labels(model, timing.ignored_metadata).inc()
+            log.debug("served an image without its EXIF (%s)", timing.ignored_metadata)
         self.tracer.end(timing)
 
     def record_batch(self, record: BatchRecord) -> None:
