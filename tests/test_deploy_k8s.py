@@ -5,7 +5,10 @@ validators themselves reject broken manifests; the Containerfile agrees with the
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from support import REPO_ROOT
 
 KINDS = {
     "deployment.yaml": "Deployment", "service.yaml": "Service", "poddisruptionbudget.yaml": "PodDisruptionBudget",
-    "hpa.yaml": "HorizontalPodAutoscaler", "prometheus-adapter.yaml": "ConfigMap", "podmonitor.yaml": "PodMonitor",
+    "hpa/hpa.yaml": "HorizontalPodAutoscaler", "hpa/prometheus-adapter.yaml": "ConfigMap", "podmonitor.yaml": "PodMonitor",
     "prometheusrule.yaml": "PrometheusRule", "keda/scaledobject.yaml": "ScaledObject",
 }
 PLAN = {
@@ -57,7 +60,7 @@ def write_plan(tmp_path: Path, plan: Any) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_servoscope_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [n for n in __import__("os").environ if n.startswith("SERVOSCOPE_")]:
+    for name in [n for n in os.environ if n.startswith("SERVOSCOPE_")]:
         monkeypatch.delenv(name)
 
 
@@ -73,7 +76,7 @@ def test_every_file_written_with_the_defaults_validates(tmp_path: Path) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert pod_spec(out)["terminationGracePeriodSeconds"] > container["lifecycle"]["preStop"]["sleep"]["seconds"] + 30
     assert "replicas" not in load(out, "deployment.yaml")["spec"]  # the HPA owns the count
-    hpa = load(out, "hpa.yaml")["spec"]
+    hpa = load(out, "hpa/hpa.yaml")["spec"]
     assert hpa["metrics"][0]["pods"]["metric"]["name"] == WAIT_METRIC and set(hpa["behavior"]) == {"scaleUp", "scaleDown"}
 
 
@@ -91,14 +94,14 @@ def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 15
     assert pod["terminationGracePeriodSeconds"] == 15 + 20 + 5  # preStop, shutdown_timeout_s, margin
     assert {v["mountPath"] for v in container["volumeMounts"]} == {"/tmp", "/dev/shm"}  # process isolation
-    hpa = load(out, "hpa.yaml")["spec"]
+    hpa = load(out, "hpa/hpa.yaml")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 20)
     assert hpa["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "80m"}
     keda = load(out, "keda/scaledobject.yaml")["spec"]
     assert (keda["minReplicaCount"], keda["maxReplicaCount"]) == (3, 20)
     assert keda["triggers"][0]["metadata"]["threshold"] == "0.08"
     assert 'namespace="vision",app_kubernetes_io_instance="classify"' in keda["triggers"][0]["metadata"]["query"]
-    assert load(out, "service.yaml")["metadata"] == load(out, "hpa.yaml")["metadata"]
+    assert load(out, "service.yaml")["metadata"] == load(out, "hpa/hpa.yaml")["metadata"]
     assert load(out, "service.yaml")["metadata"]["namespace"] == "vision"
 
     # The container's environment is the settings: loaded back, they are the plan's and the file's,
@@ -169,13 +172,13 @@ def _adapter_typo(doc: dict[str, Any]) -> None:
     ("name", "change", "found"),
     [
         ("deployment.yaml", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}), "readinesProbe"),
-        ("hpa.yaml", lambda d: d["spec"]["behavior"]["scaleUp"].update(stabilizationWindowSeconds="0"), "behavior"),
+        ("hpa/hpa.yaml", lambda d: d["spec"]["behavior"]["scaleUp"].update(stabilizationWindowSeconds="0"), "behavior"),
         ("keda/scaledobject.yaml", lambda d: d["spec"]["triggers"][0].pop("metadata"), "metadata"),
         ("keda/scaledobject.yaml", lambda d: d["spec"].update(pollingIntervalSeconds=15), "pollingIntervalSeconds"),
         ("keda/scaledobject.yaml", lambda d: d["spec"].update(minReplicaCount=30), "minReplicaCount above"),
         ("podmonitor.yaml", lambda d: d["spec"]["podMetricsEndpoints"][0].update(port=8000), "port"),
         ("prometheusrule.yaml", lambda d: d["spec"]["groups"][0]["rules"][0].update(expresion="1"), "expresion"),
-        ("prometheus-adapter.yaml", _adapter_typo, "metricQuery"),
+        ("hpa/prometheus-adapter.yaml", _adapter_typo, "metricQuery"),
     ],
 )
 def test_the_validators_reject_a_broken_manifest(tmp_path: Path, name: str, change: Any, found: str) -> None:
@@ -224,3 +227,16 @@ def test_the_containerfile_installs_as_the_readme_and_runs_what_the_deployment_e
 def steps_of(steps: list[tuple[str, str]], *ops: str) -> list[tuple[str, str]]:
     """The last value of each instruction in ``ops`` (the runtime stage's)."""
     return [(op, [arg for o, arg in steps if o == op][-1]) for op in ops]
+
+
+def test_the_readme_example_writes_valid_manifests(tmp_path: Path) -> None:
+    section = (REPO_ROOT / "README.md").read_text().split("## Run it as a fleet — Kubernetes", 1)[1].split("\n## ", 1)[0]
+    plan = re.search(r"```json\n(.*?)```", section, re.S)
+    command = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert plan and command, "the section has no plan or no command"
+    (tmp_path / "plan.json").write_text(plan.group(1))
+    script = command.group(1).replace("servoscope ", f"{sys.executable} -m servoscope ", 1)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert directory_problems(tmp_path / "k8s") == []
+    assert load(tmp_path / "k8s", "hpa/hpa.yaml")["spec"]["maxReplicas"] == json.loads(plan.group(1))["replicas"]["max"]

@@ -10,7 +10,7 @@ from typing import Any
 from servoscope.fleet.k8s.env import DeployError
 from servoscope.fleet.k8s.monitoring import RulesError, default_rules_file
 from servoscope.fleet.k8s.target import Target, TargetError
-from servoscope.fleet.k8s.write import render, write
+from servoscope.fleet.k8s.write import HPA_DIR, KEDA_DIR, render, write
 from servoscope.fleet.plan import FleetPlan, PlanError, read_plan
 from servoscope.settings import SettingsError, load_settings
 
@@ -43,5 +43,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     written = write(files, args.output)
     print(f"wrote {len(written)} files to {args.output}/: {', '.join(sorted(files))}", file=sys.stderr)
-    print(f"apply: kubectl apply -f {args.output}/  (or KEDA instead of hpa.yaml: {args.output}/keda/)", file=sys.stderr)
+    print(f"apply: kubectl apply -f {args.output}/ -f {args.output}/{HPA_DIR}/  (or, with KEDA: -f {args.output}/{KEDA_DIR}/)",
+          file=sys.stderr)
     return 0

@@ -15,7 +15,9 @@ from servoscope.fleet.k8s.yamltext import dump
 from servoscope.fleet.plan import FleetPlan
 from servoscope.settings import Settings
 
-KEDA_DIR = "keda"  # apart, so that `kubectl apply -f DIR` (not recursive) applies the HPA way only
+# The two ways to autoscale, each in a folder of its own: `kubectl apply -f DIR -f DIR/hpa` (or DIR/keda).
+HPA_DIR = "hpa"
+KEDA_DIR = "keda"
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,8 @@ def manifests(settings: Settings, plan: FleetPlan, target: Target, rules_file: P
         Manifest("deployment.yaml", workload.__doc__ or "", (workload.deployment(pod, plan, target),)),
         Manifest("service.yaml", "The replicas behind one ClusterIP address.", (workload.service(pod, target),)),
         Manifest("poddisruptionbudget.yaml", workload.disruption_budget.__doc__ or "", (workload.disruption_budget(target),)),
-        Manifest("hpa.yaml", autoscaling.__doc__ or "", (autoscaling.hpa(plan, target),)),
-        Manifest("prometheus-adapter.yaml", autoscaling.adapter_configmap.__doc__ or "", (autoscaling.adapter_configmap(target),)),
+        Manifest(f"{HPA_DIR}/hpa.yaml", autoscaling.__doc__ or "", (autoscaling.hpa(plan, target),)),
+        Manifest(f"{HPA_DIR}/prometheus-adapter.yaml", autoscaling.adapter_configmap.__doc__ or "", (autoscaling.adapter_configmap(target),)),
         Manifest("podmonitor.yaml", monitoring.pod_monitor.__doc__ or "", (monitoring.pod_monitor(target),)),
         Manifest("prometheusrule.yaml", monitoring.__doc__ or "", (monitoring.prometheus_rule(plan, target, rules_file),)),
         Manifest(f"{KEDA_DIR}/scaledobject.yaml", autoscaling.scaled_object.__doc__ or "", (autoscaling.scaled_object(plan, target),)),
