@@ -155,5 +155,5 @@ def directory_problems(directory: Path) -> list[str]:
                 problems += crd_problems(doc, where)
             problems += adapter_problems(doc, where)
     if any(not is_core(d) for f in core_files for d in documents(f)):
-        problems.append("a file mixes core kinds and custom resources: kubernetes-validate would only warn on the latter")
+        problems.append("a file mixes core kinds and custom resources: kubernetes-validate only warns on the latter")
     return problems + core_problems(core_files)

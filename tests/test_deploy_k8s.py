@@ -23,7 +23,8 @@ from support import REPO_ROOT
 
 KINDS = {
     "deployment.yaml": "Deployment", "service.yaml": "Service", "poddisruptionbudget.yaml": "PodDisruptionBudget",
-    "hpa/hpa.yaml": "HorizontalPodAutoscaler", "hpa/prometheus-adapter.yaml": "ConfigMap", "podmonitor.yaml": "PodMonitor",
+    "hpa/hpa.yaml": "HorizontalPodAutoscaler", "hpa/prometheus-adapter.yaml": "ConfigMap",
+    "podmonitor.yaml": "PodMonitor",
     "prometheusrule.yaml": "PrometheusRule", "keda/scaledobject.yaml": "ScaledObject",
 }
 PLAN = {
@@ -77,7 +78,8 @@ def test_every_file_written_with_the_defaults_validates(tmp_path: Path) -> None:
     assert pod_spec(out)["terminationGracePeriodSeconds"] > container["lifecycle"]["preStop"]["sleep"]["seconds"] + 30
     assert "replicas" not in load(out, "deployment.yaml")["spec"]  # the HPA owns the count
     hpa = load(out, "hpa/hpa.yaml")["spec"]
-    assert hpa["metrics"][0]["pods"]["metric"]["name"] == WAIT_METRIC and set(hpa["behavior"]) == {"scaleUp", "scaleDown"}
+    assert hpa["metrics"][0]["pods"]["metric"]["name"] == WAIT_METRIC
+    assert set(hpa["behavior"]) == {"scaleUp", "scaleDown"}
 
 
 def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,7 +92,8 @@ def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest
     pod = pod_spec(out)
     [container] = pod["containers"]
     assert container["image"] == "registry.example/servoscope:1"
-    assert container["resources"]["limits"] == container["resources"]["requests"] == {"cpu": "3500m", "memory": "3072Mi"}
+    resources = container["resources"]
+    assert resources["limits"] == resources["requests"] == {"cpu": "3500m", "memory": "3072Mi"}
     assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 15
     assert pod["terminationGracePeriodSeconds"] == 15 + 20 + 5  # preStop, shutdown_timeout_s, margin
     assert {v["mountPath"] for v in container["volumeMounts"]} == {"/tmp", "/dev/shm"}  # process isolation
@@ -111,7 +114,8 @@ def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest
     pod_settings = load_settings()
     assert pod_settings.host == "0.0.0.0" and Settings.model_fields["host"].default == "127.0.0.1"
     assert (pod_settings.port, pod_settings.prepare_default_model) == (container["ports"][0]["containerPort"], False)
-    assert (pod_settings.max_pending, pod_settings.models, pod_settings.shutdown_timeout_s) == (256, ("efficientnet_lite0",), 20.0)
+    assert (pod_settings.max_pending, pod_settings.models) == (256, ("efficientnet_lite0",))
+    assert pod_settings.shutdown_timeout_s == 20.0
     assert pod_settings.log_level == "warning"
     overrides = pod_settings.model_overrides
     assert (overrides.isolation, overrides.max_batch_size) == ("process", 8)
@@ -150,7 +154,9 @@ def test_a_bad_plan_is_refused_with_what_is_wrong(
         (("--prometheus-url", "prometheus:9090"), "prometheus URL must be"),
     ],
 )
-def test_bad_arguments_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str) -> None:
+def test_bad_arguments_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
+) -> None:
     assert main(["deploy", "k8s", "-o", str(tmp_path / "k8s"), *args]) == 2
     assert message in capsys.readouterr().err
 
@@ -171,7 +177,8 @@ def _adapter_typo(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("name", "change", "found"),
     [
-        ("deployment.yaml", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}), "readinesProbe"),
+        ("deployment.yaml", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}),
+         "readinesProbe"),
         ("hpa/hpa.yaml", lambda d: d["spec"]["behavior"]["scaleUp"].update(stabilizationWindowSeconds="0"), "behavior"),
         ("keda/scaledobject.yaml", lambda d: d["spec"]["triggers"][0].pop("metadata"), "metadata"),
         ("keda/scaledobject.yaml", lambda d: d["spec"].update(pollingIntervalSeconds=15), "pollingIntervalSeconds"),
@@ -230,7 +237,8 @@ def steps_of(steps: list[tuple[str, str]], *ops: str) -> list[tuple[str, str]]:
 
 
 def test_the_readme_example_writes_valid_manifests(tmp_path: Path) -> None:
-    section = (REPO_ROOT / "README.md").read_text().split("## Run it as a fleet — Kubernetes", 1)[1].split("\n## ", 1)[0]
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Run it as a fleet — Kubernetes", 1)[1].split("\n## ", 1)[0]
     plan = re.search(r"```json\n(.*?)```", section, re.S)
     command = re.search(r"```sh\n(.*?)```", section, re.S)
     assert plan and command, "the section has no plan or no command"

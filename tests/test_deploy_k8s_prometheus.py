@@ -85,7 +85,8 @@ def traffic(pod: str, per_15s: int, queue_s: float, batch_wait_s: float) -> list
 
 
 def autoscaling_tests(out: Path) -> dict[str, Any]:
-    [alert] = [r for g in spec(out, "prometheusrule.yaml")["groups"] if g["name"] == AUTOSCALING_GROUP for r in g["rules"] if "alert" in r]
+    [group] = [g for g in spec(out, "prometheusrule.yaml")["groups"] if g["name"] == AUTOSCALING_GROUP]
+    [alert] = [r for r in group["rules"] if "alert" in r]
     fired = {"severity": "warning", "namespace": NAMESPACE, "app_kubernetes_io_instance": NAME}
     summary = f"servoscope {NAME} in {NAMESPACE}: requests wait 187.5ms on average"
     return {
@@ -125,7 +126,8 @@ def test_generated_rules_pass_promtool(generated: Path, tmp_path: Path) -> None:
     deploy_tests = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "rules_test.yml").read_text())
     (tmp_path / "deploy_test.yml").write_text(yaml.safe_dump({**deploy_tests, "rule_files": [str(rules)]}))
     promtool("test", "rules", str(tmp_path / "deploy_test.yml"))
-    (tmp_path / "autoscaling_test.yml").write_text(yaml.safe_dump({"rule_files": [str(rules)], **autoscaling_tests(generated)}))
+    autoscaling = {"rule_files": [str(rules)], **autoscaling_tests(generated)}
+    (tmp_path / "autoscaling_test.yml").write_text(yaml.safe_dump(autoscaling))
     promtool("test", "rules", str(tmp_path / "autoscaling_test.yml"))
 
 
@@ -165,7 +167,8 @@ def test_autoscaling_queries_against_a_live_replica(
             served = drive_load(server.url, bodies)
             assert served >= 40, server.log_tail()
             stages = client.get("/v1/stats").json()["models"][MODEL]["windows"]["5m"]["stages"]
-        wait_for("the last request scraped", lambda: [r for r in prom.query(count) if float(r["value"][1]) >= stages["total"]["count"]])
+        served_n = stages["total"]["count"]
+        wait_for("the last request scraped", lambda: [r for r in prom.query(count) if float(r["value"][1]) >= served_n])
         at = time.time()
 
         # The adapter finds the series its rule names, with the labels it maps to namespace and pod.
@@ -174,7 +177,8 @@ def test_autoscaling_queries_against_a_live_replica(
         # Its query, for this pod alone and among several: one value for the pod, the mean wait.
         labels, per_pod = one_value(prom, adapter_query(rule["metricsQuery"], NAMESPACE, [POD]), at)
         assert labels == {"pod": POD}
-        assert one_value(prom, adapter_query(rule["metricsQuery"], NAMESPACE, [POD, "servoscope-5c7d9b8f6-gone1"]), at)[1] == per_pod
+        among = adapter_query(rule["metricsQuery"], NAMESPACE, [POD, "servoscope-5c7d9b8f6-gone1"])
+        assert one_value(prom, among, at) == ({"pod": POD}, per_pod)
         expected = stages["queue"]["mean"] + stages["batch_wait"]["mean"]
         print(f"\nmean wait: adapter {per_pod * 1e3:.3f} ms, /v1/stats {expected * 1e3:.3f} ms ({served} requests)")
         assert math.isfinite(per_pod) and abs(per_pod - expected) <= 0.05 * expected + 0.0005
@@ -186,10 +190,12 @@ def test_autoscaling_queries_against_a_live_replica(
 
         def evaluated() -> list[dict[str, Any]] | None:
             loaded = [r for g in prom.client.get("/api/v1/rules").json()["data"]["groups"] for r in g["rules"]]
-            done = {r["name"] for r in loaded} == names and all(not r["lastEvaluation"].startswith("0001-") for r in loaded)
+            ran = all(not r["lastEvaluation"].startswith("0001-") for r in loaded)
+            done = ran and {r["name"] for r in loaded} == names
             return loaded if done else None
 
-        unhealthy = {r["name"]: r.get("lastError") for r in wait_for("every rule evaluated", evaluated) if r["health"] != "ok"}
+        loaded = wait_for("every rule evaluated", evaluated)
+        unhealthy = {r["name"]: r.get("lastError") for r in loaded if r["health"] != "ok"}
         assert not unhealthy, unhealthy
         recorded = wait_for("the wait recorded", lambda: prom.query(f'{WAIT_RECORD}{{pod="{POD}"}}'))
         assert float(recorded[0]["value"][1]) == pytest.approx(per_pod, rel=0.15, abs=0.001)

@@ -47,12 +47,16 @@ class Replicas(_Strict):
 class FleetPlan(_Strict):
     replicas: Replicas = Replicas()
     cpu_cores: float = Field(2.0, gt=0, le=512, description="CPU cores each replica requests (and is limited to)")
-    memory_mib: int = Field(2048, ge=256, le=4 * 1024 * 1024, description="memory each replica requests (and is limited to)")
+    memory_mib: int = Field(
+        2048, ge=256, le=4 * 1024 * 1024, description="memory each replica requests (and is limited to)"
+    )
     queue_wait_target_s: float = Field(
-        0.05, ge=0.001, le=60, description="autoscaling target: mean time a request waits (queue + batch_wait) per replica"
+        0.05, ge=0.001, le=60,
+        description="autoscaling target: mean time a request waits (queue + batch_wait) per replica",
     )
     drain_delay_s: int = Field(
-        10, ge=0, le=600, description="preStop sleep: time for endpoints to drop the pod before SIGTERM starts the drain"
+        10, ge=0, le=600,
+        description="preStop sleep: time for endpoints to drop the pod before SIGTERM starts the drain",
     )
     settings: dict[str, Any] = Field(default_factory=dict, description="servoscope settings for every replica")
 
@@ -82,6 +86,7 @@ def describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(plan)"
-        got = f" (got {error['input']!r})" if error["type"] != "missing" and not isinstance(error["input"], dict) else ""
+        shown = error["type"] != "missing" and not isinstance(error["input"], dict)
+        got = f" (got {error['input']!r})" if shown else ""
         lines.append(f"  {where}: {error['msg']}{got}")
     return "\n".join(lines)

@@ -25,17 +25,21 @@ ADAPTER_CONFIG_KEY = "config.yaml"  # the key the Prometheus Adapter's chart rea
 KEDA_POLLING_S = 15  # KEDA's default is 30: half, to follow the wait as the HPA does
 
 
+def _policy(kind: str, value: int, period_s: int) -> dict[str, Any]:
+    return {"type": kind, "value": value, "periodSeconds": period_s}
+
+
 def behavior() -> dict[str, Any]:
     return {
         "scaleUp": {
             "stabilizationWindowSeconds": 0,
             "selectPolicy": "Max",
-            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}, {"type": "Pods", "value": 4, "periodSeconds": 15}],
+            "policies": [_policy("Percent", 100, 15), _policy("Pods", 4, 15)],
         },
         "scaleDown": {
             "stabilizationWindowSeconds": 300,
             "selectPolicy": "Max",
-            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}, {"type": "Percent", "value": 10, "periodSeconds": 60}],
+            "policies": [_policy("Pods", 1, 60), _policy("Percent", 10, 60)],
         },
     }
 

@@ -17,17 +17,18 @@ from servoscope.settings import SettingsError, load_settings
 
 def add_parser(subparsers: Any) -> None:
     k8s = subparsers.add_parser(
-        "k8s", help="Kubernetes manifests (Deployment, Service, HPA, adapter rules, KEDA, PodMonitor, PrometheusRule) and a Containerfile"
+        "k8s", help="Kubernetes manifests (Deployment, Service, HPA and adapter rules or KEDA, PodMonitor, "
+        "PrometheusRule) and a Containerfile",
     )
     k8s.add_argument("-o", "--output", type=Path, default=Path("k8s"), help="directory to write (default: k8s)")
-    k8s.add_argument("--config", type=Path, help="servoscope settings (TOML, as serve's --config; also SERVOSCOPE_* variables)")
-    k8s.add_argument("--plan", type=Path, help="fleet plan (JSON): replicas, cpu_cores, memory_mib, queue_wait_target_s, settings")
+    k8s.add_argument("--config", type=Path, help="servoscope settings (TOML, as serve's; and SERVOSCOPE_*)")
+    k8s.add_argument("--plan", type=Path, help="fleet plan (JSON): replicas, cpu_cores, memory_mib … (fleet/plan.py)")
     defaults = Target()
     k8s.add_argument("--name", default=defaults.name, help=f"Deployment name (default: {defaults.name})")
     k8s.add_argument("--namespace", default=defaults.namespace, help=f"namespace (default: {defaults.namespace})")
     k8s.add_argument("--image", default=defaults.image, help=f"container image (default: {defaults.image})")
     k8s.add_argument("--prometheus-url", default=defaults.prometheus_url, help="the Prometheus KEDA queries")
-    k8s.add_argument("--adapter-namespace", default=defaults.adapter_namespace, help="the Prometheus Adapter's namespace")
+    k8s.add_argument("--adapter-namespace", default=defaults.adapter_namespace, help="the Prometheus Adapter's")
     k8s.add_argument("--rules", type=Path, help="Prometheus rules to ship (default: deploy/prometheus/rules.yml)")
     k8s.set_defaults(func=run)
 
@@ -41,8 +42,13 @@ def run(args: argparse.Namespace) -> int:
     except (PlanError, SettingsError, TargetError, DeployError, RulesError) as exc:
         print(f"servoscope deploy k8s: {exc}", file=sys.stderr)
         return 2
-    written = write(files, args.output)
+    try:
+        written = write(files, args.output)
+    except OSError as exc:
+        print(f"servoscope deploy k8s: cannot write {args.output}: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {len(written)} files to {args.output}/: {', '.join(sorted(files))}", file=sys.stderr)
-    print(f"apply: kubectl apply -f {args.output}/ -f {args.output}/{HPA_DIR}/  (or, with KEDA: -f {args.output}/{KEDA_DIR}/)",
+    out = args.output
+    print(f"apply: kubectl apply -f {out}/ -f {out}/{HPA_DIR}/  (with KEDA: {out}/{KEDA_DIR}/ for the second)",
           file=sys.stderr)
     return 0

@@ -78,7 +78,8 @@ def autoscaling_group(plan: FleetPlan, target: Target) -> dict[str, Any]:
                         f"The mean wait (queue + batch_wait) has stayed above {threshold:g} s, twice the autoscaling "
                         f"target, for {WAIT_ALERT_FOR}: the autoscaler is not adding capacity. Runbook: is the HPA "
                         "at maxReplicas (kubectl describe hpa), are new pods Pending (no room on the nodes), or is the "
-                        "metric missing (kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1)? Run `servoscope doctor`."
+                        "metric missing (kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1)? "
+                        "Run `servoscope doctor`."
                     ),
                 },
             },

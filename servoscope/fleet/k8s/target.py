@@ -24,7 +24,8 @@ class Target:
     adapter_namespace: str = "monitoring"
 
     def __post_init__(self) -> None:
-        for field, value in (("name", self.name), ("namespace", self.namespace), ("adapter namespace", self.adapter_namespace)):
+        names = (("name", self.name), ("namespace", self.namespace), ("adapter namespace", self.adapter_namespace))
+        for field, value in names:
             if not DNS_LABEL.match(value):
                 raise TargetError(f"{field} must be a DNS label (a-z, 0-9, '-', at most 63), got {value!r}")
         if not self.image or any(c.isspace() for c in self.image):
@@ -37,7 +38,7 @@ class Target:
         return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": self.name}
 
     def labels(self) -> dict[str, str]:
-        return {**self.selector(), "app.kubernetes.io/version": __version__, "app.kubernetes.io/managed-by": "servoscope"}
+        return {**self.selector(), "app.kubernetes.io/version": __version__, "app.kubernetes.io/managed-by": APP}
 
     def metadata(self, name: str | None = None, namespace: str | None = None) -> dict[str, object]:
         return {"name": name or self.name, "namespace": namespace or self.namespace, "labels": self.labels()}
