@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         plan = read_plan(args.plan) if args.plan else FleetPlan()
         settings = load_settings(args.config, **plan.settings)
         target = Target(args.name, args.namespace, args.image, args.prometheus_url, args.adapter_namespace)
-        files = render(settings, plan, target, args.rules or default_rules_file(), args.output.name)
+        files = render(settings, plan, target, args.rules or default_rules_file(), str(args.output))
     except (PlanError, SettingsError, TargetError, DeployError, RulesError) as exc:
         print(f"servoscope deploy k8s: {exc}", file=sys.stderr)
         return 2

@@ -58,10 +58,10 @@ def render_manifest(manifest: Manifest) -> str:
     return head + dump(manifest.document)
 
 
-def render(settings: Settings, plan: FleetPlan, target: Target, rules_file: Path, output_name: str) -> dict[str, str]:
+def render(settings: Settings, plan: FleetPlan, target: Target, rules_file: Path, output: str) -> dict[str, str]:
     """Every file's text by its path in the output directory."""
     files = {m.path: render_manifest(m) for m in manifests(settings, plan, target, rules_file)}
-    files["Containerfile"] = containerfile(settings, output_name)
+    files["Containerfile"] = containerfile(settings, output, target.image)
     return files
 
 
