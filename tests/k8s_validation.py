@@ -39,7 +39,8 @@ MIN_KUBERNETES = "1.30"  # preStop's sleep action is on by default from 1.30 (be
 
 def kubernetes_versions() -> list[str]:
     """Every Kubernetes version kubernetes-validate ships schemas for, from MIN_KUBERNETES on."""
-    return [v for v in all_versions() if Version(v) >= Version(MIN_KUBERNETES)]
+    shipped = set(all_versions())  # each version twice: its strict and its lax schemas
+    return sorted((v for v in shipped if Version(v) >= Version(MIN_KUBERNETES)), key=Version)
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
