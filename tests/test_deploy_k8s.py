@@ -17,7 +17,7 @@ import yaml
 
 from k8s_validation import directory_problems, documents
 from servoscope.cli import main
-from servoscope.fleet.k8s.signal import WAIT_METRIC
+from servoscope.fleet.k8s.queue_wait import WAIT_METRIC
 from servoscope.settings import Settings, load_settings
 from support import REPO_ROOT
 

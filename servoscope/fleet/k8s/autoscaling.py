@@ -1,4 +1,4 @@
-"""Autoscaling on the queue-wait signal (``signal.py``): an HPA (autoscaling/v2) reading it per pod
+"""Autoscaling on the queue-wait signal (``queue_wait.py``): an HPA (autoscaling/v2) reading it per pod
 through the Prometheus Adapter, or, as the alternative, a KEDA ScaledObject reading it from
 Prometheus for the whole deployment. Apply one of the two: KEDA creates an HPA of its own.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servoscope.fleet.k8s.signal import WAIT_METRIC, mean_wait, quantity
+from servoscope.fleet.k8s.queue_wait import WAIT_METRIC, mean_wait, quantity
 from servoscope.fleet.k8s.target import Target
 from servoscope.fleet.k8s.yamltext import dump
 from servoscope.fleet.plan import FleetPlan

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from servoscope.fleet.k8s.signal import mean_wait
+from servoscope.fleet.k8s.queue_wait import mean_wait
 from servoscope.fleet.k8s.target import Target
 from servoscope.fleet.k8s.workload import PORT_NAME
 from servoscope.fleet.plan import FleetPlan
