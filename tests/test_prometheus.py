@@ -90,18 +90,21 @@ def wait_for(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S
         time.sleep(every_s)
 
 
-def scrape_config(target: str) -> dict[str, Any]:
+def scrape_config(target: str, rules: Path = RULES, labels: dict[str, str] | None = None) -> dict[str, Any]:
     # JSON is YAML: no YAML library needed to write Prometheus's configuration.
+    static = {"targets": [target], **({"labels": labels} if labels else {})}
     return {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
-        "scrape_configs": [{"job_name": "servoscope", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}],
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": "servoscope", "metrics_path": "/metrics", "static_configs": [static]}],
     }
 
 
-def start_prometheus(workdir: Path, target: str) -> Prometheus:
+def start_prometheus(workdir: Path, target: str, rules: Path = RULES, labels: dict[str, str] | None = None) -> Prometheus:
+    """Prometheus scraping ``target`` every second with ``rules`` loaded; ``labels`` are added to
+    every series scraped from it (as a service discovery's target labels would be)."""
     config = workdir / "prometheus.yml"
-    config.write_text(json.dumps(scrape_config(target)))
+    config.write_text(json.dumps(scrape_config(target, rules, labels)))
     for attempt in range(3):
         port = free_port()
         log = workdir / f"prometheus-{port}.log"

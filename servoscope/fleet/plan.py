@@ -1,0 +1,92 @@
+"""The fleet plan: how many replicas, what each one gets, and the autoscaling target.
+
+A plan is an optional JSON file (``servoscope deploy k8s --plan plan.json``); every field has a
+default, unknown keys are errors. Example::
+
+    {
+      "replicas": {"min": 2, "max": 12},
+      "cpu_cores": 4,
+      "memory_mib": 3072,
+      "queue_wait_target_s": 0.05,
+      "drain_delay_s": 10,
+      "settings": {"max_pending": 256, "model_overrides": {"max_batch_size": 8}}
+    }
+
+``settings`` are servoscope settings for every replica (the same names as the TOML file), laid
+over the ones loaded from ``--config`` and the environment, and checked as strictly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be read or is not a valid plan."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Replicas(_Strict):
+    min: int = Field(2, ge=1, le=1000, description="fewest replicas (2: one may be lost without an outage)")
+    max: int = Field(10, ge=1, le=1000, description="most replicas the autoscaler may run")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class FleetPlan(_Strict):
+    replicas: Replicas = Replicas()
+    cpu_cores: float = Field(2.0, gt=0, le=512, description="CPU cores each replica requests (and is limited to)")
+    memory_mib: int = Field(
+        2048, ge=256, le=4 * 1024 * 1024, description="memory each replica requests (and is limited to)"
+    )
+    queue_wait_target_s: float = Field(
+        0.05, ge=0.001, le=60,
+        description="autoscaling target: mean time a request waits (queue + batch_wait) per replica",
+    )
+    drain_delay_s: int = Field(
+        10, ge=0, le=600,
+        description="preStop sleep: time for endpoints to drop the pod before SIGTERM starts the drain",
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, description="servoscope settings for every replica")
+
+
+def read_plan(path: Path) -> FleetPlan:
+    """The plan in ``path``; a :class:`PlanError` naming the file and the field for anything wrong."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PlanError(f"plan {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"plan {path} cannot be read: {exc}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"plan {path} is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"plan {path} must be a JSON object, got {type(raw).__name__}")
+    try:
+        return FleetPlan.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanError(f"plan {path} is not valid:\n{describe(exc)}") from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line per problem: the field's path, what is wrong, and what was received."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(plan)"
+        shown = error["type"] != "missing" and not isinstance(error["input"], dict)
+        got = f" (got {error['input']!r})" if shown else ""
+        lines.append(f"  {where}: {error['msg']}{got}")
+    return "\n".join(lines)
