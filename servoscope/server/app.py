@@ -19,7 +19,7 @@ from servoscope.drills import faults as drill_faults
 from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
-from servoscope.server import api, dashboard, openapi, v2
+from servoscope.server import api, dashboard, openapi, triton, v2
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
@@ -92,6 +92,7 @@ def create_app(
     without ``telemetry``, one is made from the settings (and the OTEL_* variables in ``env``)."""
     telemetry = telemetry or make_telemetry(settings, clock, env)
     state = ServerState(settings, clock, telemetry or NoObserver())
+    state.triton_stats = telemetry.triton if telemetry else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -115,7 +116,7 @@ def create_app(
                 telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
+        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
