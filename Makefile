@@ -57,5 +57,11 @@ PEERS_ARGS ?=
 bench-peers: $(VENV)/.test-deps model
 	$(BIN)/python bench/peers/run.py $(PEERS_ARGS)
 
+# The committed server/protos/*_pb2.py, regenerated from the .proto files beside them.
+.PHONY: protos
+protos: $(VENV)/.serve-deps
+	$(BIN)/pip install -q -e ".[protos]"
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. servoscope/server/protos/model_config.proto servoscope/server/protos/grpc_service.proto
+
 clean:
 	rm -rf $(VENV) models .pytest_cache

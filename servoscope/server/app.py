@@ -19,7 +19,7 @@ from servoscope.drills import faults as drill_faults
 from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
-from servoscope.server import api, dashboard, openapi, triton, v2
+from servoscope.server import api, dashboard, grpc_server, openapi, triton, v2
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
@@ -105,10 +105,13 @@ def create_app(
             for name, s in loaded.services.items()
         }
         state.pipeline = loaded
+        grpc = await grpc_server.start(state, settings) if settings.grpc_port else None
         try:
             yield
         finally:
             state.draining = True
+            if grpc is not None:  # calls in flight finish (within the shutdown timeout), new ones are refused
+                await grpc[0].stop(settings.shutdown_timeout_s)
             await loaded.stop()
             if monitor is not None:
                 await monitor.stop()
