@@ -80,7 +80,7 @@ def test_health_and_metadata(triton_client: triton.InferenceServerClient) -> Non
     server = triton_client.get_server_metadata(as_json=True)
     assert server["name"] == "servoscope" and "statistics" in server["extensions"]
     model = triton_client.get_model_metadata(MODEL, as_json=True)
-    assert model["versions"] == ["1"] and model["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": ["-1"]}]
+    assert model["versions"] == ["1"] and model["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": ["-1", "1"]}]
 
 
 @pytest.mark.parametrize("name", CLEAR_TOP1)
@@ -112,7 +112,7 @@ def test_config_and_statistics_twins(triton_client: triton.InferenceServerClient
         http_config = client.get(f"/v2/models/{MODEL}/config").json()
         assert int(config["max_batch_size"]) == http_config["max_batch_size"]
         assert config["instance_group"][0]["count"] == http_config["instance_group"][0]["count"]
-        assert config["input"][0] == {"name": "image", "data_type": "TYPE_STRING"}  # defaults left out by protobuf's JSON
+        assert config["input"][0] == {"name": "image", "data_type": "TYPE_STRING", "dims": ["1"]}  # defaults left out
         served = triton_client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
         assert served["name"] == MODEL and int(served["inference_stats"]["success"]["count"]) >= 1
         metrics = client.get("/metrics").text

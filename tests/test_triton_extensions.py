@@ -28,7 +28,7 @@ def test_model_config_in_tritons_shape(triton_client: triton.InferenceServerClie
     detail = client.get(f"/v1/models/{MODEL}").json()["config"]
     assert config["name"] == MODEL and config["platform"] == "onnxruntime_onnx"
     assert config["max_batch_size"] == detail["batching"]["max_batch_size"]
-    assert config["input"] == [{"name": "image", "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": []}]
+    assert config["input"] == [{"name": "image", "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": [1]}]
     assert {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]} == {
         "labels": ("TYPE_STRING", [-1]), "scores": ("TYPE_FP32", [-1]), "indices": ("TYPE_INT64", [-1]),
     }

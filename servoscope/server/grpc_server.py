@@ -26,7 +26,7 @@ from servoscope.server.grpc_status import abort_with
 from servoscope.server.protos import grpc_service_pb2 as pb
 from servoscope.server.state import ServerState
 from servoscope.server.triton import model_config, statistics
-from servoscope.server.v2 import EXTENSIONS, INPUT_NAME, OUTPUTS
+from servoscope.server.v2 import EXTENSIONS, INPUT_NAME, INPUT_SHAPE, OUTPUTS
 from servoscope.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ async def model_metadata(state: ServerState, request: pb.ModelMetadataRequest, c
         name=service.name,
         versions=[service.version],
         platform="onnxruntime_onnx",
-        inputs=[tensor(name=INPUT_NAME, datatype="BYTES", shape=[-1])],
+        inputs=[tensor(name=INPUT_NAME, datatype="BYTES", shape=INPUT_SHAPE)],
         outputs=[tensor(name=name, datatype=dtype, shape=[-1, -1]) for name, dtype in OUTPUTS.items()],
     )
 

@@ -7,8 +7,8 @@
   ``inference_stats`` and ``batch_stats`` (see ``telemetry/triton_stats.py`` for how servoscope's
   stages map onto Triton's fields); also the gRPC ``ModelStatistics`` call's document.
 
-The model's input is a batch of encoded images (``TYPE_STRING``, Triton's name for BYTES) with no
-dims beyond the batch; the outputs are ``[batch, top_k]``.
+The model's input is a batch of encoded images (``TYPE_STRING``, Triton's name for BYTES), one per
+row (dims ``[1]``: perf_analyzer needs a dim beyond the batch); the outputs are ``[batch, top_k]``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def model_config(service: ModelService, settings: Settings) -> dict[str, Any]:
         "backend": "onnxruntime",
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": batching.max_batch_size,
-        "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": []}],
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": [1]}],
         "output": [
             {"name": name, "data_type": TRITON_TYPES[dtype], "dims": [-1], "label_filename": ""}
             for name, dtype in OUTPUTS.items()

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2), so Triton/KServe clients work unchanged.
 
-Input: one ``BYTES`` tensor of encoded images (JPEG, PNG or WebP), shape ``[N]``, sent either
+Input: one ``BYTES`` tensor of encoded images (JPEG, PNG or WebP), shape ``[N, 1]`` or ``[N]``, sent either
 in JSON (each element base64-encoded, since JSON cannot carry raw bytes) or in Triton's
 binary tensor data extension (``Inference-Header-Content-Length``; elements length-prefixed).
 Outputs, each of shape ``[N, top_k]``: ``labels`` (BYTES), ``scores`` (FP32), ``indices`` (INT64).
@@ -31,6 +31,7 @@ from servoscope.stages import Stage, Timing
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT_NAME = "image"
+INPUT_SHAPE = [-1, 1]  # a batch of single encoded images (shape [N] is accepted too)
 OUTPUTS = {"labels": "BYTES", "scores": "FP32", "indices": "INT64"}
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]  # Triton's names for them
 
@@ -62,7 +63,7 @@ async def model_metadata(request: Request) -> Response:
             "name": service.name,
             "versions": [service.version],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": INPUT_SHAPE}],
             "outputs": [{"name": name, "datatype": dtype, "shape": [-1, -1]} for name, dtype in OUTPUTS.items()],
         }
     )
