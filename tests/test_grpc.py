@@ -18,15 +18,21 @@ from tritonclient.utils import InferenceServerException
 
 from servoscope.server.protos import grpc_service_pb2 as pb
 from servoscope.stages import parse_server_timing
-from support import CLEAR_TOP1, MODEL, Photo, ServerProcess, classify, free_port, metric_value, start_server, top1, wait_for
+from support import (
+    CLEAR_TOP1, MODEL, Photo, ServerProcess, classify, free_port, metric_value, start_server, top1, wait_for,
+)
 from test_overload import HeldRequest, wait_pending
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 READY_METHOD = "/inference.GRPCInferenceService/ServerReady"
+Grpc = tuple[ServerProcess, str]  # a server, and its gRPC address
+Client = triton.InferenceServerClient
+Photos = dict[str, Photo]
+Metadata = tuple[tuple[str, str], ...]
 
 
 @pytest.fixture(scope="module")
-def grpc_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+def grpc_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grpc]:
     port = free_port()
     srv = start_server(model_repository, tmp_path_factory.mktemp("grpc"), ("--models", MODEL, "--grpc-port", str(port)))
     yield srv, f"127.0.0.1:{port}"
@@ -34,13 +40,13 @@ def grpc_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def triton_client(grpc_server: tuple[ServerProcess, str]) -> Iterator[triton.InferenceServerClient]:
+def triton_client(grpc_server: tuple[ServerProcess, str]) -> Iterator[Client]:
     client = triton.InferenceServerClient(grpc_server[1])
     yield client
     client.close()
 
 
-def spawn_with_grpc(spawn_server: Callable[..., ServerProcess], *args: str, env: dict[str, str] | None = None) -> tuple[ServerProcess, str]:
+def spawn_with_grpc(spawn_server: Callable[..., ServerProcess], *args: str, env: dict[str, str] | None = None) -> Grpc:
     port = free_port()
     return spawn_server("--models", MODEL, "--grpc-port", str(port), *args, env=env), f"127.0.0.1:{port}"
 
@@ -60,32 +66,37 @@ def raw_request(images: list[bytes], **parameters: int) -> pb.ModelInferRequest:
     return request
 
 
-def raw_infer(address: str, request: pb.ModelInferRequest, metadata: tuple[tuple[str, str], ...] = ()) -> tuple[pb.ModelInferResponse, dict]:
+def raw_infer(
+    address: str, request: pb.ModelInferRequest, metadata: Metadata = ()
+) -> tuple[pb.ModelInferResponse, dict[str, str]]:
     with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(INFER_METHOD, pb.ModelInferRequest.SerializeToString, pb.ModelInferResponse.FromString)
+        call = channel.unary_unary(
+            INFER_METHOD, pb.ModelInferRequest.SerializeToString, pb.ModelInferResponse.FromString
+        )
         response, state = call.with_call(request, metadata=metadata, timeout=30)
         return response, dict(state.trailing_metadata())
 
 
-def raw_error(address: str, request: pb.ModelInferRequest, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.RpcError:
+def raw_error(address: str, request: pb.ModelInferRequest, metadata: Metadata = ()) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         raw_infer(address, request, metadata)
     return info.value
 
 
-def test_health_and_metadata(triton_client: triton.InferenceServerClient) -> None:
+def test_health_and_metadata(triton_client: Client) -> None:
     assert triton_client.is_server_live() and triton_client.is_server_ready()
     assert triton_client.is_model_ready(MODEL) and triton_client.is_model_ready(MODEL, "1")
     assert not triton_client.is_model_ready("no_such_model")
     server = triton_client.get_server_metadata(as_json=True)
     assert server["name"] == "servoscope" and "statistics" in server["extensions"]
     model = triton_client.get_model_metadata(MODEL, as_json=True)
-    assert model["versions"] == ["1"] and model["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": ["-1", "1"]}]
+    assert model["versions"] == ["1"]
+    assert model["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": ["-1", "1"]}]
 
 
 @pytest.mark.parametrize("name", CLEAR_TOP1)
 def test_infer_matches_http(
-    triton_client: triton.InferenceServerClient, grpc_server: tuple[ServerProcess, str], photos: dict[str, Photo], name: str
+    triton_client: Client, grpc_server: Grpc, photos: Photos, name: str
 ) -> None:
     data = photos[name].jpeg
     result = triton_client.infer(MODEL, [image_input([data])], parameters={"top_k": 3})
@@ -95,7 +106,7 @@ def test_infer_matches_http(
         assert result.as_numpy("labels")[0, 0].decode() == top1(classify(client, data))
 
 
-def test_bytes_contents_and_server_timing_trailer(grpc_server: tuple[ServerProcess, str], photos: dict[str, Photo]) -> None:
+def test_bytes_contents_and_server_timing_trailer(grpc_server: Grpc, photos: Photos) -> None:
     request = raw_request([photos["coffee"].jpeg, photos["rocket"].jpeg], top_k=2)
     request.outputs.add(name="scores")
     response, trailer = raw_infer(grpc_server[1], request)
@@ -106,7 +117,7 @@ def test_bytes_contents_and_server_timing_trailer(grpc_server: tuple[ServerProce
     assert {"ingest", "queue", "preprocess", "batch_wait", "inference", "postprocess", "total"} <= set(stages)
 
 
-def test_config_and_statistics_twins(triton_client: triton.InferenceServerClient, grpc_server: tuple[ServerProcess, str]) -> None:
+def test_config_and_statistics_twins(triton_client: Client, grpc_server: Grpc) -> None:
     config = triton_client.get_model_config(MODEL, as_json=True)["config"]
     with httpx.Client(base_url=grpc_server[0].url, timeout=30) as client:
         http_config = client.get(f"/v2/models/{MODEL}/config").json()
@@ -116,10 +127,11 @@ def test_config_and_statistics_twins(triton_client: triton.InferenceServerClient
         served = triton_client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
         assert served["name"] == MODEL and int(served["inference_stats"]["success"]["count"]) >= 1
         metrics = client.get("/metrics").text
-    assert (metric_value(metrics, "servoscope_protocol_requests_total", model=MODEL, protocol="grpc", code="200") or 0) >= 1
+    served = metric_value(metrics, "servoscope_protocol_requests_total", model=MODEL, protocol="grpc", code="200")
+    assert served is not None and served >= 1
 
 
-def test_invalid_argument(triton_client: triton.InferenceServerClient, grpc_server: tuple[ServerProcess, str], photos: dict[str, Photo]) -> None:
+def test_invalid_argument(triton_client: Client, grpc_server: Grpc, photos: Photos) -> None:
     with pytest.raises(InferenceServerException) as info:
         triton_client.infer(MODEL, [image_input([photos["coffee"].jpeg])], parameters={"top_k": 0})
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "top_k" in info.value.message()
@@ -131,7 +143,7 @@ def test_invalid_argument(triton_client: triton.InferenceServerClient, grpc_serv
     assert raw_error(grpc_server[1], truncated).code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_not_found(triton_client: triton.InferenceServerClient, photos: dict[str, Photo]) -> None:
+def test_not_found(triton_client: Client, photos: Photos) -> None:
     with pytest.raises(InferenceServerException) as info:
         triton_client.infer("no_such_model", [image_input([photos["coffee"].jpeg])])
     assert info.value.status() == "StatusCode.NOT_FOUND" and "no_such_model" in info.value.message()
@@ -140,7 +152,7 @@ def test_not_found(triton_client: triton.InferenceServerClient, photos: dict[str
     assert info.value.status() == "StatusCode.NOT_FOUND"
 
 
-def test_deadline_exceeded(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
+def test_deadline_exceeded(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
     # a 1 µs deadline (X-Request-Timeout in ms, as over HTTP) has always passed when a decode worker
     # picks the request up: the server itself answers DEADLINE_EXCEEDED, the client set no deadline
     srv, address = spawn_with_grpc(spawn_server, "--preprocess-workers", "1")
@@ -149,7 +161,7 @@ def test_deadline_exceeded(spawn_server: Callable[..., ServerProcess], photos: d
     assert "inference" not in parse_server_timing(dict(error.trailing_metadata())["server-timing"])
 
 
-def test_resource_exhausted_with_retry_info(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
+def test_resource_exhausted_with_retry_info(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
     srv, address = spawn_with_grpc(spawn_server, env={"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"})
     holders = [HeldRequest(srv, photos["coffee"].jpeg, "high") for _ in range(10)]
     try:
@@ -175,14 +187,16 @@ def test_resource_exhausted_with_retry_info(spawn_server: Callable[..., ServerPr
     assert metric_value(metrics, "servoscope_protocol_requests_total", model=MODEL, protocol="grpc", code="429") == 2
 
 
-def test_unavailable_while_draining(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
+def test_unavailable_while_draining(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
     srv, address = spawn_with_grpc(spawn_server)
     held = HeldRequest(srv, photos["coffee"].jpeg, "normal")
     try:
         wait_pending(srv, 1)
         srv.process.send_signal(signal.SIGTERM)
         with grpc.insecure_channel(address) as channel:
-            ready = channel.unary_unary(READY_METHOD, pb.ServerReadyRequest.SerializeToString, pb.ServerReadyResponse.FromString)
+            ready = channel.unary_unary(
+                READY_METHOD, pb.ServerReadyRequest.SerializeToString, pb.ServerReadyResponse.FromString
+            )
             wait_for(lambda: not ready(pb.ServerReadyRequest(), timeout=5).ready)
         error = raw_error(address, raw_request([photos["coffee"].jpeg]))
         assert error.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in error.details()

@@ -46,7 +46,8 @@ def test_readme_perf_analyzer_commands(spawn_server: Callable[..., ServerProcess
     srv = spawn_server("--models", MODEL, "--grpc-port", str(grpc_port))
     reports = []
     for command in readme_commands():
-        command = command.replace("127.0.0.1:8000", srv.url.removeprefix("http://")).replace("127.0.0.1:8001", f"127.0.0.1:{grpc_port}")
+        command = command.replace("127.0.0.1:8000", srv.url.removeprefix("http://"))
+        command = command.replace("127.0.0.1:8001", f"127.0.0.1:{grpc_port}")
         command = re.sub(r"^(\.venv/bin/)?python ", f"{sys.executable} ", command)
         if command.startswith(".tools/"):
             reports.append(tmp_path / f"report-{len(reports)}.csv")
@@ -62,6 +63,9 @@ def test_readme_perf_analyzer_commands(spawn_server: Callable[..., ServerProcess
     with httpx.Client(base_url=srv.url, timeout=10) as client:
         metrics = client.get("/metrics").text
         stats = client.get(f"/v2/models/{MODEL}/stats").json()["model_stats"][0]["inference_stats"]
-    served = {p: metric_value(metrics, "servoscope_protocol_requests_total", model=MODEL, protocol=p, code="200") or 0 for p in ("http", "grpc")}
+    served = {
+        p: metric_value(metrics, "servoscope_protocol_requests_total", model=MODEL, protocol=p, code="200") or 0
+        for p in ("http", "grpc")
+    }
     assert served["http"] >= 10 and served["grpc"] >= 10
     assert stats["fail"]["count"] == 0 and stats["success"]["count"] == served["http"] + served["grpc"]

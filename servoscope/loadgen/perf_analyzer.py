@@ -34,6 +34,7 @@ TRITONCLIENT = "tritonclient==2.48.0"  # the last tritonclient wheels with perf_
 CUDART = "nvidia-cuda-runtime-cu12==12.9.79"
 LIBB64 = "libb64-0d"
 DEFAULT_DIR = Path(".tools/perf_analyzer")
+INSTALL_HELP = "perf_analyzer (Triton's load generator) for servoscope: install it, or write its --input-data"
 WRAPPER = """#!/bin/sh
 # perf_analyzer with the libraries laid beside it (see servoscope/loadgen/perf_analyzer.py)
 here=$(dirname "$(readlink -f "$0")")
@@ -86,8 +87,9 @@ def install(dest: Path = DEFAULT_DIR) -> Path:
     (dest / "lib").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        manylinux = ("--only-binary=:all:", "--platform", "manylinux1_x86_64")
         for name, requirement, extra, suffix, target in (
-            ("triton", TRITONCLIENT, ("--only-binary=:all:", "--platform", "manylinux1_x86_64"), "bin/perf_analyzer", dest / "bin/perf_analyzer"),
+            ("triton", TRITONCLIENT, manylinux, "bin/perf_analyzer", dest / "bin/perf_analyzer"),
             ("cudart", CUDART, (), "lib/libcudart.so.12", dest / "lib/libcudart.so.12"),
         ):
             (work / name).mkdir()
@@ -101,7 +103,7 @@ def install(dest: Path = DEFAULT_DIR) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    top = argparse.ArgumentParser(prog="python -m servoscope.loadgen.perf_analyzer", description=__doc__.split("\n\n")[0])
+    top = argparse.ArgumentParser(prog="python -m servoscope.loadgen.perf_analyzer", description=INSTALL_HELP)
     sub = top.add_subparsers(dest="command", required=True)
     setup = sub.add_parser("install", help="perf_analyzer and its libraries, with a wrapper script")
     setup.add_argument("--dir", type=Path, default=DEFAULT_DIR)

@@ -23,7 +23,14 @@ from servoscope.server.http import MAX_TIMEOUT_S, headers_priority, headers_time
 from servoscope.server.inference import classify_all, per_image
 from servoscope.server.protos import grpc_service_pb2 as pb
 from servoscope.server.state import ServerState, mark_failed, slowest
-from servoscope.server.v2 import OUTPUTS, checked_images, deserialize_bytes, image_count, output_tensors, serialize_bytes
+from servoscope.server.v2 import (
+    OUTPUTS,
+    checked_images,
+    deserialize_bytes,
+    image_count,
+    output_tensors,
+    serialize_bytes,
+)
 from servoscope.stages import Stage, Timing
 
 PROTOCOL = "grpc"
@@ -43,7 +50,8 @@ def deadline_s(context: grpc.aio.ServicerContext, metadata: Mapping[str, str], d
 
 def request_images(request: pb.ModelInferRequest, max_images: int) -> list[bytes]:
     if len(request.inputs) != 1:
-        raise InvalidParameter(f"expected exactly one input tensor 'image' of datatype BYTES, got {len(request.inputs)}")
+        count = len(request.inputs)
+        raise InvalidParameter(f"expected exactly one input tensor 'image' of datatype BYTES, got {count} inputs")
     tensor = request.inputs[0]
     shape = list(tensor.shape)
     count = image_count(tensor.name, tensor.datatype, shape)
@@ -87,7 +95,9 @@ def infer_response(
     return response
 
 
-async def model_infer(state: ServerState, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+async def model_infer(
+    state: ServerState, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+) -> pb.ModelInferResponse:
     settings, clock = state.settings, state.clock
     metadata = metadata_of(context)
     first = state.arrived_with(metadata, "infer", PROTOCOL)
@@ -104,10 +114,6 @@ async def model_infer(state: ServerState, request: pb.ModelInferRequest, context
         names = requested_outputs(request)
         timings = per_image(first, len(images))
         results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
-        finished = clock.now()
-        for timing in timings:
-            timing.end(Stage.RESPOND, finished)
-            timing.status = 200
         response = infer_response(service, request, names, results)
     except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
         mark_failed(timings, exc)

@@ -51,11 +51,15 @@ async def model_ready(state: ServerState, request: pb.ModelReadyRequest, context
     return pb.ModelReadyResponse(ready=True)
 
 
-async def server_metadata(state: ServerState, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+async def server_metadata(
+    state: ServerState, request: pb.ServerMetadataRequest, context: Any
+) -> pb.ServerMetadataResponse:
     return pb.ServerMetadataResponse(name="servoscope", version=__version__, extensions=EXTENSIONS)
 
 
-async def model_metadata(state: ServerState, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+async def model_metadata(
+    state: ServerState, request: pb.ModelMetadataRequest, context: Any
+) -> pb.ModelMetadataResponse:
     service = state.service(request.name, request.version or None)
     tensor = pb.ModelMetadataResponse.TensorMetadata
     return pb.ModelMetadataResponse(
@@ -67,14 +71,18 @@ async def model_metadata(state: ServerState, request: pb.ModelMetadataRequest, c
     )
 
 
-async def model_config_call(state: ServerState, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+async def model_config_call(
+    state: ServerState, request: pb.ModelConfigRequest, context: Any
+) -> pb.ModelConfigResponse:
     service = state.service(request.name, request.version or None)
     response = pb.ModelConfigResponse()
     json_format.ParseDict(model_config(service, state.settings), response.config)
     return response
 
 
-async def model_statistics(state: ServerState, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+async def model_statistics(
+    state: ServerState, request: pb.ModelStatisticsRequest, context: Any
+) -> pb.ModelStatisticsResponse:
     document = statistics(state, request.name or None, request.version or None)
     return json_format.ParseDict(document, pb.ModelStatisticsResponse())
 
@@ -104,12 +112,16 @@ def bound(state: ServerState, handler: Handler) -> Callable[[Any, grpc.aio.Servi
     return call
 
 
+def serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
 def service_handler(state: ServerState) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(
         SERVICE,
         {
             name: grpc.unary_unary_rpc_method_handler(
-                bound(state, handler), request_deserializer=request.FromString, response_serializer=lambda m: m.SerializeToString()
+                bound(state, handler), request_deserializer=request.FromString, response_serializer=serialize
             )
             for name, (handler, request) in CALLS.items()
         },

@@ -13,13 +13,12 @@ holding a ``RetryInfo``) and, for clients that read plain metadata, as ``retry-a
 
 from __future__ import annotations
 
-import math
-
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from servoscope.errors import ServoscopeError, http_status
+from servoscope.server.http import retry_after
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 
@@ -45,7 +44,7 @@ def retry_metadata(code: grpc.StatusCode, message: str, retry_after_s: float) ->
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    return (("grpc-status-details-bin", status.SerializeToString()), ("retry-after", str(max(1, math.ceil(retry_after_s)))))
+    return (("grpc-status-details-bin", status.SerializeToString()), ("retry-after", str(retry_after(retry_after_s))))
 
 
 def error_metadata(exc: BaseException, code: grpc.StatusCode) -> Metadata:

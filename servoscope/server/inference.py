@@ -27,7 +27,9 @@ async def classify_all(
     rank: Priority,
     clock: Clock,
 ) -> list[Classification]:
-    """Classify ``images`` (``timings[i]`` is image i's record): ingest ends now for all of them."""
+    """Classify ``images`` (``timings[i]`` is image i's record): ingest ends now for all of them;
+    once all are classified, they are marked answered (200), ``respond`` ending then (and again
+    when the answer has been handed over)."""
     ingested = clock.now()
     for timing in timings:
         timing.end(Stage.INGEST, ingested)
@@ -39,4 +41,8 @@ async def classify_all(
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     if errors:
         raise errors[0]
+    finished = clock.now()
+    for timing in timings:
+        timing.end(Stage.RESPOND, finished)
+        timing.status = 200
     return [o for o in outcomes if isinstance(o, Classification)]

@@ -80,7 +80,7 @@ def statistics(state: ServerState, name: str | None, version: str | None) -> dic
     services = [state.service(name, version)] if name else list(pipeline.services.values())
     triton = state.triton_stats
     if triton is None:
-        raise Unavailable("statistics need telemetry, which is turned off (setting telemetry = false)", reason="telemetry_off")
+        raise Unavailable("statistics need telemetry, which is off (setting telemetry = false)", reason="telemetry_off")
     return {"model_stats": [model_statistics(s.name, s.version, triton.models.get(s.name)) for s in services]}
 
 

@@ -27,7 +27,7 @@ from servoscope.pipeline.service import Classification, ModelService
 from servoscope.server.inference import classify_all, per_image
 from servoscope.server.http import error_response, json_response, priority, read_body, timeout_s
 from servoscope.server.state import slowest, state_of
-from servoscope.stages import Stage, Timing
+from servoscope.stages import Timing
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT_NAME = "image"
@@ -268,10 +268,6 @@ async def infer(request: Request) -> Response:
         _binary_outputs(request_json)  # every field checked before any inference
         timings = per_image(first, len(images))
         results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
-        finished = clock.now()
-        for timing in timings:
-            timing.end(Stage.RESPOND, finished)
-            timing.status = 200
         response = infer_response(service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()})
     except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
         response = state.failed(timings, exc, first.start)

@@ -50,7 +50,9 @@ class BatchStats:
     compute_output: Duration = field(default_factory=Duration)
 
 
-INFERENCE_FIELDS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
+INFERENCE_FIELDS = (
+    "success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss",
+)
 STAGE_FIELDS: dict[str, tuple[Stage, ...]] = {
     "queue": (Stage.QUEUE, Stage.BATCH_WAIT),
     "compute_input": (Stage.PREPROCESS,),
