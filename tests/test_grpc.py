@@ -5,6 +5,7 @@ is checked: trailing metadata, ``bytes_contents``."""
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -185,6 +186,16 @@ def test_resource_exhausted_with_retry_info(spawn_server: Callable[..., ServerPr
         metrics = client.get("/metrics").text
     assert metric_value(metrics, "servoscope_refused_total", model=MODEL, reason="pending_limit") == 2
     assert metric_value(metrics, "servoscope_protocol_requests_total", model=MODEL, protocol="grpc", code="429") == 2
+
+
+def test_a_taken_grpc_port_is_a_clear_start_error(model_repository: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="server exited") as info:
+            start_server(model_repository, tmp_path, ("--models", MODEL, "--grpc-port", str(port)))
+    assert f"cannot listen for gRPC on 127.0.0.1:{port}" in str(info.value)
 
 
 def test_unavailable_while_draining(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:

@@ -105,8 +105,9 @@ def create_app(
             for name, s in loaded.services.items()
         }
         state.pipeline = loaded
-        grpc = await grpc_server.start(state, settings) if settings.grpc_port else None
+        grpc = None
         try:
+            grpc = await grpc_server.start(state, settings) if settings.grpc_port else None
             yield
         finally:
             state.draining = True

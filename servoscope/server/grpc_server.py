@@ -139,7 +139,13 @@ async def start(state: ServerState, settings: Settings) -> tuple[grpc.aio.Server
     )
     server.add_generic_rpc_handlers((service_handler(state),))
     address = f"[{settings.host}]" if ":" in settings.host else settings.host
-    port = server.add_insecure_port(f"{address}:{settings.grpc_port}")
+    try:
+        port = server.add_insecure_port(f"{address}:{settings.grpc_port}")
+    except RuntimeError:
+        raise OSError(
+            f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: the port is taken or not allowed "
+            "(setting grpc_port, --grpc-port; 0: no gRPC)"
+        ) from None
     await server.start()
     log.info("gRPC Open Inference Protocol on %s:%d", settings.host, port)
     return server, port
