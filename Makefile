@@ -44,7 +44,7 @@ system-deps:
 		done; \
 	fi
 
-test: system-deps $(VENV)/.test-deps model
+test: system-deps $(VENV)/.test-deps model perf-analyzer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-deps model
@@ -56,6 +56,19 @@ PEERS_ARGS ?=
 .PHONY: bench-peers
 bench-peers: $(VENV)/.test-deps model
 	$(BIN)/python bench/peers/run.py $(PEERS_ARGS)
+
+# perf_analyzer (Triton's load generator, from tritonclient 2.48's wheel) and the libraries it loads.
+PERF_ANALYZER := .tools/perf_analyzer/perf_analyzer
+.PHONY: perf-analyzer
+perf-analyzer: $(PERF_ANALYZER)
+$(PERF_ANALYZER): | $(VENV)/.serve-deps
+	$(BIN)/python -m servoscope.loadgen.perf_analyzer install
+
+# The committed server/protos/*_pb2.py, regenerated from the .proto files beside them.
+.PHONY: protos
+protos: $(VENV)/.serve-deps
+	$(BIN)/pip install -q -e ".[protos]"
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. servoscope/server/protos/model_config.proto servoscope/server/protos/grpc_service.proto
 
 clean:
 	rm -rf $(VENV) models .pytest_cache

@@ -180,7 +180,7 @@ CAPACITY_FLAGS = ("--admission", "static")
 
 def servoscope_argv(extra: tuple[str, ...] = CAPACITY_FLAGS, model: str = MODEL) -> list[str]:
     return [
-        sys.executable, "-m", "servoscope", "serve", "--model-repository", str(ROOT / "models"),
+        sys.executable, "-m", "servoscope", "serve", "--grpc-port", "0", "--model-repository", str(ROOT / "models"),
         "--models", model, "--log-level", "warning", *extra,
     ]
 

@@ -26,6 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.config,
         host=args.host,
         port=args.port,
+        grpc_port=args.grpc_port,
         model_repository=args.model_repository,
         models=tuple(args.models.split(",")) if args.models else None,
         preprocess_workers=args.preprocess_workers,
@@ -87,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML settings file (also SERVOSCOPE_CONFIG)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (default 8001; 0: no gRPC)")
     serve.add_argument("--model-repository", type=Path)
     serve.add_argument("--models", help="comma-separated model names (default: all in the repository)")
     serve.add_argument("--preprocess-workers", type=int)

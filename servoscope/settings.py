@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="port of the gRPC Open Inference Protocol, on the same host (0: no gRPC)"
+    )
     model_repository: Path = Field(Path("models"), description="folder of <name>/<version>/model.onnx")
     models: tuple[str, ...] = Field((), description="models to serve (empty: every model in the repository)")
     default_model: str = Field("efficientnet_lite0", description="prepared automatically when missing")

@@ -53,6 +53,7 @@ class Timing:
     status: int = 0
     error: str = ""  # the error's reason when status is not 2xx
     delivery_s: float | None = None  # after ``respond``: until the client acknowledged the answer
+    protocol: str = "http"  # how the request came: http or grpc (a metrics label)
     trace: Any = None  # the tracing span of this request, when tracing is on (opaque here)
 
     def end(self, stage: Stage, at: float) -> None:

@@ -132,7 +132,7 @@ def start_server(
         port = free_port()
         log = workdir / f"server-{port}.log"
         command = [sys.executable, "-m", "servoscope", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--model-repository", str(repository), *args]
+        command += ["--model-repository", str(repository), "--grpc-port", "0", *args]  # gRPC when a test asks
         with log.open("wb") as out:
             process = subprocess.Popen(
                 command, cwd=REPO_ROOT, env=_clean_env(env or {}), stdout=out, stderr=subprocess.STDOUT

@@ -58,7 +58,7 @@ def test_server_metadata(triton_client: triton.InferenceServerClient) -> None:
 def test_model_metadata(triton_client: triton.InferenceServerClient) -> None:
     metadata = triton_client.get_model_metadata(MODEL)
     assert metadata["name"] == MODEL and metadata["versions"] == ["1"]
-    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1, 1]}]
     outputs = {o["name"]: o["datatype"] for o in metadata["outputs"]}
     assert outputs == {"labels": "BYTES", "scores": "FP32", "indices": "INT64"}
     assert triton_client.get_model_metadata(MODEL, model_version="1")["name"] == MODEL

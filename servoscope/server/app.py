@@ -20,7 +20,7 @@ from servoscope.models import repository
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.pipeline.structure import StructureLimits
-from servoscope.server import api, dashboard, openapi, v2
+from servoscope.server import api, dashboard, grpc_server, openapi, triton, v2
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
@@ -99,6 +99,7 @@ def create_app(
     without ``telemetry``, one is made from the settings (and the OTEL_* variables in ``env``)."""
     telemetry = telemetry or make_telemetry(settings, clock, env)
     state = ServerState(settings, clock, telemetry or NoObserver())
+    state.triton_stats = telemetry.triton if telemetry else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -111,10 +112,14 @@ def create_app(
             for name, s in loaded.services.items()
         }
         state.pipeline = loaded
+        grpc = None
         try:
+            grpc = await grpc_server.start(state, settings) if settings.grpc_port else None
             yield
         finally:
             state.draining = True
+            if grpc is not None:  # calls in flight finish (within the shutdown timeout), new ones are refused
+                await grpc[0].stop(settings.shutdown_timeout_s)
             await loaded.stop()
             if monitor is not None:
                 await monitor.stop()
@@ -122,7 +127,7 @@ def create_app(
                 telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
+        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

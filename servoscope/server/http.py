@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import orjson
 from starlette.requests import Request
@@ -94,10 +94,14 @@ GRPC_UNITS_S = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-
 
 
 def timeout_s(request: Request, default: float) -> float:
+    return headers_timeout_s(request.headers, default)
+
+
+def headers_timeout_s(headers: Mapping[str, str], default: float) -> float:
     """The request's own deadline: ``X-Request-Timeout`` in milliseconds, or ``grpc-timeout`` in
     gRPC's form (an integer of up to 8 digits and a unit: H, M, S, m, u, n — ``250m`` is 250 ms);
     else the default."""
-    raw = request.headers.get("x-request-timeout")
+    raw = headers.get("x-request-timeout")
     if raw is not None:
         try:
             value = float(raw) / 1000.0
@@ -106,7 +110,7 @@ def timeout_s(request: Request, default: float) -> float:
         if not 0 < value <= MAX_TIMEOUT_S or math.isnan(value):
             raise InvalidParameter(f"X-Request-Timeout must be milliseconds in (0, 3600000], got {raw!r}")
         return value
-    raw = request.headers.get("grpc-timeout")
+    raw = headers.get("grpc-timeout")
     if raw is not None:
         digits, unit = raw[:-1], raw[-1:]
         if not (digits.isdigit() and len(digits) <= 8 and unit in GRPC_UNITS_S) or int(digits) == 0:
@@ -116,8 +120,12 @@ def timeout_s(request: Request, default: float) -> float:
 
 
 def priority(request: Request) -> Priority:
+    return headers_priority(request.headers)
+
+
+def headers_priority(headers: Mapping[str, str]) -> Priority:
     """The request's ``X-Priority`` (high, normal, low; default normal)."""
     try:
-        return Priority.parse(request.headers.get("x-priority"))
+        return Priority.parse(headers.get("x-priority"))
     except ValueError as exc:
         raise InvalidParameter(f"X-Priority: {exc}") from None

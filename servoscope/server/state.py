@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
-from servoscope.errors import ServoscopeError, Unavailable
-from servoscope.pipeline.service import Pipeline
+from servoscope.errors import InvalidParameter, ServoscopeError, Unavailable
+from servoscope.pipeline.service import ModelService, Pipeline
 from servoscope.server.delivery import Probe, probe_of
 from servoscope.server.http import error_response
 from servoscope.settings import Settings
 from servoscope.stages import Stage, Timing
+
+if TYPE_CHECKING:
+    from servoscope.telemetry.triton_stats import TritonStats
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class ServerState:
     draining: bool = False
     in_flight: int = 0  # inference requests arrived and not yet answered
     model_configs: dict[str, Any] = field(default_factory=dict)
+    triton_stats: TritonStats | None = None  # Triton's statistics extension (None: telemetry off)
 
     @property
     def ready(self) -> bool:
@@ -65,20 +69,25 @@ class ServerState:
             raise Unavailable("the server is still starting", retry_after_s=1.0, reason="starting")
         return self.pipeline
 
+    def service(self, name: str, version: str | None = None) -> ModelService:
+        """The served model ``name`` (404 when none), at ``version`` when one is named (400 when another)."""
+        service = self.accepting().get(name)
+        if version is not None and version != service.version:
+            raise InvalidParameter(f"model {service.name!r} serves version {service.version!r}, not {version!r}")
+        return service
+
     def arrived(self, request: Request, name: str) -> Timing:
-        timing = Timing(self.clock.now())
+        return self.arrived_with(request.headers, name)
+
+    def arrived_with(self, headers: Mapping[str, str], name: str, protocol: str = "http") -> Timing:
+        timing = Timing(self.clock.now(), protocol=protocol)
         self.in_flight += 1
-        self.observer.begin(timing, name, request.headers)
+        self.observer.begin(timing, name, headers)
         return timing
 
     def failed(self, timings: list[Timing], exc: Exception, start: float) -> Response:
         """The error answer for a request (its timings marked with the error)."""
-        if not isinstance(exc, ServoscopeError):
-            log.error("unexpected error answering a request", exc_info=exc)
-        status = exc.status if isinstance(exc, ServoscopeError) else 500
-        for timing in timings:
-            timing.status = status
-            timing.error = exc.reason if isinstance(exc, ServoscopeError) else "internal"
+        mark_failed(timings, exc)
         return error_response(exc, {"Server-Timing": slowest(timings, start).server_timing()})
 
     def send_then_record(self, request: Request, response: Response, timings: list[Timing]) -> Response:
@@ -98,6 +107,15 @@ class ServerState:
                 timing.delivery_s = delivery_s
         for timing in timings:
             self.observer.record(timing)
+
+
+def mark_failed(timings: list[Timing], exc: BaseException) -> None:
+    """Mark a request's records with its error (an unexpected one is logged here)."""
+    if not isinstance(exc, ServoscopeError):
+        log.error("unexpected error answering a request", exc_info=exc)
+    for timing in timings:
+        timing.status = exc.status if isinstance(exc, ServoscopeError) else 500
+        timing.error = exc.reason if isinstance(exc, ServoscopeError) else "internal"
 
 
 def slowest(timings: list[Timing], start: float) -> Timing:

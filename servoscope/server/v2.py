@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2), so Triton/KServe clients work unchanged.
 
-Input: one ``BYTES`` tensor of encoded images (JPEG, PNG or WebP), shape ``[N]``, sent either
+Input: one ``BYTES`` tensor of encoded images (JPEG, PNG or WebP), shape ``[N, 1]`` or ``[N]``, sent either
 in JSON (each element base64-encoded, since JSON cannot carry raw bytes) or in Triton's
 binary tensor data extension (``Inference-Header-Content-Length``; elements length-prefixed).
 Outputs, each of shape ``[N, top_k]``: ``labels`` (BYTES), ``scores`` (FP32), ``indices`` (INT64).
@@ -10,8 +10,6 @@ the request asks for it per output (``parameters.binary_data``) or for all (``bi
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import base64
 import binascii
 import struct
@@ -26,17 +24,20 @@ from starlette.routing import Route
 from servoscope import __version__
 from servoscope.errors import InvalidParameter, ServoscopeError
 from servoscope.pipeline.service import Classification, ModelService
+from servoscope.server.inference import classify_all, per_image
 from servoscope.server.http import error_response, json_response, priority, read_body, timeout_s
 from servoscope.server.state import slowest, state_of
-from servoscope.stages import Stage, Timing
+from servoscope.stages import Timing
 
 HEADER_LENGTH = "inference-header-content-length"
 INPUT_NAME = "image"
+INPUT_SHAPE = [-1, 1]  # a batch of single encoded images (shape [N] is accepted too)
 OUTPUTS = {"labels": "BYTES", "scores": "FP32", "indices": "INT64"}
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics"]  # Triton's names for them
 
 
 async def server_metadata(request: Request) -> Response:
-    return json_response({"name": "servoscope", "version": __version__, "extensions": ["binary_tensor_data"]})
+    return json_response({"name": "servoscope", "version": __version__, "extensions": EXTENSIONS})
 
 
 async def live(request: Request) -> Response:
@@ -49,11 +50,7 @@ async def ready(request: Request) -> Response:
 
 
 def _service(request: Request) -> ModelService:
-    service = state_of(request).accepting().get(request.path_params["name"])
-    version = request.path_params.get("version")
-    if version is not None and version != service.version:
-        raise InvalidParameter(f"model {service.name!r} serves version {service.version!r}, not {version!r}")
-    return service
+    return state_of(request).service(request.path_params["name"], request.path_params.get("version"))
 
 
 async def model_metadata(request: Request) -> Response:
@@ -66,7 +63,7 @@ async def model_metadata(request: Request) -> Response:
             "name": service.name,
             "versions": [service.version],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": INPUT_SHAPE}],
             "outputs": [{"name": name, "datatype": dtype, "shape": [-1, -1]} for name, dtype in OUTPUTS.items()],
         }
     )
@@ -151,14 +148,8 @@ def parse_images(request_json: dict[str, Any], binary: bytes, max_images: int) -
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise InvalidParameter(f"expected exactly one input tensor {INPUT_NAME!r} of datatype BYTES")
     tensor = inputs[0]
-    if tensor.get("name") != INPUT_NAME:
-        raise InvalidParameter(f"the input tensor must be named {INPUT_NAME!r}, got {tensor.get('name')!r}")
-    if tensor.get("datatype") != "BYTES":
-        raise InvalidParameter(f"input {tensor.get('name')!r} must have datatype BYTES, got {tensor.get('datatype')!r}")
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise InvalidParameter(f"input shape must be a list of non-negative integers, got {shape!r}")
-    count = int(np.prod(shape)) if shape else 1
+    count = image_count(tensor.get("name"), tensor.get("datatype"), shape)
     size = _parameters(tensor, f"input {INPUT_NAME!r}").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or size > len(binary):
@@ -166,6 +157,21 @@ def parse_images(request_json: dict[str, Any], binary: bytes, max_images: int) -
         images = deserialize_bytes(binary[:size])
     else:
         images = [_b64(item) for item in _flatten(tensor.get("data"))]
+    return checked_images(images, shape, count, max_images)
+
+
+def image_count(name: Any, datatype: Any, shape: Any) -> int:
+    """The images an input tensor holds, once its name, datatype and shape are right."""
+    if name != INPUT_NAME:
+        raise InvalidParameter(f"the input tensor must be named {INPUT_NAME!r}, got {name!r}")
+    if datatype != "BYTES":
+        raise InvalidParameter(f"input {name!r} must have datatype BYTES, got {datatype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InvalidParameter(f"input shape must be a list of non-negative integers, got {shape!r}")
+    return int(np.prod(shape)) if shape else 1
+
+
+def checked_images(images: list[bytes], shape: list[int], count: int, max_images: int) -> list[bytes]:
     if len(images) != count:
         raise InvalidParameter(f"input shape {shape} holds {count} elements, but {len(images)} were sent")
     if not 1 <= count <= max_images:
@@ -260,23 +266,8 @@ async def infer(request: Request) -> Response:
         top_k = service.check_top_k(_top_k(request_json, settings.default_top_k))
         _requested(request_json)
         _binary_outputs(request_json)  # every field checked before any inference
-        timings += [dataclasses.replace(first, ends=list(first.ends), trace=None) for _ in images[1:]]
-        ingested = clock.now()
-        for timing in timings:
-            timing.end(Stage.INGEST, ingested)
-        with service.admitted(len(images), rank):
-            outcomes = await asyncio.gather(
-                *(service.classify(img, top_k, t, deadline, rank) for img, t in zip(images, timings)),
-                return_exceptions=True,
-            )
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            raise errors[0]
-        results = [o for o in outcomes if isinstance(o, Classification)]
-        finished = clock.now()
-        for timing in timings:
-            timing.end(Stage.RESPOND, finished)
-            timing.status = 200
+        timings = per_image(first, len(images))
+        results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
         response = infer_response(service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()})
     except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
         response = state.failed(timings, exc, first.start)

@@ -33,6 +33,10 @@ class Metrics:
             ["model", "stage"], buckets=LATENCY_BUCKETS_S, registry=r,
         )
         self.requests = Counter("servoscope_requests", "Requests answered, by HTTP status.", ["model", "code"], registry=r)
+        self.protocol_requests = Counter(
+            "servoscope_protocol_requests", "Requests answered, by protocol (http, grpc) and HTTP-equivalent status.",
+            ["model", "protocol", "code"], registry=r,
+        )
         self.arrived = Counter(
             "servoscope_requests_arrived", "Inference requests that arrived for each model, counted on arrival "
             "(the demand: answered, refused or still in progress).", ["model"], registry=r,

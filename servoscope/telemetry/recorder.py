@@ -15,6 +15,7 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.stages import BatchRecord, Timing
 from servoscope.telemetry.metrics import Metrics
 from servoscope.telemetry.tracing import Tracer
+from servoscope.telemetry.triton_stats import TritonStats
 from servoscope.telemetry.windows import Rolling
 
 if TYPE_CHECKING:  # the pipeline (and ONNX Runtime) need not load with telemetry
@@ -43,6 +44,7 @@ class Telemetry:
         self.counts = Rolling(clock, COUNT_BUCKET_S, HORIZON_S)
         self._failed: set[str] = set()
         self.answered = 0  # requests recorded since start
+        self.triton = TritonStats()  # Triton's statistics extension, from the same records
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -85,6 +87,8 @@ class Telemetry:
         trace_id = self.tracer.trace_id(timing)
         exemplar = {"trace_id": trace_id} if trace_id else None
         m.requests.labels(model, code).inc()
+        m.protocol_requests.labels(model, timing.protocol, code).inc()
+        self.triton.record(timing)
         m.request_duration.labels(model, code).observe(total, exemplar)
         self.counts.count(("code", model, code))
         if 200 <= status < 300:
@@ -117,6 +121,7 @@ class Telemetry:
             m.busy.labels(record.model, str(record.instance)).inc(record.busy_s)
             self.counts.count(("busy", record.model, record.instance), record.busy_s)
             self.counts.count(("batch_size", record.model, record.size))
+            self.triton.record_batch(record)
             self.tracer.batch(record)
         except Exception:  # noqa: BLE001 — telemetry boundary
             self._guarded_failure("record_batch")
