@@ -26,7 +26,7 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from servoscope.stages import STAGE_NAMES
-from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess
+from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess, wait_for
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -82,15 +82,12 @@ class Browser:
         self.call("Network.enable")
 
     def _until(self, probe: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
+        def alive_and_found() -> Any:
             if self.process.poll() is not None:
                 raise RuntimeError(f"chromium exited with {self.process.returncode} while waiting for {what}")
-            found = probe()
-            if found:
-                return found
-            time.sleep(0.2)
-        raise AssertionError(f"no {what} within {deadline_s}s")
+            return probe()
+
+        return wait_for(alive_and_found, what, deadline_s)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         ident = next(self.ids)

@@ -101,7 +101,8 @@ def test_baseline_window_from_the_same_document(tmp_path: Path) -> None:
     for name, entry in doc["models"].items():
         entry["windows"] = {"1m": entry["windows"][window], "before": base["stats"]["models"][name]["windows"][window]}
     doc["windows_s"], doc["windows_ago_s"] = {"1m": 60.0, "before": 240.0}, {"1m": 0.0, "before": 60.0}
-    doc["event_loop_lag_s"] = {"1m": doc["event_loop_lag_s"][window], "before": base["stats"]["event_loop_lag_s"][window]}
+    lag = doc["event_loop_lag_s"][window], base["stats"]["event_loop_lag_s"][window]
+    doc["event_loop_lag_s"] = {"1m": lag[0], "before": lag[1]}
     doc["system_means"] = {"1m": means(doc["system"]), "before": means(base["stats"]["system"])}
     snapshot = tmp_path / "one-document.json"
     snapshot.write_text(json.dumps(doc))

@@ -107,7 +107,7 @@ def test_a_snapshot_with_means_keeps_them() -> None:
 
 
 @pytest.mark.parametrize(("path", "named"), [
-    (("models", MODEL, "windows", "1m", "throughput", "ok_per_s"), "models.efficientnet_lite0.windows.1m.throughput.ok_per_s"),
+    (("models", MODEL, "windows", "1m", "throughput", "ok_per_s"), f"models.{MODEL}.windows.1m.throughput.ok_per_s"),
     (("system", "cpu_count"), "system.cpu_count"),
     (("preprocess", "workers"), "preprocess.workers"),
     (("models", MODEL, "instances"), "models.efficientnet_lite0.instances"),

@@ -89,7 +89,7 @@ class Preprocess(_Frozen):
 
 class SystemMeans(_Frozen):
     """Means of the 1 s machine samples over a window, counting only seconds the service answered
-    requests in; ``None`` where no sample was taken (or, for the GPU's, where there is none)."""
+    requests in; ``None`` where no sample was taken (for the GPU's: where there is none)."""
 
     cpu_percent: float | None
     process_cpu_percent: float | None
@@ -173,7 +173,8 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     windows = list(doc.get("windows_s") or {})
     doc.setdefault("windows_ago_s", {label: 0.0 for label in windows})
     means = dict(doc.get("system_means") or {})
-    doc["system_means"] = {label: {**dict.fromkeys(SystemMeans.model_fields), **means.get(label, {})} for label in windows}
+    unknown = dict.fromkeys(SystemMeans.model_fields)
+    doc["system_means"] = {label: {**unknown, **means.get(label, {})} for label in windows}
     models = doc.get("models")
     if isinstance(models, Mapping):
         doc["models"] = {name: _migrate_model(entry) for name, entry in models.items()}

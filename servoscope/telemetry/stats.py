@@ -12,7 +12,8 @@ import time
 from servoscope.pipeline.service import Gauges
 from servoscope.stages import STAGE_NAMES
 from servoscope.telemetry.document import (
-    SCHEMA_VERSION, Batches, ModelStats, ModelWindow, Preprocess, Queues, StatsDocument, Summary, SystemMeans, Throughput,
+    SCHEMA_VERSION, Batches, ModelStats, ModelWindow, Preprocess, Queues, StatsDocument, Summary, SystemMeans,
+    Throughput,
 )
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import DELIVERY, Telemetry
@@ -82,7 +83,8 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> StatsDocument:
             ),
             instances=g.instances,
             windows={
-                label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()
+                label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label])
+                for label, seconds in WINDOWS_S.items()
             },
         )
         for name, g in gauges.models.items()
@@ -94,9 +96,12 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> StatsDocument:
         windows_ago_s=WINDOWS_AGO_S,
         stages=STAGE_NAMES,
         models=models,
-        preprocess=Preprocess(queue=gauges.preprocess_queue, busy=gauges.preprocess_busy, workers=gauges.preprocess_workers),
+        preprocess=Preprocess(
+            queue=gauges.preprocess_queue, busy=gauges.preprocess_busy, workers=gauges.preprocess_workers
+        ),
         event_loop_lag_s={
-            label: _summary(t, ("event_loop", "lag"), seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()
+            label: _summary(t, ("event_loop", "lag"), seconds, WINDOWS_AGO_S[label])
+            for label, seconds in WINDOWS_S.items()
         },
         system_means={label: _means(t, seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()},
         system=readings.system,
