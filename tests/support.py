@@ -6,6 +6,7 @@ waited for by polling ``/v2/health/ready`` until a deadline, never by sleeping a
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -163,6 +164,14 @@ def polls(deadline_s: float, what: str) -> Iterator[float]:
         yield pause
         pause = min(pause * 1.5, POLL_MAX_S)
     raise AssertionError(f"not within {deadline_s:g} s: {what}")
+
+
+async def wait_until(condition: Callable[[], bool], what: str = "the condition", deadline_s: float = 20.0) -> None:
+    """:func:`wait_for` inside an event loop: the loop keeps running between polls."""
+    for pause in polls(deadline_s, what):
+        if condition():
+            return
+        await asyncio.sleep(pause)
 
 
 def wait_for(condition: Callable[[], T], what: str = "the condition", deadline_s: float = 20.0) -> T:
