@@ -108,7 +108,9 @@ def run_app(root: Path, scenario: Callable[[InProcess], Awaitable[T]], max_batch
     return asyncio.run(asyncio.wait_for(_run(root, scenario, max_batch_size, settings), RUN_DEADLINE_S))
 
 
-async def _run(root: Path, scenario: Callable[[InProcess], Awaitable[T]], max_batch_size: int, given: dict[str, Any]) -> T:
+async def _run(
+    root: Path, scenario: Callable[[InProcess], Awaitable[T]], max_batch_size: int, given: dict[str, Any]
+) -> T:
     settings = Settings(
         model_repository=root, models=(MODEL,), default_model=MODEL, prepare_default_model=False,
         admission="static", **given,

@@ -29,9 +29,9 @@ def timing_ms(response: httpx.Response) -> dict[str, float]:
     return {name: float(ms) for name, ms in parts}
 
 
-def post(app: InProcess, headers: dict[str, str] | None = None, body: bytes | None = None) -> asyncio.Task[httpx.Response]:
+def post(app: InProcess, headers: dict[str, str] | None = None) -> asyncio.Task[httpx.Response]:
     """A classification sent now, answered later (its task)."""
-    return asyncio.create_task(app.client.post(CLASSIFY, content=body or jpeg(), headers={**JPEG, **(headers or {})}))
+    return asyncio.create_task(app.client.post(CLASSIFY, content=jpeg(), headers={**JPEG, **(headers or {})}))
 
 
 def test_an_answer_carries_its_predictions_and_every_stage_in_server_timing(tmp_path: Path) -> None:
@@ -78,7 +78,9 @@ def test_a_bad_request_is_a_json_error_with_its_status(
 def test_overload_refuses_low_priority_first_and_high_last_each_with_retry_after(tmp_path: Path) -> None:
     """max_pending 4, static admission: low enters below half of it, normal below 90 %, high up to all."""
 
-    async def scenario(app: InProcess) -> tuple[list[httpx.Response], dict[str, httpx.Response], document.StatsDocument]:
+    Outcome = tuple[list[httpx.Response], dict[str, httpx.Response], document.StatsDocument]
+
+    async def scenario(app: InProcess) -> Outcome:
         app.fake.hold()
         admitted = [post(app)]
         await wait_until(lambda: app.fake.running == 1, "the first batch running")
@@ -146,7 +148,8 @@ def test_before_start_up_the_app_answers_503_with_retry_after(tmp_path: Path) ->
     app = create_app(settings, clock=clock, telemetry=Telemetry(clock, CollectorRegistry()), env={})
 
     async def requests() -> tuple[httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://servoscope.test") as client:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://servoscope.test") as client:
             return await client.post(CLASSIFY, content=jpeg(), headers=JPEG), await client.get("/v1/stats")
 
     classify, stats = asyncio.run(requests())
