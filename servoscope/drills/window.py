@@ -15,6 +15,7 @@ from servoscope.loadgen import Sample, percentile
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.models.prepare import DEFAULT_MODEL
 from servoscope.stages import TOTAL, parse_server_timing
+from servoscope.telemetry import document
 
 METRICS_KEPT = (
     "servoscope_fault_injected", "servoscope_model_busy_ratio", "servoscope_queue_depth", "servoscope_requests_pending",
@@ -77,7 +78,7 @@ def settled_stats(service: Service, label: str, answered: int, deadline_s: float
     delay = 0.05
     while True:
         stats = service.json("/v1/stats")
-        counted = sum(stats["models"][DEFAULT_MODEL]["windows"][label]["throughput"]["by_code"].values())
+        counted = sum(document.read(stats).models[DEFAULT_MODEL].windows[label].throughput.by_code.values())
         if counted >= answered or time.monotonic() >= deadline:
             return stats
         time.sleep(delay)  # poll backoff while the service records the last answers
