@@ -154,15 +154,15 @@ T = TypeVar("T")
 POLL_FIRST_S, POLL_MAX_S = 0.02, 0.5
 
 
-def polls(deadline_s: float, what: str) -> Iterator[float]:
-    """The pauses between the polls of one wait, growing from 20 ms to 0.5 s; AssertionError naming
-    ``what`` once ``deadline_s`` has passed. The tests' one deadline loop: synchronous waits use
+def polls(deadline_s: float, what: str, first_s: float = POLL_FIRST_S, most_s: float = POLL_MAX_S) -> Iterator[float]:
+    """The pauses between the polls of one wait, growing from ``first_s`` to ``most_s``; AssertionError
+    naming ``what`` once ``deadline_s`` has passed. The tests' one deadline loop: synchronous waits use
     :func:`wait_for`; asynchronous ones ``for pause in polls(…): (check) … await asyncio.sleep(pause)``."""
     deadline = time.monotonic() + deadline_s
-    pause = POLL_FIRST_S
+    pause = first_s
     while time.monotonic() < deadline:
         yield pause
-        pause = min(pause * 1.5, POLL_MAX_S)
+        pause = min(pause * 1.5, most_s)
     raise AssertionError(f"not within {deadline_s:g} s: {what}")
 
 

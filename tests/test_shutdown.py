@@ -29,7 +29,7 @@ async def paused_upload(data: bytes, sent_half: asyncio.Event, release: asyncio.
 
 async def not_ready(url: str) -> str:
     """Poll readiness on fresh connections until it answers 503 or the listening socket is closed."""
-    for pause in polls(DRAIN_DEADLINE_S, "readiness to fall"):
+    for pause in polls(DRAIN_DEADLINE_S, "readiness to fall", first_s=0.01, most_s=0.2):  # the drain is short
         try:
             async with httpx.AsyncClient(base_url=url, timeout=5.0) as probe:
                 status = (await probe.get("/v2/health/ready")).status_code
