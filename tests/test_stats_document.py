@@ -151,3 +151,11 @@ def test_an_unknown_version_is_refused_not_guessed() -> None:
         document.read({**wire, "schema_version": 2})
     with pytest.raises(document.DocumentError, match="JSON object, got list"):
         document.read([wire])
+
+
+def test_a_document_of_something_else_says_its_first_faults_and_how_many_more() -> None:
+    with pytest.raises(document.DocumentError) as caught:
+        document.read({"schema_version": 1, "hello": "world"})
+    said = str(caught.value)
+    assert said.startswith("not a /v1/stats document: time: Field required; windows_s: Field required")
+    assert said.count(": Field required") == document.MAX_FAULTS_SAID and said.endswith("more")

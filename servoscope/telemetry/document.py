@@ -151,10 +151,16 @@ def read(raw: object) -> StatsDocument:
         raise DocumentError(describe(exc)) from None
 
 
+MAX_FAULTS_SAID = 5
+
+
 def describe(exc: ValidationError) -> str:
-    """One line per fault, each naming the field by its path: ``models.m.queues.pending: Field required``."""
+    """The faults, each naming the field by its path (``models.m.queues.pending: Field required``); the
+    first few, and how many more."""
     faults = [f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()]
-    return "not a /v1/stats document: " + "; ".join(faults)
+    more = len(faults) - MAX_FAULTS_SAID
+    said = "; ".join(faults[:MAX_FAULTS_SAID]) + (f"; and {more} more" if more > 0 else "")
+    return f"not a /v1/stats document: {said}"
 
 
 def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
