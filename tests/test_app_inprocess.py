@@ -5,6 +5,7 @@ is tested here â€” errors, headers, priorities, deadlines, the stats document â€
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import httpx
@@ -156,3 +157,34 @@ def test_before_start_up_the_app_answers_503_with_retry_after(tmp_path: Path) ->
     assert classify.status_code == 503 and classify.headers["retry-after"] == "1"
     assert "still starting" in classify.json()["error"]
     assert stats.status_code == 503 and "still starting" in stats.json()["error"]
+
+
+def infer_json(images: int, top_k: int = 1) -> dict[str, object]:
+    """An Open Inference Protocol request carrying ``images`` JPEGs, base64 in JSON."""
+    data = [base64.b64encode(jpeg()).decode()] * images
+    return {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [images], "data": data}],
+            "parameters": {"top_k": top_k}}
+
+
+def test_open_inference_protocol_answers_every_image_and_refuses_what_is_wrong(tmp_path: Path) -> None:
+    infer = f"/v2/models/{MODEL}/infer"
+
+    async def scenario(app: InProcess) -> dict[str, httpx.Response]:
+        return {
+            "ready": await app.client.get("/v2/health/ready"),
+            "three": await app.client.post(infer, json=infer_json(3, top_k=2)),
+            "not json": await app.client.post(infer, content=b"{nope", headers={"Content-Type": "application/json"}),
+            "too many": await app.client.post(infer, json=infer_json(5)),
+            "wrong version": await app.client.post(f"/v2/models/{MODEL}/versions/7/infer", json=infer_json(1)),
+        }
+
+    answers = run_app(tmp_path, scenario, max_batch_size=4, max_images_per_request=4)
+    assert answers["ready"].status_code == 200
+    three = answers["three"]
+    assert three.status_code == 200, three.text
+    outputs = {o["name"]: o for o in three.json()["outputs"]}
+    assert outputs["indices"]["shape"] == [3, 2] and outputs["indices"]["data"][::2] == [ANSWER] * 3
+    assert list(timing_ms(three)) == list(STAGE_NAMES)
+    assert answers["not json"].status_code == 400 and "not valid JSON" in answers["not json"].json()["error"]
+    assert answers["too many"].status_code == 400 and "between 1 and 4 images" in answers["too many"].json()["error"]
+    assert answers["wrong version"].status_code == 400 and "not '7'" in answers["wrong version"].json()["error"]
