@@ -47,6 +47,12 @@ system-deps:
 test: system-deps $(VENV)/.test-deps model perf-analyzer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The edit-test loop (~20 s on 2 cores): pure unit tests and in-process app tests, no real model,
+# server or drill. conftest marks every test that uses the model_repository fixture `model`.
+.PHONY: test-fast
+test-fast: $(VENV)/.test-deps
+	$(BIN)/python -m pytest -m "not model and not drill" $(PYTEST_ARGS)
+
 bench: $(VENV)/.test-deps model
 	$(BIN)/python bench/serve.py
 

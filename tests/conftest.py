@@ -31,6 +31,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The real model (every real server, every ONNX session) comes through the model_repository
+    # fixture: a test that uses it, directly or through another fixture, is marked `model`, so
+    # `make test-fast` (-m "not model") keeps itself correct as tests are added.
+    for item in items:
+        if "model_repository" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: opt-in with --run-slow")

@@ -6,6 +6,7 @@ waited for by polling ``/v2/health/ready`` until a deadline, never by sleeping a
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 import numpy as np
@@ -105,22 +106,22 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def wait_ready(server: ServerProcess, deadline_s: float = READY_DEADLINE_S) -> None:
-    """Poll readiness with a short, growing backoff until ready, the process exits, or the deadline."""
-    deadline = time.monotonic() + deadline_s
-    delay = 0.05
+    """Poll readiness until ready, the process exits, or the deadline (then it is killed)."""
     with httpx.Client(base_url=server.url, timeout=2.0) as client:
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if server.process.poll() is not None:
                 raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log_tail()}")
             try:
-                if client.get("/v2/health/ready").status_code == 200:
-                    return
+                return client.get("/v2/health/ready").status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
-    server.process.kill()
-    raise RuntimeError(f"server not ready within {deadline_s}s:\n{server.log_tail()}")
+                return False
+
+        try:
+            wait_for(ready, "the server ready", deadline_s)
+        except AssertionError:
+            server.process.kill()
+            raise RuntimeError(f"server not ready within {deadline_s}s:\n{server.log_tail()}") from None
 
 
 def start_server(
@@ -149,14 +150,38 @@ def start_server(
     raise AssertionError("unreachable")
 
 
-def wait_for(condition: Callable[[], bool], deadline_s: float = 20.0) -> None:
-    """Until ``condition()`` holds, polling with a growing backoff; fails at the deadline."""
+T = TypeVar("T")
+POLL_FIRST_S, POLL_MAX_S = 0.02, 0.5
+
+
+def polls(deadline_s: float, what: str, first_s: float = POLL_FIRST_S, most_s: float = POLL_MAX_S) -> Iterator[float]:
+    """The pauses between the polls of one wait, growing from ``first_s`` to ``most_s``; AssertionError
+    naming ``what`` once ``deadline_s`` has passed. The tests' one deadline loop: synchronous waits use
+    :func:`wait_for`; asynchronous ones ``for pause in polls(…): (check) … await asyncio.sleep(pause)``."""
     deadline = time.monotonic() + deadline_s
-    delay = 0.05
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    pause = first_s
+    while time.monotonic() < deadline:
+        yield pause
+        pause = min(pause * 1.5, most_s)
+    raise AssertionError(f"not within {deadline_s:g} s: {what}")
+
+
+async def wait_until(condition: Callable[[], bool], what: str = "the condition", deadline_s: float = 20.0) -> None:
+    """:func:`wait_for` inside an event loop: the loop keeps running between polls."""
+    for pause in polls(deadline_s, what):
+        if condition():
+            return
+        await asyncio.sleep(pause)
+
+
+def wait_for(condition: Callable[[], T], what: str = "the condition", deadline_s: float = 20.0) -> T:
+    """The first truthy value of ``condition()``, polled with a growing pause; fails at the deadline."""
+    for pause in polls(deadline_s, what):
+        found = condition()
+        if found:
+            return found
+        time.sleep(pause)
+    raise AssertionError("unreachable: polls() fails at the deadline")
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:

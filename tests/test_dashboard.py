@@ -12,6 +12,7 @@ import contextlib
 import io
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -26,7 +27,7 @@ from PIL import Image
 from websockets.sync.client import connect
 
 from servoscope.stages import STAGE_NAMES
-from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess
+from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess, wait_for
 
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -39,6 +40,8 @@ DEADLINE_S = 45.0
 MIN_POINTS = 5  # polls drawn before the charts count as "holding data"
 LOAD_REQUESTS = 400  # the most the load sends; it stops as soon as the page has what it needs
 LOAD_CLIENTS = 4  # concurrent closed-loop clients, so the batcher forms batches above 1
+HISTORY_S = 300  # the page keeps (and its time axis spans) five minutes of polls
+TICK_STEPS_S = (10, 15, 30, 60, 120, 300)
 
 # What the page shows, read in one expression: the test asserts on this and nothing else of the page.
 SNAPSHOT_JS = """JSON.stringify({
@@ -46,7 +49,8 @@ SNAPSHOT_JS = """JSON.stringify({
   statsTime: +(document.body.dataset.statsTime || 0), model: document.body.dataset.model,
   message: document.querySelector('#message').textContent,
   charts: Object.fromEntries([...document.querySelectorAll('[data-chart]')].map(el => [el.dataset.chart,
-    {points: +(el.dataset.points || 0), latest: JSON.parse(el.dataset.latest || 'null'), hidden: el.hidden}])),
+    {points: +(el.dataset.points || 0), latest: JSON.parse(el.dataset.latest || 'null'), hidden: el.hidden,
+     xRange: JSON.parse(el.dataset.xRange || 'null'), ticks: el.dataset.xTicks || ''}])),
   stages: Object.fromEntries([...document.querySelectorAll('#stage-table tr[data-stage]')].map(tr => [tr.dataset.stage,
     Object.fromEntries(['p50', 'p95', 'p99'].map(q => [q, +tr.querySelector(`[data-${q}-ms]`).dataset[q + 'Ms']]))])),
   gpuNote: document.querySelector('#gpu-note').hidden ? null : document.querySelector('#gpu-note').textContent,
@@ -82,15 +86,12 @@ class Browser:
         self.call("Network.enable")
 
     def _until(self, probe: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
+        def alive_and_found() -> Any:
             if self.process.poll() is not None:
                 raise RuntimeError(f"chromium exited with {self.process.returncode} while waiting for {what}")
-            found = probe()
-            if found:
-                return found
-            time.sleep(0.2)
-        raise AssertionError(f"no {what} within {deadline_s}s")
+            return probe()
+
+        return wait_for(alive_and_found, what, deadline_s)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         ident = next(self.ids)
@@ -205,12 +206,26 @@ def holds_data(shot: dict[str, Any]) -> bool:
     )
 
 
+def assert_clock_axis(chart: dict[str, Any], stats_time: float) -> None:
+    """The time axis spans the history from the first poll, labelled in clock time at a whole step."""
+    first, last = chart["xRange"]
+    assert last - first == HISTORY_S and first <= stats_time <= last, (chart["xRange"], stats_time)
+    ticks = chart["ticks"].split()
+    assert len(ticks) >= 2 and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in ticks), ticks
+    seconds = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in (t.split(":") for t in ticks)]
+    steps = {(b - a) % 86400 for a, b in zip(seconds, seconds[1:])}
+    assert len(steps) == 1 and steps <= set(TICK_STEPS_S), ticks
+
+
 def test_dashboard_charts_the_live_service(
     spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo], browser: Browser
 ) -> None:
     srv = spawn_server("--models", MODEL)
     with Load(srv.url, small_jpeg(photos["coffee"])) as load:
         browser.call("Page.navigate", url=f"{srv.url}/dashboard")
+        first = browser.wait_for(lambda s: s["charts"].get("total", {}).get("points", 0) >= 1, "the first poll drawn")
+        browser.screenshot(ARTIFACTS / "dashboard-first-poll.png")
+        assert_clock_axis(first["charts"]["total"], first["statsTime"])
         browser.wait_for(holds_data, f"{MIN_POINTS} polls with every stage's P95 above 0")
     assert 200 in load.codes
     load_end = time.time()
@@ -242,6 +257,8 @@ def test_dashboard_charts_the_live_service(
     else:
         assert charts["gpu"]["hidden"] and shot["gpuNote"] == f"no GPU — {stats['gpu']['reason']}"
 
+    for name in ("total", "stage-p95", "cpu", "stage-inference"):
+        assert_clock_axis(charts[name], shot["statsTime"])
     assert all(url.startswith(srv.url) for url in browser.requested), browser.requested  # no CDN
     browser.screenshot(ARTIFACTS / "dashboard.png")
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

@@ -25,8 +25,8 @@ import yaml
 from k8s_validation import documents
 from servoscope.cli import main
 from servoscope.fleet.k8s.monitoring import AUTOSCALING_GROUP, WAIT_RECORD
-from support import CLASSIFY, MODEL, REPO_ROOT, Photo, start_server
-from test_prometheus import PROMETHEUS, PROMTOOL, Prometheus, drive_load, start_prometheus, wait_for
+from support import CLASSIFY, MODEL, REPO_ROOT, Photo, start_server, wait_for
+from test_prometheus import PROMETHEUS, PROMTOOL, Prometheus, drive_load, start_prometheus
 
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None or PROMTOOL is None, reason="the prometheus and promtool binaries are not on PATH"
@@ -163,12 +163,12 @@ def test_autoscaling_queries_against_a_live_replica(
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
             assert client.post(CLASSIFY, content=bodies[0], headers={"Content-Type": "image/jpeg"}).status_code == 200
             count = f'servoscope_stage_duration_seconds_count{{stage="total", pod="{POD}"}}'
-            wait_for("the replica scraped", lambda: prom.query(count))
+            wait_for(lambda: prom.query(count), "the replica scraped")
             served = drive_load(server.url, bodies)
             assert served >= 40, server.log_tail()
             stages = client.get("/v1/stats").json()["models"][MODEL]["windows"]["5m"]["stages"]
         served_n = stages["total"]["count"]
-        wait_for("the last request scraped", lambda: [r for r in prom.query(count) if float(r["value"][1]) >= served_n])
+        wait_for(lambda: [r for r in prom.query(count) if float(r["value"][1]) >= served_n], "the last request scraped")
         at = time.time()
 
         # The adapter finds the series its rule names, with the labels it maps to namespace and pod.
@@ -194,10 +194,10 @@ def test_autoscaling_queries_against_a_live_replica(
             done = ran and {r["name"] for r in loaded} == names
             return loaded if done else None
 
-        loaded = wait_for("every rule evaluated", evaluated)
+        loaded = wait_for(evaluated, "every rule evaluated")
         unhealthy = {r["name"]: r.get("lastError") for r in loaded if r["health"] != "ok"}
         assert not unhealthy, unhealthy
-        recorded = wait_for("the wait recorded", lambda: prom.query(f'{WAIT_RECORD}{{pod="{POD}"}}'))
+        recorded = wait_for(lambda: prom.query(f'{WAIT_RECORD}{{pod="{POD}"}}'), "the wait recorded")
         assert float(recorded[0]["value"][1]) == pytest.approx(per_pod, rel=0.15, abs=0.001)
     finally:
         if prom is not None:

@@ -8,11 +8,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
 from servoscope.doctor import evidence
+from servoscope.telemetry.document import SystemMeans
 from support import MODEL, REPO_ROOT, Photo, ServerProcess, classify, free_port
 
 LOAD = ("--rate", "60", "--duration", "8s", "--arrivals", "constant", "--mix", "100%:320x240", "--quiet")
@@ -85,6 +86,11 @@ def test_doctor_on_a_live_misconfigured_service(
     assert report_md.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def means(system: dict[str, Any]) -> dict[str, Any]:
+    """A window's system means, here taken from one sample."""
+    return {name: system.get(name) for name in SystemMeans.model_fields}
+
+
 def test_baseline_window_from_the_same_document(tmp_path: Path) -> None:
     """``--baseline-window before``: one document holds both windows (the last minute, and the minutes
     before it). Built here from a drill's two real snapshots, so no test waits minutes."""
@@ -94,7 +100,10 @@ def test_baseline_window_from_the_same_document(tmp_path: Path) -> None:
     doc = now["stats"]
     for name, entry in doc["models"].items():
         entry["windows"] = {"1m": entry["windows"][window], "before": base["stats"]["models"][name]["windows"][window]}
-    doc["system_means"] = {"1m": doc["system"], "before": base["stats"]["system"]}
+    doc["windows_s"], doc["windows_ago_s"] = {"1m": 60.0, "before": 240.0}, {"1m": 0.0, "before": 60.0}
+    lag = doc["event_loop_lag_s"][window], base["stats"]["event_loop_lag_s"][window]
+    doc["event_loop_lag_s"] = {"1m": lag[0], "before": lag[1]}
+    doc["system_means"] = {"1m": means(doc["system"]), "before": means(base["stats"]["system"])}
     snapshot = tmp_path / "one-document.json"
     snapshot.write_text(json.dumps(doc))
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from servoscope.doctor.promql import PromSource
-from support import MODEL, ServerProcess, free_port
+from support import MODEL, ServerProcess, free_port, wait_for
 from test_doctor_live import MISCONFIGURED, servoscope
-from test_prometheus import PROMETHEUS, Prometheus, wait_for
+from test_prometheus import DEADLINE_S, PROMETHEUS, Prometheus
 
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not on PATH")
 
@@ -54,7 +54,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]
             except httpx.TransportError:
                 return False
 
-        wait_for("Prometheus ready", ready)
+        wait_for(ready, "Prometheus ready", DEADLINE_S)
         return prom
 
     yield start
@@ -74,7 +74,8 @@ def scraped_instant(prom: Prometheus, server: ServerProcess) -> float:
     expected = httpx.get(f"{server.url}/v1/stats", timeout=10).json()["models"][MODEL]["windows"]["5m"]["stages"]["total"]["count"]
     instance = server.url.removeprefix("http://")
     expr = f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total", instance="{instance}"}}'
-    wait_for("Prometheus scraped the last request", lambda: [r for r in prom.query(expr) if float(r["value"][1]) >= expected])
+    scraped = lambda: [r for r in prom.query(expr) if float(r["value"][1]) >= expected]  # noqa: E731
+    wait_for(scraped, "Prometheus scraped the last request", DEADLINE_S)
     return time.time()
 
 
@@ -84,7 +85,7 @@ def test_doctor_reads_evidence_through_promql(
     healthy = spawn_server("--models", MODEL, "--admission", "static")
     degraded = spawn_server("--models", MODEL, "--admission", "static", *MISCONFIGURED)
     prom = prometheus_for([s.url.removeprefix("http://") for s in (healthy, degraded)])
-    wait_for("both targets up", lambda: len([r for r in prom.query("up == 1")]) == 2)
+    wait_for(lambda: len([r for r in prom.query("up == 1")]) == 2, "both targets up", DEADLINE_S)
     cache = tmp_path / "images"
 
     load(healthy, cache, "8s")

@@ -19,7 +19,7 @@ from servoscope.loadgen import Connection, Endpoint, profiles
 from servoscope.loadgen.mixes import Mix, MixImage, generated, parse_mix
 from servoscope.loadgen.runner import LoadPlan, execute, result_json
 from servoscope.loadgen.targets import Target, encode
-from support import CLASSIFY, MODEL, ServerProcess, metric_sum
+from support import CLASSIFY, MODEL, ServerProcess, metric_sum, wait_for
 
 METRICS_DEADLINE_S = 15.0
 
@@ -39,15 +39,12 @@ def requests_total(client: httpx.Client) -> float:
 
 
 def wait_for_count(client: httpx.Client, expected: float) -> float:
-    """The counter once it reaches ``expected`` (it is recorded just after each response is sent), or at the deadline."""
-    deadline = time.monotonic() + METRICS_DEADLINE_S
-    delay = 0.02
-    while True:
+    """The counter once it reaches ``expected`` (it is recorded just after each response is sent)."""
+    def reached() -> float | None:
         value = requests_total(client)
-        if value >= expected or time.monotonic() > deadline:
-            return value
-        time.sleep(delay)
-        delay = min(2 * delay, 0.5)
+        return value if value >= expected else None
+
+    return wait_for(reached, f"{expected:g} requests counted", METRICS_DEADLINE_S)
 
 
 def load(server: ServerProcess, cache_dir: Path, out: Path, *args: str) -> dict[str, Any]:

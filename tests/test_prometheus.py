@@ -17,14 +17,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
 
 from servoscope.stages import STAGE_NAMES
 from servoscope.telemetry.metrics import LATENCY_BUCKETS_S
-from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess, free_port, start_server
+from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess, free_port, start_server, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -78,18 +78,6 @@ class Prometheus:
         self.process.wait(15)
 
 
-def wait_for(what: str, check: Callable[[], Any], deadline_s: float = DEADLINE_S, every_s: float = 0.25) -> Any:
-    """Poll ``check`` until it returns something truthy, or fail after the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {deadline_s}s: {what}")
-        time.sleep(every_s)
-
-
 def scrape_config(target: str, rules: Path = RULES, labels: dict[str, str] | None = None) -> dict[str, Any]:
     # JSON is YAML: no YAML library needed to write Prometheus's configuration.
     static = {"targets": [target], **({"labels": labels} if labels else {})}
@@ -125,7 +113,7 @@ def start_prometheus(workdir: Path, target: str, rules: Path = RULES, labels: di
                 return False
 
         try:
-            wait_for("Prometheus ready", ready)
+            wait_for(ready, "Prometheus ready", DEADLINE_S)
         except AssertionError:
             prom.stop()
             raise AssertionError(f"Prometheus not ready:\n{prom.log_tail()}") from None
@@ -241,8 +229,8 @@ def test_prometheus_agrees_with_stats(
         # One request first, so every stage's series exists from Prometheus's first scrape on.
         assert client.post(CLASSIFY, content=bodies[0], headers={"Content-Type": "image/jpeg"}).status_code == 200
         wait_for(
-            "Prometheus scraped the model's stage histograms",
             lambda: prom.query(f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total"}}'),
+            "Prometheus scraped the model's stage histograms", DEADLINE_S,
         )
         served = drive_load(server.url, bodies)
         assert served >= 40, f"only {served} requests served under load:\n{server.log_tail()}"
@@ -252,9 +240,9 @@ def test_prometheus_agrees_with_stats(
 
         expected = stats_total()
         wait_for(
-            "Prometheus scraped the last request",
             lambda: [r for r in prom.query(f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total"}}')
                      if float(r["value"][1]) >= expected],
+            "Prometheus scraped the last request", DEADLINE_S,
         )
 
         def p95_per_stage() -> dict[str, float] | None:
@@ -262,7 +250,7 @@ def test_prometheus_agrees_with_stats(
             values = {r["metric"]["stage"]: float(r["value"][1]) for r in result}
             return values if set(values) == set(STAGE_NAMES) else None
 
-        from_prometheus: dict[str, float] = wait_for("a P95 for every stage", p95_per_stage)
+        from_prometheus: dict[str, float] = wait_for(p95_per_stage, "a P95 for every stage", DEADLINE_S)
         stages = client.get("/v1/stats").json()["models"][MODEL]["windows"]["5m"]["stages"]
 
     rows = [(s, from_prometheus[s], stages[s]["p95"], stages[s]["count"]) for s in STAGE_NAMES]
@@ -280,7 +268,7 @@ def test_prometheus_agrees_with_stats(
         done = all(not r["lastEvaluation"].startswith("0001-") for r in rules)
         return rules if done and {r["name"] for r in rules} == names else None
 
-    rules = wait_for("every rule loaded and evaluated", evaluated_rules)
+    rules = wait_for(evaluated_rules, "every rule loaded and evaluated", DEADLINE_S)
     unhealthy = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert not unhealthy, unhealthy
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 from typing import AsyncIterator, Callable
 
 import httpx
 
-from support import CLASSIFY, EXIT_DEADLINE_S, MODEL, Photo, ServerProcess
+from support import CLASSIFY, EXIT_DEADLINE_S, MODEL, Photo, ServerProcess, polls
 
 IN_FLIGHT = 4
 DRAIN_DEADLINE_S = 20.0
@@ -30,9 +29,7 @@ async def paused_upload(data: bytes, sent_half: asyncio.Event, release: asyncio.
 
 async def not_ready(url: str) -> str:
     """Poll readiness on fresh connections until it answers 503 or the listening socket is closed."""
-    deadline = time.monotonic() + DRAIN_DEADLINE_S
-    delay = 0.01
-    while time.monotonic() < deadline:
+    for pause in polls(DRAIN_DEADLINE_S, "readiness to fall", first_s=0.01, most_s=0.2):  # the drain is short
         try:
             async with httpx.AsyncClient(base_url=url, timeout=5.0) as probe:
                 status = (await probe.get("/v2/health/ready")).status_code
@@ -41,9 +38,8 @@ async def not_ready(url: str) -> str:
             assert status == 200, status
         except httpx.ConnectError:
             return "refused"
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.2)
-    raise AssertionError(f"readiness still true {DRAIN_DEADLINE_S}s after SIGTERM")
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable: polls() fails at the deadline")
 
 
 async def drain_scenario(srv: ServerProcess, uploads: list[tuple[Photo, bytes]]) -> tuple[list[httpx.Response], str]:

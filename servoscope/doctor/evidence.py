@@ -1,21 +1,24 @@
 """Evidence: the numbers the doctor reads from one ``/v1/stats`` document.
 
-A snapshot file is either the ``/v1/stats`` document itself or a saved drill snapshot that
-holds one under ``"stats"`` (its ``"stats_window"`` is used as the default window). Nothing
-else in a drill snapshot is read: the doctor diagnoses from telemetry alone, as in production.
+A snapshot file is either the ``/v1/stats`` document itself or a saved drill (or ``servoscope
+snapshot``) file that holds one under ``"stats"`` (its ``"stats_window"`` is used as the default
+window). The document is read through its types (:mod:`servoscope.telemetry.document`): a missing
+field is an error naming it, and documents from earlier versions are migrated first. Nothing else
+in a drill snapshot is read: the doctor diagnoses from telemetry alone, as in production.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from servoscope.stages import STAGE_NAMES, TOTAL
-from servoscope.telemetry.gpu import SLOWING_REASONS, GpuDevice, GpuReading
-
-GPU_FIELDS = ("index", "utilization_gpu_percent", "sm_clock_mhz", "sm_clock_max_mhz", "throttle_reasons")
+from servoscope.telemetry import document
+from servoscope.telemetry.document import ModelStats, StatsDocument, Summary, SystemMeans
+from servoscope.telemetry.gpu import SLOWING_REASONS, GpuReading
 
 DEFAULT_WINDOW = "1m"
 
@@ -80,84 +83,101 @@ class Evidence:
         return self.answered_per_s / self.busy_ratio if self.busy_ratio > 0 else 0.0
 
 
-def stats_document(doc: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """The ``/v1/stats`` part of a snapshot, and the window the snapshot names, if any."""
-    if "models" in doc and "windows_s" in doc:
+def stats_document(doc: object) -> tuple[StatsDocument, str | None]:
+    """The ``/v1/stats`` document of a snapshot, typed, and the window the snapshot names, if any."""
+    if isinstance(doc, StatsDocument):
         return doc, None
-    inner = doc.get("stats")
-    if isinstance(inner, dict) and "models" in inner:
-        window = doc.get("stats_window")
-        return inner, window if isinstance(window, str) else None
-    raise EvidenceError("no /v1/stats document found (expected 'models' and 'windows_s', or a 'stats' key)")
+    if not isinstance(doc, Mapping):
+        raise EvidenceError(f"a snapshot is a JSON object, got {type(doc).__name__}")
+    inner, window = doc, None
+    if isinstance(doc.get("stats"), Mapping):
+        inner, named = doc["stats"], doc.get("stats_window")
+        window = named if isinstance(named, str) else None
+    try:
+        return document.read(inner), window
+    except document.DocumentError as exc:
+        raise EvidenceError(str(exc)) from None
 
 
 def load(path: Path, model: str | None = None, window: str | None = None) -> Evidence:
     return from_document(json.loads(path.read_text()), model, window)
 
 
-def from_document(doc: dict[str, Any], model: str | None = None, window: str | None = None) -> Evidence:
+def from_document(doc: object, model: str | None = None, window: str | None = None) -> Evidence:
+    """Evidence for ``model`` (default: the busiest) over ``window`` from a snapshot or a typed document."""
     stats, named_window = stats_document(doc)
     window = window or named_window or DEFAULT_WINDOW
+    if window not in stats.windows_s:
+        raise EvidenceError(f"window {window!r} not in snapshot; it has {sorted(stats.windows_s)}")
     name = model or _busiest_model(stats, window)
-    models = stats["models"]
-    if name not in models:
-        raise EvidenceError(f"model {name!r} not in snapshot; it has {sorted(models)}")
-    entry = models[name]
-    if window not in entry["windows"]:
-        raise EvidenceError(f"window {window!r} not in snapshot; it has {sorted(entry['windows'])}")
-    return _evidence(stats, name, window, entry)
+    if name not in stats.models:
+        raise EvidenceError(f"model {name!r} not in snapshot; it has {sorted(stats.models)}")
+    return _evidence(stats, name, window, stats.models[name])
 
 
-def _busiest_model(stats: dict[str, Any], window: str) -> str:
-    models = stats["models"]
-    if not models:
+def _busiest_model(stats: StatsDocument, window: str) -> str:
+    if not stats.models:
         raise EvidenceError("snapshot has no models")
-    return max(models, key=lambda m: _get(models[m], "windows", window, "stages", TOTAL, "count"))
+    return max(stats.models, key=lambda m: _percentiles(stats.models[m].windows[window].stages.get(TOTAL)).count)
 
 
-def _evidence(stats: dict[str, Any], name: str, window: str, entry: dict[str, Any]) -> Evidence:
-    w = entry["windows"][window]
-    # the window's means of the machine readings where the service reports them, else the latest sample
-    system = {**(stats.get("system") or {}), **((stats.get("system_means") or {}).get(window) or {})}
-    busy = list((w.get("busy_ratio") or {}).values())
-    sizes = [int(k) for k in (w.get("batches", {}).get("size_counts") or {})]
+def _evidence(stats: StatsDocument, name: str, window: str, entry: ModelStats) -> Evidence:
+    w = entry.windows[window]
+    missing = [s for s in STAGE_NAMES if s not in w.stages]
+    if missing:
+        raise EvidenceError(f"the snapshot's stages lack {missing} (it has {list(w.stages)})")
+    machine = _Machine(stats, window)
+    busy = list(w.busy_ratio.values())
     return Evidence(
         model=name,
         window=window,
-        stages={s: _percentiles(w["stages"].get(s, {})) for s in STAGE_NAMES},
-        delivery=_percentiles(w.get("delivery") or {}),
-        answered_per_s=_num(w, "throughput", "answered_per_s"),
-        refused_per_s=_num(w, "throughput", "refused_per_s"),
-        errors_per_s=_num(w, "throughput", "errors_per_s"),
-        refused_by_reason=dict(w.get("throughput", {}).get("refused_by_reason") or {}),
-        batch_mean_size=_num(w, "batches", "mean_size"),
-        batch_max_size=max(sizes, default=0),
+        stages={s: _percentiles(w.stages[s]) for s in STAGE_NAMES},
+        delivery=_percentiles(w.delivery),
+        answered_per_s=w.throughput.answered_per_s,
+        refused_per_s=w.throughput.refused_per_s,
+        errors_per_s=w.throughput.errors_per_s,
+        refused_by_reason=dict(w.throughput.refused_by_reason),
+        batch_mean_size=w.batches.mean_size or 0.0,  # None: no batch in the window
+        batch_max_size=max((int(k) for k in w.batches.size_counts), default=0),
         busy_ratio=sum(busy) / len(busy) if busy else 0.0,
-        instances=int(entry.get("instances") or len(busy) or 1),
-        input_bytes_p95=_num(w, "input_bytes", "p95"),
-        input_pixels_p95=_num(w, "input_pixels", "p95"),
-        preprocess_workers=int(_num(stats, "preprocess", "workers")),
-        event_loop_lag_p95_s=_num(stats, "event_loop_lag_s", window, "p95"),
-        cpu_count=int(system.get("cpu_count") or 1),
-        machine_cpu_percent=_num(system, "cpu_percent"),
-        process_cpu_percent=_num(system, "process_cpu_percent"),
-        memory_available_bytes=_num(system, "memory_available_bytes"),
-        memory_total_bytes=_num(system, "memory_total_bytes"),
-        swap_used_percent=_num(system, "swap_used_percent"),
-        arrived_per_s=_num(w, "throughput", "arrived_per_s"),
-        **_gpu(stats.get("gpu"), system),
+        instances=entry.instances or len(busy) or 1,
+        input_bytes_p95=_percentiles(w.input_bytes).p95,
+        input_pixels_p95=_percentiles(w.input_pixels).p95,
+        preprocess_workers=stats.preprocess.workers,
+        event_loop_lag_p95_s=_percentiles(stats.event_loop_lag_s[window]).p95,
+        cpu_count=int(machine.value("cpu_count") or 1),
+        machine_cpu_percent=machine.value("cpu_percent") or 0.0,
+        process_cpu_percent=machine.value("process_cpu_percent") or 0.0,
+        memory_available_bytes=machine.value("memory_available_bytes") or 0.0,
+        memory_total_bytes=machine.value("memory_total_bytes"),
+        swap_used_percent=machine.value("swap_used_percent"),
+        arrived_per_s=w.throughput.arrived_per_s,
+        **_gpu(stats.gpu, stats.system_means[window]),
     )
 
 
-def _gpu(reading: Any, means: dict[str, Any]) -> dict[str, Any]:
+class _Machine:
+    """A machine reading over the window: its mean while serving where the service kept one, else the latest sample."""
+
+    def __init__(self, stats: StatsDocument, window: str) -> None:
+        self.means, self.latest = stats.system_means[window], stats.system
+
+    def value(self, name: str) -> float | None:
+        mean = getattr(self.means, name, None)
+        if mean is not None:
+            return float(mean)
+        latest = getattr(self.latest, name, None) if self.latest is not None else None
+        return None if latest is None else float(latest)
+
+
+def _gpu(reading: GpuReading | None, means: SystemMeans) -> dict[str, Any]:
     """The GPU fields: window means where the service kept them, else the latest reading."""
-    if not isinstance(reading, dict) or not reading.get("available"):
+    if reading is None or not reading.available:
         return {}
-    latest = GpuReading(True, devices=tuple(
-        GpuDevice(**{k: v for k, v in d.items() if k in GPU_FIELDS}) for d in reading.get("devices") or () if isinstance(d, dict)
-    ))
-    values = {**latest.window_values(), **{k: v for k, v in means.items() if k.startswith("gpu_")}}
-    reasons = sorted({r for d in latest.devices for r in d.throttle_reasons or () if r in SLOWING_REASONS})
+    latest = reading.window_values()
+    kept = {k: v for k, v in means.model_dump().items() if k.startswith("gpu_") and v is not None}
+    values = {**latest, **kept}
+    reasons = sorted({r for d in reading.devices for r in d.throttle_reasons or () if r in SLOWING_REASONS})
     return {
         "gpu_utilization_percent": values.get("gpu_utilization_percent"),
         "gpu_clock_ratio": values.get("gpu_sm_clock_ratio"),
@@ -165,18 +185,8 @@ def _gpu(reading: Any, means: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _percentiles(d: dict[str, Any]) -> Percentiles:
-    return Percentiles(*(float(d.get(k) or 0.0) for k in ("count", "p50", "p95", "p99")))
-
-
-def _get(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def _num(d: Any, *keys: str) -> float:
-    value = _get(d, *keys)
-    return float(value) if isinstance(value, (int, float)) else 0.0
+def _percentiles(summary: Summary | None) -> Percentiles:
+    """A window's percentiles; zeros where it holds no samples."""
+    if summary is None:
+        return Percentiles(0.0, 0.0, 0.0, 0.0)
+    return Percentiles(summary.count, summary.p50, summary.p95, summary.p99)

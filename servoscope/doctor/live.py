@@ -1,7 +1,8 @@
 """Evidence from a live service: its ``/v1/stats`` document, saved with where and when it was read.
 
 A saved snapshot is ``{"url", "taken_at", "time", "model", "stats"}``; ``evidence.from_document``
-reads it like a drill snapshot (the ``/v1/stats`` document under ``"stats"``).
+reads it like a drill snapshot (the ``/v1/stats`` document under ``"stats"``). The document is
+read through its types before it is saved, so a snapshot always holds the current version of it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 
 from servoscope.doctor.evidence import EvidenceError, stats_document
+from servoscope.telemetry.document import StatsDocument
 
 STATS_PATH = "/v1/stats"
 TIMEOUT_S = 10.0
@@ -22,8 +24,9 @@ class LiveError(OSError):
     """The service could not be read (unreachable, or not a 2xx JSON answer)."""
 
 
-def fetch_stats(url: str, timeout_s: float = TIMEOUT_S, transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
-    """The service's ``/v1/stats`` document; LiveError if it cannot be had, EvidenceError if it is not one."""
+def fetch_stats(url: str, timeout_s: float = TIMEOUT_S, transport: httpx.BaseTransport | None = None) -> StatsDocument:
+    """The service's ``/v1/stats`` document; LiveError if it cannot be had, EvidenceError (naming the
+    field at fault) if it is not one."""
     try:
         with httpx.Client(base_url=url, timeout=timeout_s, transport=transport) as client:
             response = client.get(STATS_PATH)
@@ -35,23 +38,21 @@ def fetch_stats(url: str, timeout_s: float = TIMEOUT_S, transport: httpx.BaseTra
         doc = response.json()
     except ValueError as exc:
         raise EvidenceError(f"{url.rstrip('/')}{STATS_PATH} is not JSON: {exc}") from exc
-    stats_document(doc)  # raises EvidenceError if this is not a /v1/stats document
-    return doc
+    return stats_document(doc)[0]
 
 
 def snapshot(url: str, model: str | None = None, timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     """A snapshot of the live service: its stats (only ``model``'s if given) plus the URL and time."""
     stats = fetch_stats(url, timeout_s)
     if model is not None:
-        models = stats.get("models") or {}
-        if model not in models:
-            raise EvidenceError(f"model {model!r} not served at {url}; it serves {sorted(models)}")
-        stats = {**stats, "models": {model: models[model]}}
+        if model not in stats.models:
+            raise EvidenceError(f"model {model!r} not served at {url}; it serves {sorted(stats.models)}")
+        stats = stats.model_copy(update={"models": {model: stats.models[model]}})
     now = time.time()
     return {
         "url": url,
         "taken_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
         "time": now,
         "model": model,
-        "stats": stats,
+        "stats": stats.to_json(),
     }

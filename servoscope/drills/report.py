@@ -15,12 +15,15 @@ from servoscope.drills.scenarios import Degradation, Scenario
 from servoscope.drills.traffic import Capacity
 from servoscope.models.prepare import DEFAULT_MODEL
 from servoscope.stages import STAGE_NAMES
+from servoscope.telemetry import document
 
 QS = ("p50", "p95", "p99")
 
 
 def model_window(window: dict[str, Any]) -> dict[str, Any]:
-    return dict(window["stats"]["models"][DEFAULT_MODEL]["windows"][window["stats_window"]])
+    """The drill model's stats window of a measured window, read through the typed document."""
+    stats = document.read(window["stats"])
+    return stats.models[DEFAULT_MODEL].windows[window["stats_window"]].model_dump(mode="json")
 
 
 def stage_ms(window: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servoscope.drills import neighbours as nb
-from servoscope.drills.report import write_report
+from servoscope.drills.report import model_window, write_report
 from servoscope.drills.scenarios import Context, Scenario
 from servoscope.drills.service import running
 from servoscope.drills.traffic import measure_capacity, mixed_images, with_knee_curve
@@ -39,8 +39,7 @@ Progress = Callable[[str], None]
 
 
 def stage_p95_s(window: dict[str, Any]) -> dict[str, float]:
-    stages = window["stats"]["models"][DEFAULT_MODEL]["windows"][window["stats_window"]]["stages"]
-    return {name: s["p95"] for name, s in stages.items() if s}
+    return {name: s["p95"] for name, s in model_window(window)["stages"].items() if s}
 
 
 def run_drill(scenario: Scenario, repository: Path, out_dir: Path, short: bool, say: Progress = print) -> dict[str, Any]:

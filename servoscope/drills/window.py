@@ -15,6 +15,7 @@ from servoscope.loadgen import Sample, percentile
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.models.prepare import DEFAULT_MODEL
 from servoscope.stages import TOTAL, parse_server_timing
+from servoscope.telemetry import document
 
 METRICS_KEPT = (
     "servoscope_fault_injected", "servoscope_model_busy_ratio", "servoscope_queue_depth", "servoscope_requests_pending",
@@ -77,9 +78,8 @@ def settled_stats(service: Service, label: str, answered: int, deadline_s: float
     delay = 0.05
     while True:
         stats = service.json("/v1/stats")
-        counted = sum(stats["models"][DEFAULT_MODEL]["windows"][label]["throughput"]["by_code"].values())
+        counted = sum(document.read(stats).models[DEFAULT_MODEL].windows[label].throughput.by_code.values())
         if counted >= answered or time.monotonic() >= deadline:
-            stats["drill_answered_by_clients"] = answered
             return stats
         time.sleep(delay)  # poll backoff while the service records the last answers
         delay = min(2 * delay, 0.5)
@@ -101,6 +101,7 @@ def measure(service: Service, traffic: Traffic, neighbour_pids: list[int]) -> tu
         "config": service.json("/v1/config"),
         "stats_window": stats_window_label(traffic.duration_s),
         "stats": stats,
+        "answered_by_clients": answered,  # beside the document, which holds only what the service reports
         "metrics": metric_values(service.get("/metrics").decode()),
         "client": client_figures(load.samples + load.slow_samples, load.duration_s),
         "client_slow": client_figures(load.slow_samples, load.duration_s) if load.slow_samples else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
@@ -12,8 +11,9 @@ from starlette.routing import Route
 
 from servoscope.errors import ServoscopeError, Unavailable
 from servoscope.pipeline.service import Pipeline
-from servoscope.server.http import error_response, json_response
+from servoscope.server.http import JSON, error_response
 from servoscope.server.state import state_of
+from servoscope.telemetry.document import StatsDocument
 from servoscope.telemetry.monitor import Monitor
 from servoscope.telemetry.recorder import Telemetry
 from servoscope.telemetry.stats import stats
@@ -26,13 +26,21 @@ class Observability:
     telemetry: Telemetry
     monitor: Monitor
     pipeline: Pipeline
-    _cached: tuple[float, dict[str, Any]] | None = None
+    _cached: tuple[float, StatsDocument, bytes] | None = None
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StatsDocument:
+        return self._computed()[1]
+
+    def stats_json(self) -> bytes:
+        """The document as ``/v1/stats`` answers it (serialized once per computation)."""
+        return self._computed()[2]
+
+    def _computed(self) -> tuple[float, StatsDocument, bytes]:
         now = self.telemetry.clock.now()
         if self._cached is None or now - self._cached[0] > STATS_MAX_AGE_S:
-            self._cached = (now, stats(self.telemetry, self.pipeline.gauges(), self.monitor.readings))
-        return self._cached[1]
+            doc = stats(self.telemetry, self.pipeline.gauges(), self.monitor.readings)
+            self._cached = (now, doc, doc.model_dump_json().encode())
+        return self._cached
 
 
 def _observability(request: Request) -> Observability:
@@ -55,7 +63,7 @@ async def metrics(request: Request) -> Response:
 
 async def stats_json(request: Request) -> Response:
     try:
-        return json_response(_observability(request).stats())
+        return Response(_observability(request).stats_json(), 200, media_type=JSON)
     except ServoscopeError as exc:
         return error_response(exc)
 

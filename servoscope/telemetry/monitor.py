@@ -11,7 +11,6 @@ import collections
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from servoscope.telemetry.gpu import GpuCollector, GpuReading
 from servoscope.telemetry.recorder import Telemetry
@@ -33,12 +32,6 @@ class Readings:
     system: SystemReading | None = None
     gpu: GpuReading | None = None
     cpu_history: collections.deque[tuple[float, float]] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "system": self.system.to_dict() if self.system else None,
-            "gpu": self.gpu.to_dict() if self.gpu else None,
-        }
 
 
 class Monitor:

@@ -1,5 +1,6 @@
-"""The ``/v1/stats`` document: rolling percentiles per model and stage, rates, queues, busy ratios,
-batch sizes, input sizes, event-loop lag, and the system and GPU readings. All times in seconds.
+"""Computes the ``/v1/stats`` document (typed in :mod:`servoscope.telemetry.document`): rolling
+percentiles per model and stage, rates, queues, busy ratios, batch sizes, input sizes, event-loop
+lag, and the system and GPU readings. All times in seconds.
 
 The doctor and the dashboard read this (and nothing of the service's internals).
 """
@@ -7,10 +8,13 @@ The doctor and the dashboard read this (and nothing of the service's internals).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from servoscope.pipeline.service import Gauges
 from servoscope.stages import STAGE_NAMES
+from servoscope.telemetry.document import (
+    SCHEMA_VERSION, Batches, ModelStats, ModelWindow, Preprocess, Queues, StatsDocument, Summary, SystemMeans,
+    Throughput,
+)
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import DELIVERY, Telemetry
 from servoscope.telemetry.windows import summary
@@ -19,10 +23,14 @@ WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0, "before": 240.0}
 # How far back each window ends: "before" is the four minutes before the last one — a baseline
 # for the "1m" window taken from the same document (``servoscope doctor --baseline-window before``).
 WINDOWS_AGO_S: dict[str, float] = {"1m": 0.0, "5m": 0.0, "before": 60.0}
-SCHEMA_VERSION = 1
 
 
-def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_s: float = 0.0) -> dict[str, Any]:
+def _summary(t: Telemetry, key: tuple[str, str], window_s: float, ago_s: float) -> Summary | None:
+    found = summary(t.sketches.merged(key, window_s, ago_s))
+    return None if found is None else Summary(**found)
+
+
+def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_s: float = 0.0) -> ModelWindow:
     covered = t.counts.covered_s(window_s, ago_s)
     codes: dict[str, float] = {}
     refused: dict[str, float] = {}
@@ -41,60 +49,66 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
     answered = sum(codes.values())
     ok = sum(n for code, n in codes.items() if code.startswith("2"))
     batches = sum(sizes.values())
-    return {
-        "covered_s": covered,
-        "stages": {stage: summary(t.sketches.merged((model, stage), window_s, ago_s)) for stage in STAGE_NAMES},
-        "delivery": summary(t.sketches.merged((model, DELIVERY), window_s, ago_s)),
-        "throughput": {
+    return ModelWindow(
+        covered_s=covered,
+        stages={stage: _summary(t, (model, stage), window_s, ago_s) for stage in STAGE_NAMES},
+        delivery=_summary(t, (model, DELIVERY), window_s, ago_s),
+        throughput=Throughput(
             # demand: from the first arrival to the last in the window (see Rolling.event_rate)
-            "arrived_per_s": t.counts.event_rate(("arrived", model), window_s, ago_s),
-            "answered_per_s": answered / covered,
-            "ok_per_s": ok / covered,
-            "errors_per_s": (answered - ok) / covered,
-            "refused_per_s": sum(refused.values()) / covered,
-            "by_code": codes,
-            "refused_by_reason": refused,
-        },
-        "batches": {
-            "per_s": batches / covered,
-            "mean_size": sum(int(s) * n for s, n in sizes.items()) / batches if batches else None,
-            "size_counts": dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
-        },
-        "busy_ratio": {str(i): t.busy_ratio(model, i, window_s, ago_s) for i in range(instances)},
-        "input_bytes": summary(t.sketches.merged((model, "input_bytes"), window_s, ago_s)),
-        "input_pixels": summary(t.sketches.merged((model, "input_pixels"), window_s, ago_s)),
+            arrived_per_s=t.counts.event_rate(("arrived", model), window_s, ago_s),
+            answered_per_s=answered / covered,
+            ok_per_s=ok / covered,
+            errors_per_s=(answered - ok) / covered,
+            refused_per_s=sum(refused.values()) / covered,
+            by_code=codes,
+            refused_by_reason=refused,
+        ),
+        batches=Batches(
+            per_s=batches / covered,
+            mean_size=sum(int(s) * n for s, n in sizes.items()) / batches if batches else None,
+            size_counts=dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
+        ),
+        busy_ratio={str(i): t.busy_ratio(model, i, window_s, ago_s) for i in range(instances)},
+        input_bytes=_summary(t, (model, "input_bytes"), window_s, ago_s),
+        input_pixels=_summary(t, (model, "input_pixels"), window_s, ago_s),
+    )
+
+
+def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> StatsDocument:
+    models = {
+        name: ModelStats(
+            queues=Queues(
+                pending=g.pending, batch_queue=g.batch_queue, batches_in_flight=g.batches_in_flight,
+                concurrency_limit=g.concurrency_limit,
+            ),
+            instances=g.instances,
+            windows={
+                label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label])
+                for label, seconds in WINDOWS_S.items()
+            },
+        )
+        for name, g in gauges.models.items()
     }
-
-
-def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> dict[str, Any]:
-    models = {}
-    for name, g in gauges.models.items():
-        models[name] = {
-            "queues": {
-                "pending": g.pending, "batch_queue": g.batch_queue, "batches_in_flight": g.batches_in_flight,
-                "concurrency_limit": g.concurrency_limit,
-            },
-            "instances": g.instances,
-            "windows": {
-                label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()
-            },
-        }
-    return {
-        "schema": SCHEMA_VERSION,
-        "time": time.time(),
-        "windows_s": WINDOWS_S,
-        "windows_ago_s": WINDOWS_AGO_S,
-        "stages": list(STAGE_NAMES),
-        "models": models,
-        "preprocess": {
-            "queue": gauges.preprocess_queue,
-            "busy": gauges.preprocess_busy,
-            "workers": gauges.preprocess_workers,
-        },
-        "event_loop_lag_s": {
-            label: summary(t.sketches.merged(("event_loop", "lag"), seconds, WINDOWS_AGO_S[label]))
+    return StatsDocument(
+        schema_version=SCHEMA_VERSION,
+        time=time.time(),
+        windows_s=WINDOWS_S,
+        windows_ago_s=WINDOWS_AGO_S,
+        stages=STAGE_NAMES,
+        models=models,
+        preprocess=Preprocess(
+            queue=gauges.preprocess_queue, busy=gauges.preprocess_busy, workers=gauges.preprocess_workers
+        ),
+        event_loop_lag_s={
+            label: _summary(t, ("event_loop", "lag"), seconds, WINDOWS_AGO_S[label])
             for label, seconds in WINDOWS_S.items()
         },
-        "system_means": {label: t.system_means(seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()},
-        **readings.to_dict(),
-    }
+        system_means={label: _means(t, seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()},
+        system=readings.system,
+        gpu=readings.gpu,
+    )
+
+
+def _means(t: Telemetry, window_s: float, ago_s: float) -> SystemMeans:
+    found = t.system_means(window_s, ago_s)
+    return SystemMeans(**{**dict.fromkeys(SystemMeans.model_fields), **found})  # a mean it does not name: an error

@@ -11,6 +11,7 @@ const STAGE_COLORS = {
 };
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 const QUANTILES = ["p50", "p95", "p99"];
+const TICK_STEPS_S = [10, 15, 30, 60, 120, 300]; // time-axis tick spacings, whole seconds
 
 const samples = []; // one per poll: {t, doc}, oldest first, the last HISTORY_S seconds of server time
 const charts = new Map(); // chart name -> {plot, key}
@@ -21,6 +22,17 @@ const $ = (selector) => document.querySelector(selector);
 const ms = (seconds) => (seconds == null ? null : seconds * 1000);
 const fmt = (v, digits = 2) => (v == null ? "–" : Number(v).toFixed(digits));
 const color = (i) => PALETTE[i % PALETTE.length];
+const clock = (t) => new Date(t * 1000).toLocaleTimeString("en-GB", { hour12: false }); // 14:03:20
+
+// The time axis spans the history kept (HISTORY_S) from the first poll: one poll or a few, the
+// charts fill from the left in clock time; with the history full, it slides.
+const timeRange = () => { const first = samples.length ? samples[0].t : 0; return [first, first + HISTORY_S]; };
+
+function timeTicks(u, splits) {
+  const labels = splits.map((t) => (t == null ? "" : clock(t)));
+  u.root.parentElement.dataset.xTicks = labels.join(" "); // what the axis shows, for the test
+  return labels;
+}
 
 // --- reading one sample ------------------------------------------------------------------------
 
@@ -153,14 +165,19 @@ function timeChart(name, def, el) {
     if (known) known.plot.destroy();
     const opts = {
       title: def.title, width: el.clientWidth || 400, height: def.height || 200,
-      series: [{}, ...def.series],
-      scales: { y: def.range ? { range: def.range } : { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.1 : 1] } },
+      series: [{ label: "time", value: (u, t) => (t == null ? "–" : clock(t)) }, ...def.series],
+      scales: {
+        x: { time: true, range: timeRange },
+        y: def.range ? { range: def.range } : { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.1 : 1] },
+      },
+      axes: [{ space: 70, incrs: TICK_STEPS_S, values: timeTicks }, {}],
       legend: { live: true },
       hooks: { ready: [showLatest] },
     };
     charts.set(name, { plot: new uPlot(opts, data, el), key });
   }
   el.dataset.points = String(data[0].length);
+  el.dataset.xRange = JSON.stringify(timeRange());
   el.dataset.latest = JSON.stringify(data.slice(1).map((column) => column[column.length - 1] ?? null));
 }
 

@@ -1,0 +1,219 @@
+"""The ``/v1/stats`` document, typed and versioned: the server writes it through these types and
+every reader (the doctor, the dashboard's tests, later the planner and the fleet) reads it
+through the same ones. All times in seconds, rates per second.
+
+A field that is missing, or of the wrong type, is an error that names the field (its path in the
+document, e.g. ``models.resnet.windows.1m.throughput.arrived_per_s``). Fields that may be unknown
+are typed ``… | None`` and must still be present. Documents saved before the document had a
+``schema_version`` are read through :func:`migrate_unversioned`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from servoscope.telemetry.gpu import GpuReading
+from servoscope.telemetry.system import SystemReading
+
+SCHEMA_VERSION = 1
+
+
+class DocumentError(ValueError):
+    """Not a ``/v1/stats`` document this version reads; the message names the field at fault."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Summary(_Frozen):
+    """A window's distribution (from a DDSketch, 1% relative accuracy); ``None`` where it holds nothing."""
+
+    count: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    mean: float
+    max: float
+
+
+class Throughput(_Frozen):
+    arrived_per_s: float  # demand: from the first arrival to the last in the window
+    answered_per_s: float
+    ok_per_s: float
+    errors_per_s: float
+    refused_per_s: float
+    by_code: dict[str, float]  # HTTP status → answers in the window
+    refused_by_reason: dict[str, float]  # refusal reason → refusals in the window
+
+
+class Batches(_Frozen):
+    per_s: float
+    mean_size: float | None  # None: no batch in the window
+    size_counts: dict[str, float]  # batch size → batches, by size
+
+
+class ModelWindow(_Frozen):
+    covered_s: float  # seconds of data the window holds (less than its length just after start)
+    stages: dict[str, Summary | None]  # every stage of the document's ``stages``
+    delivery: Summary | None  # after the stages: until the client acknowledged the answer
+    throughput: Throughput
+    batches: Batches
+    busy_ratio: dict[str, float]  # model instance → share of the window it ran batches
+    input_bytes: Summary | None
+    input_pixels: Summary | None
+
+
+class Queues(_Frozen):
+    pending: int  # admitted, not yet answered
+    batch_queue: int
+    batches_in_flight: int
+    concurrency_limit: int | None  # None: a migrated document from before adaptive admission
+
+
+class ModelStats(_Frozen):
+    queues: Queues
+    instances: int
+    windows: dict[str, ModelWindow]  # every window of the document's ``windows_s``
+
+
+class Preprocess(_Frozen):
+    queue: int
+    busy: int
+    workers: int
+
+
+class SystemMeans(_Frozen):
+    """Means of the 1 s machine samples over a window, counting only seconds the service answered
+    requests in; ``None`` where no sample was taken (for the GPU's: where there is none)."""
+
+    cpu_percent: float | None
+    process_cpu_percent: float | None
+    memory_available_bytes: float | None
+    swap_used_percent: float | None
+    gpu_utilization_percent: float | None
+    gpu_sm_clock_ratio: float | None
+
+
+class StatsDocument(_Frozen):
+    schema_version: Literal[1]
+    time: float  # wall clock (Unix seconds) when the document was computed
+    windows_s: dict[str, float]  # window label → its length
+    windows_ago_s: dict[str, float]  # window label → how far back it ends
+    stages: tuple[str, ...]
+    models: dict[str, ModelStats]
+    preprocess: Preprocess
+    event_loop_lag_s: dict[str, Summary | None]  # by window
+    system_means: dict[str, SystemMeans]  # by window
+    system: SystemReading | None  # the latest machine sample (None before the first)
+    gpu: GpuReading | None
+
+    @model_validator(mode="after")
+    def _windows_and_stages_agree(self) -> StatsDocument:
+        windows = set(self.windows_s)
+        _same_keys("windows_ago_s", self.windows_ago_s, windows)
+        _same_keys("event_loop_lag_s", self.event_loop_lag_s, windows)
+        _same_keys("system_means", self.system_means, windows)
+        for name, model in self.models.items():
+            _same_keys(f"models.{name}.windows", model.windows, windows)
+            for label, window in model.windows.items():
+                _same_keys(f"models.{name}.windows.{label}.stages", window.stages, set(self.stages))
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as JSON values (what ``/v1/stats`` answers)."""
+        return self.model_dump(mode="json")
+
+
+def _same_keys(where: str, found: Mapping[str, Any], expected: set[str]) -> None:
+    missing, extra = sorted(expected - set(found)), sorted(set(found) - expected)
+    if missing or extra:
+        said = [f"lacks {missing}" if missing else "", f"has unknown {extra}" if extra else ""]
+        raise ValueError(f"{where} {' and '.join(s for s in said if s)} (expected the keys {sorted(expected)})")
+
+
+def read(raw: object) -> StatsDocument:
+    """The typed document from its JSON values: version 1 as is, a version-less one migrated first."""
+    if not isinstance(raw, Mapping):
+        raise DocumentError(f"a /v1/stats document is a JSON object, got {type(raw).__name__}")
+    version = raw.get("schema_version")
+    if version is None:
+        raw = migrate_unversioned(raw)
+    elif version != SCHEMA_VERSION:
+        raise DocumentError(f"schema_version {version!r} is not one this servoscope reads ({SCHEMA_VERSION}, or none)")
+    try:
+        return StatsDocument.model_validate(raw)
+    except ValidationError as exc:
+        raise DocumentError(describe(exc)) from None
+
+
+MAX_FAULTS_SAID = 5
+
+
+def describe(exc: ValidationError) -> str:
+    """The faults, each naming the field by its path (``models.m.queues.pending: Field required``); the
+    first few, and how many more."""
+    faults = [f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()]
+    more = len(faults) - MAX_FAULTS_SAID
+    said = "; ".join(faults[:MAX_FAULTS_SAID]) + (f"; and {more} more" if more > 0 else "")
+    return f"not a /v1/stats document: {said}"
+
+
+def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A document from before ``schema_version`` (it may say ``"schema": 1``, but its field set grew
+    under that number) as version 1. Only what those versions did not record is filled in, each
+    the way the doctor read its absence; everything else must be there, as in version 1:
+
+    - ``windows_ago_s``: 0 for every window (each ended at ``time``);
+    - ``system_means``: every mean ``None`` (not kept: readers take the latest ``system`` sample);
+    - per model, ``queues.concurrency_limit``: ``None`` (before adaptive admission);
+    - per window, ``delivery``: ``None`` (not measured); ``throughput.arrived_per_s``: 0 (not counted);
+    - ``drill_answered_by_clients``, which the drill runner once kept inside the document, is dropped.
+    """
+    doc = {k: v for k, v in raw.items() if k not in ("schema", "drill_answered_by_clients")}
+    doc["schema_version"] = SCHEMA_VERSION
+    windows = list(doc.get("windows_s") or {})
+    doc.setdefault("windows_ago_s", {label: 0.0 for label in windows})
+    means = dict(doc.get("system_means") or {})
+    unknown = dict.fromkeys(SystemMeans.model_fields)
+    doc["system_means"] = {label: {**unknown, **means.get(label, {})} for label in windows}
+    models = doc.get("models")
+    if isinstance(models, Mapping):
+        doc["models"] = {name: _migrate_model(entry) for name, entry in models.items()}
+    return doc
+
+
+def _migrate_model(entry: Any) -> Any:
+    if not isinstance(entry, Mapping):
+        return entry
+    out = dict(entry)
+    if isinstance(out.get("queues"), Mapping):
+        out["queues"] = {"concurrency_limit": None, **out["queues"]}
+    if isinstance(out.get("windows"), Mapping):
+        out["windows"] = {label: _migrate_window(w) for label, w in out["windows"].items()}
+    return out
+
+
+def _migrate_window(window: Any) -> Any:
+    if not isinstance(window, Mapping):
+        return window
+    out = {"delivery": None, **window}
+    if isinstance(out.get("throughput"), Mapping):
+        out["throughput"] = {"arrived_per_s": 0.0, **out["throughput"]}
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """The document's JSON Schema (pinned by a test; readers in other languages can check against it)."""
+    return StatsDocument.model_json_schema()
+
+
+
+if __name__ == "__main__":  # python -m servoscope.telemetry.document > docs/stats-document.schema.json
+    import json
+
+    print(json.dumps(json_schema(), indent=1))
