@@ -33,6 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         telemetry=args.telemetry,
         admission=args.admission,
+        slo_p95_ms=args.slo_p95_ms,
         max_pending=args.max_pending,
         model_overrides=overrides_from_flags(args),
         faults=faults_from_flags(args),
@@ -93,7 +94,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="comma-separated model names (default: all in the repository)")
     serve.add_argument("--preprocess-workers", type=int)
     serve.add_argument("--log-level")
-    serve.add_argument("--admission", choices=["adaptive", "static"], help="adaptive concurrency limit, or max_pending alone")
+    serve.add_argument(
+        "--admission", choices=["time", "adaptive", "static"],
+        help="by predicted completion against --slo-p95-ms (default), an adaptive concurrency limit, or max_pending alone",
+    )
+    serve.add_argument("--slo-p95-ms", type=float, help="the latency objective time admission holds (default 200)")
     serve.add_argument("--max-pending", type=int, help="most requests in progress per model")
     serve.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None, help="metrics, stats and tracing")
     batching = serve.add_argument_group("model overrides (applied over every model's config.toml)")

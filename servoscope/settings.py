@@ -51,12 +51,25 @@ class Settings(BaseSettings):
         10, ge=0, le=19, description="how much lower the decode threads' priority is than inference's (see resources.py)"
     )
     max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
-    admission: Literal["adaptive", "static"] = Field(
-        "adaptive", description="adaptive: a concurrency limit that follows latency (up to max_pending); static: max_pending alone"
+    admission: Literal["time", "adaptive", "static"] = Field(
+        "time",
+        description="time: refuse only what cannot be answered within slo_p95_ms or its deadline; adaptive: a "
+        "concurrency limit that follows latency; static: max_pending alone (every mode is bounded by max_pending)",
+    )
+    slo_p95_ms: float = Field(
+        200.0, gt=0, le=3_600_000, description="the service's latency objective: time admission refuses what it predicts past it"
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
     body_timeout_s: float = Field(
-        10.0, gt=0, le=3600, description="longest wait for a request's headers, then again for its whole body (then 408)"
+        60.0, gt=0, le=3600,
+        description="longest wait for a request's headers, then again for its whole body (then 408; nginx's defaults)",
+    )
+    min_body_rate_bytes_s: float = Field(
+        240.0, ge=0, description="after body_grace_s, a body arriving slower than this on average is answered 408"
+    )
+    body_grace_s: float = Field(5.0, ge=0, description="how long a body may arrive at any rate before min_body_rate_bytes_s")
+    max_ingest: int = Field(
+        512, ge=1, description="requests whose bodies are still arriving, all models; beyond it 503 (they hold no model's place)"
     )
     max_image_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="largest accepted image, width × height"

@@ -27,7 +27,7 @@ from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.runtime import Instance
 from servoscope.pipeline.service import ModelService, Pipeline
 from servoscope.pipeline.workers import PreprocessPool
-from servoscope.server.app import create_app
+from servoscope.server.app import admission_policy, create_app
 from servoscope.settings import Settings
 from servoscope.telemetry.recorder import Telemetry
 
@@ -113,14 +113,14 @@ async def _run(
 ) -> T:
     settings = Settings(
         model_repository=root, models=(MODEL,), default_model=MODEL, prepare_default_model=False,
-        admission="static", **given,
+        **{"admission": "static", **given},
     )
     clock = ManualClock(1000.0)
     fake = FakeRuntime(clock)
     pool = PreprocessPool(1, clock)
     service = ModelService(
         fake_entry(root, max_batch_size), pool, [Instance(MODEL, 0, fake)],
-        DecodeLimits(settings.max_body_bytes, settings.max_image_pixels), settings.max_pending, clock, adaptive=False,
+        DecodeLimits(settings.max_body_bytes, settings.max_image_pixels), admission_policy(settings), clock,
     )
     telemetry = Telemetry(clock, CollectorRegistry())
     app = create_app(settings, Pipeline({MODEL: service}, pool), clock, telemetry, env={})

@@ -188,3 +188,44 @@ def test_open_inference_protocol_answers_every_image_and_refuses_what_is_wrong(t
     assert answers["not json"].status_code == 400 and "not valid JSON" in answers["not json"].json()["error"]
     assert answers["too many"].status_code == 400 and "between 1 and 4 images" in answers["too many"].json()["error"]
     assert answers["wrong version"].status_code == 400 and "not '7'" in answers["wrong version"].json()["error"]
+
+
+def test_time_admission_queues_what_fits_the_objective_and_refuses_the_rest(tmp_path: Path) -> None:
+    """Batches of one take 4 ms (the fake), the objective is 21 ms: a normal request (90 %, 18.9 ms)
+    is admitted while it would be answered within it — 4 in progress, the fifth predicted at 20 ms
+    is refused — a high one (all 21 ms) takes one more place, a low one (10.5 ms) none; a request
+    whose own deadline is sooner is refused by it. Each refusal says when to come back."""
+
+    async def scenario(app: InProcess) -> dict[str, httpx.Response]:
+        assert (await post(app)).status_code == 200  # the cost model learns the batch time
+        app.fake.hold()
+        admitted = []
+        for n in range(1, 5):
+            admitted.append(post(app))
+            await wait_until(lambda: app.service.pending == n, f"{n} admitted")
+        refused = {"normal": await app.client.post(CLASSIFY, content=jpeg(), headers=JPEG)}
+        refused["low"] = await app.client.post(CLASSIFY, content=jpeg(), headers={**JPEG, "X-Priority": "low"})
+        admitted.append(post(app, {"X-Priority": "high"}))
+        await wait_until(lambda: app.service.pending == 5, "a high-priority request admitted at 20 ms")
+        refused["high"] = await app.client.post(CLASSIFY, content=jpeg(), headers={**JPEG, "X-Priority": "high"})
+        app.fake.release()
+        assert [r.status_code for r in await asyncio.gather(*admitted)] == [200] * 5
+        app.fake.hold()
+        admitted = [post(app), post(app)]
+        await wait_until(lambda: app.service.pending == 2, "two admitted")
+        headers = {**JPEG, "X-Request-Timeout": "10"}  # 10 ms: the third would be answered in 12
+        refused["deadline"] = await app.client.post(CLASSIFY, content=jpeg(), headers=headers)
+        app.fake.release()
+        assert [r.status_code for r in await asyncio.gather(*admitted)] == [200] * 2
+        refused["stats"] = await app.client.get("/v1/stats")
+        return refused
+
+    refused = run_app(tmp_path, scenario, admission="time", slo_p95_ms=21.0)
+    for case, predicted in (("normal", 20), ("low", 20), ("high", 24), ("deadline", 12)):
+        response = refused[case]
+        assert response.status_code == 429, (case, response.text)
+        assert response.headers["retry-after"] == "1"
+        assert f"would answer in {predicted} ms" in response.json()["error"], (case, response.text)
+    assert "past its deadline" in refused["deadline"].json()["error"]
+    stats = document.read(refused["stats"].json())
+    assert stats.models[MODEL].windows["1m"].throughput.refused_by_reason == {"objective": 3.0, "deadline": 1.0}

@@ -1,6 +1,7 @@
 """Admission: refusals are fast 429s with Retry-After, counted by reason; priorities share the limit;
-batches are filled high-first. Requests are held "in flight" by sending their bodies slowly —
-admission happens before the body is read — so nothing here depends on timing."""
+batches are filled high-first. Requests are held "in flight" on a server whose every batch is slowed
+by an injected fault (a drill's inference delay, far longer than the test's own requests take): a
+request counts against the limit once its body has arrived, so a slow body holds no place."""
 
 from __future__ import annotations
 
@@ -37,32 +38,43 @@ def send_until_closed(server: ServerProcess, data: Callable[[str], bytes]) -> by
 
 
 class HeldRequest:
-    """A classify request whose body is sent only when released: admitted, then waiting."""
+    """A classify request sent whole, admitted and waiting behind the slowed batches; its answer is read
+    when the test asks for it."""
 
     def __init__(self, server: ServerProcess, body: bytes, priority: str) -> None:
         host, port = server.url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        self.body = body
-        self.sock.sendall(classify_head(host, len(body), f"X-Priority: {priority}\r\n") + body[:10])
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        self.sock.sendall(classify_head(host, len(body), f"X-Priority: {priority}\r\n") + body)
 
     def finish(self) -> int:
-        self.sock.sendall(self.body[10:])
         status = int(self.sock.recv(64).split(b" ", 2)[1])
         self.sock.close()
         return status
 
 
+STATIC_10 = {"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"}
+HOLD_MS = 4000  # the injected inference delay per batch: the held requests' answers come after it
+
+
 @pytest.fixture
 def small_limit_server(spawn_server: Callable[..., ServerProcess]) -> ServerProcess:
-    return spawn_server("--models", MODEL, env={"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"})
+    return spawn_server("--models", MODEL, env=STATIC_10)
 
 
 @pytest.fixture
-def held(small_limit_server: ServerProcess, photos: dict[str, Photo]) -> Iterator[Callable[[str], HeldRequest]]:
+def holding_server(spawn_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """One instance, batches of up to 16, each slowed by HOLD_MS: the first request runs alone, the
+    next ones wait in the batcher (pending) until it has finished."""
+    flags = ("--models", MODEL, "--instances", "1", "--max-batch-size", "16", "--inject-inference-delay-ms", str(HOLD_MS))
+    return spawn_server(*flags, env=STATIC_10)
+
+
+@pytest.fixture
+def held(holding_server: ServerProcess, photos: dict[str, Photo]) -> Iterator[Callable[[str], HeldRequest]]:
     opened: list[HeldRequest] = []
 
     def hold(priority: str) -> HeldRequest:
-        request = HeldRequest(small_limit_server, photos["coffee"].jpeg, priority)
+        request = HeldRequest(holding_server, photos["coffee"].jpeg, priority)
         opened.append(request)
         return request
 
@@ -78,19 +90,19 @@ def wait_pending(server: ServerProcess, n: int) -> None:
 
 
 def test_low_priority_is_refused_first_high_last(
-    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
 ) -> None:
     lows = [held("low") for _ in range(5)]  # low may take half of the limit of 10
-    wait_pending(small_limit_server, 5)
-    with httpx.Client(base_url=small_limit_server.url, timeout=30) as client:
+    wait_pending(holding_server, 5)
+    with httpx.Client(base_url=holding_server.url, timeout=30) as client:
         refused = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "low"})
         assert_error(refused, 429, "capacity", "low")
         assert refused.headers["retry-after"] == "1"
         normals = [held("normal") for _ in range(4)]  # normal takes up to 90%: 9
-        wait_pending(small_limit_server, 9)
+        wait_pending(holding_server, 9)
         assert client.post(CLASSIFY, content=b"x", headers={"Content-Type": "image/jpeg"}).status_code == 429
         high = held("high")  # high takes the last place
-        wait_pending(small_limit_server, 10)
+        wait_pending(holding_server, 10)
         refused_high = client.post(
             CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "high"}
         )
@@ -131,14 +143,14 @@ def test_bad_priority_is_a_400(client: httpx.Client, photos: dict[str, Photo]) -
 
 
 def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
-    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
 ) -> None:
     """With every place taken, v1 and v2 inference is refused 429 (counted by reason) before the app;
     what the app must judge — a bad X-Priority, a version not served, another path — still is."""
     holders = [held("high") for _ in range(10)]
-    wait_pending(small_limit_server, 10)
+    wait_pending(holding_server, 10)
     jpeg = {"content": photos["coffee"].jpeg, "headers": {"Content-Type": "image/jpeg"}}
-    with httpx.Client(base_url=small_limit_server.url, timeout=30) as client:
+    with httpx.Client(base_url=holding_server.url, timeout=30) as client:
         for path in (INFER, f"/v2/models/{MODEL}/versions/1/infer", CLASSIFY):
             refused = client.post(path, content=b"{}", headers={"X-Priority": "high"})
             assert_error(refused, 429, "capacity", "high")
@@ -159,33 +171,33 @@ def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
 
 
 def test_door_refusals_keep_the_connection_in_order(
-    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
 ) -> None:
     """Refused at the door, three requests pipelined on one connection are answered in order, each
     body discarded; the last asks to close, and the connection is closed after its answer."""
     holders = [held("high") for _ in range(10)]
-    wait_pending(small_limit_server, 10)
+    wait_pending(holding_server, 10)
     body = photos["coffee"].jpeg
 
     def three(host: str) -> bytes:
         keep, close = classify_head(host, len(body)), classify_head(host, len(body), "Connection: close\r\n")
         return keep + body + keep + body + close + body
 
-    received = send_until_closed(small_limit_server, three)
+    received = send_until_closed(holding_server, three)
     assert received.count(b"HTTP/1.1 429 ") == 3 and received.startswith(b"HTTP/1.1 429 "), received
     assert received.count(b"retry-after: 1") == 3
     assert [r.finish() for r in holders] == [200] * 10
 
 
 def test_a_door_refusal_whose_body_never_ends_is_closed(
-    small_limit_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
 ) -> None:
     """Refused at the door, a request whose body stops halfway holds its connection for a bounded
     time (the linger): the server closes it, and the places held meanwhile are unaffected."""
     holders = [held("high") for _ in range(10)]
-    wait_pending(small_limit_server, 10)
+    wait_pending(holding_server, 10)
     body = photos["coffee"].jpeg
-    received = send_until_closed(small_limit_server, lambda host: classify_head(host, len(body)) + body[: len(body) // 2])
+    received = send_until_closed(holding_server, lambda host: classify_head(host, len(body)) + body[: len(body) // 2])
     assert received.startswith(b"HTTP/1.1 429 ") and received.count(b"HTTP/1.1") == 1, received
     assert [r.finish() for r in holders] == [200] * 10
 

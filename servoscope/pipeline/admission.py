@@ -1,6 +1,15 @@
-"""Admission control: how many requests a model takes in at once, and which are refused first.
+"""Admission control: which requests a model takes in, and which are refused first.
 
-The limit adapts to how long admitted requests *wait* compared with how long they take to
+By time (``time``, the default): a request is refused only when it cannot be answered in time — when
+its predicted completion (``cost.py``: the work ahead of it over the instances at the measured time
+per batch, plus its own service) would pass its deadline, or the service's latency objective
+(``slo_p95_ms``) scaled by its priority's share. Below that it queues; above it, it is refused at once,
+with ``Retry-After`` set to when it would fit. No ratio to tune, no limit to shrink: a closed loop of
+16 clients that the service answers in 100 ms is answered, not turned into a retry storm. Anchors:
+Triton's queue policy (a request's timeout), CoDel's target delay, Clipper's and Clockwork's
+predictable-latency admission.
+
+By concurrency (``adaptive``): the limit adapts to how long admitted requests *wait* compared with how long they take to
 *serve*: each finished request reports its waits (``queue`` + ``batch_wait``) and its service
 (``preprocess`` + ``inference`` + ``postprocess``). While requests wait less than ``tolerance``
 (half) of their own service, the limit may grow; when waits grow past that, it shrinks in
@@ -43,6 +52,33 @@ class Priority(enum.IntEnum):
 LOW_SHARE = 0.5
 NORMAL_SHARE = 0.9
 SHARE = {Priority.HIGH: 1.0, Priority.NORMAL: NORMAL_SHARE, Priority.LOW: LOW_SHARE}
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    """How a model admits: ``mode`` time, adaptive or static; ``max_pending`` bounds every mode."""
+
+    mode: str = "time"
+    max_pending: int = 512
+    objective_s: float = 0.2  # the service's P95 objective (time mode)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("time", "adaptive", "static"):
+            raise ValueError(f"admission mode must be time, adaptive or static, got {self.mode!r}")
+        if self.max_pending < 1 or not self.objective_s > 0:
+            raise ValueError(f"need max_pending >= 1 and objective_s > 0, got {self.max_pending}, {self.objective_s}")
+
+
+def in_time(predicted_s: float | None, objective_s: float, priority: Priority, deadline_s: float | None = None) -> bool:
+    """Whether a request predicted to be answered in ``predicted_s`` is answered in time: within its
+    priority's share of the objective (high all of it, normal 90%, low half), and before its own
+    deadline (``deadline_s`` from now), if it has one. No prediction yet: in time."""
+    if predicted_s is None:
+        return True
+    budget = objective_s * SHARE[priority]
+    if deadline_s is not None:
+        budget = min(budget, deadline_s)
+    return predicted_s <= budget
 
 
 @dataclass

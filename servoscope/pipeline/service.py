@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -18,8 +19,9 @@ import numpy as np
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
-from servoscope.pipeline.admission import SHARE, GradientLimit, Priority, admits
+from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, in_time
 from servoscope.pipeline.batcher import Batcher, Pending, RestartSink
+from servoscope.pipeline.cost import Backlog, CostModel, predict_s
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.instance_messages import ChildSpec
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
@@ -60,9 +62,8 @@ class ModelService:
         pool: PreprocessPool,
         instances: list[Instance],
         limits: DecodeLimits,
-        max_pending: int,
+        policy: AdmissionPolicy,
         clock: Clock = SYSTEM_CLOCK,
-        adaptive: bool = True,
     ) -> None:
         self.entry = entry
         self.name = entry.name
@@ -72,11 +73,15 @@ class ModelService:
         self.spec = PreprocessSpec(cfg.size, cfg.resize, cfg.mean, cfg.std)
         self.pool = pool
         self.limits = limits
-        self.max_pending = max_pending
+        self.policy = policy
+        self.max_pending = policy.max_pending
         self.clock = clock
         self.pending = 0  # admitted and not yet answered
+        self.cost = CostModel()  # service times, learned from the answered requests (time admission)
         # adaptive: the concurrency limit follows the latency (admission.py); else max_pending alone
-        self.concurrency = adaptive_limit(max_pending, len(instances), entry.config.batching.max_batch_size) if adaptive else None
+        batch = entry.config.batching.max_batch_size
+        adaptive = policy.mode == "adaptive"
+        self.concurrency = adaptive_limit(policy.max_pending, len(instances), batch) if adaptive else None
         self.batcher = Batcher(
             entry.name, entry.config.batching, instances, Postprocessor(self.labels, entry.config.output.kind), clock
         )
@@ -98,9 +103,20 @@ class ModelService:
         """Requests admitted at once, now (adaptive) or always (max_pending)."""
         return self.concurrency.limit if self.concurrency else self.max_pending
 
-    def refusal(self, count: int = 1, priority: Priority = Priority.NORMAL) -> Overloaded | None:
-        """Why ``count`` more requests of ``priority`` may not enter now, or None when they may.
-        A refusal is told to the adaptive limit (demand is there)."""
+    def predicted_s(self, upload_bytes: int, count: int = 1) -> float | None:
+        """Seconds until ``count`` more uploads of ``upload_bytes`` each would be answered, if admitted now."""
+        pool = self.pool
+        batcher = self.batcher
+        backlog = Backlog(self.pending, len(batcher.instances), batcher.policy.max_batch_size, pool.waiting, pool.workers)
+        return predict_s(self.cost, backlog, upload_bytes, count)
+
+    def refusal(
+        self, count: int = 1, priority: Priority = Priority.NORMAL, upload_bytes: int = 0, deadline_s: float | None = None
+    ) -> Overloaded | None:
+        """Why ``count`` more requests of ``priority`` (uploads of ``upload_bytes``, due within
+        ``deadline_s``) may not enter now, or None when they may. An idle model admits anything."""
+        if self.policy.mode == "time":
+            return self._late(count, priority, upload_bytes, deadline_s)
         limit = self.limit
         if self.pending + count <= self.max_pending and admits(limit, self.pending, priority, count):
             return None
@@ -112,11 +128,33 @@ class ModelService:
             reason="concurrency_limit" if self.concurrency else "pending_limit",
         )
 
+    def _late(self, count: int, priority: Priority, upload_bytes: int, deadline_s: float | None) -> Overloaded | None:
+        if self.pending + count > self.max_pending:
+            return Overloaded(
+                f"model {self.name!r} has {self.pending} requests in progress, the limit (max_pending {self.max_pending})",
+                reason="pending_limit",
+            )
+        predicted = self.predicted_s(upload_bytes, count)
+        if self.pending == 0 or in_time(predicted, self.policy.objective_s, priority, deadline_s):
+            return None
+        assert predicted is not None
+        budget = self.policy.objective_s * SHARE[priority]
+        late_for = "its deadline" if deadline_s is not None and deadline_s < budget else "the latency objective"
+        return Overloaded(
+            f"model {self.name!r} would answer in {predicted * 1000:.0f} ms, past {late_for} "
+            f"({min(budget, deadline_s or budget) * 1000:.0f} ms for {priority.name.lower()} priority): "
+            f"{self.pending} requests are ahead",
+            retry_after_s=max(predicted - budget, self.cost.batch_time(1) or 0.0),
+            reason="deadline" if late_for == "its deadline" else "objective",
+        )
+
     @contextlib.contextmanager
-    def admitted(self, count: int = 1, priority: Priority = Priority.NORMAL) -> Iterator[None]:
-        """Hold ``count`` places under the model's limit — taken before the body is read, so an
-        overloaded service refuses at once (429) without reading uploads it will not serve."""
-        refused = self.refusal(count, priority)
+    def admitted(
+        self, count: int = 1, priority: Priority = Priority.NORMAL, upload_bytes: int = 0, deadline_s: float | None = None
+    ) -> Iterator[None]:
+        """Hold ``count`` places: admitted once the body has arrived (a slow upload holds no place),
+        refused at once (429, ``Retry-After``) when it cannot be answered in time."""
+        refused = self.refusal(count, priority, upload_bytes, deadline_s)
         if refused is not None:
             raise refused
         self.pending += count
@@ -143,10 +181,12 @@ class ModelService:
         return Classification(self.name, self.version, predictions, timing.batch_size)
 
     def _learn(self, timing: Timing) -> None:
-        """Tell the concurrency limit how long this request waited, and how long it was served."""
+        """Tell the cost model what this request's stages took, and the concurrency limit how long
+        it waited and how long it was served."""
+        seconds = timing.durations()
+        self.cost.learn(seconds, timing.batch_size, timing.input_bytes)
         if self.concurrency is None:
             return
-        seconds = timing.durations()
         wait = seconds.get("queue", 0.0) + seconds.get("batch_wait", 0.0)
         service = seconds.get("preprocess", 0.0) + seconds.get("inference", 0.0) + seconds.get("postprocess", 0.0)
         self.concurrency.update(wait, service, self.pending)
@@ -178,7 +218,8 @@ def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instanc
 def warm_up(service: ModelService) -> None:
     """Run a batch of one and a full batch on every instance before serving: kernels loaded and
     memory arenas grown, so the first real requests don't pay for it. Checks the output width
-    against the label count."""
+    against the label count. The last instance runs each batch once more, warm, and its time is
+    the cost model's first word on batches (admission can predict from the first request on)."""
     sizes = sorted({1, service.entry.config.batching.max_batch_size})
     for instance in service.batcher.instances:
         for size in sizes:
@@ -186,6 +227,10 @@ def warm_up(service: ModelService) -> None:
             width = out.reshape(size, -1).shape[1]
             if width != service.num_classes:
                 raise ValueError(f"model {service.name!r} outputs {width} classes but has {service.num_classes} labels")
+    for size in sizes:
+        started = time.perf_counter()
+        service.batcher.instances[-1].runtime.run(np.zeros((size, *service.spec.shape), dtype=np.float32))
+        service.cost.learn({"inference": time.perf_counter() - started}, size, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,17 +298,16 @@ def build_pipeline(
     entries: list[ModelEntry],
     preprocess_workers: int,
     limits: DecodeLimits,
-    max_pending: int,
+    admission: AdmissionPolicy,
     clock: Clock = SYSTEM_CLOCK,
     preprocess_nice: int = 0,
-    adaptive: bool = True,
 ) -> Pipeline:
     pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock, preprocess_nice)
     services = {}
     for entry in entries:
         cfg = entry.config.instances
         plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
-        service = ModelService(entry, pool, load_instances(entry, plan), limits, max_pending, clock, adaptive)
+        service = ModelService(entry, pool, load_instances(entry, plan), limits, admission, clock)
         warm_up(service)
         log.info(
             "model %s v%s: %s on %s, %s isolation, batching %s",

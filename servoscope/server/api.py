@@ -44,9 +44,10 @@ async def classify(request: Request) -> Response:
         deadline = timing.start + timeout_s(request, settings.request_timeout_s)
         rank = priority(request)
         timing.model = service.name
-        with service.admitted(1, rank):
-            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-            timing.end(Stage.INGEST, clock.now())
+        with state.ingest():
+            body = await read_body(request, state.body_rules)
+        timing.end(Stage.INGEST, clock.now())
+        with service.admitted(1, rank, len(body), deadline - clock.now()):
             result = await service.classify(body, top_k, timing, deadline, rank)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.drills import faults as drill_faults
 from servoscope.models import repository
+from servoscope.pipeline.admission import AdmissionPolicy
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.pipeline.structure import StructureLimits
@@ -46,9 +47,13 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
     if not entries:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
     return build_pipeline(
-        entries, settings.preprocess_workers, decode_limits(settings), settings.max_pending, clock, settings.preprocess_nice,
-        adaptive=settings.admission == "adaptive",
+        entries, settings.preprocess_workers, decode_limits(settings), admission_policy(settings), clock,
+        settings.preprocess_nice,
     )
+
+
+def admission_policy(settings: Settings) -> AdmissionPolicy:
+    return AdmissionPolicy(settings.admission, settings.max_pending, settings.slo_p95_ms / 1000.0)
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:

@@ -58,9 +58,10 @@ class Door:
         """The model's refusal, when the request is certain to be refused."""
         try:
             rank = Priority.parse(header(headers, b"x-priority"))
+            upload_bytes = int(header(headers, b"content-length") or 0)
         except ValueError:
             return None  # the app answers 400
-        return service.refusal(1, rank)
+        return service.refusal(1, rank, upload_bytes)
 
     def refuse(self, service: ModelService, refused: Overloaded, keep_alive: bool) -> bytes:
         clock = self.state.clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import orjson
@@ -48,35 +49,59 @@ def raw_error(status: int, message: str, retry_after_s: float | None = None, clo
     return STATUS_LINE[status] + head + b"\r\n" + body
 
 
-async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
-    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes, and with
-    408 if it has not all arrived ``timeout_s`` seconds after this call — so a client trickling its
-    body (slowloris), or sending chunks that never end, holds its connection and its admission
-    place for a bounded time."""
+@dataclass(frozen=True, slots=True)
+class BodyRules:
+    """How a request body must arrive: at most ``max_bytes``, within ``timeout_s``, and — once
+    ``grace_s`` has passed — at an average of ``min_rate_bytes_s`` or more since it began (Kestrel's
+    MinRequestBodyDataRate, 240 B/s after 5 s; nginx's client_body_timeout is 60 s)."""
+
+    max_bytes: int
+    timeout_s: float
+    min_rate_bytes_s: float = 240.0
+    grace_s: float = 5.0
+
+
+async def read_body(request: Request, rules: BodyRules) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed the limit, and with 408 when
+    it has not all arrived within the timeout or arrives slower than the minimum rate after the grace
+    period — so a client trickling its body (slowloris), or sending chunks that never end, holds its
+    connection for a bounded time, while a slow but steady upload (a phone on a poor link) arrives."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             size = int(declared)
         except ValueError:
             raise InvalidParameter(f"Content-Length is not a number: {declared!r}") from None
-        if size > limit:
-            raise PayloadTooLarge(f"body is {size} bytes, above the limit of {limit}")
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await _read_limited(request, limit)
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within the body timeout of {timeout_s:g} s") from None
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    chunks = []
+        if size > rules.max_bytes:
+            raise PayloadTooLarge(f"body is {size} bytes, above the limit of {rules.max_bytes}")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(_next_byte_due(started, 0, rules)) as timer:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > rules.max_bytes:
+                    raise PayloadTooLarge(f"body exceeds the limit of {rules.max_bytes} bytes")
+                chunks.append(chunk)
+                timer.reschedule(_next_byte_due(started, received, rules))
+    except TimeoutError:
+        elapsed = loop.time() - started
+        if elapsed >= rules.timeout_s - 1e-3:
+            raise RequestTimeout(f"the request body did not arrive within the body timeout of {rules.timeout_s:g} s") from None
+        raise RequestTimeout(
+            f"the request body arrives too slowly: {received} bytes in {elapsed:.1f} s, below the minimum of "
+            f"{rules.min_rate_bytes_s:g} bytes/s"
+        ) from None
     return b"".join(chunks)
+
+
+def _next_byte_due(started: float, received: int, rules: BodyRules) -> float:
+    """When more of the body must have arrived: the average rate since ``started`` may fall to the
+    minimum after the grace period, and the whole body is due by the timeout."""
+    by_rate = started + max(rules.grace_s, received / rules.min_rate_bytes_s)
+    return min(by_rate, started + rules.timeout_s)
 
 
 def int_param(request: Request, name: str, default: int) -> int:

@@ -33,7 +33,8 @@ async def classify_all(
     ingested = clock.now()
     for timing in timings:
         timing.end(Stage.INGEST, ingested)
-    with service.admitted(len(images), rank):
+    upload_bytes = sum(map(len, images)) // max(1, len(images))
+    with service.admitted(len(images), rank, upload_bytes, deadline - clock.now()):
         outcomes = await asyncio.gather(
             *(service.classify(image, top_k, t, deadline, rank) for image, t in zip(images, timings)),
             return_exceptions=True,

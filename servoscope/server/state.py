@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -14,7 +15,7 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ServoscopeError, Unavailable
 from servoscope.pipeline.service import ModelService, Pipeline
 from servoscope.server.delivery import Probe, probe_of
-from servoscope.server.http import error_response
+from servoscope.server.http import BodyRules, error_response
 from servoscope.settings import Settings
 from servoscope.stages import Stage, Timing
 
@@ -56,6 +57,27 @@ class ServerState:
     in_flight: int = 0  # inference requests arrived and not yet answered
     model_configs: dict[str, Any] = field(default_factory=dict)
     triton_stats: TritonStats | None = None  # Triton's statistics extension (None: telemetry off)
+
+    ingesting: int = 0  # inference requests whose bodies are still arriving
+
+    @property
+    def body_rules(self) -> BodyRules:
+        s = self.settings
+        return BodyRules(s.max_body_bytes, s.body_timeout_s, s.min_body_rate_bytes_s, s.body_grace_s)
+
+    @contextlib.contextmanager
+    def ingest(self) -> Iterator[None]:
+        """Hold one of ``max_ingest`` places while a body arrives: uploads in progress are bounded on
+        their own, and hold no model's admission place (a slow link does not crowd out the others)."""
+        if self.ingesting >= self.settings.max_ingest:
+            raise Unavailable(
+                f"{self.ingesting} uploads are in progress, the limit (max_ingest)", retry_after_s=1.0, reason="ingest_limit"
+            )
+        self.ingesting += 1
+        try:
+            yield
+        finally:
+            self.ingesting -= 1
 
     @property
     def ready(self) -> bool:

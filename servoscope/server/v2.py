@@ -259,8 +259,8 @@ async def infer(request: Request) -> Response:
         first.model = service.name
         deadline = first.start + timeout_s(request, settings.request_timeout_s)
         rank = priority(request)
-        with service.admitted(1, rank):
-            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        with state.ingest():
+            body = await read_body(request, state.body_rules)
         request_json, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         images = parse_images(request_json, binary, settings.max_images_per_request)
         top_k = service.check_top_k(_top_k(request_json, settings.default_top_k))
