@@ -34,7 +34,7 @@ class Summary:
     utilization: float  # share of instance time spent on batches
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in asdict(self).items()}
+        return asdict(self)
 
 
 def summarize(result: SimResult, warmup_s: float = 0.0, end_s: float | None = None) -> Summary:
