@@ -83,7 +83,7 @@ def replica_from_args(args: argparse.Namespace, mix: dict[str, float] | None = N
     for name, share in shares.items():
         weights[service.class_index(name)] += share
     config = SimConfig(args.preprocess_workers or family.preprocess_workers, family.instances, batching)
-    return Replica(service, config, tuple(weights))
+    return Replica(service, config, tuple(weights), family.intra_op_threads)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +101,7 @@ def _run(args: argparse.Namespace, say: Any) -> int:
         raise PlanError(f"--duration must be in (0, 1h], got {args.duration!r}")
     if args.fleet_rpm is not None and args.slo_p95 is None:
         raise PlanError("--fleet-rpm needs --slo-p95 (the objective the fleet must hold), e.g. --slo-p95 200ms")
+    question = _question(args) if args.fleet_rpm is not None else None
     replay = arrivals.replay(args.replay) if args.replay else None
     replica = replica_from_args(args, replay.mix if replay else None)
     traffic = Traffic("on_off", args.cv2, args.on_s) if args.arrivals == "on-off" else Traffic()
@@ -117,12 +118,11 @@ def _run(args: argparse.Namespace, say: Any) -> int:
         lines += report.summary_lines(summary, sat, f"replay of {replay.source}" if replay else f"{args.rate:g} req/s")
         out["at_load"] = summary.to_json()
     plan = None
-    if args.fleet_rpm is not None:
-        burst = words.burst(args.burst) if args.burst else (1.0, 0.0)
-        q = fleet.Question(args.fleet_rpm, 1000 * words.seconds(args.slo_p95), words.percent(args.growth), *burst, args.replicas)
+    if question is not None:
+        q = question
         say(f"the fleet: {q.fleet_rpm:g} req/min, P95 ≤ {q.slo_p95_ms:g} ms, growth {100 * q.growth:+g}%")
         plan = fleet.plan_fleet(replica, q, sat, knee_, duration_s, args.seed, say)
-        lines += report.fleet_lines(plan)
+        lines += report.fleet_lines(plan, replica)
         out["fleet"] = report.fleet_json(plan)
     print("\n".join(lines))
     if args.json:
@@ -133,3 +133,7 @@ def _run(args: argparse.Namespace, say: Any) -> int:
         say(f"plot: {report.plot(points, sat, knee_, plan, args.plot)}")
     return 0
 
+
+def _question(args: argparse.Namespace) -> fleet.Question:
+    burst = words.burst(args.burst) if args.burst else (1.0, 0.0)
+    return fleet.Question(args.fleet_rpm, 1000 * words.seconds(args.slo_p95), words.percent(args.growth), *burst, args.replicas)

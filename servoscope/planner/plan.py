@@ -51,6 +51,7 @@ class Replica:
     service: ServiceTimes
     config: SimConfig
     shares: tuple[float, ...]
+    intra_op_threads: int = 0  # what the service times were measured at (0: not known)
 
     def bound_per_s(self) -> float:
         mean_pre = self.service.mean_preprocess_s(self.shares)

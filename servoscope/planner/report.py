@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,7 +29,7 @@ def replica_json(replica: Replica) -> dict[str, Any]:
     }
 
 
-def config_toml(replica: Replica, intra_op_threads: int | None = None) -> str:
+def config_toml(replica: Replica) -> str:
     """The settings to write into the model's ``config.toml``."""
     b = replica.config.batching
     lines = [
@@ -43,8 +42,8 @@ def config_toml(replica: Replica, intra_op_threads: int | None = None) -> str:
     ]
     if b.preferred_batch_sizes:
         lines.insert(3, f"preferred_batch_sizes = {list(b.preferred_batch_sizes)}")
-    if intra_op_threads:
-        lines.append(f"intra_op_threads = {intra_op_threads}")
+    if replica.intra_op_threads:
+        lines.append(f"intra_op_threads = {replica.intra_op_threads}")
     return "\n".join(lines)
 
 
@@ -70,7 +69,7 @@ def summary_lines(s: Summary, sat: float, what: str) -> list[str]:
     ]
 
 
-def fleet_lines(plan: FleetPlan) -> list[str]:
+def fleet_lines(plan: FleetPlan, replica: Replica) -> list[str]:
     q = plan.question
     burst = f", burst P95 {plan.burst_p95_ms:.1f} ms" if plan.burst_p95_ms is not None else ""
     return [
@@ -79,6 +78,8 @@ def fleet_lines(plan: FleetPlan) -> list[str]:
         f"  each replica: {q.grown_per_s / plan.replicas:.1f} req/s, ρ = {plan.rho:.2f}, P95 {plan.at_plan.p95_ms:.1f} ms{burst}; "
         f"headroom +{100 * plan.headroom:.0f}% before saturation"
         + (f", +{100 * _to_knee(plan):.0f}% before the knee" if plan.knee else ""),
+        f"  per-replica settings ({replica.config.preprocess_workers} preprocess workers; the model's config.toml):",
+        *("    " + line for line in config_toml(replica).splitlines()),
         "",
         explain(plan),
     ]
@@ -146,7 +147,3 @@ def plot(points: Sequence[Point], sat: float, knee: Knee | None, plan: FleetPlan
     finally:
         plt.close(fig)
     return path
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

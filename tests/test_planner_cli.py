@@ -1,0 +1,106 @@
+"""``servoscope plan`` and ``servoscope profile`` end to end: a small profile, its answers, its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from servoscope.cli import main
+from servoscope.loadgen import profiles
+from servoscope.loadgen.client import Endpoint
+from servoscope.loadgen.mixes import Mix, MixImage
+from servoscope.loadgen.runner import LoadPlan, settings_json
+from servoscope.loadgen.targets import Target
+from servoscope.planner import profile as pf
+from planner_support import profile_dict
+
+FAST = ("--duration", "10s", "--quiet")
+
+
+@pytest.fixture
+def profile_file(tmp_path: Path) -> Path:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(profile_dict()))
+    return path
+
+
+def test_the_fleet_question(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "plan.json"
+    args = ["plan", "--profile", str(profile_file), "--fleet-rpm", "10000", "--slo-p95", "60ms", "--growth", "15%"]
+    code = main([*args, "--burst", "2x/5s", "--json", str(out), "--plot", str(tmp_path / "plan.png"), *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    figures = json.loads(out.read_text())
+    fleet = figures["fleet"]
+    assert fleet["replicas"] == max(fleet["replicas_steady"], fleet["replicas_burst"])
+    assert fleet["at_plan"]["p95_ms"] <= 60.0 and fleet["burst_p95_ms"] <= 60.0
+    assert 0 < figures["saturation_per_s"] <= 4 / 0.022 * 1.01  # one instance, full batches of 4 in 22 ms
+    assert figures["knee"]["fraction"] < 1
+    assert f"fleet: {fleet['replicas']} replicas for 11500 req/min" in printed
+    assert "+15% takes each replica from ρ =" in printed
+    assert (tmp_path / "plan.png").stat().st_size > 0
+
+
+def test_one_rate_with_bursty_arrivals_and_overrides(profile_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["plan", "--profile", str(profile_file), "--rate", "60", "--arrivals", "on-off", "--cv2", "4",
+                 "--max-queue-delay-ms", "5", "--mix", "50%:320x240,50%:4032x3024", *FAST])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "at 60 req/s" in printed and "P95" in printed and "batch_wait" in printed
+
+
+def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mix = Mix((MixImage(b"x", "image/jpeg", "320x240.jpeg"),), (1.0,), "one image")
+    load = LoadPlan(Endpoint("127.0.0.1", 9), Target("v1"), mix, profile=profiles.constant(40.0, 20.0), duration_s=20.0)
+    offsets = load.schedule()
+    result = {"settings": settings_json(load), "profile": load.profile.to_json() if load.profile else None,
+              "counts": {"scheduled": len(offsets)}, "mix": {"sent_by_kind": {"320x240.jpeg": len(offsets)}}}
+    (tmp_path / "result.json").write_text(json.dumps(result))
+    assert main(["plan", "--profile", str(profile_file), "--replay", str(tmp_path / "result.json"), *FAST]) == 0
+    assert f"replay of {tmp_path / 'result.json'}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--fleet-rpm", "1000"], "--fleet-rpm needs --slo-p95"),
+        (["--fleet-rpm", "1000", "--slo-p95", "100ms", "--burst", "3 times"], "a burst is FACTORx/DURATION"),
+        (["--fleet-rpm", "1000", "--slo-p95", "100ms", "--growth", "15"], "a growth is a percentage"),
+        (["--fleet-rpm", "1000", "--slo-p95", "soon"], "not a duration"),
+        (["--max-batch-size", "0"], "batching settings: max_batch_size"),
+        (["--mix", "100%:640x480"], "no preprocess samples for image-size class '640x480'"),
+        (["--instances", "4"], "no family with instances=4"),
+        (["--duration", "2h"], "--duration must be in"),
+    ],
+)
+def test_bad_input_is_named(profile_file: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+    assert main(["plan", "--profile", str(profile_file), *FAST, *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--profile", str(tmp_path / "none.json")]) == 2
+    assert "cannot read profile" in capsys.readouterr().err
+
+
+def test_profile_measures_the_pipeline_then_plan_reads_it(model_repository: Path, tmp_path: Path) -> None:
+    """A real (short) measurement: the service's own pipeline, its timing and batch records."""
+    path = tmp_path / "measured.json"
+    code = main(["profile", "-o", str(path), "--model-repository", str(model_repository), "--families", "1x1",
+                 "--preprocess-workers", "1", "--max-batch-size", "2", "--seconds", "3", "--cache-dir", str(tmp_path / "img"),
+                 "--respond-ms", "0.5"])
+    assert code == 0
+    profile = pf.load(path)
+    family = profile.family(1, 1)
+    assert set(family.inference_s) <= {1, 2} and 1 in family.inference_s
+    assert all(0 < s < 5 for s in family.inference_s[1]) and "320x240" in family.preprocess_s
+    assert profile.overheads.respond_s == pytest.approx(0.0005)
+    assert profile.machine.cores >= 1
+    assert main(["plan", "--profile", str(path), "--rate", "5", *FAST]) == 0
+
+
+def test_profile_refuses_a_long_measurement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "-o", str(tmp_path / "p.json"), "--seconds", "2m"]) == 2
+    assert "at most 60 s per family" in capsys.readouterr().err
