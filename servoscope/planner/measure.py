@@ -6,7 +6,8 @@ at rising concurrency (1, 2, 4 … up to two full batches per instance), so the 
 size the batcher makes and every stage runs beside the others, as under load. It measures nothing
 itself: each request's :class:`~servoscope.stages.Timing` gives its ``preprocess`` time (by the
 image's size class), each :class:`~servoscope.stages.BatchRecord` its batch's ``inference`` and
-``postprocess`` time (by batch size) — the records the server reports from. Ingest and respond
+``postprocess`` time (by batch size), and consecutive batches of one instance its hand-off time
+between them — the records the server reports from. Ingest and respond
 happen in HTTP, outside the pipeline: they are fixed overheads given by flags.
 
 At most 60 s per family.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import math
 import random
 import sys
 import time
@@ -26,10 +28,10 @@ from typing import Any, Callable
 from servoscope.clock import SYSTEM_CLOCK
 from servoscope.loadgen.command import DEFAULT_CACHE, DEFAULT_MIX
 from servoscope.loadgen.mixes import Mix, generated, parse_mix
-from servoscope.models.config import ModelConfigError, ModelOverrides
+from servoscope.models.config import BatchingConfig, ModelConfigError, ModelOverrides
 from servoscope.models.repository import ModelEntry, find
 from servoscope.pipeline.decode import DecodeLimits, media_format
-from servoscope.pipeline.service import ModelService, build_pipeline
+from servoscope.pipeline.service import ModelService, Pipeline, build_pipeline
 from servoscope.planner import profile as pf
 from servoscope.planner.words import mix_classes, seconds as parse_seconds
 from servoscope.resources import available_cores, plan_threads
@@ -54,6 +56,7 @@ class Samples:
     preprocess_s: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     inference_s: dict[int, list[float]] = dataclasses.field(default_factory=dict)
     postprocess_s: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+    records: list[BatchRecord] = dataclasses.field(default_factory=list)
 
     def timing(self, size_class: str, timing: Timing) -> None:
         seconds = timing.durations()
@@ -63,6 +66,22 @@ class Samples:
     def batch(self, record: BatchRecord) -> None:
         self.inference_s.setdefault(record.size, []).append(record.inferred - record.started)
         self.postprocess_s.setdefault(record.size, []).append(record.finished - record.inferred)
+        self.records.append(record)
+
+    def handoffs(self) -> list[float]:
+        """Each instance's gaps from a batch finishing to its next starting, where the next batch's
+        requests were already waiting when the first finished (the instance held, not idle)."""
+        by_instance: dict[int, list[BatchRecord]] = {}
+        for record in self.records:
+            by_instance.setdefault(record.instance, []).append(record)
+        gaps = []
+        for batches in by_instance.values():
+            batches.sort(key=lambda r: r.started)
+            for previous, following in zip(batches, batches[1:]):
+                queued = min(m.ended(Stage.PREPROCESS) or math.inf for m in following.members)
+                if queued <= previous.finished:
+                    gaps.append(following.started - previous.finished)
+        return gaps
 
 
 def levels(spec: Spec) -> list[int]:
@@ -94,24 +113,30 @@ async def _drive(service: ModelService, mix: Mix, classes: list[str], concurrenc
     return done
 
 
-async def measure_family(entry: ModelEntry, spec: Spec, mix: Mix, seconds: float, seed: int, say: Say) -> Samples:
+def build(entry: ModelEntry, spec: Spec) -> Pipeline:
+    """The service's own pipeline for ``entry`` at ``spec`` (instances in threads)."""
     overrides = ModelOverrides(
         instances=spec.instances, intra_op_threads=spec.intra_op_threads,
         max_batch_size=spec.max_batch_size, max_queue_delay_s=spec.max_queue_delay_s, isolation="thread",
     )
     entry = dataclasses.replace(entry, config=overrides.apply(entry.config))
-    pipeline = build_pipeline([entry], spec.preprocess_workers, DecodeLimits(), max_pending=1_000_000, adaptive=False)
+    return build_pipeline([entry], spec.preprocess_workers, DecodeLimits(), max_pending=1_000_000, adaptive=False)
+
+
+async def measure_pipeline(pipeline: Pipeline, spec: Spec, mix: Mix, seconds: float, seed: int, say: Say) -> Samples:
+    """Drive ``pipeline``'s one model at rising concurrency for ``seconds`` in all; stops the pipeline."""
     samples = Samples()
     pipeline.observe_batches(samples.batch)
     pipeline.start()
     classes = [image.label.split(".", 1)[0] for image in mix.images]
     rng = random.Random(seed)
+    (service,) = pipeline.services.values()
     try:
         steps = levels(spec)
         for c in steps:
             before = sum(len(v) for v in samples.inference_s.values())
             started = time.perf_counter()
-            done = await _drive(pipeline.get(entry.name), mix, classes, c, started + seconds / len(steps), samples, rng)
+            done = await _drive(service, mix, classes, c, started + seconds / len(steps), samples, rng)
             batches = sum(len(v) for v in samples.inference_s.values()) - before
             say(f"  {spec.instances}x{spec.intra_op_threads} C={c:>3}: {done / (time.perf_counter() - started):6.1f} req/s, "
                 f"{batches} batches, mean batch {done / max(1, batches):.1f}")
@@ -121,14 +146,13 @@ async def measure_family(entry: ModelEntry, spec: Spec, mix: Mix, seconds: float
 
 
 def family(spec: Spec, samples: Samples) -> pf.Family:
-    from servoscope.models.config import BatchingConfig
-
     return pf.Family(
         instances=spec.instances, intra_op_threads=spec.intra_op_threads, preprocess_workers=spec.preprocess_workers,
         batching=BatchingConfig(max_batch_size=spec.max_batch_size, max_queue_delay_s=spec.max_queue_delay_s),
         preprocess_s={k: pf.thin(v) for k, v in samples.preprocess_s.items()},
         inference_s={k: pf.thin(v) for k, v in sorted(samples.inference_s.items())},
         postprocess_s={k: pf.thin(v) for k, v in sorted(samples.postprocess_s.items())},
+        dispatch_s=pf.thin(samples.handoffs()) or [0.0],
     )
 
 
@@ -197,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         spec = Spec(n, t, workers, max_batch, delay)
         say(f"servoscope profile: {entry.name} v{entry.version}, {n} instance(s) x {t} thread(s), {workers} preprocess workers, "
             f"{seconds:g} s; images: {mix.description}")
-        families.append(family(spec, asyncio.run(measure_family(entry, spec, mix, seconds, args.seed, say))))
+        families.append(family(spec, asyncio.run(measure_pipeline(build(entry, spec), spec, mix, seconds, args.seed, say))))
     profile = pf.Profile(
         schema=pf.SCHEMA, version=pf.VERSION, model=entry.name, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         machine=pf.this_machine(), families=families,

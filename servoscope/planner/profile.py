@@ -7,6 +7,8 @@ it was measured at, and the service-time samples (seconds) of each stage there â
     preprocess_s   by image-size class ("320x240"): decode + preprocess of one image
     inference_s    by batch size: one instance running one batch
     postprocess_s  by batch size: the same batch's postprocessing (on the instance, after inference)
+    dispatch_s     an instance's hand-off between batches (the event loop and the instance's thread
+                   passing the batch): from one batch finishing to the next starting, while requests waited
 
 plus fixed overheads (``ingest``, ``respond``) and the image mix it was measured with. Loading
 checks every field and names the one that is missing or wrong.
@@ -68,6 +70,7 @@ class Family(_Strict):
     preprocess_s: dict[str, Samples]
     inference_s: dict[int, Samples]
     postprocess_s: dict[int, Samples]
+    dispatch_s: Samples = Field([0.0], description="an instance's hand-off: from a batch finishing to its next starting, while requests waited")
 
     @property
     def name(self) -> str:
@@ -84,6 +87,7 @@ class Family(_Strict):
         _check_samples("preprocess_s", self.preprocess_s)
         _check_samples("inference_s", self.inference_s)
         _check_samples("postprocess_s", self.postprocess_s)
+        _check_samples("family", {"dispatch_s": self.dispatch_s})
         return self
 
 

@@ -9,7 +9,7 @@ proportion to the batch size).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ class ServiceTimes:
     postprocess: tuple[np.ndarray, ...]  # seconds, per batch size (index 0 unused)
     ingest_s: float = 0.0
     respond_s: float = 0.0
+    dispatch: np.ndarray = field(default_factory=lambda: np.zeros(1))  # seconds from a batch's dispatch to its start: the instance is held, not inferring
 
     @property
     def max_batch_size(self) -> int:
@@ -41,8 +42,8 @@ class ServiceTimes:
         return float(sum(w * p.mean() for w, p in zip(weights, self.preprocess)))
 
     def mean_batch_s(self, size: int) -> float:
-        """Mean time an instance is busy with a batch of ``size`` (inference and postprocessing)."""
-        return float(self.inference[size].mean() + self.postprocess[size].mean())
+        """Mean time an instance is held by a batch of ``size`` (hand-off, inference and postprocessing)."""
+        return float(self.dispatch.mean() + self.inference[size].mean() + self.postprocess[size].mean())
 
     def draw_preprocess(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One preprocess time for each request, by its class index."""
@@ -72,6 +73,7 @@ def from_family(family: Family, overheads: Overheads, max_batch_size: int) -> Se
         by_size(family.postprocess_s, max_batch_size),
         overheads.ingest_s,
         overheads.respond_s,
+        np.asarray(family.dispatch_s, dtype=float),
     )
 
 

@@ -9,7 +9,8 @@ The batcher is the server's (servoscope.pipeline.batcher): one FIFO queue bounde
 the wait window starts when the oldest queued request was queued; whenever something changes (a
 request queued, an instance coming free, the oldest request's window closing) and an instance is
 idle, it takes ``dispatch_size(queued, oldest wait, policy)`` requests, until that is 0 — so batches
-in flight ≤ instances. Ingest and respond are fixed overheads; an optional ``admits(state)``
+in flight ≤ instances. A dispatched batch starts after the instance's hand-off time (the event
+loop passing it to the instance's thread; ``batch_wait`` in the server too). Ingest and respond are fixed overheads; an optional ``admits(state)``
 hook decides at arrival whether a request enters (default: every request). Deadlines are not
 simulated. Service times come from :class:`servoscope.planner.service.ServiceTimes`.
 
@@ -104,6 +105,8 @@ def simulate(
     pre = service.draw_preprocess(np.asarray(classes), rng).tolist()
     draws_inf = rng.random(n + 1).tolist()
     draws_post = rng.random(n + 1).tolist()
+    draws_hand = rng.random(n + 1).tolist()
+    hand_table = service.dispatch.tolist()
     inf_tables = [t.tolist() for t in service.inference]
     post_tables = [t.tolist() for t in service.postprocess]
     enter = (np.asarray(arrivals, dtype=float) + service.ingest_s).tolist()
@@ -141,12 +144,13 @@ def simulate(
                 return
             members = [bq.popleft() for _ in range(size)]
             table, post_table = inf_tables[size], post_tables[size]
-            inferred = now + table[int(draws_inf[batches] * len(table))]
+            start = now + hand_table[int(draws_hand[batches] * len(hand_table))]
+            inferred = start + table[int(draws_inf[batches] * len(table))]
             finished = inferred + post_table[int(draws_post[batches] * len(post_table))]
             batches += 1
             busy += finished - now
             for r in members:
-                start_batch[r] = now
+                start_batch[r] = start
                 end_inf[r] = inferred
                 end_post[r] = finished
                 size_of[r] = size
