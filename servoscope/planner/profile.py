@@ -183,12 +183,13 @@ def _cpu_model() -> str:
 
 
 def thin(values: Samples, limit: int = MAX_SAMPLES) -> Samples:
-    """At most ``limit`` of ``values``, evenly spread over their sorted order (the distribution kept)."""
-    if len(values) <= limit:
-        return list(values)
-    ordered = sorted(values)
-    step = (len(ordered) - 1) / (limit - 1)
-    return [ordered[round(i * step)] for i in range(limit)]
+    """At most ``limit`` of ``values``, evenly spread over their sorted order (the distribution kept),
+    to the tenth of a microsecond."""
+    if len(values) > limit:
+        ordered = sorted(values)
+        step = (len(ordered) - 1) / (limit - 1)
+        values = [ordered[round(i * step)] for i in range(limit)]
+    return [round(v, 7) for v in values]
 
 
 def load(path: Path) -> Profile:

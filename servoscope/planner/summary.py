@@ -63,8 +63,8 @@ def summarize(result: SimResult, warmup_s: float = 0.0, end_s: float | None = No
 
 
 def _utilization(result: SimResult) -> float:
-    """Instance busy share over the whole run, up to the last arrival."""
-    span = float(np.nanmax(result.arrival)) if len(result.arrival) else 0.0
+    """Instance busy share over the whole run, up to the last answer."""
+    span = float(np.nanmax(np.append(result.arrival + result.total, result.arrival))) if len(result.arrival) else 0.0
     return result.busy_s / (result.instances * span) if span > 0 else math.nan
 
 
