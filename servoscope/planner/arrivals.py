@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from servoscope.loadgen import profiles
+from servoscope.planner.profile import read_json
 
 MAX_ARRIVALS = 20_000_000
 
@@ -99,13 +99,7 @@ class Replay:
 
 def replay(path: Path) -> Replay:
     """The scheduled send times of a ``servoscope load -o`` result file."""
-    try:
-        result = json.loads(path.read_text())
-    except OSError as exc:
-        raise ArrivalError(f"cannot read load result {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ArrivalError(f"load result {path} is not JSON: {exc}") from None
-    return replay_result(result, str(path))
+    return replay_result(read_json(path, "load result", ArrivalError), str(path))
 
 
 def replay_result(result: Any, where: str = "load result") -> Replay:

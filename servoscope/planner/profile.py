@@ -192,14 +192,18 @@ def thin(values: Samples, limit: int = MAX_SAMPLES) -> Samples:
     return [round(v, 7) for v in values]
 
 
-def load(path: Path) -> Profile:
+def read_json(path: Path, what: str, error: type[ValueError]) -> Any:
+    """The JSON in ``path``; ``error`` says what was wrong, naming the file as ``what``."""
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except OSError as exc:
-        raise ProfileError(f"cannot read profile {path}: {exc.strerror or exc}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise ProfileError(f"profile {path} is not JSON: {exc}") from None
-    return parse(raw, str(path))
+        raise error(f"{what} {path} is not JSON: {exc}") from None
+
+
+def load(path: Path) -> Profile:
+    return parse(read_json(path, "profile", ProfileError), str(path))
 
 
 def parse(raw: Any, where: str = "profile") -> Profile:
