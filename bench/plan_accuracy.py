@@ -55,8 +55,16 @@ class Config:
 
     def flags(self) -> tuple[str, ...]:
         return (
-            "--admission", "static", "--instances", str(self.instances), "--intra-op-threads", str(self.threads),
-            "--max-batch-size", str(self.max_batch_size), "--max-queue-delay-ms", f"{self.delay_ms:g}",
+            "--admission",
+            "static",
+            "--instances",
+            str(self.instances),
+            "--intra-op-threads",
+            str(self.threads),
+            "--max-batch-size",
+            str(self.max_batch_size),
+            "--max-queue-delay-ms",
+            f"{self.delay_ms:g}",
         )
 
 
@@ -75,17 +83,30 @@ def configs(smoke: bool) -> list[Config]:
 
 def profile_replica(config: Config, images: list[bytes], seconds: float) -> plan.Replica:
     entry = find(ROOT / "models", MODEL)
-    spec = measure.Spec(config.instances, config.threads, plan_threads().preprocess_workers, config.max_batch_size, config.delay_ms / 1000)
-    mix = Mix(tuple(MixImage(b, "image/jpeg", "small.jpeg") for b in images), tuple(1 / len(images) for _ in images), "small")
+    spec = measure.Spec(
+        config.instances,
+        config.threads,
+        plan_threads().preprocess_workers,
+        config.max_batch_size,
+        config.delay_ms / 1000,
+    )
+    mix = Mix(
+        tuple(MixImage(b, "image/jpeg", "small.jpeg") for b in images), tuple(1 / len(images) for _ in images), "small"
+    )
     samples = asyncio.run(measure.measure_pipeline(measure.build(entry, spec), spec, mix, seconds, 0, progress))
     family = measure.family(spec, samples)
     service = from_family(family, pf.Overheads(), config.max_batch_size)
-    return plan.Replica(service, SimConfig(spec.preprocess_workers, spec.instances, family.batching), (1.0,), spec.intra_op_threads)
+    return plan.Replica(
+        service, SimConfig(spec.preprocess_workers, spec.instances, family.batching), (1.0,), spec.intra_op_threads
+    )
 
 
 def with_http(replica: plan.Replica, stage_means_ms: dict[str, float]) -> plan.Replica:
     service = replica.service
-    overheads = {"ingest_s": stage_means_ms.get("ingest", 0.0) / 1000, "respond_s": stage_means_ms.get("respond", 0.0) / 1000}
+    overheads = {
+        "ingest_s": stage_means_ms.get("ingest", 0.0) / 1000,
+        "respond_s": stage_means_ms.get("respond", 0.0) / 1000,
+    }
     return replace(replica, service=replace(service, **overheads))
 
 
@@ -95,33 +116,57 @@ def schedule(kind: str, rate: float, duration_s: float, seed: int) -> np.ndarray
     return arrivals.on_off(rate, BURSTY_CV2, duration_s, seed)
 
 
-def bench_config(config: Config, images: list[bytes], windows: Windows, kinds: tuple[str, ...], loads: tuple[float, ...]) -> dict[str, Any]:
+def bench_config(
+    config: Config, images: list[bytes], windows: Windows, kinds: tuple[str, ...], loads: tuple[float, ...]
+) -> dict[str, Any]:
     progress(f"{config.name}: profile ({windows.offline_s:g} s)")
     replica = profile_replica(config, images, windows.offline_s)
     predicted_sat = plan.saturation(replica)
     rows = []
-    with server(config.name, servoscope_argv(config.flags()), RESULTS / f"plan_accuracy-{config.name}.log") as (endpoint, pid):
+    with server(config.name, servoscope_argv(config.flags()), RESULTS / f"plan_accuracy-{config.name}.log") as (
+        endpoint,
+        pid,
+    ):
         measured_sat = saturation(endpoint, pid, images, windows, config.name)["requests_per_s"]
         requests = classify_requests(endpoint, images)
-        warm = summarize(run(open_loop(endpoint, requests, arrivals.poisson(0.3 * measured_sat, windows.warmup_s, 1).tolist())))
+        warm = summarize(
+            run(open_loop(endpoint, requests, arrivals.poisson(0.3 * measured_sat, windows.warmup_s, 1).tolist()))
+        )
         replica = with_http(replica, warm.server_stage_mean_ms)
         for kind in kinds:
             for load in loads:
                 offsets = schedule(kind, load * measured_sat, windows.open_s, seed=11)
                 real = summarize(run(open_loop(endpoint, requests, offsets.tolist())))
                 sim = replica.run(offsets, seed=11)
-                row = {"arrivals": kind, "load": load, "measured": real.to_json(), "predicted": sim.to_json(),
-                       "p95_ratio": sim.p95_ms / real.p95_ms, "p99_ratio": sim.p99_ms / real.p99_ms}
-                progress(f"  {kind:8} {100 * load:3.0f}%: P95 measured {real.p95_ms:7.1f} predicted {sim.p95_ms:7.1f} "
-                         f"(×{row['p95_ratio']:.2f}); P99 {real.p99_ms:7.1f} / {sim.p99_ms:7.1f} (×{row['p99_ratio']:.2f})")
+                row = {
+                    "arrivals": kind,
+                    "load": load,
+                    "measured": real.to_json(),
+                    "predicted": sim.to_json(),
+                    "p95_ratio": sim.p95_ms / real.p95_ms,
+                    "p99_ratio": sim.p99_ms / real.p99_ms,
+                }
+                progress(
+                    f"  {kind:8} {100 * load:3.0f}%: P95 measured {real.p95_ms:7.1f} predicted {sim.p95_ms:7.1f} "
+                    f"(×{row['p95_ratio']:.2f}); P99 {real.p99_ms:7.1f} / {sim.p99_ms:7.1f} (×{row['p99_ratio']:.2f})"
+                )
                 rows.append(row)
-    progress(f"{config.name}: saturation measured {measured_sat:.1f}, predicted {predicted_sat:.1f} (×{predicted_sat / measured_sat:.2f})")
-    return {"config": config.__dict__, "saturation": {"measured": measured_sat, "predicted": predicted_sat}, "rows": rows}
+    progress(
+        f"{config.name}: saturation measured {measured_sat:.1f}, predicted {predicted_sat:.1f} "
+        f"(×{predicted_sat / measured_sat:.2f})"
+    )
+    return {
+        "config": config.__dict__,
+        "saturation": {"measured": measured_sat, "predicted": predicted_sat},
+        "rows": rows,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="one configuration, one load (50%%), Poisson, short windows")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one configuration, one load (50%%), Poisson, short windows"
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="the windows' base length, seconds (default 20)")
     args = parser.parse_args()
     windows = Windows.from_duration(5.0 if args.smoke else args.duration)

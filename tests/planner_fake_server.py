@@ -36,9 +36,21 @@ def fake_pipeline(
 ) -> tuple[Settings, Pipeline]:
     """The settings and the pipeline of the fake service: one instance, one preprocess worker."""
     settings = load_settings(
-        None, host="127.0.0.1", port=port, model_repository=repository, models=("efficientnet_lite0",),
-        preprocess_workers=1, telemetry=False, admission="static", log_level="warning",
-        model_overrides={"instances": 1, "intra_op_threads": 1, "max_batch_size": max_batch, "max_queue_delay_s": delay_s},
+        None,
+        host="127.0.0.1",
+        port=port,
+        model_repository=repository,
+        models=("efficientnet_lite0",),
+        preprocess_workers=1,
+        telemetry=False,
+        admission="static",
+        log_level="warning",
+        model_overrides={
+            "instances": 1,
+            "intra_op_threads": 1,
+            "max_batch_size": max_batch,
+            "max_queue_delay_s": delay_s,
+        },
     )
     pipeline = load_pipeline(settings)
     for service in pipeline.services.values():
@@ -53,4 +65,11 @@ def main(port: int, repository: Path, base_s: float, per_image_s: float, max_bat
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    main(
+        int(sys.argv[1]),
+        Path(sys.argv[2]),
+        float(sys.argv[3]),
+        float(sys.argv[4]),
+        int(sys.argv[5]),
+        float(sys.argv[6]),
+    )

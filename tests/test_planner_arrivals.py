@@ -78,7 +78,12 @@ def load_result(plan: LoadPlan, offsets: list[float]) -> dict:  # type: ignore[t
 def test_replay_rebuilds_the_scheduled_send_times(tmp_path: Path) -> None:
     mix = Mix((MixImage(b"x", "image/jpeg", "320x240.jpeg"),), (1.0,), "one image")
     plan = LoadPlan(
-        Endpoint("127.0.0.1", 9), Target("v1"), mix, profile=profiles.step(20.0, 30.0, [(10.0, 1.15)]), duration_s=30.0, seed=7
+        Endpoint("127.0.0.1", 9),
+        Target("v1"),
+        mix,
+        profile=profiles.step(20.0, 30.0, [(10.0, 1.15)]),
+        duration_s=30.0,
+        seed=7,
     )
     offsets = plan.schedule()
     path = tmp_path / "result.json"

@@ -44,8 +44,24 @@ def test_the_fleet_question(profile_file: Path, tmp_path: Path, capsys: pytest.C
 
 
 def test_one_rate_with_bursty_arrivals_and_overrides(profile_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["plan", "--profile", str(profile_file), "--rate", "60", "--arrivals", "on-off", "--cv2", "4",
-                 "--max-queue-delay-ms", "5", "--mix", "50%:320x240,50%:4032x3024", *FAST])
+    code = main(
+        [
+            "plan",
+            "--profile",
+            str(profile_file),
+            "--rate",
+            "60",
+            "--arrivals",
+            "on-off",
+            "--cv2",
+            "4",
+            "--max-queue-delay-ms",
+            "5",
+            "--mix",
+            "50%:320x240,50%:4032x3024",
+            *FAST,
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "at 60 req/s" in printed and "P95" in printed and "batch_wait" in printed
@@ -55,8 +71,12 @@ def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     mix = Mix((MixImage(b"x", "image/jpeg", "320x240.jpeg"),), (1.0,), "one image")
     load = LoadPlan(Endpoint("127.0.0.1", 9), Target("v1"), mix, profile=profiles.constant(40.0, 20.0), duration_s=20.0)
     offsets = load.schedule()
-    result = {"settings": settings_json(load), "profile": load.profile.to_json() if load.profile else None,
-              "counts": {"scheduled": len(offsets)}, "mix": {"sent_by_kind": {"320x240.jpeg": len(offsets)}}}
+    result = {
+        "settings": settings_json(load),
+        "profile": load.profile.to_json() if load.profile else None,
+        "counts": {"scheduled": len(offsets)},
+        "mix": {"sent_by_kind": {"320x240.jpeg": len(offsets)}},
+    }
     (tmp_path / "result.json").write_text(json.dumps(result))
     assert main(["plan", "--profile", str(profile_file), "--replay", str(tmp_path / "result.json"), *FAST]) == 0
     assert f"replay of {tmp_path / 'result.json'}" in capsys.readouterr().out
@@ -75,7 +95,9 @@ def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         (["--duration", "2h"], "--duration must be in"),
     ],
 )
-def test_bad_input_is_named(profile_file: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+def test_bad_input_is_named(
+    profile_file: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
     assert main(["plan", "--profile", str(profile_file), *FAST, *extra]) == 2
     assert message in capsys.readouterr().err
 
@@ -88,9 +110,27 @@ def test_a_missing_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_profile_measures_the_pipeline_then_plan_reads_it(model_repository: Path, tmp_path: Path) -> None:
     """A real (short) measurement: the service's own pipeline, its timing and batch records."""
     path = tmp_path / "measured.json"
-    code = main(["profile", "-o", str(path), "--model-repository", str(model_repository), "--families", "1x1",
-                 "--preprocess-workers", "1", "--max-batch-size", "2", "--seconds", "3", "--cache-dir", str(tmp_path / "img"),
-                 "--respond-ms", "0.5"])
+    code = main(
+        [
+            "profile",
+            "-o",
+            str(path),
+            "--model-repository",
+            str(model_repository),
+            "--families",
+            "1x1",
+            "--preprocess-workers",
+            "1",
+            "--max-batch-size",
+            "2",
+            "--seconds",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "img"),
+            "--respond-ms",
+            "0.5",
+        ]
+    )
     assert code == 0
     profile = pf.load(path)
     family = profile.family(1, 1)

@@ -47,7 +47,9 @@ def fake_server(model_repository: Path, tmp_path: Path) -> Iterator[Endpoint]:
     script = Path(__file__).with_name("planner_fake_server.py")
     args = [str(port), str(model_repository), str(BASE_S), str(PER_IMAGE_S), str(MAX_BATCH), str(DELAY_S)]
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, str(script), *args], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(script), *args], cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
     server = ServerProcess(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_ready(server)
@@ -57,7 +59,9 @@ def fake_server(model_repository: Path, tmp_path: Path) -> Iterator[Endpoint]:
 
 
 def load_run(endpoint: Endpoint, mix: Mix) -> dict[str, Any]:
-    load = LoadPlan(endpoint, Target("v1", MODEL), mix, profile=profiles.constant(RATE, DURATION_S), duration_s=DURATION_S, seed=3)
+    load = LoadPlan(
+        endpoint, Target("v1", MODEL), mix, profile=profiles.constant(RATE, DURATION_S), duration_s=DURATION_S, seed=3
+    )
     return result_json(load, asyncio.run(execute(load)))
 
 
@@ -70,13 +74,18 @@ def profiled(model_repository: Path, mix: Mix, http: dict[str, Any]) -> plan.Rep
     return plan.Replica(service.from_family(family, overheads, MAX_BATCH), SimConfig(1, 1, family.batching), (1.0,))
 
 
-def test_the_simulation_predicts_the_fake_service(fake_server: Endpoint, model_repository: Path, tmp_path: Path) -> None:
+def test_the_simulation_predicts_the_fake_service(
+    fake_server: Endpoint, model_repository: Path, tmp_path: Path
+) -> None:
     mix = generated(parse_mix("100%:320x240"), 0.0, tmp_path / "images")
     result = load_run(fake_server, mix)
     assert result["counts"]["ok"] == result["counts"]["scheduled"]
     predicted = plan.at_rate(profiled(model_repository, mix, result["stages_ms"]), plan.Traffic(), RATE, 600.0, seed=1)
     measured = result["latency_ms"]
-    print(f"measured P50 {measured['p50']:.1f} P95 {measured['p95']:.1f} ms; predicted {predicted.p50_ms:.1f} {predicted.p95_ms:.1f} ms;"
-          f" stages measured {result['stages_ms']}, predicted {predicted.stage_mean_ms}")
+    print(
+        f"measured P50 {measured['p50']:.1f} P95 {measured['p95']:.1f} ms; "
+        f"predicted {predicted.p50_ms:.1f} {predicted.p95_ms:.1f} ms;"
+        f" stages measured {result['stages_ms']}, predicted {predicted.stage_mean_ms}"
+    )
     assert measured["p50"] == pytest.approx(predicted.p50_ms, rel=0.35)
     assert 1 / 1.8 <= measured["p95"] / predicted.p95_ms <= 1.8

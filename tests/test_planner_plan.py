@@ -16,14 +16,18 @@ from servoscope.planner.summary import Summary
 
 def replica(inference: dict[int, float], max_batch: int, instances: int = 1, delay_s: float = 0.0) -> plan.Replica:
     st = service.fixed({"any": 0.0}, inference, max_batch)
-    config = SimConfig(1, instances, BatchingConfig(max_batch_size=max_batch, max_queue_delay_s=delay_s, max_queue_size=10**6))
+    config = SimConfig(
+        1, instances, BatchingConfig(max_batch_size=max_batch, max_queue_delay_s=delay_s, max_queue_size=10**6)
+    )
     return plan.Replica(st, config, (1.0,))
 
 
 def mm1_replica(mu: float) -> plan.Replica:
     quantiles = -np.log(1 - (np.arange(20000) + 0.5) / 20000) / mu
     st = ServiceTimes(("any",), (np.zeros(1),), (np.zeros(0), quantiles), (np.zeros(0), np.zeros(1)))
-    return plan.Replica(st, SimConfig(1, 1, BatchingConfig(max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=10**6)), (1.0,))
+    return plan.Replica(
+        st, SimConfig(1, 1, BatchingConfig(max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=10**6)), (1.0,)
+    )
 
 
 def test_saturation_of_single_requests() -> None:

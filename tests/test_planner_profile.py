@@ -36,7 +36,10 @@ def _broken(change) -> dict:  # type: ignore[no-untyped-def, type-arg]
         (lambda r: r["machine"].pop("cores"), "machine.cores: Field required"),
         (lambda r: r.update(version=99), "version: Value error, profile version 99 is not supported"),
         (lambda r: r.update(schema="other"), "not a servoscope profile"),
-        (lambda r: r["families"][0]["inference_s"].update({"2": [-1.0]}), r"inference_s\[2\] holds 1 samples that are not finite"),
+        (
+            lambda r: r["families"][0]["inference_s"].update({"2": [-1.0]}),
+            r"inference_s\[2\] holds 1 samples that are not finite",
+        ),
         (lambda r: r["families"][0]["inference_s"].update({"x": [0.1]}), "families.0.inference_s.x"),
         (lambda r: r["families"][0]["batching"].update(max_batch_size=0), "families.0.batching.max_batch_size"),
         (lambda r: r.update(mix={"640x480": 1.0}), r"no preprocess_s samples for the mix's classes \['640x480'\]"),

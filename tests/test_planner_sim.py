@@ -120,7 +120,9 @@ def test_a_lone_request_waits_exactly_the_window() -> None:
 def test_requests_gather_while_the_only_instance_is_busy() -> None:
     """No delay: the first goes alone; the next 10 arrive during its 10.5 ms; the next batch takes 8."""
     policy = BatchingConfig(max_batch_size=8, max_queue_delay_s=0.0)
-    st = ServiceTimes(("any",), (np.zeros(1),), (np.zeros(0),) + (np.array([0.0105]),) * 8, (np.zeros(0),) + (np.zeros(1),) * 8)
+    st = ServiceTimes(
+        ("any",), (np.zeros(1),), (np.zeros(0),) + (np.array([0.0105]),) * 8, (np.zeros(0),) + (np.zeros(1),) * 8
+    )
     result = run(np.arange(40) * 0.001, st, instance_stage(st, 1, policy))
     assert result.batch_size[:17].tolist() == [1] + [8] * 8 + [8] * 8
     assert result.batch_wait[1] == pytest.approx(0.0105 - 0.001)
@@ -169,7 +171,9 @@ def test_every_batch_is_what_dispatch_size_says(policy: BatchingConfig) -> None:
     rng = np.random.default_rng(9)
     pre = rng.exponential(0.004, 500)
     infer = {b: rng.gamma(8, (0.002 + 0.0015 * b) / 8, 200) for b in range(1, policy.max_batch_size + 1)}
-    st = ServiceTimes(("any",), (pre,), (np.zeros(0),) + tuple(infer.values()), service.by_size({}, policy.max_batch_size))
+    st = ServiceTimes(
+        ("any",), (pre,), (np.zeros(0),) + tuple(infer.values()), service.by_size({}, policy.max_batch_size)
+    )
     config = sim.SimConfig(preprocess_workers=3, instances=2, batching=policy)
     result = run(arrivals.poisson(300.0, 20, seed=2), st, config)
     queued_at = result.arrival + result.queue + result.preprocess  # when each entered the batcher

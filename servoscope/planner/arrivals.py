@@ -106,7 +106,9 @@ def replay_result(result: Any, where: str = "load result") -> Replay:
     try:
         settings = result["settings"]
         if settings["loop"] != "open" or not result.get("profile"):
-            raise ArrivalError(f"{where}: a closed-loop run has no schedule to replay; record an open-loop run (--rate)")
+            raise ArrivalError(
+                f"{where}: a closed-loop run has no schedule to replay; record an open-loop run (--rate)"
+            )
         pieces = tuple(profiles.Piece(**p) for p in result["profile"]["pieces"])
         profile = profiles.Profile(result["profile"]["name"], pieces)
         offsets = profiles.arrivals(profile, settings["arrivals"], settings["seed"], settings["max_requests"])

@@ -31,9 +31,11 @@ examples:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "plan", help="predict P95, saturation, the knee and replicas from a profile (simulation)",
+        "plan",
+        help="predict P95, saturation, the knee and replicas from a profile (simulation)",
         description="Simulate the service from a measured profile: saturation, the knee, a load's P95, a fleet plan.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--profile", type=Path, required=True, help="a profile file from `servoscope profile`")
     setup = p.add_argument_group("the replica (default: the profile's first family and its batching)")
@@ -59,9 +61,13 @@ def add_parser(subparsers: Any) -> None:
     fleet_.add_argument("--burst", help="a burst to ride out within the objective, e.g. 3x/10s")
     fleet_.add_argument("--replicas", type=int, help="replicas today (default: the least meeting the objective today)")
     how = p.add_argument_group("simulation")
-    how.add_argument("--duration", default="120s", help="simulated time per load point (at least 40,000 requests; default 120s)")
+    how.add_argument(
+        "--duration", default="120s", help="simulated time per load point (at least 40,000 requests; default 120s)"
+    )
     how.add_argument("--seed", type=int, default=0)
-    how.add_argument("--knee-k", type=float, default=10.0, help="the knee's slope threshold, × the low-load P95 per saturation")
+    how.add_argument(
+        "--knee-k", type=float, default=10.0, help="the knee's slope threshold, × the low-load P95 per saturation"
+    )
     out = p.add_argument_group("output")
     out.add_argument("--json", type=Path, help="also write the figures as JSON here")
     out.add_argument("--plot", type=Path, help="write a PNG of P95 against load here")
@@ -76,7 +82,9 @@ def add_parser(subparsers: Any) -> None:
 def replica_from_args(args: argparse.Namespace, mix: dict[str, float] | None = None) -> Replica:
     profile = load(args.profile)
     family = profile.family(args.instances, args.intra_op_threads)
-    batching = words.batching(family.batching, args.max_batch_size, args.max_queue_delay_ms, args.preferred_batch_sizes, args.max_queue_size)
+    batching = words.batching(
+        family.batching, args.max_batch_size, args.max_queue_delay_ms, args.preferred_batch_sizes, args.max_queue_size
+    )
     service = from_family(family, profile.overheads, batching.max_batch_size)
     shares = mix or (words.mix_classes(args.mix) if args.mix else profile.mix)
     weights = [0.0] * len(service.classes)
@@ -107,14 +115,22 @@ def _run(args: argparse.Namespace, say: Any) -> int:
     traffic = Traffic("on_off", args.cv2, args.on_s) if args.arrivals == "on-off" else Traffic()
     say(f"servoscope plan: {report.describe_replica(replica)}; {traffic.describe()} arrivals")
     sat = saturation(replica, duration_s, args.seed)
-    say(f"saturation: {sat:.1f} req/s (service bound {replica.bound_per_s():.1f}); the P95 curve ({traffic.describe()}):")
+    say(f"saturation: {sat:.1f} req/s (service bound {replica.bound_per_s():.1f}); the P95 curve:")
     points, knee_ = knee(replica, traffic, sat, duration_s, args.seed, args.knee_k, say)
-    out: dict[str, Any] = {"replica": report.replica_json(replica), "saturation_per_s": sat, "traffic": traffic.describe()}
+    out: dict[str, Any] = {
+        "replica": report.replica_json(replica),
+        "saturation_per_s": sat,
+        "traffic": traffic.describe(),
+    }
     lines = report.curve_lines(sat, knee_, points)
     out["knee"] = report.knee_json(knee_)
     out["curve"] = [report.point_json(p) for p in points]
     if args.rate is not None or replay is not None:
-        summary = replica.run(replay.times, args.seed) if replay else at_rate(replica, traffic, args.rate, duration_s, args.seed)
+        summary = (
+            replica.run(replay.times, args.seed)
+            if replay
+            else at_rate(replica, traffic, args.rate, duration_s, args.seed)
+        )
         lines += report.summary_lines(summary, sat, f"replay of {replay.source}" if replay else f"{args.rate:g} req/s")
         out["at_load"] = summary.to_json()
     plan = None
@@ -136,4 +152,6 @@ def _run(args: argparse.Namespace, say: Any) -> int:
 
 def _question(args: argparse.Namespace) -> fleet.Question:
     burst = words.burst(args.burst) if args.burst else (1.0, 0.0)
-    return fleet.Question(args.fleet_rpm, 1000 * words.seconds(args.slo_p95), words.percent(args.growth), *burst, args.replicas)
+    return fleet.Question(
+        args.fleet_rpm, 1000 * words.seconds(args.slo_p95), words.percent(args.growth), *burst, args.replicas
+    )

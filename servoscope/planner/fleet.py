@@ -40,7 +40,10 @@ class Question:
 
     def __post_init__(self) -> None:
         if not (self.fleet_rpm > 0 and self.slo_p95_ms > 0 and self.growth > -1):
-            raise PlanError(f"need fleet req/min > 0, an objective > 0 ms and growth > -100%, got {self.fleet_rpm}, {self.slo_p95_ms}, {self.growth}")
+            raise PlanError(
+                "need fleet req/min > 0, an objective > 0 ms and growth > -100%, "
+                f"got {self.fleet_rpm}, {self.slo_p95_ms}, {self.growth}"
+            )
         if self.burst_factor < 1 or self.burst_s < 0 or (self.burst_factor > 1 and self.burst_s <= 0):
             raise PlanError(f"a burst is a factor >= 1 for a time > 0 s, got {self.burst_factor}x for {self.burst_s} s")
         if self.replicas_now is not None and self.replicas_now < 1:
@@ -121,13 +124,20 @@ def burst_p95(replica: Replica, rate: float, q: Question, seed: int) -> Summary:
 
 
 def plan_fleet(
-    replica: Replica, q: Question, sat: float, knee: Knee | None, duration_s: float, seed: int = 0, say: Say = quiet,
+    replica: Replica,
+    q: Question,
+    sat: float,
+    knee: Knee | None,
+    duration_s: float,
+    seed: int = 0,
+    say: Say = quiet,
 ) -> FleetPlan:
     poisson = Traffic()
     unloaded = at_rate(replica, poisson, 0.02 * sat, duration_s, seed)
     if unloaded.p95_ms > q.slo_p95_ms:
         raise PlanError(
-            f"the objective P95 {q.slo_p95_ms:g} ms is below what one replica gives unloaded ({unloaded.p95_ms:.1f} ms): "
+            f"the objective P95 {q.slo_p95_ms:g} ms is below what one replica gives unloaded "
+            f"({unloaded.p95_ms:.1f} ms): "
             "no replica count meets it; change the settings or the hardware"
         )
     memo: dict[tuple[str, int], Summary] = {}
@@ -137,16 +147,19 @@ def plan_fleet(
             memo[(tag, r)] = summary = at_rate(replica, poisson, rate / r, duration_s, seed)
             say(f"  {r} replicas at {rate / r:.1f} req/s each ({tag}): P95 {summary.p95_ms:.1f} ms")
             return _ok(summary, q.slo_p95_ms)
+
         return meets
 
     lowest = math.ceil(q.grown_per_s / sat)
     replicas_steady = least_replicas(steady(q.grown_per_s, "grown"), lowest)
     replicas_burst = None
     if q.has_burst:
+
         def through_burst(r: int) -> bool:
             memo[("burst", r)] = summary = burst_p95(replica, q.grown_per_s / r, q, seed)
             say(f"  {r} replicas through the {q.burst_factor:g}x {q.burst_s:g} s burst: P95 {summary.p95_ms:.1f} ms")
             return _ok(summary, q.slo_p95_ms)
+
         replicas_burst = least_replicas(through_burst, replicas_steady)
     replicas = max(replicas_steady, replicas_burst or 0)
     at_plan = memo.get(("grown", replicas)) or at_rate(replica, poisson, q.grown_per_s / replicas, duration_s, seed)
@@ -155,23 +168,30 @@ def plan_fleet(
         burst = burst_p95(replica, q.grown_per_s / replicas, q, seed)
     now_count = q.replicas_now or least_replicas(steady(q.rate_per_s, "today"), math.ceil(q.rate_per_s / sat))
     now = Scenario(
-        now_count, q.rate_per_s / (now_count * sat), q.grown_per_s / (now_count * sat),
+        now_count,
+        q.rate_per_s / (now_count * sat),
+        q.grown_per_s / (now_count * sat),
         at_rate(replica, poisson, q.rate_per_s / now_count, duration_s, seed),
         at_rate(replica, poisson, q.grown_per_s / now_count, duration_s, seed),
     )
-    return FleetPlan(q, sat, knee, replicas, replicas_steady, replicas_burst, at_plan, burst.p95_ms if burst else None, now)
+    return FleetPlan(
+        q, sat, knee, replicas, replicas_steady, replicas_burst, at_plan, burst.p95_ms if burst else None, now
+    )
 
 
 def explain(plan: FleetPlan) -> str:
     """The incident in one paragraph."""
     q, now, sat = plan.question, plan.now, plan.saturation_per_s
     knee = (
-        f"; the knee (P95 bending) is at ρ = {plan.knee.fraction:.2f} ({plan.knee.rate:.1f} req/s per replica)" if plan.knee else ""
+        f"; the knee (P95 bending) is at ρ = {plan.knee.fraction:.2f} ({plan.knee.rate:.1f} req/s per replica)"
+        if plan.knee
+        else ""
     )
     growth = f"{100 * q.growth:+.0f}%"
     ratio = now.after.p95_ms / now.before.p95_ms if now.before.p95_ms > 0 else math.nan
     text = (
-        f"At {_replicas(now.replicas)}, {q.fleet_rpm:g} req/min puts each replica at {q.rate_per_s / now.replicas:.1f} req/s, "
+        f"At {_replicas(now.replicas)}, {q.fleet_rpm:g} req/min puts each replica at "
+        f"{q.rate_per_s / now.replicas:.1f} req/s, "
         f"ρ = {now.rho_before:.2f} of its saturation ({sat:.1f} req/s){knee}. "
         f"{growth} takes each replica from ρ = {now.rho_before:.2f} to {now.rho_after:.2f}: "
         f"P95 goes {_ms(now.before.p95_ms)} → {_ms(now.after.p95_ms)} (×{ratio:.1f})"

@@ -93,7 +93,15 @@ def levels(spec: Spec) -> list[int]:
     return out
 
 
-async def _drive(service: ModelService, mix: Mix, classes: list[str], concurrency: int, until: float, samples: Samples, rng: random.Random) -> int:
+async def _drive(
+    service: ModelService,
+    mix: Mix,
+    classes: list[str],
+    concurrency: int,
+    until: float,
+    samples: Samples,
+    rng: random.Random,
+) -> int:
     clock = SYSTEM_CLOCK
     done = 0
 
@@ -116,8 +124,11 @@ async def _drive(service: ModelService, mix: Mix, classes: list[str], concurrenc
 def build(entry: ModelEntry, spec: Spec) -> Pipeline:
     """The service's own pipeline for ``entry`` at ``spec`` (instances in threads)."""
     overrides = ModelOverrides(
-        instances=spec.instances, intra_op_threads=spec.intra_op_threads,
-        max_batch_size=spec.max_batch_size, max_queue_delay_s=spec.max_queue_delay_s, isolation="thread",
+        instances=spec.instances,
+        intra_op_threads=spec.intra_op_threads,
+        max_batch_size=spec.max_batch_size,
+        max_queue_delay_s=spec.max_queue_delay_s,
+        isolation="thread",
     )
     entry = dataclasses.replace(entry, config=overrides.apply(entry.config))
     return build_pipeline([entry], spec.preprocess_workers, DecodeLimits(), max_pending=1_000_000, adaptive=False)
@@ -138,8 +149,11 @@ async def measure_pipeline(pipeline: Pipeline, spec: Spec, mix: Mix, seconds: fl
             started = time.perf_counter()
             done = await _drive(service, mix, classes, c, started + seconds / len(steps), samples, rng)
             batches = sum(len(v) for v in samples.inference_s.values()) - before
-            say(f"  {spec.instances}x{spec.intra_op_threads} C={c:>3}: {done / (time.perf_counter() - started):6.1f} req/s, "
-                f"{batches} batches, mean batch {done / max(1, batches):.1f}")
+            say(
+                f"  {spec.instances}x{spec.intra_op_threads} C={c:>3}: "
+                f"{done / (time.perf_counter() - started):6.1f} req/s, "
+                f"{batches} batches, mean batch {done / max(1, batches):.1f}"
+            )
     finally:
         await pipeline.stop()
     return samples
@@ -147,7 +161,9 @@ async def measure_pipeline(pipeline: Pipeline, spec: Spec, mix: Mix, seconds: fl
 
 def family(spec: Spec, samples: Samples) -> pf.Family:
     return pf.Family(
-        instances=spec.instances, intra_op_threads=spec.intra_op_threads, preprocess_workers=spec.preprocess_workers,
+        instances=spec.instances,
+        intra_op_threads=spec.intra_op_threads,
+        preprocess_workers=spec.preprocess_workers,
         batching=BatchingConfig(max_batch_size=spec.max_batch_size, max_queue_delay_s=spec.max_queue_delay_s),
         preprocess_s={k: pf.thin(v) for k, v in samples.preprocess_s.items()},
         inference_s={k: pf.thin(v) for k, v in sorted(samples.inference_s.items())},
@@ -178,7 +194,8 @@ def parse_families(text: str | None, workers: int) -> list[tuple[int, int]]:
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "profile", help="measure a profile of this machine for `servoscope plan` (≤ 60 s per family)",
+        "profile",
+        help="measure a profile of this machine for `servoscope plan` (≤ 60 s per family)",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="the profile file to write (JSON)")
@@ -188,10 +205,21 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--preprocess-workers", type=int, default=0, help="0: one per core")
     p.add_argument("--max-batch-size", type=int, help="default: the model's")
     p.add_argument("--max-queue-delay-ms", type=float, help="default: the model's")
-    p.add_argument("--mix", default=DEFAULT_MIX, help=f"image sizes, e.g. 70%%:4032x3024,30%%:320x240 (default {DEFAULT_MIX.replace('%', '%%')})")
+    p.add_argument(
+        "--mix",
+        default=DEFAULT_MIX,
+        help=f"image sizes, e.g. 70%%:4032x3024,30%%:320x240 (default {DEFAULT_MIX.replace('%', '%%')})",
+    )
     p.add_argument("--seconds", default="30s", help="measuring time per family, at most 60s (default 30s)")
-    p.add_argument("--ingest-ms", type=float, default=0.0, help="fixed HTTP ingest overhead per request (not measured in process)")
-    p.add_argument("--respond-ms", type=float, default=0.0, help="fixed HTTP respond overhead per request (not measured in process)")
+    p.add_argument(
+        "--ingest-ms", type=float, default=0.0, help="fixed HTTP ingest overhead per request (not measured in process)"
+    )
+    p.add_argument(
+        "--respond-ms",
+        type=float,
+        default=0.0,
+        help="fixed HTTP respond overhead per request (not measured in process)",
+    )
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -219,12 +247,21 @@ def run(args: argparse.Namespace) -> int:
     families = []
     for n, t in pairs:
         spec = Spec(n, t, workers, max_batch, delay)
-        say(f"servoscope profile: {entry.name} v{entry.version}, {n} instance(s) x {t} thread(s), {workers} preprocess workers, "
-            f"{seconds:g} s; images: {mix.description}")
-        families.append(family(spec, asyncio.run(measure_pipeline(build(entry, spec), spec, mix, seconds, args.seed, say))))
+        say(
+            f"servoscope profile: {entry.name} v{entry.version}, {n} instance(s) x {t} thread(s), "
+            f"{workers} preprocess workers, "
+            f"{seconds:g} s; images: {mix.description}"
+        )
+        families.append(
+            family(spec, asyncio.run(measure_pipeline(build(entry, spec), spec, mix, seconds, args.seed, say)))
+        )
     profile = pf.Profile(
-        schema=pf.SCHEMA, version=pf.VERSION, model=entry.name, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        machine=pf.this_machine(), families=families,
+        schema=pf.SCHEMA,
+        version=pf.VERSION,
+        model=entry.name,
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=pf.this_machine(),
+        families=families,
         overheads=pf.Overheads(ingest=[args.ingest_ms / 1000], respond=[args.respond_ms / 1000], source="flags"),
         mix=mix_classes(args.mix),
     )

@@ -126,7 +126,12 @@ class Knee:
 
 
 def curve(
-    replica: Replica, traffic: Traffic, sat: float, fractions: Sequence[float], duration_s: float, seed: int = 0,
+    replica: Replica,
+    traffic: Traffic,
+    sat: float,
+    fractions: Sequence[float],
+    duration_s: float,
+    seed: int = 0,
     say: Say = quiet,
 ) -> list[Point]:
     points = []
@@ -146,7 +151,11 @@ def find_knee(points: Sequence[Point], p95_low_ms: float, k: float = KNEE_K) -> 
     for j, slope in enumerate(slopes):
         if slope < threshold or (j + 1 < len(slopes) and slopes[j + 1] < threshold):
             continue
-        f = mids[j] if j == 0 else mids[j - 1] + (threshold - slopes[j - 1]) / (slope - slopes[j - 1]) * (mids[j] - mids[j - 1])
+        f = (
+            mids[j]
+            if j == 0
+            else mids[j - 1] + (threshold - slopes[j - 1]) / (slope - slopes[j - 1]) * (mids[j] - mids[j - 1])
+        )
         fractions = [p.fraction for p in points]
         p95 = float(np.interp(f, fractions, [p.summary.p95_ms for p in points]))
         rate = float(np.interp(f, fractions, [p.rate for p in points]))
@@ -155,7 +164,13 @@ def find_knee(points: Sequence[Point], p95_low_ms: float, k: float = KNEE_K) -> 
 
 
 def knee(
-    replica: Replica, traffic: Traffic, sat: float, duration_s: float, seed: int = 0, k: float = KNEE_K, say: Say = quiet,
+    replica: Replica,
+    traffic: Traffic,
+    sat: float,
+    duration_s: float,
+    seed: int = 0,
+    k: float = KNEE_K,
+    say: Say = quiet,
 ) -> tuple[list[Point], Knee | None]:
     """The P95 curve on the grid of loads, and its knee."""
     points = curve(replica, traffic, sat, GRID, duration_s, seed, say)

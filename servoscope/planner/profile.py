@@ -70,7 +70,9 @@ class Family(_Strict):
     preprocess_s: dict[str, Samples]
     inference_s: dict[int, Samples]
     postprocess_s: dict[int, Samples]
-    dispatch_s: Samples = Field([0.0], description="an instance's hand-off: from a batch finishing to its next starting, while requests waited")
+    dispatch_s: Samples = Field(
+        [0.0], description="an instance's hand-off: from a batch finishing to its next starting, while requests waited"
+    )
 
     @property
     def name(self) -> str:
@@ -167,8 +169,11 @@ def this_machine() -> Machine:
     import onnxruntime
 
     return Machine(
-        cpu_model=_cpu_model(), cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
-        python=platform.python_version(), onnxruntime=onnxruntime.__version__, platform=platform.platform(),
+        cpu_model=_cpu_model(),
+        cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        python=platform.python_version(),
+        onnxruntime=onnxruntime.__version__,
+        platform=platform.platform(),
     )
 
 

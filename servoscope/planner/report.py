@@ -62,7 +62,8 @@ def curve_lines(sat: float, knee: Knee | None, points: Sequence[Point]) -> list[
 def summary_lines(s: Summary, sat: float, what: str) -> list[str]:
     stages = ", ".join(f"{name} {value:.1f}" for name, value in s.stage_mean_ms.items())
     return [
-        f"at {what} (ρ = {s.offered_per_s / sat:.2f}): P50 {s.p50_ms:.1f} ms, P95 {s.p95_ms:.1f} ms, P99 {s.p99_ms:.1f} ms",
+        f"at {what} (ρ = {s.offered_per_s / sat:.2f}): "
+        f"P50 {s.p50_ms:.1f} ms, P95 {s.p95_ms:.1f} ms, P99 {s.p99_ms:.1f} ms",
         f"  answered {s.answered_per_s:.1f}/s of {s.offered_per_s:.1f}/s offered, refused {s.refused} of {s.requests}, "
         f"mean batch {s.mean_batch_size:.2f}, instances busy {100 * s.utilization:.0f}%",
         f"  mean per stage, ms: {stages}",
@@ -75,7 +76,8 @@ def fleet_lines(plan: FleetPlan, replica: Replica) -> list[str]:
     return [
         f"fleet: {plan.replicas} replicas for {q.fleet_rpm * (1 + q.growth):.0f} req/min "
         f"({q.fleet_rpm:g} {100 * q.growth:+g}%) at P95 ≤ {q.slo_p95_ms:g} ms",
-        f"  each replica: {q.grown_per_s / plan.replicas:.1f} req/s, ρ = {plan.rho:.2f}, P95 {plan.at_plan.p95_ms:.1f} ms{burst}; "
+        f"  each replica: {q.grown_per_s / plan.replicas:.1f} req/s, ρ = {plan.rho:.2f}, "
+        f"P95 {plan.at_plan.p95_ms:.1f} ms{burst}; "
         f"headroom +{100 * plan.headroom:.0f}% before saturation"
         + (f", +{100 * _to_knee(plan):.0f}% before the knee" if plan.knee else ""),
         f"  per-replica settings ({replica.config.preprocess_workers} preprocess workers; the model's config.toml):",
@@ -96,7 +98,13 @@ def knee_json(knee: Knee | None) -> dict[str, Any] | None:
 
 def point_json(point: Point) -> dict[str, Any]:
     s = point.summary
-    return {"fraction": float(point.fraction), "rate_per_s": float(point.rate), "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms}
+    return {
+        "fraction": float(point.fraction),
+        "rate_per_s": float(point.rate),
+        "p50_ms": s.p50_ms,
+        "p95_ms": s.p95_ms,
+        "p99_ms": s.p99_ms,
+    }
 
 
 def fleet_json(plan: FleetPlan) -> dict[str, Any]:
@@ -111,8 +119,11 @@ def fleet_json(plan: FleetPlan) -> dict[str, Any]:
         "at_plan": plan.at_plan.to_json(),
         "burst_p95_ms": plan.burst_p95_ms,
         "now": {
-            "replicas": now.replicas, "rho_before": now.rho_before, "rho_after": now.rho_after,
-            "p95_before_ms": now.before.p95_ms, "p95_after_ms": now.after.p95_ms,
+            "replicas": now.replicas,
+            "rho_before": now.rho_before,
+            "rho_after": now.rho_after,
+            "p95_before_ms": now.before.p95_ms,
+            "p95_after_ms": now.after.p95_ms,
         },
         "explanation": explain(plan),
     }

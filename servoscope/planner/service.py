@@ -25,7 +25,9 @@ class ServiceTimes:
     postprocess: tuple[np.ndarray, ...]  # seconds, per batch size (index 0 unused)
     ingest_s: float = 0.0
     respond_s: float = 0.0
-    dispatch: np.ndarray = field(default_factory=lambda: np.zeros(1))  # seconds from a batch's dispatch to its start: the instance is held, not inferring
+    dispatch: np.ndarray = field(
+        default_factory=lambda: np.zeros(1)
+    )  # seconds from a batch's dispatch to its start: the instance is held, not inferring
 
     @property
     def max_batch_size(self) -> int:
@@ -35,7 +37,9 @@ class ServiceTimes:
         try:
             return self.classes.index(name)
         except ValueError:
-            raise ProfileError(f"no preprocess samples for image-size class {name!r}; the profile has {list(self.classes)}") from None
+            raise ProfileError(
+                f"no preprocess samples for image-size class {name!r}; the profile has {list(self.classes)}"
+            ) from None
 
     def mean_preprocess_s(self, weights: Sequence[float]) -> float:
         """Mean preprocess time over a mix (one weight per class)."""

@@ -16,7 +16,13 @@ import numpy as np
 from servoscope.planner.sim import SimResult
 from servoscope.stages import Stage
 
-STAGES: tuple[str, ...] = (Stage.QUEUE.value, Stage.PREPROCESS.value, Stage.BATCH_WAIT.value, Stage.INFERENCE.value, Stage.POSTPROCESS.value)
+STAGES: tuple[str, ...] = (
+    Stage.QUEUE.value,
+    Stage.PREPROCESS.value,
+    Stage.BATCH_WAIT.value,
+    Stage.INFERENCE.value,
+    Stage.POSTPROCESS.value,
+)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,10 @@ def mix_classes(text: str) -> dict[str, float]:
 
 
 def batching(
-    base: BatchingConfig, max_batch_size: int | None, max_queue_delay_ms: float | None, preferred: str | None,
+    base: BatchingConfig,
+    max_batch_size: int | None,
+    max_queue_delay_ms: float | None,
+    preferred: str | None,
     max_queue_size: int | None,
 ) -> BatchingConfig:
     """``base`` with the values given replaced; a message naming the field when one is wrong."""
@@ -68,7 +71,9 @@ def batching(
         try:
             raw["preferred_batch_sizes"] = tuple(int(s) for s in preferred.split(",") if s.strip())
         except ValueError:
-            raise ValueError(f"--preferred-batch-sizes is a comma-separated list of sizes, like 4,8, got {preferred!r}") from None
+            raise ValueError(
+                f"--preferred-batch-sizes is a comma-separated list of sizes, like 4,8, got {preferred!r}"
+            ) from None
     try:
         return BatchingConfig.model_validate(raw)
     except ValidationError as exc:
