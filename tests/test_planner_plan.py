@@ -115,3 +115,21 @@ def test_an_objective_below_the_unloaded_latency_is_refused() -> None:
 def test_bad_questions(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(plan.PlanError, match=message):
         fleet.Question(**kwargs)
+
+
+def test_a_share_of_bursty_traffic_is_less_bursty_as_the_formula_says() -> None:
+    fleet_traffic = plan.Traffic("on_off", cv2=9.0, on_s=0.5)
+    times = fleet_traffic.times(100.0, 4000.0, seed=3)
+    share = times[np.random.default_rng(4).random(len(times)) < 0.25]  # one of 4 replicas, at random
+    gaps = np.diff(share)
+    assert gaps.var() / gaps.mean() ** 2 == pytest.approx(fleet_traffic.split(100.0, 4).cv2, rel=0.1)
+    assert plan.Traffic().split(100.0, 4) == plan.Traffic()
+
+
+def test_bursty_traffic_needs_more_replicas_than_poisson() -> None:
+    r = replica({1: 0.010}, 1)
+    q = fleet.Question(fleet_rpm=30_000, slo_p95_ms=40.0)
+    sat = plan.saturation(r)
+    poisson = fleet.plan_fleet(r, q, sat, None, 60.0)
+    bursty = fleet.plan_fleet(r, q, sat, None, 60.0, traffic=plan.Traffic("on_off", cv2=50.0))  # 6.4 per replica
+    assert bursty.replicas > poisson.replicas

@@ -53,7 +53,12 @@ def add_parser(subparsers: Any) -> None:
     which.add_argument("--replay", type=Path, help="the scheduled send times of a `servoscope load -o` result")
     which.add_argument("--fleet-rpm", type=float, help="the fleet's requests per minute (with --slo-p95)")
     load_.add_argument("--arrivals", choices=("poisson", "on-off"), default="poisson")
-    load_.add_argument("--cv2", type=float, default=4.0, help="on-off: squared CV of the gaps (default 4)")
+    load_.add_argument(
+        "--cv2",
+        type=float,
+        default=4.0,
+        help="on-off: squared CV of the gaps (default 4; with --fleet-rpm, of the fleet's)",
+    )
     load_.add_argument("--on-s", type=float, default=1.0, help="on-off: mean on period, seconds (default 1)")
     fleet_ = p.add_argument_group("the fleet")
     fleet_.add_argument("--slo-p95", help="the objective, e.g. 200ms")
@@ -137,7 +142,7 @@ def _run(args: argparse.Namespace, say: Any) -> int:
     if question is not None:
         q = question
         say(f"the fleet: {q.fleet_rpm:g} req/min, P95 ≤ {q.slo_p95_ms:g} ms, growth {100 * q.growth:+g}%")
-        plan = fleet.plan_fleet(replica, q, sat, knee_, duration_s, args.seed, say)
+        plan = fleet.plan_fleet(replica, q, sat, knee_, duration_s, args.seed, say, traffic)
         lines += report.fleet_lines(plan, replica)
         out["fleet"] = report.fleet_json(plan)
     print("\n".join(lines))

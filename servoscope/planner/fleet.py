@@ -1,7 +1,8 @@
 """The fleet plan: how many replicas hold the P95 objective at the grown load and through a burst.
 
-Traffic is spread evenly over R replicas (a random split of a Poisson stream is Poisson at λ/R),
-so one replica is simulated at λ/R. R meets the objective when
+Traffic is spread evenly over R replicas, so one replica is simulated at λ/R: a random split of a
+Poisson stream is Poisson at λ/R; of on/off bursts, on/off with the same periods at 1/R of the
+on rate (see :meth:`Traffic.split`). R meets the objective when
 
 - steady: at the grown rate, the replica's P95 ≤ the objective and ≤ 0.1% of requests are refused;
 - burst (``factor``× for ``burst_s``): at the grown rate with the burst in the middle of a
@@ -131,9 +132,10 @@ def plan_fleet(
     duration_s: float,
     seed: int = 0,
     say: Say = quiet,
+    traffic: Traffic = Traffic(),
 ) -> FleetPlan:
-    poisson = Traffic()
-    unloaded = at_rate(replica, poisson, 0.02 * sat, duration_s, seed)
+    """``traffic`` is the whole fleet's arrival process (its CV² at the fleet's rate)."""
+    unloaded = at_rate(replica, Traffic(), 0.02 * sat, duration_s, seed)
     if unloaded.p95_ms > q.slo_p95_ms:
         raise PlanError(
             f"the objective P95 {q.slo_p95_ms:g} ms is below what one replica gives unloaded "
@@ -144,7 +146,7 @@ def plan_fleet(
 
     def steady(rate: float, tag: str) -> Callable[[int], bool]:
         def meets(r: int) -> bool:
-            memo[(tag, r)] = summary = at_rate(replica, poisson, rate / r, duration_s, seed)
+            memo[(tag, r)] = summary = at_rate(replica, traffic.split(rate, r), rate / r, duration_s, seed)
             say(f"  {r} replicas at {rate / r:.1f} req/s each ({tag}): P95 {summary.p95_ms:.1f} ms")
             return _ok(summary, q.slo_p95_ms)
 
@@ -162,7 +164,9 @@ def plan_fleet(
 
         replicas_burst = least_replicas(through_burst, replicas_steady)
     replicas = max(replicas_steady, replicas_burst or 0)
-    at_plan = memo.get(("grown", replicas)) or at_rate(replica, poisson, q.grown_per_s / replicas, duration_s, seed)
+    at_plan = memo.get(("grown", replicas)) or at_rate(
+        replica, traffic.split(q.grown_per_s, replicas), q.grown_per_s / replicas, duration_s, seed
+    )
     burst = memo.get(("burst", replicas)) if q.has_burst else None
     if q.has_burst and burst is None:
         burst = burst_p95(replica, q.grown_per_s / replicas, q, seed)
@@ -171,8 +175,8 @@ def plan_fleet(
         now_count,
         q.rate_per_s / (now_count * sat),
         q.grown_per_s / (now_count * sat),
-        at_rate(replica, poisson, q.rate_per_s / now_count, duration_s, seed),
-        at_rate(replica, poisson, q.grown_per_s / now_count, duration_s, seed),
+        at_rate(replica, traffic.split(q.rate_per_s, now_count), q.rate_per_s / now_count, duration_s, seed),
+        at_rate(replica, traffic.split(q.grown_per_s, now_count), q.grown_per_s / now_count, duration_s, seed),
     )
     return FleetPlan(
         q, sat, knee, replicas, replicas_steady, replicas_burst, at_plan, burst.p95_ms if burst else None, now

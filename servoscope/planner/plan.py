@@ -18,7 +18,7 @@ reach it and the step before.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal, Sequence
 
 import numpy as np
@@ -81,6 +81,14 @@ class Traffic:
 
     def describe(self) -> str:
         return "Poisson" if self.kind == "poisson" else f"on/off bursts, CV² {self.cv2:g}"
+
+    def split(self, rate: float, replicas: int) -> Traffic:
+        """One of ``replicas`` equal random shares of this traffic at ``rate``: a share of Poisson is
+        Poisson; of on/off, on/off with the same periods at 1/``replicas`` of the on rate — less bursty."""
+        if self.kind == "poisson" or replicas == 1:
+            return self
+        off_s = arrivals.off_period_s(rate, self.cv2, self.on_s)
+        return replace(self, cv2=1 + 2 * (rate / replicas) * off_s**2 / (self.on_s + off_s))
 
 
 def warmup_s(duration_s: float) -> float:
