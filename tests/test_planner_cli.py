@@ -57,6 +57,8 @@ def test_one_rate_with_bursty_arrivals_and_overrides(profile_file: Path, capsys:
             "4",
             "--max-queue-delay-ms",
             "5",
+            "--max-pending",
+            "64",
             "--mix",
             "50%:320x240,50%:4032x3024",
             *FAST,
@@ -92,6 +94,7 @@ def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixt
         (["--max-batch-size", "0"], "batching settings: max_batch_size"),
         (["--mix", "100%:640x480"], "no preprocess samples for image-size class '640x480'"),
         (["--instances", "4"], "no family with instances=4"),
+        (["--max-pending", "0"], "--max-pending must be >= 1"),
         (["--duration", "2h"], "--duration must be in"),
     ],
 )

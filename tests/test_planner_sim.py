@@ -195,3 +195,11 @@ def test_every_batch_is_what_dispatch_size_says(policy: BatchingConfig) -> None:
         waiting = (queued_at <= t) & (started > t)
         if running < config.instances and waiting.any():  # an idle instance: the rule must say wait
             assert dispatch_size(int(waiting.sum()), t - queued_at[waiting].min(), policy) == 0
+
+
+def test_the_servers_static_admission_rule() -> None:
+    """max_pending 10: normal priority enters while fewer than int(0.9 × 10) = 9 are in progress."""
+    st = service.fixed({"any": 0.0}, {1: 1.0}, 1)
+    admit = sim.static_admission(10)
+    result = sim.simulate(np.arange(20) * 0.001, np.zeros(20, dtype=int), st, instance_stage(st, 1), admits=admit)
+    assert result.refused_admission.tolist() == [False] * 9 + [True] * 11

@@ -18,7 +18,7 @@ from servoscope.planner import arrivals, fleet, report, words
 from servoscope.planner.plan import PlanError, Replica, Traffic, at_rate, knee, saturation
 from servoscope.planner.profile import ProfileError, load
 from servoscope.planner.service import from_family
-from servoscope.planner.sim import SimConfig
+from servoscope.planner.sim import SimConfig, static_admission
 
 EPILOG = """\
 examples:
@@ -46,6 +46,7 @@ def add_parser(subparsers: Any) -> None:
     setup.add_argument("--max-queue-delay-ms", type=float)
     setup.add_argument("--preferred-batch-sizes", help="comma-separated, e.g. 4,8")
     setup.add_argument("--max-queue-size", type=int)
+    setup.add_argument("--max-pending", type=int, help="the server's static admission: most requests in progress")
     setup.add_argument("--mix", help="image mix, e.g. 70%%:4032x3024,30%%:320x240 (default: the profile's)")
     load_ = p.add_argument_group("the load (none: saturation and the knee only)")
     which = load_.add_mutually_exclusive_group()
@@ -96,7 +97,10 @@ def replica_from_args(args: argparse.Namespace, mix: dict[str, float] | None = N
     for name, share in shares.items():
         weights[service.class_index(name)] += share
     config = SimConfig(args.preprocess_workers or family.preprocess_workers, family.instances, batching)
-    return Replica(service, config, tuple(weights), family.intra_op_threads)
+    if args.max_pending is not None and args.max_pending < 1:
+        raise PlanError(f"--max-pending must be >= 1, got {args.max_pending}")
+    admits = static_admission(args.max_pending) if args.max_pending else None
+    return Replica(service, config, tuple(weights), family.intra_op_threads, admits)
 
 
 def run(args: argparse.Namespace) -> int:

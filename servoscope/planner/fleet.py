@@ -22,7 +22,6 @@ from typing import Callable
 
 from servoscope.planner import arrivals
 from servoscope.planner.plan import Knee, PlanError, Replica, Say, Traffic, quiet, at_rate
-from servoscope.planner.sim import simulate
 from servoscope.planner.summary import Summary, summarize
 
 MAX_REPLICAS = 100_000
@@ -119,9 +118,7 @@ def burst_p95(replica: Replica, rate: float, q: Question, seed: int) -> Summary:
     """The requests that arrive during the burst, at ``rate`` per replica outside it."""
     duration = 2 * BURST_LEAD_S + q.burst_s
     times = arrivals.burst(rate, duration, q.burst_factor, BURST_LEAD_S, q.burst_s, seed)
-    classes = arrivals.draw_classes(len(times), replica.shares, seed)
-    result = simulate(times, classes, replica.service, replica.config, seed=seed)
-    return summarize(result, warmup_s=BURST_LEAD_S, end_s=BURST_LEAD_S + q.burst_s)
+    return summarize(replica.simulate(times, seed), warmup_s=BURST_LEAD_S, end_s=BURST_LEAD_S + q.burst_s)
 
 
 def plan_fleet(

@@ -25,7 +25,7 @@ import numpy as np
 
 from servoscope.planner import arrivals
 from servoscope.planner.service import ServiceTimes
-from servoscope.planner.sim import SimConfig, simulate
+from servoscope.planner.sim import Admit, SimConfig, SimResult, simulate
 from servoscope.planner.summary import Summary, summarize
 
 Say = Callable[[str], None]
@@ -52,6 +52,7 @@ class Replica:
     config: SimConfig
     shares: tuple[float, ...]
     intra_op_threads: int = 0  # what the service times were measured at (0: not known)
+    admits: Admit | None = None  # admission at arrival (None: every request enters)
 
     def bound_per_s(self) -> float:
         mean_pre = self.service.mean_preprocess_s(self.shares)
@@ -60,10 +61,14 @@ class Replica:
         instances = self.config.instances * full / self.service.mean_batch_s(full)
         return min(pool, instances)
 
-    def run(self, times: np.ndarray, seed: int = 0) -> Summary:
+    def simulate(self, times: np.ndarray, seed: int = 0) -> SimResult:
+        """The requests arriving at ``times``, their image classes drawn from the mix."""
         classes = arrivals.draw_classes(len(times), self.shares, seed)
+        return simulate(times, classes, self.service, self.config, self.admits, seed)
+
+    def run(self, times: np.ndarray, seed: int = 0) -> Summary:
         duration = float(times[-1]) if len(times) else 0.0
-        return summarize(simulate(times, classes, self.service, self.config, seed=seed), warmup_s=warmup_s(duration))
+        return summarize(self.simulate(times, seed), warmup_s=warmup_s(duration))
 
 
 @dataclass(frozen=True)
@@ -108,9 +113,7 @@ def saturation(replica: Replica, duration_s: float = 60.0, seed: int = 0) -> flo
     """Answered requests per second when offered more than the replica can take."""
     offered = 1.5 * replica.bound_per_s()
     duration = duration_for(offered, duration_s)
-    times = arrivals.poisson(offered, duration, seed)
-    classes = arrivals.draw_classes(len(times), replica.shares, seed)
-    result = simulate(times, classes, replica.service, replica.config, seed=seed)
+    result = replica.simulate(arrivals.poisson(offered, duration, seed), seed)
     finished = result.arrival + result.total
     start = warmup_s(duration)
     done = np.count_nonzero((finished >= start) & (finished < duration))

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 
 from servoscope.models.config import BatchingConfig
+from servoscope.pipeline import admission
 from servoscope.pipeline.batcher import dispatch_size
 from servoscope.planner.service import ServiceTimes
 
@@ -65,6 +66,16 @@ class SimState:
 
 
 Admit = Callable[[SimState], bool]
+
+
+def static_admission(max_pending: int, priority: admission.Priority = admission.Priority.NORMAL) -> Admit:
+    """The server's static admission (``--admission static --max-pending``), by its own pure rule:
+    at most ``max_pending`` in progress, and ``priority`` only below its share of the limit."""
+
+    def admit(state: SimState) -> bool:
+        return state.in_flight + 1 <= max_pending and admission.admits(max_pending, state.in_flight, priority)
+
+    return admit
 
 
 @dataclass(frozen=True)
