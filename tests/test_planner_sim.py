@@ -203,3 +203,14 @@ def test_the_servers_static_admission_rule() -> None:
     admit = sim.static_admission(10)
     result = sim.simulate(np.arange(20) * 0.001, np.zeros(20, dtype=int), st, instance_stage(st, 1), admits=admit)
     assert result.refused_admission.tolist() == [False] * 9 + [True] * 11
+
+
+def test_the_hand_off_holds_the_instance_and_counts_as_batch_wait() -> None:
+    """1 ms hand-off, 2 ms inference: alone, a request waits 1 ms; back to back, one batch per 3 ms."""
+    st = service.fixed({"any": 0.0}, {1: 0.002}, 1)
+    st = ServiceTimes(st.classes, st.preprocess, st.inference, st.postprocess, dispatch=np.array([0.001]))
+    alone = run(np.arange(10) * 0.010, st, instance_stage(st, 1))
+    np.testing.assert_allclose(alone.batch_wait, 0.001, atol=1e-12)
+    np.testing.assert_allclose(alone.total, 0.003, atol=1e-12)
+    busy = run(np.zeros(100), st, instance_stage(st, 1))
+    assert busy.total.max() == pytest.approx(100 * 0.003)
