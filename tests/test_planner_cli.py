@@ -15,6 +15,7 @@ from servoscope.loadgen.runner import LoadPlan, settings_json
 from servoscope.loadgen.targets import Target
 from servoscope.planner import profile as pf
 from planner_support import profile_dict
+from support import ServerProcess
 
 FAST = ("--duration", "10s", "--quiet")
 
@@ -82,6 +83,22 @@ def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "result.json").write_text(json.dumps(result))
     assert main(["plan", "--profile", str(profile_file), "--replay", str(tmp_path / "result.json"), *FAST]) == 0
     assert f"replay of {tmp_path / 'result.json'}" in capsys.readouterr().out
+
+
+def test_a_replay_of_a_real_load_run(
+    server: ServerProcess, profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`servoscope load -o` against a real server, then `plan --replay`: the file's format, end to end."""
+    port = server.url.rsplit(":", 1)[1]
+    result = tmp_path / "result.json"
+    load = ["load", "--port", port, "--rate", "10", "--duration", "2s", "-o", str(result), "--quiet"]
+    assert main([*load, "--cache-dir", str(tmp_path / "img")]) == 0
+    scheduled = json.loads(result.read_text())["counts"]["scheduled"]
+    figures = tmp_path / "plan.json"
+    assert main(["plan", "--profile", str(profile_file), "--replay", str(result), "--json", str(figures), *FAST]) == 0
+    assert f"replay of {result}" in capsys.readouterr().out
+    replayed = json.loads(figures.read_text())["at_load"]["requests"]  # after the warm-up (the first 10%)
+    assert 0.8 * scheduled <= replayed <= scheduled
 
 
 @pytest.mark.parametrize(
