@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,12 @@ def dump(profile: Profile) -> dict[str, Any]:
     return profile.model_dump(mode="json", by_alias=True)
 
 
+_NUMBERS = re.compile(r"\[([-+\d.eE,\s]+)\]")
+
+
 def save(profile: Profile, path: Path) -> None:
+    """Indented JSON, each list of samples on one line."""
+    text = json.dumps(dump(profile), indent=1)
+    text = _NUMBERS.sub(lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dump(profile), indent=1) + "\n")
+    path.write_text(text + "\n")
