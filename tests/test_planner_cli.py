@@ -70,9 +70,11 @@ def test_one_rate_with_bursty_arrivals_and_overrides(profile_file: Path, capsys:
     assert "at 60 req/s" in printed and "P95" in printed and "batch_wait" in printed
 
 
-def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_replay_by_phase(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A recorded step (+50% from 60 s), replayed: the figures of each phase apart."""
     mix = Mix((MixImage(b"x", "image/jpeg", "320x240.jpeg"),), (1.0,), "one image")
-    load = LoadPlan(Endpoint("127.0.0.1", 9), Target("v1"), mix, profile=profiles.constant(40.0, 20.0), duration_s=20.0)
+    step = profiles.step(80.0, 120.0, [(60.0, 1.5)])
+    load = LoadPlan(Endpoint("127.0.0.1", 9), Target("v1"), mix, profile=step, duration_s=120.0)
     offsets = load.schedule()
     result = {
         "settings": settings_json(load),
@@ -82,7 +84,12 @@ def test_a_replay(profile_file: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     }
     (tmp_path / "result.json").write_text(json.dumps(result))
     assert main(["plan", "--profile", str(profile_file), "--replay", str(tmp_path / "result.json"), *FAST]) == 0
-    assert f"replay of {tmp_path / 'result.json'}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"replay of {tmp_path / 'result.json'}" in printed
+    before, after = (line for line in printed.splitlines() if " s: " in line and "req/s (ρ" in line)
+    assert before.split()[0] == "0–60" and after.split()[0] == "60–120"
+    p95 = [float(line.split("P95 ")[1].split(" ms")[0]) for line in (before, after)]
+    assert p95[1] > p95[0]  # 80 → 120 req/s on one instance of ~180 req/s
 
 
 def test_a_replay_of_a_real_load_run(

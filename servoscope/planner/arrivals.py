@@ -95,6 +95,7 @@ class Replay:
     times: np.ndarray
     mix: dict[str, float]  # image-size class → share of the requests sent
     source: str
+    phases: tuple[tuple[float, float], ...] = ()  # (start, end) seconds of each piece of the run's profile
 
 
 def replay(path: Path) -> Replay:
@@ -121,7 +122,7 @@ def replay_result(result: Any, where: str = "load result") -> Replay:
         raise ArrivalError(f"{where}: {exc}") from None
     if len(times) != scheduled:
         raise ArrivalError(f"{where}: rebuilt {len(times)} send times but the run scheduled {scheduled}")
-    return Replay(times, size_shares(sent), where)
+    return Replay(times, size_shares(sent), where, tuple((p.start_s, p.end_s) for p in pieces))
 
 
 def size_shares(sent_by_kind: Mapping[str, int]) -> dict[str, float]:

@@ -15,10 +15,11 @@ from typing import Any
 from servoscope.loadgen.command import _finite
 from servoscope.loadgen.profiles import parse_duration
 from servoscope.planner import arrivals, fleet, report, words
-from servoscope.planner.plan import PlanError, Replica, Traffic, at_rate, knee, saturation
+from servoscope.planner.plan import PlanError, Replica, Traffic, at_rate, knee, saturation, warmup_s
 from servoscope.planner.profile import ProfileError, load
 from servoscope.planner.service import from_family
 from servoscope.planner.sim import SimConfig, static_admission
+from servoscope.planner.summary import summarize
 
 EPILOG = """\
 examples:
@@ -134,13 +135,15 @@ def _run(args: argparse.Namespace, say: Any) -> int:
     lines = report.curve_lines(sat, knee_, points)
     out["knee"] = report.knee_json(knee_)
     out["curve"] = [report.point_json(p) for p in points]
-    if args.rate is not None or replay is not None:
-        summary = (
-            replica.run(replay.times, args.seed)
-            if replay
-            else at_rate(replica, traffic, args.rate, duration_s, args.seed)
-        )
-        lines += report.summary_lines(summary, sat, f"replay of {replay.source}" if replay else f"{args.rate:g} req/s")
+    if replay is not None:
+        result = replica.simulate(replay.times, args.seed)
+        summary = summarize(result, warmup_s=warmup_s(float(replay.times[-1])))
+        lines += report.summary_lines(summary, sat, f"replay of {replay.source}")
+        lines += report.phase_lines(result, replay.phases, sat)
+        out["at_load"] = summary.to_json()
+    elif args.rate is not None:
+        summary = at_rate(replica, traffic, args.rate, duration_s, args.seed)
+        lines += report.summary_lines(summary, sat, f"{args.rate:g} req/s")
         out["at_load"] = summary.to_json()
     plan = None
     if question is not None:

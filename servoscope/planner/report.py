@@ -8,7 +8,8 @@ from typing import Any, Sequence
 
 from servoscope.planner.fleet import FleetPlan, explain
 from servoscope.planner.plan import Knee, Point, Replica
-from servoscope.planner.summary import Summary
+from servoscope.planner.sim import SimResult
+from servoscope.planner.summary import Summary, summarize
 
 
 def describe_replica(replica: Replica) -> str:
@@ -68,6 +69,20 @@ def summary_lines(s: Summary, sat: float, what: str) -> list[str]:
         f"mean batch {s.mean_batch_size:.2f}, instances busy {100 * s.utilization:.0f}%",
         f"  mean per stage, ms: {stages}",
     ]
+
+
+def phase_lines(result: SimResult, phases: Sequence[tuple[float, float]], sat: float) -> list[str]:
+    """One line per phase of a replayed run with more than one (a step, a ramp): each phase's requests."""
+    if len(phases) < 2:
+        return []
+    lines = ["  by phase of the run:"]
+    for start, end in phases:
+        s = summarize(result, warmup_s=start, end_s=end)
+        lines.append(
+            f"    {start:5.0f}–{end:.0f} s: {s.offered_per_s:6.1f} req/s (ρ = {s.offered_per_s / sat:.2f}): "
+            f"P50 {s.p50_ms:.1f} ms, P95 {s.p95_ms:.1f} ms, P99 {s.p99_ms:.1f} ms, refused {s.refused}"
+        )
+    return lines
 
 
 def fleet_lines(plan: FleetPlan, replica: Replica) -> list[str]:
