@@ -119,6 +119,9 @@ def test_a_replay_of_a_real_load_run(
         (["--mix", "100%:640x480"], "no preprocess samples for image-size class '640x480'"),
         (["--instances", "4"], "no family with instances=4"),
         (["--max-pending", "0"], "--max-pending must be >= 1"),
+        (["--rate", "0"], "--rate must be a positive number, got 0.0"),
+        (["--rate", "nan"], "--rate must be a positive number, got nan"),
+        (["--arrivals", "on-off", "--cv2", "0.5"], "--cv2 of on-off arrivals must be > 1"),
         (["--duration", "2h"], "--duration must be in"),
     ],
 )
@@ -168,6 +171,23 @@ def test_profile_measures_the_pipeline_then_plan_reads_it(model_repository: Path
     assert main(["plan", "--profile", str(path), "--rate", "5", *FAST]) == 0
 
 
-def test_profile_refuses_a_long_measurement(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["profile", "-o", str(tmp_path / "p.json"), "--seconds", "2m"]) == 2
-    assert "at most 60 s per family" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seconds", "2m"], "at most 60 s per family"),
+        (["--seconds", "0"], "need a duration > 0"),
+        (["--max-batch-size", "0"], "batching settings: max_batch_size"),
+        (["--max-queue-delay-ms", "-1"], "batching settings: max_queue_delay_s"),
+        (["--preprocess-workers", "-1"], "--preprocess-workers must be >= 0"),
+        (["--families", "2x0"], "a family needs 1..64 instances and >= 1 thread"),
+        (["--mix", "50%:320x240"], "mix shares must add up to 100%"),
+        (["--model", "nope"], "no model 'nope' in repository"),
+    ],
+)
+def test_profile_bad_input_is_named(
+    model_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    args = ["profile", "-o", str(tmp_path / "p.json"), "--model-repository", str(model_repository), "--seconds", "1"]
+    assert main([*args, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def _run(args: argparse.Namespace, say: Any) -> int:
     duration_s = parse_duration(args.duration)
     if not 0 < duration_s <= 3600:
         raise PlanError(f"--duration must be in (0, 1h], got {args.duration!r}")
+    _check_numbers(args)
     if args.fleet_rpm is not None and args.slo_p95 is None:
         raise PlanError("--fleet-rpm needs --slo-p95 (the objective the fleet must hold), e.g. --slo-p95 200ms")
     question = _question(args) if args.fleet_rpm is not None else None
@@ -160,6 +162,16 @@ def _run(args: argparse.Namespace, say: Any) -> int:
     if args.plot:
         say(f"plot: {report.plot(points, sat, knee_, plan, args.plot)}")
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Numbers that must be positive and finite, checked before any simulation."""
+    given = {"--rate": args.rate, "--knee-k": args.knee_k, "--on-s": args.on_s}
+    for flag, value in given.items():
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise PlanError(f"{flag} must be a positive number, got {value}")
+    if args.arrivals == "on-off" and not (args.cv2 > 1 and math.isfinite(args.cv2)):
+        raise PlanError(f"--cv2 of on-off arrivals must be > 1 (1 is Poisson), got {args.cv2}")
 
 
 def _question(args: argparse.Namespace) -> fleet.Question:

@@ -33,6 +33,7 @@ from servoscope.models.repository import ModelEntry, find
 from servoscope.pipeline.decode import DecodeLimits, media_format
 from servoscope.pipeline.service import ModelService, Pipeline, build_pipeline
 from servoscope.planner import profile as pf
+from servoscope.planner import words
 from servoscope.planner.words import mix_classes, seconds as parse_seconds
 from servoscope.resources import available_cores, plan_threads
 from servoscope.stages import BatchRecord, Stage, Timing
@@ -233,16 +234,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--seconds is at most {MAX_FAMILY_S:g} s per family, got {args.seconds!r}")
         if args.ingest_ms < 0 or args.respond_ms < 0:
             raise ValueError("--ingest-ms and --respond-ms must be >= 0")
+        if args.preprocess_workers < 0:
+            raise ValueError(f"--preprocess-workers must be >= 0 (0: one per core), got {args.preprocess_workers}")
         workers = plan_threads(args.preprocess_workers).preprocess_workers
         pairs = parse_families(args.families, args.preprocess_workers)
         sizes = parse_mix(args.mix)
         entry = find(args.model_repository, args.model)
+        batching = words.batching(entry.config.batching, args.max_batch_size, args.max_queue_delay_ms, None, None)
     except (ValueError, ModelConfigError) as exc:
         print(f"servoscope profile: {exc}", file=sys.stderr)
         return 2
-    batching = entry.config.batching
-    max_batch = args.max_batch_size or batching.max_batch_size
-    delay = batching.max_queue_delay_s if args.max_queue_delay_ms is None else args.max_queue_delay_ms / 1000
+    max_batch, delay = batching.max_batch_size, batching.max_queue_delay_s
     mix = generated(sizes, 0.0, args.cache_dir)
     families = []
     for n, t in pairs:
