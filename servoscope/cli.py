@@ -122,8 +122,15 @@ def parser() -> argparse.ArgumentParser:
 
 # Sub-commands that live beside the code they drive: each module has add_parser(subparsers),
 # which registers its command and sets ``func`` (taking the parsed args, returning an exit code).
-TOOLS: tuple[str, ...] = ("servoscope.models.command", "servoscope.loadgen.command", "servoscope.drills.command", "servoscope.doctor.command", "servoscope.doctor.snapshot",
-                         "servoscope.fleet.command")
+TOOLS: tuple[str, ...] = (
+    "servoscope.models.command",
+    "servoscope.loadgen.command",
+    "servoscope.drills.command",
+    "servoscope.doctor.command",
+    "servoscope.doctor.snapshot",
+    "servoscope.fleet.command",
+    "servoscope.planner.command",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
