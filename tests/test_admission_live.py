@@ -14,7 +14,7 @@ from typing import Callable
 import httpx
 import pytest
 
-from support import CLASSIFY, MODEL, Photo, ServerProcess, metric_sum, wait_for
+from support import CLASSIFY, MODEL, TEST_SLO_P95_MS, Photo, ServerProcess, metric_sum, metric_value, wait_for
 
 RETRY_S = 0.05  # a misbehaving client: retries a 429 after 50 ms whatever Retry-After says
 MAX_TRIES = 400  # per request: bounds each client's loop
@@ -56,7 +56,7 @@ def test_a_closed_loop_the_service_answers_in_time_is_never_refused(
 ) -> None:
     """16 closed-loop clients keep at most 16 requests in progress: with an objective the service meets
     with them all in (a minute, on any machine), time admission refuses none of them."""
-    server = spawn_server("--models", MODEL, "--slo-p95-ms", "60000")
+    server = spawn_server("--models", MODEL, "--slo-p95-ms", TEST_SLO_P95_MS)
     finals, retry_after = closed_loop(server, photos["coffee"].jpeg, clients=16, requests=8)
     assert finals == Counter({200: 16 * 8}) and retry_after == []
     assert refused_total(server) == 0
@@ -134,3 +134,24 @@ def test_a_body_below_the_minimum_rate_is_408_and_a_steady_one_is_served(
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b"too slowly" in answer
     assert slow_upload(rate_server, body, 10, 0.02) == 200
+
+
+def test_a_body_still_arriving_is_counted_in_ingest_not_in_the_model(
+    spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]
+) -> None:
+    server = spawn_server("--models", MODEL)
+    body = photos["coffee"].jpeg
+    host, port = server.url.removeprefix("http://").split(":")
+    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+
+    def gauges() -> tuple[float | None, float | None]:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            text = http.get("/metrics").text
+        return metric_value(text, "servoscope_requests_ingesting"), metric_value(text, "servoscope_requests_pending", model=MODEL)
+
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode() + body[:100])
+        wait_for(lambda: gauges() == (1.0, 0.0), "one request in ingest, none pending")
+        sock.sendall(body[100:])
+        assert int(sock.recv(64).split(b" ", 2)[1]) == 200
+    wait_for(lambda: gauges() == (0.0, 0.0), "nothing in ingest")

@@ -85,7 +85,9 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
-    telemetry.registry.register(LiveCollector(telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight))
+    telemetry.registry.register(LiveCollector(
+        telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight, lambda: state.ingesting
+    ))
     if state.settings.faults.active():
         telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
     app.state.observability = Observability(telemetry, monitor, pipeline)

@@ -16,12 +16,18 @@ BUSY_WINDOW_S = 10.0
 
 class LiveCollector(Collector):
     def __init__(
-        self, telemetry: Telemetry, gauges: Callable[[], Gauges], readings: Readings, http_in_flight: Callable[[], int]
+        self,
+        telemetry: Telemetry,
+        gauges: Callable[[], Gauges],
+        readings: Readings,
+        http_in_flight: Callable[[], int],
+        ingesting: Callable[[], int] = lambda: 0,
     ) -> None:
         self.telemetry = telemetry
         self.gauges = gauges
         self.readings = readings
         self.http_in_flight = http_in_flight
+        self.ingesting = ingesting
 
     def collect(self) -> Iterator[Metric]:
         g = self.gauges()
@@ -56,7 +62,12 @@ class LiveCollector(Collector):
         in_flight = GaugeMetricFamily(
             "servoscope_http_requests_in_flight", "Inference requests arrived and not yet answered.", value=self.http_in_flight()
         )
-        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers, in_flight)
+        ingesting = GaugeMetricFamily(
+            "servoscope_requests_ingesting",
+            "Inference requests whose bodies are still arriving (they hold no model's place; max_ingest bounds them).",
+            value=self.ingesting(),
+        )
+        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers, in_flight, ingesting)
         yield from self._system()
         yield from self._gpu()
 
