@@ -30,8 +30,10 @@ class GateConfig:
     canary_share: float = 0.05
     alpha: float = 0.01
     alpha_shares: tuple[float, float, float] = (0.6, 0.3, 0.1)
-    latency_quantiles: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95, 0.99)
-    latency_ratios: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0)
+    # bench/canary.py: the tail quantiles (0.975, 0.995) lift the power against a stretched tail
+    # (recorded: 0.87 → 0.99 at 3,000 canary requests) and cost the body shifts nothing that shows
+    latency_quantiles: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995)
+    latency_ratios: tuple[float, ...] = (1.2, 1.4, 1.7, 2.2, 3.0)
     error_ratios: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0, 32.0)
     max_disagreement: float | None = None
     disagreement_ratios: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)

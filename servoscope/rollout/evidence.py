@@ -64,18 +64,25 @@ def threshold_log_e(counts: Array, rho: float, quantiles: Sequence[float], ratio
     Alternatives with ``r (1 - q) >= 1`` are impossible and weigh nothing. Returns the mixture's
     log over all ``(q, r)``, of shape ``counts.shape[2:]``.
     """
-    q = np.asarray(quantiles, dtype=np.float64)
-    r = np.asarray(ratios, dtype=np.float64)
-    extra = (1,) * (counts.ndim - 2)
-    exceed = (1.0 - q)[:, None].reshape((len(q), 1) + extra)
-    ratio = r[None, :].reshape((1, len(r)) + extra)
-    canary_exceed = np.minimum(ratio * exceed, 1.0)
+    coefficients, possible = _threshold_coefficients(rho, tuple(quantiles), tuple(ratios))
+    log_lr = np.einsum("kqr,kq...->qr...", coefficients, np.asarray(counts, dtype=np.float64))  # (Q, R, ...)
+    mask = possible.reshape(possible.shape + (1,) * (log_lr.ndim - 2))
+    return mixture(np.where(mask, log_lr, -np.inf), axis=(0, 1))
+
+
+def _threshold_coefficients(rho: float, quantiles: tuple[float, ...], ratios: tuple[float, ...]) -> tuple[Array, NDArray[np.bool_]]:
+    """The log likelihood ratio per count, shape ``(4, Q, R)``, and which alternatives are possible, ``(Q, R)``."""
+    exceed = 1.0 - np.asarray(quantiles, dtype=np.float64)[:, None]
+    canary_exceed = np.asarray(ratios, dtype=np.float64)[None, :] * exceed
+    possible = canary_exceed < 1.0
+    canary_exceed = np.where(possible, canary_exceed, exceed)  # a harmless stand-in, masked later
     above = rho * canary_exceed / (rho * canary_exceed + (1.0 - rho) * exceed)
     below = rho * (1.0 - canary_exceed) / (rho * (1.0 - canary_exceed) + (1.0 - rho) * (1.0 - exceed))
-    c_above, b_above, c_below, b_below = (counts[i][:, None] for i in range(4))
-    log_lr = label_log_lr(c_above, b_above, above, rho) + label_log_lr(c_below, b_below, below, rho)
-    log_lr = np.where(canary_exceed < 1.0, log_lr, -np.inf)
-    return mixture(log_lr, axis=(0, 1))
+    per_count = np.stack([
+        np.log(above / rho), np.log((1.0 - above) / (1.0 - rho)),
+        np.log(below / rho), np.log((1.0 - below) / (1.0 - rho)),
+    ])  # (4, Q, R)
+    return per_count, possible
 
 
 def bin_log_e(canary: ArrayLike, baseline: ArrayLike, rho: float, ratios: Sequence[float]) -> Array:
