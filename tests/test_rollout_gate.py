@@ -188,3 +188,11 @@ def test_the_verdict_is_json_ready() -> None:
     assert body["outcome"] == "FAIL" and body["check"] == "disagreement"
     assert {e["check"] for e in body["evidence"]} == {"latency", "errors", "disagreement"}
     assert body["evidence"][2]["log_e"] == "inf"
+
+
+def test_a_record_without_durations_is_counted_but_not_compared() -> None:
+    gate = Gate(SMALL)
+    stream(gate, traffic(13, 2000, 0.2, error_rate=0.0))
+    before = gate.evidence()[0].log_e
+    verdict = gate.observe(Observation(canary=True))  # no durations at all
+    assert verdict.canary_requests > 0 and gate.evidence()[0].log_e == before

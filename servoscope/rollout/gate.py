@@ -70,6 +70,8 @@ class Gate:
         return self.verdict()
 
     def _compare(self, canary: bool, row: np.ndarray) -> None:
+        if not np.isfinite(row).all():
+            return  # a record without durations says nothing about latency
         current = self._thresholds.current
         if current is not None:
             above = row[None, :] > current

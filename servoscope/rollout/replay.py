@@ -52,16 +52,14 @@ def _compare(
     canary: NDArray[np.bool_], rows: NDArray[np.float64], failed: NDArray[np.bool_], config: GateConfig
 ) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
     """Each request against the thresholds in force when it arrived: (above, shape (N, Q, M); valid, (N,))."""
-    feeds = ~canary & ~failed
+    usable = ~failed & np.isfinite(rows).all(axis=1)
+    feeds = ~canary & usable
     thresholds = threshold_path(rows[feeds], config.latency_quantiles, config.baseline_window, config.refresh_every)
-    before = np.cumsum(feeds) - feeds  # baseline answers added before each request
-    block = before // config.refresh_every
-    valid = ~failed & (block >= 1)
-    index = np.clip(block - 1, 0, max(len(thresholds) - 1, 0))
     if len(thresholds) == 0:
-        return np.zeros((len(rows), len(config.latency_quantiles), rows.shape[1]), dtype=bool), valid & False
-    above = rows[:, None, :] > thresholds[index]
-    return above, valid
+        return np.zeros((len(rows), len(config.latency_quantiles), rows.shape[1]), dtype=bool), np.zeros(len(rows), bool)
+    block = (np.cumsum(feeds) - feeds) // config.refresh_every  # refreshes done before each request
+    above = rows[:, None, :] > thresholds[np.clip(block - 1, 0, len(thresholds) - 1)]
+    return above, usable & (block >= 1)
 
 
 def _counts(canary: NDArray[np.bool_], above: NDArray[np.bool_], valid: NDArray[np.bool_]) -> list[NDArray[np.bool_]]:
