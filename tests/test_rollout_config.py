@@ -38,8 +38,11 @@ def test_a_bad_setting_is_refused_with_what_was_received(field: str, value: Any,
 
 def test_the_defaults_are_valid_and_split_alpha() -> None:
     config = GateConfig()
-    assert config.alpha_latency + config.alpha_errors + config.alpha_disagreement == pytest.approx(config.alpha)
     assert config.max_disagreement is None
+    assert (config.alpha_latency, config.alpha_errors, config.alpha_disagreement) == pytest.approx((0.01 * 2 / 3, 0.01 / 3, 0))
+    budget = GateConfig(max_disagreement=0.02)
+    assert (budget.alpha_latency, budget.alpha_errors, budget.alpha_disagreement) == pytest.approx((0.006, 0.003, 0.001))
+    assert GateConfig(alpha_shares=(0.0, 0.0, 1.0)).alpha_errors == pytest.approx(0.005)
 
 
 def test_the_config_is_frozen() -> None:

@@ -18,7 +18,7 @@ class GateConfig:
     ``canary_share`` is the probability with which the traffic split sends each request to the
     canary (the test is exact because that probability is known). ``alpha`` bounds the chance of a
     false FAIL over every look, split over the checks by ``alpha_shares`` (latency, errors,
-    disagreement). The latency check compares each answer with the baseline's running quantiles
+    disagreement; without a disagreement budget, its share goes to the other two). The latency check compares each answer with the baseline's running quantiles
     ``latency_quantiles`` and mixes the alternatives "the canary exceeds that quantile
     ``latency_ratios`` times as often"; the error check mixes "the canary fails ``error_ratios``
     times as often". ``max_disagreement`` (a share of mirrored requests whose top-1 differs from
@@ -57,17 +57,26 @@ class GateConfig:
             _at_least(name, getattr(self, name), 1)
         _at_least("baseline_window", self.baseline_window, self.refresh_every)
 
+    def _share(self, index: int) -> float:
+        """A check's share of ``alpha``; without a disagreement budget its share goes to the other two."""
+        shares = list(self.alpha_shares)
+        if self.max_disagreement is None:
+            shares[2] = 0.0
+            rest = shares[0] + shares[1]
+            shares = [v / rest for v in shares] if rest > 0 else [0.5, 0.5, 0.0]
+        return self.alpha * shares[index]
+
     @property
     def alpha_latency(self) -> float:
-        return self.alpha * self.alpha_shares[0]
+        return self._share(0)
 
     @property
     def alpha_errors(self) -> float:
-        return self.alpha * self.alpha_shares[1]
+        return self._share(1)
 
     @property
     def alpha_disagreement(self) -> float:
-        return self.alpha * self.alpha_shares[2]
+        return self._share(2)
 
 
 def _number(name: str, value: object) -> float:
