@@ -10,7 +10,7 @@ deployed — time series: one point per window of 60 canary requests (the canary
 baseline's P95 over the same window; the error rates likewise), 50 points at the horizon, judged
 on the cumulative points every 10 windows and at the end::
 
-    python bench/canary.py                    # ~5-10 min on 2 busy cores
+    python bench/canary.py                    # ~14 min on 2 busy cores
     python bench/canary.py --replays 200      # quick look
 """
 
@@ -161,6 +161,8 @@ def report(scenario: Scenario, out: dict, args: argparse.Namespace, seconds: flo
     aa = scenario.transform is None and scenario.canary_error_rate == ERROR_RATE
     label = "false FAIL" if aa else f"power ≤{within:,}"
     line = f"{scenario.name:<44} {out['replays']:>6,} | gate {label} {rate:7.2%} median {median:>6}"
+    if within < args.horizon:
+        line += f" (≤{args.horizon:,}: {detected(out['gate'], args.horizon)[0]:.2%})"
     if scenario.stage:
         named = sum(s == scenario.stage for s, a in zip(out["stages"], out["gate"]) if a is not None)
         line += f" names {scenario.stage} {named / max(1, sum(a is not None for a in out['gate'])):.0%}"
