@@ -124,7 +124,7 @@ class Gate:
         if failed.check is Check.LATENCY:
             stages = self.stage_evidence()
             stage = max(stages, key=lambda name: stages[name])
-            reason = f"canary slower than baseline after {n} canary requests; slowest stage: {stage}"
+            reason = f"canary slower than baseline after {n} canary requests; the stage that slowed: {stage}"
             return self._verdict(Outcome.FAIL, reason, evidence, check=failed.check, stage=stage)
         if failed.check is Check.ERRORS:
             rates = f"{self._failed[1]}/{n} canary vs {self._failed[0]}/{self._requests[0]} baseline"
