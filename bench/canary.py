@@ -100,7 +100,9 @@ def draw(rng: np.random.Generator, pool: np.ndarray, scenario: Scenario, share: 
     return canary, rows, failed
 
 
-def kayenta_run(canary: np.ndarray, rows: np.ndarray, failed: np.ndarray, rng: np.random.Generator) -> tuple[int | None, bool]:
+def kayenta_run(
+    canary: np.ndarray, rows: np.ndarray, failed: np.ndarray, rng: np.random.Generator
+) -> tuple[int | None, bool]:
     """(canary requests at Kayenta's first Fail, Fail at the end) over 60-canary-request windows."""
     from servoscope.rollout.kayenta import Direction, MetricPair, judge
 
@@ -135,7 +137,8 @@ def run_scenario(scenario: Scenario, pools: dict[str, np.ndarray], args: argpars
     config = GateConfig(canary_share=args.share, min_canary_requests=args.horizon)
     rng = np.random.default_rng(seed)
     pool = pools[scenario.pool]
-    replays = args.aa_replays if scenario.transform is None and scenario.canary_error_rate == ERROR_RATE else args.replays
+    aa = scenario.transform is None and scenario.canary_error_rate == ERROR_RATE
+    replays = args.aa_replays if aa else args.replays
     gate_at, stages, k_first, k_end = [], [], [], []
     for _ in range(replays):
         canary, rows, failed = draw(rng, pool, scenario, args.share, args.horizon)
@@ -183,7 +186,10 @@ def scenarios(pools: dict[str, np.ndarray]) -> list[Scenario]:
         Scenario("A/A recorded (false FAILs)", "recorded", None),
         Scenario("A/A lognormal σ=1 (false FAILs)", "lognormal", None),
         Scenario("recorded ×1.2 (P95 +20%)", "recorded", scale(1.2)),
-        Scenario(f"recorded inference +{0.2 * p95 * 1e3:.1f} ms (P95 +20%)", "recorded", add_to_inference(p95), stage="inference"),
+        Scenario(
+            f"recorded inference +{0.2 * p95 * 1e3:.1f} ms (P95 +20%)", "recorded", add_to_inference(p95),
+            stage="inference",
+        ),
         Scenario("recorded tail >P90 stretched (P95 +20%)", "recorded", stretch_tail(recorded)),
         Scenario("lognormal σ=1 ×1.2 (P95 +20%)", "lognormal", scale(1.2)),
         Scenario("lognormal σ=1 tail >P90 stretched (P95 +20%)", "lognormal", stretch_tail(pools["lognormal"])),

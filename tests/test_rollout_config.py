@@ -28,6 +28,12 @@ from servoscope.rollout import GateConfig, GateConfigError
         ("min_baseline_requests", True, "min_baseline_requests must be an integer >= 1, got True"),
         ("refresh_every", 2.5, "refresh_every must be an integer >= 1, got 2.5"),
         ("baseline_window", 100, "baseline_window must be an integer >= 256, got 100"),
+        (
+            "min_baseline_requests",
+            100,
+            "min_baseline_requests must be >= refresh_every (256): "
+            "no answer is compared before the first thresholds, got 100",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_with_what_was_received(field: str, value: Any, message: str) -> None:
@@ -39,9 +45,11 @@ def test_a_bad_setting_is_refused_with_what_was_received(field: str, value: Any,
 def test_the_defaults_are_valid_and_split_alpha() -> None:
     config = GateConfig()
     assert config.max_disagreement is None
-    assert (config.alpha_latency, config.alpha_errors, config.alpha_disagreement) == pytest.approx((0.01 * 2 / 3, 0.01 / 3, 0))
+    shares = (config.alpha_latency, config.alpha_errors, config.alpha_disagreement)
+    assert shares == pytest.approx((0.01 * 2 / 3, 0.01 / 3, 0))
     budget = GateConfig(max_disagreement=0.02)
-    assert (budget.alpha_latency, budget.alpha_errors, budget.alpha_disagreement) == pytest.approx((0.006, 0.003, 0.001))
+    shares = (budget.alpha_latency, budget.alpha_errors, budget.alpha_disagreement)
+    assert shares == pytest.approx((0.006, 0.003, 0.001))
     assert GateConfig(alpha_shares=(0.0, 0.0, 1.0)).alpha_errors == pytest.approx(0.005)
 
 

@@ -55,7 +55,9 @@ def first_fail(verdicts: list[Verdict]) -> Verdict | None:
     return next((v for v in verdicts if v.outcome is Outcome.FAIL), None)
 
 
-SMALL = GateConfig(canary_share=0.2, min_canary_requests=300, min_baseline_requests=300, refresh_every=64, baseline_window=1024)
+SMALL = GateConfig(
+    canary_share=0.2, min_canary_requests=300, min_baseline_requests=300, refresh_every=64, baseline_window=1024
+)
 
 
 @pytest.mark.parametrize("alpha", [0.05, 0.2])

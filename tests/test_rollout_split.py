@@ -51,7 +51,11 @@ def test_a_client_key_sticks_to_one_variant_in_proportion() -> None:
 
 @pytest.mark.parametrize(
     ("weights", "message"),
-    [({}, "distinct, non-empty variant names"), ({"a": -1, "b": 2}, "finite numbers >= 0"), ({"a": 0}, "at least one weight")],
+    [
+        ({}, "distinct, non-empty variant names"),
+        ({"a": -1, "b": 2}, "finite numbers >= 0"),
+        ({"a": 0}, "at least one weight"),
+    ],
 )
 def test_a_bad_split_is_refused(weights: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -18,7 +18,8 @@ class GateConfig:
     ``canary_share`` is the probability with which the traffic split sends each request to the
     canary (the test is exact because that probability is known). ``alpha`` bounds the chance of a
     false FAIL over every look, split over the checks by ``alpha_shares`` (latency, errors,
-    disagreement; without a disagreement budget, its share goes to the other two). The latency check compares each answer with the baseline's running quantiles
+    disagreement; without a disagreement budget, its share goes to the other two). The latency
+    check compares each answer with the baseline's running quantiles
     ``latency_quantiles`` and mixes the alternatives "the canary exceeds that quantile
     ``latency_ratios`` times as often"; the error check mixes "the canary fails ``error_ratios``
     times as often". ``max_disagreement`` (a share of mirrored requests whose top-1 differs from
@@ -56,6 +57,11 @@ class GateConfig:
         for name in ("min_canary_requests", "min_baseline_requests", "min_mirrored_requests", "refresh_every"):
             _at_least(name, getattr(self, name), 1)
         _at_least("baseline_window", self.baseline_window, self.refresh_every)
+        if self.min_baseline_requests < self.refresh_every:
+            raise GateConfigError(
+                f"min_baseline_requests must be >= refresh_every ({self.refresh_every}): no answer is compared "
+                f"before the first thresholds, got {self.min_baseline_requests}"
+            )
 
     def _share(self, index: int) -> float:
         """A check's share of ``alpha``; without a disagreement budget its share goes to the other two."""

@@ -70,7 +70,9 @@ def threshold_log_e(counts: Array, rho: float, quantiles: Sequence[float], ratio
     return mixture(np.where(mask, log_lr, -np.inf), axis=(0, 1))
 
 
-def _threshold_coefficients(rho: float, quantiles: tuple[float, ...], ratios: tuple[float, ...]) -> tuple[Array, NDArray[np.bool_]]:
+def _threshold_coefficients(
+    rho: float, quantiles: tuple[float, ...], ratios: tuple[float, ...]
+) -> tuple[Array, NDArray[np.bool_]]:
     """The log likelihood ratio per count, shape ``(4, Q, R)``, and which alternatives are possible, ``(Q, R)``."""
     exceed = 1.0 - np.asarray(quantiles, dtype=np.float64)[:, None]
     canary_exceed = np.asarray(ratios, dtype=np.float64)[None, :] * exceed

@@ -115,7 +115,12 @@ class Gate:
         return self._verdict(outcome, reason, evidence)
 
     def _verdict(
-        self, outcome: Outcome, reason: str, evidence: tuple[Evidence, ...], check: Check | None = None, stage: str | None = None
+        self,
+        outcome: Outcome,
+        reason: str,
+        evidence: tuple[Evidence, ...],
+        check: Check | None = None,
+        stage: str | None = None,
     ) -> Verdict:
         return Verdict(outcome, reason, evidence, self._requests[1], self._requests[0], self._mirrored, check, stage)
 

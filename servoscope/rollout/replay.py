@@ -36,7 +36,8 @@ def replay(
     rows2 = rows[:, None] if rows.ndim == 1 else rows
     above, valid = _compare(canary, rows2, failed, config)
     latency = _latency_path(canary, above[:, :, 0], valid, config)
-    errors = bin_log_e(np.cumsum(canary & failed), np.cumsum(~canary & failed), config.canary_share, config.error_ratios)
+    rho = config.canary_share
+    errors = bin_log_e(np.cumsum(canary & failed), np.cumsum(~canary & failed), rho, config.error_ratios)
     hits = [(_first(latency >= boundary(config.alpha_latency)), Check.LATENCY)]
     hits.append((_first(errors >= boundary(config.alpha_errors)), Check.ERRORS))
     n_canary = int(canary.sum())
@@ -56,7 +57,8 @@ def _compare(
     feeds = ~canary & usable
     thresholds = threshold_path(rows[feeds], config.latency_quantiles, config.baseline_window, config.refresh_every)
     if len(thresholds) == 0:
-        return np.zeros((len(rows), len(config.latency_quantiles), rows.shape[1]), dtype=bool), np.zeros(len(rows), bool)
+        nothing = np.zeros((len(rows), len(config.latency_quantiles), rows.shape[1]), dtype=bool)
+        return nothing, np.zeros(len(rows), dtype=bool)
     block = (np.cumsum(feeds) - feeds) // config.refresh_every  # refreshes done before each request
     above = rows[:, None, :] > thresholds[np.clip(block - 1, 0, len(thresholds) - 1)]
     return above, usable & (block >= 1)
@@ -78,7 +80,9 @@ def _latency_path(
     return threshold_log_e(counts, config.canary_share, config.latency_quantiles, config.latency_ratios)
 
 
-def _stage(canary: NDArray[np.bool_], above: NDArray[np.bool_], valid: NDArray[np.bool_], config: GateConfig) -> str | None:
+def _stage(
+    canary: NDArray[np.bool_], above: NDArray[np.bool_], valid: NDArray[np.bool_], config: GateConfig
+) -> str | None:
     if above.shape[2] != len(COLUMNS):
         return None
     counts = np.stack([part.sum(axis=0) for part in _counts(canary, above, valid)]).astype(np.float64)  # (4, Q, M)
