@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from typing import Callable, Iterator
 
 import httpx
@@ -227,27 +226,3 @@ def test_batches_are_filled_high_first() -> None:
     assert [p.priority for p in taken] == [0, 0, 1, 1]
     assert [p.enqueued for p in taken] == [2.0, 4.0, 1.0, 5.0]
     assert len(lanes) == 2 and lanes.oldest() == 0.0
-
-
-def test_a_client_back_before_its_retry_after_is_read_only_when_it_is_time(
-    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
-) -> None:
-    """Refused with Retry-After 1 s, a client that retries at once on the same connection is refused
-    again at once — and its next retry is read only about a second later: a retry loop that ignores
-    Retry-After costs the server a timer, not a refusal every 50 ms. A new connection is answered at once."""
-    holders = [held("high") for _ in range(10)]
-    wait_pending(holding_server, 10)
-    body = photos["coffee"].jpeg
-    host, port = holding_server.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        for _ in range(2):  # refused, then back at once: refused at once again
-            sock.sendall(classify_head(host, len(body)) + body)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 429 ")
-        retried = time.monotonic()
-        sock.sendall(classify_head(host, len(body)) + body)
-        assert sock.recv(65536).startswith(b"HTTP/1.1 429 ")
-        assert time.monotonic() - retried >= 0.5  # read only about its Retry-After (1 s) after the last refusal
-    assert send_until_closed(holding_server, lambda h: classify_head(h, len(body), "Connection: close\r\n") + body).startswith(
-        b"HTTP/1.1 429 "
-    )
-    assert [r.finish() for r in holders] == [200] * 10

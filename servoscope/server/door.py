@@ -20,12 +20,10 @@ The HTTP protocol (``server/run.py``) asks :meth:`Door.arrived` once per request
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
 from servoscope.pipeline.service import ModelService
-from servoscope.server.http import raw_error, retry_after
+from servoscope.server.http import raw_error
 from servoscope.server.state import ServerState
 from servoscope.stages import Stage, Timing
 
@@ -36,9 +34,7 @@ class Door:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def arrived(
-        self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool
-    ) -> DoorAnswer | None:
+    def arrived(self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool) -> bytes | None:
         """A request's head has arrived: the whole HTTP answer when it is refused here, else None.
         ``may_refuse`` is False while an earlier request on the connection is still being answered
         (answers must leave in order); the request is then counted only."""
@@ -67,21 +63,13 @@ class Door:
             return None  # the app answers 400
         return service.refusal(1, rank, upload_bytes)
 
-    def refuse(self, service: ModelService, refused: Overloaded, keep_alive: bool) -> DoorAnswer:
+    def refuse(self, service: ModelService, refused: Overloaded, keep_alive: bool) -> bytes:
         clock = self.state.clock
         timing = Timing(clock.now(), model=service.name, status=refused.status, error=refused.reason)
         answer = raw_error(refused.status, refused.message, refused.retry_after_s, close=not keep_alive)
         timing.end(Stage.RESPOND, clock.now())
         self.state.observer.record(timing)
-        return DoorAnswer(answer, retry_after(refused.retry_after_s or 0.0))
-
-
-@dataclass(frozen=True, slots=True)
-class DoorAnswer:
-    """A refusal at the door: the whole HTTP answer, and the ``Retry-After`` it tells the client (whole seconds)."""
-
-    data: bytes
-    retry_after_s: float
+        return answer
 
 
 def inference_target(path: str, services: dict[str, ModelService]) -> str | None:

@@ -59,7 +59,6 @@ MAX_HEAD_BYTES = 64 * 1024  # the request line and headers together
 MAX_HEADERS = 100
 LINGER_S = 2.0  # how long the rest of an unread body is discarded after an early response …
 LINGER_MAX_BYTES = 64 * 1024 * 1024  # … and how much of it at most
-MAX_HOLD_S = LINGER_S  # the longest a refusal is held for a client that came back before its Retry-After
 HEAD_TOO_LARGE = f"request line and headers above {MAX_HEAD_BYTES} bytes"
 
 
@@ -85,11 +84,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     And it has a door (``server/door.py``): once a request's head is parsed, an inference request the
     model is certain to refuse is answered 429 there, its body discarded as it arrives, and no ASGI
-    task is started for it. A client that comes back on the same connection before the
-    ``Retry-After`` of its last refusal (a retry loop that ignores it: 50 ms is common) is refused
-    again at once, and then nothing more is read from its connection until that time has come
-    (``MAX_HOLD_S`` at most): its next retry waits in the socket, costing a timer, not a refusal every
-    50 ms — a retry storm on 256 connections was 3,600 refusals a second, a third of both cores.
+    task is started for it.
     """
 
     head_timeout_s: float = 10.0
@@ -107,14 +102,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refused_at_door = False  # the current request was answered at the door: drop its body
         self._close_after_body = False  # close the connection once the request's body has come
         self._discarded_bytes = 0  # of bodies answered before they arrived
-        self._retry_not_before = 0.0  # loop time the last refusal's Retry-After pointed at
-        self._hold_until = 0.0  # a client back before it: read nothing more until then
-        self._resume: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._linger, self._resume):
+        for timer in (self._head_timer, self._linger):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -168,25 +160,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return False
         self._refused_at_door = True
         self._close_after_body = not keep_alive
-        now = self.loop.time()
-        early = now < self._retry_not_before  # back before the Retry-After of its last refusal
-        self._hold_until = min(self._retry_not_before, now + MAX_HOLD_S) if early else 0.0
-        self._retry_not_before = max(now, self._hold_until) + answer.retry_after_s
-        self.transport.write(answer.data)
+        self.transport.write(answer)
         self._start_linger()  # the body is discarded as it comes
         return True
-
-    def _hold_reading(self) -> None:
-        """Read nothing more from a client that came back before its Retry-After, until it is time."""
-        if self._hold_until and not self.transport.is_closing():
-            self.transport.pause_reading()
-            self._resume = self.loop.call_at(self._hold_until, self._resume_reading)
-        self._hold_until = 0.0
-
-    def _resume_reading(self) -> None:
-        self._resume = None
-        if not self.transport.is_closing():
-            self.transport.resume_reading()
 
     def close_after_body(self, cycle: object) -> None:
         """Close the connection for ``cycle``: now if its request's body has all arrived, else once it
@@ -206,18 +182,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        if self._linger is not None:  # the body ended while being discarded: the connection is clean
-            self._linger.cancel()
-            self._linger = None
-        self._discarded_bytes = 0
         if self._refused_at_door:  # a refused request's body has ended: ready for the next request
             self._refused_at_door = False
             if not self._close_after_body and not self.transport.is_closing():  # idle, as after any answer
                 self._unset_keepalive_if_required()
                 self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
-                self._hold_reading()
         else:
             super().on_message_complete()
+        if self._linger is not None:  # the body ended while being discarded: the connection is clean
+            self._linger.cancel()
+            self._linger = None
+        self._discarded_bytes = 0
         if self._close_after_body:  # closed only now: unread bytes would have made the close a reset
             self._close_after_body = False
             self.transport.close()
