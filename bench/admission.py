@@ -56,8 +56,15 @@ def p95_ms(values: list[float]) -> float:
     return 1000 * percentile(values, 95) if values else float("nan")
 
 
-def row(population: Population) -> dict[str, Any]:
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def row(population: Population, server_cpu_s: float = 0.0, client_cpu_s: float = 0.0) -> dict[str, Any]:
     return {
+        "server_cores": server_cpu_s / population.window_s,
+        "client_cores": client_cpu_s / population.window_s,
         "answered_per_s": population.answered_per_s,
         "p95_ms": p95_ms(population.answered),
         "request_p95_ms": p95_ms(population.requests),
@@ -66,26 +73,35 @@ def row(population: Population) -> dict[str, Any]:
     }
 
 
-def closed(images: list[bytes], window_s: float, slo_ms: float) -> dict[str, dict[str, Any]]:
+def closed(
+    images: list[bytes], window_s: float, slo_ms: float, clients_list: tuple[int, ...] = CLIENTS, modes: tuple[str, ...] = tuple(MODES)
+) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    for mode, flags in MODES.items():
+    for mode in modes:
+        flags = MODES[mode]
         argv = servoscope_argv((*flags, "--slo-p95-ms", str(slo_ms)))
-        with server(mode, argv, RESULTS / f"admission-{mode}.log") as (endpoint, _pid):
+        with server(mode, argv, RESULTS / f"admission-{mode}.log") as (endpoint, pid):
             requests = classify_requests(endpoint, images)
+            serving, loading = psutil.Process(pid), psutil.Process()
             run(retrying_closed_loop(endpoint, requests, 8, 2.0, RetryPolicy()))  # warm-up
-            for clients in CLIENTS:
+            for clients in clients_list:
                 for behaviour in BEHAVIOURS:
-                    seen = row(run(retrying_closed_loop(endpoint, requests, clients, window_s, RetryPolicy(behaviour))))
+                    before = cpu_s(serving), cpu_s(loading)
+                    seen_ = run(retrying_closed_loop(endpoint, requests, clients, window_s, RetryPolicy(behaviour)))
+                    seen = row(seen_, cpu_s(serving) - before[0], cpu_s(loading) - before[1])
                     rows[f"{mode} C={clients} {behaviour}"] = seen
                     progress(
                         f"  {mode:>8} C={clients:>3} {behaviour:>6}: {seen['answered_per_s']:6.1f} answered/s, "
                         f"p95 {seen['p95_ms']:7.1f} ms (requests {seen['request_p95_ms']:7.1f}), "
-                        f"refused {seen['refused_per_s']:7.1f}/s, errors {seen['errors']}"
+                        f"refused {seen['refused_per_s']:7.1f}/s, errors {seen['errors']}; cores: server "
+                        f"{seen['server_cores']:.2f}, load generator {seen['client_cores']:.2f}"
                     )
     return rows
 
 
 def print_closed(rows: dict[str, dict[str, Any]], slo_ms: float) -> None:
+    if not all(f"{m} C={c} {b}" in rows for m in MODES for c in CLIENTS for b in BEHAVIOURS):
+        return  # a partial run (--clients, --modes): its progress lines are the figures
     print(f"\nclosed loops (objective {slo_ms:g} ms): answered/s, P95 ms of answered attempts (of requests), refused/s")
     print(f"{'C':>4} {'retry':>7} | " + " | ".join(f"{m:^34}" for m in MODES) + " | time ÷ static")
     for clients in CLIENTS:
@@ -222,12 +238,17 @@ def main() -> int:
     parser.add_argument("--slo-ms", type=float, default=200.0, help="the objective given to every server (default 200)")
     parser.add_argument("--set", default="small", help="image set: small, medium, phone")
     parser.add_argument("--parts", type=lambda t: list(parts(t)), default=["closed", "slow", "slowloris"])
+    parser.add_argument("--clients", type=lambda t: tuple(int(c) for c in t.split(",")), default=CLIENTS,
+                        help="closed-loop sizes (default 4,16,64,256)")
+    parser.add_argument("--modes", type=lambda t: tuple(t.split(",")), default=tuple(MODES), help="time,adaptive,static")
     args = parser.parse_args()
     window_s = 4.0 if args.quick else 8.0
     images = image_set(args.set, RESULTS / "images")
     results: dict[str, Any] = {"set": args.set, "slo_ms": args.slo_ms, "window_s": window_s}
     if "closed" in args.parts:
-        results["closed"] = closed(images, window_s, args.slo_ms)
+        if not set(args.modes) <= set(MODES) or min(args.clients) < 1:
+            parser.error(f"--modes are {', '.join(MODES)}; --clients are positive")
+        results["closed"] = closed(images, window_s, args.slo_ms, args.clients, args.modes)
         print_closed(results["closed"], args.slo_ms)
     if "slow" in args.parts:
         results["slow"] = slow(images, window_s, args.slo_ms)

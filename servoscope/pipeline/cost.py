@@ -49,10 +49,15 @@ class CostModel:
     preprocess_s: dict[int, Mean] = field(default_factory=dict)  # size class → seconds
     postprocess_s: Mean = field(default_factory=Mean)
 
+    _sizes: list[int] = field(default_factory=list)  # the batch sizes seen, sorted (asked at every admission)
+
     def learn(self, durations: dict[str, float], batch_size: int, upload_bytes: int) -> None:
         """One finished request: its stage durations (``Timing.durations()``), batch size and upload size."""
         if "inference" in durations and batch_size > 0:
-            self.batch_s.setdefault(batch_size, Mean()).add(durations["inference"])
+            if batch_size not in self.batch_s:
+                bisect.insort(self._sizes, batch_size)
+                self.batch_s[batch_size] = Mean()
+            self.batch_s[batch_size].add(durations["inference"])
         if "preprocess" in durations:
             self.preprocess_s.setdefault(size_class(upload_bytes), Mean()).add(durations["preprocess"])
         if "postprocess" in durations:
@@ -60,11 +65,12 @@ class CostModel:
 
     def batch_time(self, size: int) -> float | None:
         """Seconds one instance takes for a batch of ``size``, or None before any batch was seen."""
-        if not self.batch_s:
+        seen = self.batch_s.get(size)
+        if seen is not None:
+            return seen.value
+        sizes = self._sizes
+        if not sizes:
             return None
-        sizes = sorted(self.batch_s)
-        if size in self.batch_s:
-            return self.batch_s[size].value
         at = bisect.bisect_left(sizes, size)
         if at == len(sizes):  # larger than any seen: the largest, at its cost per image
             largest = sizes[-1]
@@ -78,9 +84,12 @@ class CostModel:
 
     def preprocess_time(self, upload_bytes: int) -> float | None:
         """Seconds to decode and preprocess an upload of this size; the nearest class seen stands in."""
+        wanted = size_class(upload_bytes)
+        seen = self.preprocess_s.get(wanted)
+        if seen is not None:
+            return seen.value
         if not self.preprocess_s:
             return None
-        wanted = size_class(upload_bytes)
         nearest = min(self.preprocess_s, key=lambda c: abs(c - wanted))
         return self.preprocess_s[nearest].value
 
