@@ -376,3 +376,17 @@ def test_grayscale_is_resized_before_it_becomes_rgb() -> None:
     prepared = prepare(data, LIMITS, SPEC)
     assert decode(data, LIMITS, SPEC.resize).image.mode == "L"
     np.testing.assert_array_equal(prepared.image, np.asarray(resize_crop(gray.convert("RGB"), SPEC)))
+
+
+def test_a_header_claiming_more_pixels_than_its_data_holds_is_truncated_before_allocation() -> None:
+    """Within the pixel limit, a PNG claiming 16 MP with a few bytes of pixel data, and a JPEG claiming
+    them in a few hundred bytes, are refused from their headers; a flat image of that size is not."""
+    with pytest.raises(InvalidImage, match="truncated"):
+        decode(png_claiming(4000, 4000), LIMITS, 256)
+    tiny = encode(Image.new("RGB", (8, 8), (10, 20, 30)), "JPEG")
+    at = tiny.find(b"\xff\xc0")
+    claiming = tiny[: at + 5] + struct.pack(">HH", 4000, 4000) + tiny[at + 9 :]
+    with pytest.raises(InvalidImage, match="truncated"):
+        decode(claiming, LIMITS, 256)
+    flat = encode(Image.new("L", (4000, 4000)), "PNG")
+    assert decode(flat, LIMITS, 256).source_pixels == 16_000_000

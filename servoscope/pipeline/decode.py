@@ -59,6 +59,9 @@ MEDIA_TYPES: dict[str, str] = {
 # Huffman coding. A header claiming sixteen times that density is a truncated file, whose missing
 # blocks libjpeg would decode as grey: 160 ms of CPU for 600 bytes claiming 49 MP, progressive.
 MAX_JPEG_PIXELS_PER_BYTE = 4096
+# Deflate inflates 1032 times at most, and a pixel is at least one bit: a PNG's pixel data holds
+# 8256 pixels a byte at the very most.
+MAX_PNG_PIXELS_PER_BYTE = 8 * 1032
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +101,9 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int) -> Decoded:
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"image is {len(data)} bytes, above the limit of {limits.max_bytes}")
     fmt = sniff(data)
-    structure.check(data, fmt, limits.structure)
+    found = structure.check(data, fmt, limits.structure)
     image = _open(data, fmt, limits)
+    _check_density(image, fmt, len(data), found)
     source_pixels = image.width * image.height
     try:
         _first_frame(image)
@@ -134,12 +138,23 @@ def _open(data: bytes, fmt: str, limits: DecodeLimits) -> Image.Image:
         raise ImageTooLarge(
             f"image is {width}x{height} = {width * height} pixels, above the limit of {limits.max_pixels}"
         )
-    if fmt == "JPEG" and width * height > len(data) * MAX_JPEG_PIXELS_PER_BYTE:
-        raise InvalidImage(
-            f"the JPEG claims {width}x{height} pixels in {len(data)} bytes, far fewer than any complete JPEG of "
-            "that size holds: it is truncated"
-        )
     return image
+
+
+def _check_density(image: Image.Image, fmt: str, size: int, found: structure.Structure) -> None:
+    """A header that claims far more pixels than the data can hold is a truncated file: refused before
+    its pixels are allocated (a PNG claiming 49 MP with no pixel data cost 240 MB of memory)."""
+    pixels = image.width * image.height
+    if fmt == "JPEG" and pixels > size * MAX_JPEG_PIXELS_PER_BYTE:
+        claimed = f"{pixels} pixels in {size} bytes"
+    elif fmt == "PNG" and pixels > found.image_data_bytes * MAX_PNG_PIXELS_PER_BYTE:
+        claimed = f"{pixels} pixels in {found.image_data_bytes} bytes of pixel data"
+    else:
+        return
+    raise InvalidImage(
+        f"the {fmt} claims {image.width}x{image.height} = {claimed}, far fewer than any complete image of that "
+        "size holds: it is truncated"
+    )
 
 
 # Pillow warns (and reads on) when an EXIF directory runs past its data: the image is served as

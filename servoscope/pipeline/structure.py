@@ -40,6 +40,7 @@ class Structure:
     frames: int = 0
     metadata_bytes: int = 0
     progressive: bool = False  # a progressive JPEG
+    image_data_bytes: int = 0  # a PNG's IDAT chunks together (its first frame's pixels, compressed)
 
 
 _SOS, _EOI = 0xDA, 0xD9
@@ -100,7 +101,9 @@ def png(data: bytes, limits: StructureLimits) -> Structure:
     while pos + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
         _count(found, "segments", limits.max_segments, "PNG chunks")
-        if kind == b"fcTL":
+        if kind == b"IDAT":
+            found.image_data_bytes += length
+        elif kind == b"fcTL":
             _count(found, "frames", limits.max_frames, "animation frames")
         elif kind in _PNG_METADATA:
             _add_metadata(found, length, limits)
