@@ -14,7 +14,7 @@ import pytest
 from servoscope import errors
 from servoscope.client import AsyncClient, Client, RetryBudget, RetryPolicy, media_type
 from support import EXPECTED_TOP1, MODEL, Photo, ServerProcess
-from test_overload import HeldRequest, wait_pending
+from test_overload import HOLDING_FLAGS, HeldRequest, wait_pending
 
 
 def test_classify_a_file_and_bytes(server: ServerProcess, photos: dict[str, Photo], tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_deadline_is_propagated(server: ServerProcess, photos: dict[str, Photo])
 
 
 def test_retry_after_is_honoured(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
-    srv = spawn_server("--models", MODEL, env={"SERVOSCOPE_MAX_PENDING": "4", "SERVOSCOPE_ADMISSION": "static"})
+    srv = spawn_server("--models", MODEL, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "4", "SERVOSCOPE_ADMISSION": "static"})
     holders = [HeldRequest(srv, photos["coffee"].jpeg, "high") for _ in range(4)]
     waits: list[float] = []
 
@@ -81,7 +81,7 @@ def test_retry_after_is_honoured(spawn_server: Callable[..., ServerProcess], pho
 
 
 def test_no_retry_past_the_deadline(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
-    srv = spawn_server("--models", MODEL, env={"SERVOSCOPE_MAX_PENDING": "2", "SERVOSCOPE_ADMISSION": "static"})
+    srv = spawn_server("--models", MODEL, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "2", "SERVOSCOPE_ADMISSION": "static"})
     holders = [HeldRequest(srv, photos["coffee"].jpeg, "high") for _ in range(2)]
     try:
         wait_pending(srv, 2)

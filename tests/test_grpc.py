@@ -22,7 +22,7 @@ from servoscope.stages import parse_server_timing
 from support import (
     CLEAR_TOP1, MODEL, Photo, ServerProcess, classify, free_port, metric_value, start_server, top1, wait_for,
 )
-from test_overload import HeldRequest, wait_pending
+from test_overload import HOLDING_FLAGS, HeldRequest, wait_pending
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 READY_METHOD = "/inference.GRPCInferenceService/ServerReady"
@@ -163,7 +163,9 @@ def test_deadline_exceeded(spawn_server: Callable[..., ServerProcess], photos: P
 
 
 def test_resource_exhausted_with_retry_info(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
-    srv, address = spawn_with_grpc(spawn_server, env={"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"})
+    srv, address = spawn_with_grpc(
+        spawn_server, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"}
+    )
     holders = [HeldRequest(srv, photos["coffee"].jpeg, "high") for _ in range(10)]
     try:
         wait_pending(srv, 10)
@@ -199,7 +201,7 @@ def test_a_taken_grpc_port_is_a_clear_start_error(model_repository: Path, tmp_pa
 
 
 def test_unavailable_while_draining(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
-    srv, address = spawn_with_grpc(spawn_server)
+    srv, address = spawn_with_grpc(spawn_server, *HOLDING_FLAGS)
     held = HeldRequest(srv, photos["coffee"].jpeg, "normal")
     try:
         wait_pending(srv, 1)

@@ -54,6 +54,9 @@ class HeldRequest:
 
 STATIC_10 = {"SERVOSCOPE_MAX_PENDING": "10", "SERVOSCOPE_ADMISSION": "static"}
 HOLD_MS = 4000  # the injected inference delay per batch: the held requests' answers come after it
+# One instance, batches of up to 16, each slowed by HOLD_MS: the first request runs alone, the next
+# ones wait in the batcher (pending) until it has finished.
+HOLDING_FLAGS = ("--instances", "1", "--max-batch-size", "16", "--inject-inference-delay-ms", str(HOLD_MS))
 
 
 @pytest.fixture
@@ -63,10 +66,7 @@ def small_limit_server(spawn_server: Callable[..., ServerProcess]) -> ServerProc
 
 @pytest.fixture
 def holding_server(spawn_server: Callable[..., ServerProcess]) -> ServerProcess:
-    """One instance, batches of up to 16, each slowed by HOLD_MS: the first request runs alone, the
-    next ones wait in the batcher (pending) until it has finished."""
-    flags = ("--models", MODEL, "--instances", "1", "--max-batch-size", "16", "--inject-inference-delay-ms", str(HOLD_MS))
-    return spawn_server(*flags, env=STATIC_10)
+    return spawn_server("--models", MODEL, *HOLDING_FLAGS, env=STATIC_10)
 
 
 @pytest.fixture
