@@ -134,7 +134,7 @@ def test_bad_input_is_named(
 
 def test_a_missing_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--profile", str(tmp_path / "none.json")]) == 2
-    assert "cannot read profile" in capsys.readouterr().err
+    assert "none.json does not exist" in capsys.readouterr().err
 
 
 def test_profile_measures_the_pipeline_then_plan_reads_it(model_repository: Path, tmp_path: Path) -> None:

@@ -18,11 +18,12 @@ over the ones loaded from ``--config`` and the environment, and checked as stric
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from servoscope.validation import fault_lines, read_json
 
 
 class PlanError(ValueError):
@@ -63,30 +64,11 @@ class FleetPlan(_Strict):
 
 def read_plan(path: Path) -> FleetPlan:
     """The plan in ``path``; a :class:`PlanError` naming the file and the field for anything wrong."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise PlanError(f"plan {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"plan {path} cannot be read: {exc}") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"plan {path} is not JSON: {exc}") from None
+    raw = read_json(path, "plan", PlanError)
     if not isinstance(raw, dict):
         raise PlanError(f"plan {path} must be a JSON object, got {type(raw).__name__}")
     try:
         return FleetPlan.model_validate(raw)
     except ValidationError as exc:
-        raise PlanError(f"plan {path} is not valid:\n{describe(exc)}") from None
-
-
-def describe(exc: ValidationError) -> str:
-    """One line per problem: the field's path, what is wrong, and what was received."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(plan)"
-        shown = error["type"] != "missing" and not isinstance(error["input"], dict)
-        got = f" (got {error['input']!r})" if shown else ""
-        lines.append(f"  {where}: {error['msg']}{got}")
-    return "\n".join(lines)
+        faults = "\n".join(f"  {line}" for line in fault_lines(exc, "(plan)"))
+        raise PlanError(f"plan {path} is not valid:\n{faults}") from None

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from servoscope.loadgen import profiles
-from servoscope.planner.profile import read_json
+from servoscope.validation import read_json
 
 MAX_ARRIVALS = 20_000_000
 

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servoscope.models.config import BatchingConfig
+from servoscope.validation import fault_lines, read_json
 
 SCHEMA = "servoscope-profile"
 VERSION = 1
@@ -198,16 +199,6 @@ def thin(values: Samples, limit: int = MAX_SAMPLES) -> Samples:
     return [round(v, 7) for v in values]
 
 
-def read_json(path: Path, what: str, error: type[ValueError]) -> Any:
-    """The JSON in ``path``; ``error`` says what was wrong, naming the file as ``what``."""
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise error(f"{what} {path} is not JSON: {exc}") from None
-
-
 def load(path: Path) -> Profile:
     return parse(read_json(path, "profile", ProfileError), str(path))
 
@@ -218,15 +209,8 @@ def parse(raw: Any, where: str = "profile") -> Profile:
     try:
         return Profile.model_validate(raw)
     except ValidationError as exc:
-        raise ProfileError(f"{where}: invalid profile:\n{_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {field}: {error['msg']}")
-    return "\n".join(lines)
+        faults = "\n".join(f"  {line}" for line in fault_lines(exc, "(top level)"))
+        raise ProfileError(f"{where}: invalid profile:\n{faults}") from None
 
 
 def dump(profile: Profile) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from servoscope.telemetry.gpu import GpuReading
+from servoscope.validation import fault_lines
 from servoscope.telemetry.system import SystemReading
 
 SCHEMA_VERSION = 1
@@ -157,7 +158,7 @@ MAX_FAULTS_SAID = 5
 def describe(exc: ValidationError) -> str:
     """The faults, each naming the field by its path (``models.m.queues.pending: Field required``); the
     first few, and how many more."""
-    faults = [f"{'.'.join(str(part) for part in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()]
+    faults = fault_lines(exc, "document")
     more = len(faults) - MAX_FAULTS_SAID
     said = "; ".join(faults[:MAX_FAULTS_SAID]) + (f"; and {more} more" if more > 0 else "")
     return f"not a /v1/stats document: {said}"
