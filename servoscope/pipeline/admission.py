@@ -69,16 +69,17 @@ class AdmissionPolicy:
             raise ValueError(f"need max_pending >= 1 and objective_s > 0, got {self.max_pending}, {self.objective_s}")
 
 
-def in_time(predicted_s: float | None, objective_s: float, priority: Priority, deadline_s: float | None = None) -> bool:
-    """Whether a request predicted to be answered in ``predicted_s`` is answered in time: within its
-    priority's share of the objective (high all of it, normal 90%, low half), and before its own
-    deadline (``deadline_s`` from now), if it has one. No prediction yet: in time."""
-    if predicted_s is None:
-        return True
+def budget_s(objective_s: float, priority: Priority, deadline_s: float | None = None) -> float:
+    """The time a request has to be answered in: its priority's share of the objective (high all of
+    it, normal 90%, low half), or its own deadline (``deadline_s`` from now) if that is sooner."""
     budget = objective_s * SHARE[priority]
-    if deadline_s is not None:
-        budget = min(budget, deadline_s)
-    return predicted_s <= budget
+    return budget if deadline_s is None else min(budget, deadline_s)
+
+
+def in_time(predicted_s: float | None, objective_s: float, priority: Priority, deadline_s: float | None = None) -> bool:
+    """Whether a request predicted to be answered in ``predicted_s`` is answered within its budget.
+    No prediction yet: in time."""
+    return predicted_s is None or predicted_s <= budget_s(objective_s, priority, deadline_s)
 
 
 @dataclass

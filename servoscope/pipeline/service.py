@@ -19,7 +19,7 @@ import numpy as np
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
-from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, in_time
+from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, budget_s, in_time
 from servoscope.pipeline.batcher import Batcher, Pending, RestartSink
 from servoscope.pipeline.cost import Backlog, CostModel, predict_s
 from servoscope.pipeline.decode import DecodeLimits
@@ -138,14 +138,14 @@ class ModelService:
         if self.pending == 0 or in_time(predicted, self.policy.objective_s, priority, deadline_s):
             return None
         assert predicted is not None
-        budget = self.policy.objective_s * SHARE[priority]
-        late_for = "its deadline" if deadline_s is not None and deadline_s < budget else "the latency objective"
+        budget = budget_s(self.policy.objective_s, priority, deadline_s)
+        by_deadline = budget == deadline_s
         return Overloaded(
-            f"model {self.name!r} would answer in {predicted * 1000:.0f} ms, past {late_for} "
-            f"({min(budget, deadline_s or budget) * 1000:.0f} ms for {priority.name.lower()} priority): "
-            f"{self.pending} requests are ahead",
+            f"model {self.name!r} would answer in {predicted * 1000:.0f} ms, past "
+            f"{'its deadline' if by_deadline else 'the latency objective'} ({budget * 1000:.0f} ms for "
+            f"{priority.name.lower()} priority): {self.pending} requests are ahead",
             retry_after_s=max(predicted - budget, self.cost.batch_time(1) or 0.0),
-            reason="deadline" if late_for == "its deadline" else "objective",
+            reason="deadline" if by_deadline else "objective",
         )
 
     @contextlib.contextmanager
