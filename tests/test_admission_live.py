@@ -144,14 +144,16 @@ def test_a_body_still_arriving_is_counted_in_ingest_not_in_the_model(
     host, port = server.url.removeprefix("http://").split(":")
     head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
 
-    def gauges() -> tuple[float | None, float | None]:
+    def gauges() -> tuple[float | None, float | None, int]:
+        """In ingest and pending by /metrics, and in ingest by /v1/stats."""
         with httpx.Client(base_url=server.url, timeout=10) as http:
-            text = http.get("/metrics").text
-        return metric_value(text, "servoscope_requests_ingesting"), metric_value(text, "servoscope_requests_pending", model=MODEL)
+            text, document = http.get("/metrics").text, http.get("/v1/stats").json()
+        ingesting = metric_value(text, "servoscope_requests_ingesting")
+        return ingesting, metric_value(text, "servoscope_requests_pending", model=MODEL), document["ingesting"]
 
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(head.encode() + body[:100])
-        wait_for(lambda: gauges() == (1.0, 0.0), "one request in ingest, none pending")
+        wait_for(lambda: gauges() == (1.0, 0.0, 1), "one request in ingest, none pending")
         sock.sendall(body[100:])
         assert int(sock.recv(64).split(b" ", 2)[1]) == 200
-    wait_for(lambda: gauges() == (0.0, 0.0), "nothing in ingest")
+    wait_for(lambda: gauges() == (0.0, 0.0, 0), "nothing in ingest")

@@ -90,7 +90,7 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     ))
     if state.settings.faults.active():
         telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
-    app.state.observability = Observability(telemetry, monitor, pipeline)
+    app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting)
     monitor.start()
     return monitor
 

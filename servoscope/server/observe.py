@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
@@ -26,6 +27,7 @@ class Observability:
     telemetry: Telemetry
     monitor: Monitor
     pipeline: Pipeline
+    ingesting: Callable[[], int] = lambda: 0  # requests whose bodies are still arriving
     _cached: tuple[float, StatsDocument, bytes] | None = None
 
     def stats(self) -> StatsDocument:
@@ -38,7 +40,7 @@ class Observability:
     def _computed(self) -> tuple[float, StatsDocument, bytes]:
         now = self.telemetry.clock.now()
         if self._cached is None or now - self._cached[0] > STATS_MAX_AGE_S:
-            doc = stats(self.telemetry, self.pipeline.gauges(), self.monitor.readings)
+            doc = stats(self.telemetry, self.pipeline.gauges(), self.monitor.readings, self.ingesting())
             self._cached = (now, doc, doc.model_dump_json().encode())
         return self._cached
 

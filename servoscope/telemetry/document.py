@@ -108,6 +108,7 @@ class StatsDocument(_Frozen):
     stages: tuple[str, ...]
     models: dict[str, ModelStats]
     preprocess: Preprocess
+    ingesting: int | None  # requests whose bodies are still arriving (no model's place); None: migrated
     event_loop_lag_s: dict[str, Summary | None]  # by window
     system_means: dict[str, SystemMeans]  # by window
     system: SystemReading | None  # the latest machine sample (None before the first)
@@ -173,9 +174,11 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     - ``system_means``: every mean ``None`` (not kept: readers take the latest ``system`` sample);
     - per model, ``queues.concurrency_limit``: ``None`` (before adaptive admission);
     - per window, ``delivery``: ``None`` (not measured); ``throughput.arrived_per_s``: 0 (not counted);
+    - ``ingesting``: ``None`` (before ingest was its own stage of admission);
     - ``drill_answered_by_clients``, which the drill runner once kept inside the document, is dropped.
     """
     doc = {k: v for k, v in raw.items() if k not in ("schema", "drill_answered_by_clients")}
+    doc.setdefault("ingesting", None)
     doc["schema_version"] = SCHEMA_VERSION
     windows = list(doc.get("windows_s") or {})
     doc.setdefault("windows_ago_s", {label: 0.0 for label in windows})

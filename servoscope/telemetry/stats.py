@@ -74,7 +74,7 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
     )
 
 
-def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> StatsDocument:
+def stats(t: Telemetry, gauges: Gauges, readings: Readings, ingesting: int = 0) -> StatsDocument:
     models = {
         name: ModelStats(
             queues=Queues(
@@ -99,6 +99,7 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings) -> StatsDocument:
         preprocess=Preprocess(
             queue=gauges.preprocess_queue, busy=gauges.preprocess_busy, workers=gauges.preprocess_workers
         ),
+        ingesting=ingesting,
         event_loop_lag_s={
             label: _summary(t, ("event_loop", "lag"), seconds, WINDOWS_AGO_S[label])
             for label, seconds in WINDOWS_S.items()
