@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from support import CLASSIFY, MODEL, TEST_SLO_P95_MS, Photo, ServerProcess, metric_sum, metric_value, wait_for
+from test_overload import classify_head
 
 RETRY_S = 0.05  # a misbehaving client: retries a 429 after 50 ms whatever Retry-After says
 MAX_TRIES = 400  # per request: bounds each client's loop
@@ -78,11 +79,11 @@ def slow_upload(server: ServerProcess, body: bytes, pieces: int, pause_s: float,
     """One classification whose body is sent in ``pieces``, ``pause_s`` apart (a slow uplink), starting
     after ``start_s``: its status."""
     host, port = server.url.removeprefix("http://").split(":")
-    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = classify_head(host, len(body))
     step = -(-len(body) // pieces)
     time.sleep(start_s)  # the client's own schedule
     with socket.create_connection((host, int(port)), timeout=60) as sock:
-        sock.sendall(head.encode())
+        sock.sendall(head)
         for at in range(0, len(body), step):
             time.sleep(pause_s)  # the client's own pace
             sock.sendall(body[at : at + step])
@@ -116,9 +117,9 @@ def test_a_body_below_the_minimum_rate_is_408_and_a_steady_one_is_served(
     408 well before its timeout; the same photo at ~100 KB/s is served."""
     body = photos["coffee"].jpeg
     host, port = rate_server.url.removeprefix("http://").split(":")
-    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = classify_head(host, len(body))
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head.encode())
+        sock.sendall(head)
         sock.settimeout(0.05)
         answer = b""
         for at in range(0, len(body), 20):  # bounded by the body's length
@@ -142,7 +143,7 @@ def test_a_body_still_arriving_is_counted_in_ingest_not_in_the_model(
     server = spawn_server("--models", MODEL)
     body = photos["coffee"].jpeg
     host, port = server.url.removeprefix("http://").split(":")
-    head = f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = classify_head(host, len(body))
 
     def gauges() -> tuple[float | None, float | None, int]:
         """In ingest and pending by /metrics, and in ingest by /v1/stats."""
@@ -152,7 +153,7 @@ def test_a_body_still_arriving_is_counted_in_ingest_not_in_the_model(
         return ingesting, metric_value(text, "servoscope_requests_pending", model=MODEL), document["ingesting"]
 
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(head.encode() + body[:100])
+        sock.sendall(head + body[:100])
         wait_for(lambda: gauges() == (1.0, 0.0, 1), "one request in ingest, none pending")
         sock.sendall(body[100:])
         assert int(sock.recv(64).split(b" ", 2)[1]) == 200
