@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from typing import Callable, Iterator
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 
 from servoscope.pipeline.batcher import Lanes, Pending
 from servoscope.stages import Timing
-from servoscope.server.door import inference_target
+from servoscope.server.door import LastRefusal, early_retry_hold_s, inference_target
 from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
@@ -187,6 +188,44 @@ def test_door_refusals_keep_the_connection_in_order(
     assert received.count(b"HTTP/1.1 429 ") == 3 and received.startswith(b"HTTP/1.1 429 "), received
     assert received.count(b"retry-after: 1") == 3
     assert [r.finish() for r in holders] == [200] * 10
+
+
+def test_the_same_request_sent_again_before_its_retry_after_is_refused_when_that_has_passed(
+    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+) -> None:
+    """A client that ignores Retry-After and sends the same request again on its connection is refused
+    again at the end of the wait it was told, and counted; another request on that connection, and the
+    same request on another connection, are refused at once."""
+    holders = [held("high") for _ in range(10)]
+    wait_pending(holding_server, 10)
+    body = photos["coffee"].jpeg
+    jpeg = {"headers": {"Content-Type": "image/jpeg"}}
+
+    def early_retries(client: httpx.Client) -> float:
+        return metric_sum(client.get("/metrics").text, "servoscope_early_retries_total")
+
+    with httpx.Client(base_url=holding_server.url, timeout=30) as a, httpx.Client(base_url=holding_server.url, timeout=30) as b:
+        first = a.post(CLASSIFY, content=body, **jpeg)
+        answered_s = time.perf_counter()
+        assert first.status_code == 429 and first.headers["retry-after"] == "1"
+        assert early_retries(b) == 0
+        again = a.post(CLASSIFY, content=body, **jpeg)  # at once: the client did not wait its second
+        assert again.status_code == 429 and time.perf_counter() - answered_s >= 0.5
+        assert early_retries(b) == 1
+        assert b.post(CLASSIFY, content=body, **jpeg).status_code == 429  # another connection
+        assert a.post(CLASSIFY, content=body[:-1], **jpeg).status_code == 429  # another request
+        assert early_retries(b) == 1
+    assert [r.finish() for r in holders] == [200] * 10
+
+
+def test_an_early_retry_is_held_for_the_rest_of_its_retry_after_at_most_a_second() -> None:
+    same, other = (b"/v1/models/m/classify", 1000), (b"/v1/models/m/classify", 999)
+    last = LastRefusal(same, retry_at_s=10.0)
+    assert early_retry_hold_s(last, same, now_s=9.75) == pytest.approx(0.25)
+    assert early_retry_hold_s(LastRefusal(same, retry_at_s=30.0), same, now_s=9.75) == 1.0  # at most a second
+    assert early_retry_hold_s(last, same, now_s=10.5) == 0.0  # it waited: refused at once
+    assert early_retry_hold_s(last, other, now_s=9.75) == 0.0  # another request
+    assert early_retry_hold_s(None, same, now_s=9.75) == 0.0  # the connection's first refusal
 
 
 def test_a_door_refusal_whose_body_never_ends_is_closed(

@@ -15,27 +15,66 @@ draining goes on to the app, which admits it again (the check is the same; a v2 
 count is known only from its body, and one image is the least it can hold). The door also counts
 every inference request for a served model on arrival — the demand, refused or not.
 
+A client that sends the same request again on the same connection before the ``Retry-After`` of
+its refusal has passed, and is refused again, gets that refusal at the end of the wait it was told
+(:func:`early_retry_hold_s`, one second at most), not at once. A client fleet that ignores
+``Retry-After`` and retries after a fixed 50 ms turns a few hundred waiting clients into thousands of
+refusals a second, whose event-loop time is taken from the requests being served; held, each such
+client costs one refusal per ``Retry-After``, as a client that honours it does. Clients that honour
+it, another request on the connection and another connection are refused at once, as before.
+
 The HTTP protocol (``server/run.py``) asks :meth:`Door.arrived` once per request.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
 from servoscope.pipeline.service import ModelService
-from servoscope.server.http import raw_error
+from servoscope.server.http import raw_error, retry_after
 from servoscope.server.state import ServerState
 from servoscope.stages import Stage, Timing
 
 Headers = list[tuple[bytes, bytes]]  # as the protocol parsed them: names in lower case
+MAX_EARLY_RETRY_HOLD_S = 1.0  # the longest a refusal of an early retry is held
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request refused at the door: the whole HTTP answer, what it asks of the client, and which
+    request it was (its path and body size: the same request sent again has the same)."""
+
+    answer: bytes
+    retry_after_s: int  # as written in the Retry-After header
+    model: str
+    signature: tuple[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class LastRefusal:
+    """What a connection was last refused: which request, and when its Retry-After ends (loop time)."""
+
+    signature: tuple[bytes, int]
+    retry_at_s: float
+
+
+def early_retry_hold_s(last: LastRefusal | None, signature: tuple[bytes, int], now_s: float) -> float:
+    """How long to hold the refusal of ``signature`` on a connection last refused ``last``: the rest
+    of the Retry-After it was told when it is the same request sent again before then (at most
+    ``MAX_EARLY_RETRY_HOLD_S``), else nothing."""
+    if last is None or last.signature != signature:
+        return 0.0
+    return min(max(0.0, last.retry_at_s - now_s), MAX_EARLY_RETRY_HOLD_S)
 
 
 class Door:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def arrived(self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool) -> bytes | None:
-        """A request's head has arrived: the whole HTTP answer when it is refused here, else None.
+    def arrived(self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool) -> Refused | None:
+        """A request's head has arrived: its refusal when it is refused here, else None.
         ``may_refuse`` is False while an earlier request on the connection is still being answered
         (answers must leave in order); the request is then counted only."""
         if method != b"POST":
@@ -45,7 +84,15 @@ class Door:
             return None
         self.state.observer.arrived(service.name)
         refused = self.refusal(service, headers) if may_refuse else None
-        return self.refuse(service, refused, keep_alive) if refused is not None else None
+        if refused is None:
+            return None
+        answer = self.refuse(service, refused, keep_alive)
+        signature = (url, int(header(headers, b"content-length") or 0))
+        return Refused(answer, retry_after(refused.retry_after_s or 0.0), service.name, signature)
+
+    def early_retry(self, model: str) -> None:
+        """A refusal is held: the same request came back before its Retry-After had passed."""
+        self.state.observer.early_retry(model)
 
     def served(self, path: str) -> ModelService | None:
         """The model an inference path names, while the service is up and serves it."""

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from servoscope.server import delivery
-from servoscope.server.door import Door
+from servoscope.server.door import Door, LastRefusal, early_retry_hold_s
 from servoscope.server.http import raw_error
 from servoscope.server.state import ServerState
 from servoscope.settings import Settings
@@ -84,7 +84,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     And it has a door (``server/door.py``): once a request's head is parsed, an inference request the
     model is certain to refuse is answered 429 there, its body discarded as it arrives, and no ASGI
-    task is started for it.
+    task is started for it. The refusal of a request sent again before its ``Retry-After`` had
+    passed is held until then (one second at most); another request on the connection, or the
+    server's shutdown, sends it at once, so answers still leave in order and none is lost.
     """
 
     head_timeout_s: float = 10.0
@@ -104,9 +106,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._discarded_bytes = 0  # of bodies answered before they arrived
         self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
         self._linger: asyncio.TimerHandle | None = None
+        self._last_refusal: LastRefusal | None = None  # the door's last refusal on this connection
+        self._held_answer: bytes | None = None  # a refusal of an early retry, not yet written
+        self._held: asyncio.TimerHandle | None = None  # … and when it will be
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._linger):
+        for timer in (self._head_timer, self._linger, self._held):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -121,6 +126,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._send_and_close(431, HEAD_TOO_LARGE)
 
     def on_message_begin(self) -> None:
+        self._release_held()  # a request follows the held refusal: answers leave in order
         super().on_message_begin()
         delivery.attach(self.scope, self._probe)
         self._head_bytes = self._unparsed_bytes = self._header_count = 0
@@ -155,14 +161,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _answered_at_door(self) -> bool:
         idle = self.cycle is None or self.cycle.response_complete  # else answers must wait their turn
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        answer = self.door.arrived(self.parser.get_method(), self.url, self.headers, idle, keep_alive)  # type: ignore[union-attr]
-        if answer is None:
+        refused = self.door.arrived(self.parser.get_method(), self.url, self.headers, idle, keep_alive)  # type: ignore[union-attr]
+        if refused is None:
             return False
         self._refused_at_door = True
         self._close_after_body = not keep_alive
-        self.transport.write(answer)
+        now_s = self.loop.time()
+        hold_s = early_retry_hold_s(self._last_refusal, refused.signature, now_s)
+        self._last_refusal = LastRefusal(refused.signature, now_s + hold_s + refused.retry_after_s)
+        if hold_s > 0:
+            self.door.early_retry(refused.model)  # type: ignore[union-attr]
+            self._held_answer = refused.answer
+            self._held = self.loop.call_later(hold_s, self._release_held)
+        else:
+            self.transport.write(refused.answer)
         self._start_linger()  # the body is discarded as it comes
         return True
+
+    def _release_held(self) -> None:
+        """Write the held refusal, if any: its wait is over, a request follows it, or the server stops."""
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
+        answer, self._held_answer = self._held_answer, None
+        if answer is None or self.transport.is_closing():
+            return
+        self.transport.write(answer)
+        if self._close_after_body and not self._refused_at_door:  # its body has ended already
+            self._close_after_body = False
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        self._release_held()
+        super().shutdown()
 
     def close_after_body(self, cycle: object) -> None:
         """Close the connection for ``cycle``: now if its request's body has all arrived, else once it
@@ -193,8 +224,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._linger.cancel()
             self._linger = None
         self._discarded_bytes = 0
-        if self._close_after_body:  # closed only now: unread bytes would have made the close a reset
-            self._close_after_body = False
+        if self._close_after_body and self._held_answer is None:  # closed only now: unread bytes would
+            self._close_after_body = False  # have made the close a reset (a held refusal closes once written)
             self.transport.close()
 
     def on_response_complete(self) -> None:

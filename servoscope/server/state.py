@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 
 class Observer(Protocol):
     """Where timing records go: told when an inference request arrives for a model (``arrived``),
+    when a refusal is held for a client that came back before its Retry-After (``early_retry``),
     when a request's handling begins, and once its answer is sent."""
 
     def arrived(self, model: str) -> None: ...
+
+    def early_retry(self, model: str) -> None: ...
 
     def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None: ...
 
@@ -38,6 +41,9 @@ class Observer(Protocol):
 
 class NoObserver:
     def arrived(self, model: str) -> None:
+        pass
+
+    def early_retry(self, model: str) -> None:
         pass
 
     def begin(self, timing: Timing, name: str, headers: Mapping[str, str]) -> None:

@@ -49,6 +49,10 @@ class Metrics:
             "servoscope_refused", "Requests refused or dropped by the service itself (429/503/504), by reason.",
             ["model", "reason"], registry=r,
         )
+        self.early_retries = Counter(
+            "servoscope_early_retries", "Refusals of a request sent again on its connection before its Retry-After "
+            "had passed: answered at the end of that wait (one second at most), not at once.", ["model"], registry=r,
+        )
         self.batch_size = Histogram(
             "servoscope_batch_size", "Requests per inference batch.", ["model"], buckets=BATCH_BUCKETS, registry=r
         )

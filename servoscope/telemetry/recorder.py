@@ -70,6 +70,13 @@ class Telemetry:
         except Exception:  # noqa: BLE001 — telemetry boundary
             self._guarded_failure("arrived")
 
+    def early_retry(self, model: str) -> None:
+        """The door holds a refusal: the same request came back before its Retry-After had passed."""
+        try:
+            self.metrics.early_retries.labels(model).inc()
+        except Exception:  # noqa: BLE001 — telemetry boundary
+            self._guarded_failure("early_retry")
+
     def record(self, timing: Timing) -> None:
         """A request was answered (the RecordSink)."""
         try:
