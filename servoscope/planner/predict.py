@@ -23,7 +23,7 @@ from servoscope.planner.summary import summarize
 from servoscope.planner.words import batching
 
 REQUESTS = 20_000
-MAX_RATE_STEPS = 12  # bisection steps of max_rate: the rate to 0.02% of saturation
+MAX_RATE_STEPS = 9  # bisection steps of max_rate: the rate to 0.2% of saturation
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from servoscope.resources import available_cores
 Say = Callable[[str], None]
 TRIAL_SHARE = 0.15  # default budget: 15% of the grid's points
 IMAGE_SLOTS = 20
+PREDICT_REQUESTS = 6_000  # per simulated point: ~0.3 s of CPU per configuration for its highest rate
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Prepared:
     profile: pf.Profile
     predicted: dict[Knobs, float]
     profiling_s: float  # seconds spent measuring the profile (0 when given)
+    predicting_s: float  # seconds spent simulating every point
 
 
 def default_space(cores: int) -> dict[str, str]:
@@ -97,7 +99,7 @@ def predictions(profile: pf.Profile, space: Space, slo_p95_ms: float, say: Say) 
     """Each point's predicted highest objective-meeting rate (0: none meets it)."""
     out = {}
     for knobs in space.points():
-        best = predict.max_rate(profile, knobs, slo_p95_ms, requests=8_000)
+        best = predict.max_rate(profile, knobs, slo_p95_ms, requests=PREDICT_REQUESTS)
         out[knobs] = best.arrival_rate_per_s if best else 0.0
     top = max(out, key=lambda k: out[k])
     say(f"predicted: {len(out)} configurations; best {out[top]:.1f} req/s at {top.describe()}")
@@ -115,7 +117,9 @@ def prepare(
     else:
         measured = profile_space(entry, space, mix, mix_text, profile_seconds, say)
         spent = time.monotonic() - started
-    return Prepared(measured, predictions(measured, space, slo_p95_ms, say), spent)
+    started = time.monotonic()
+    predicted = predictions(measured, space, slo_p95_ms, say)
+    return Prepared(measured, predicted, spent, time.monotonic() - started)
 
 
 def images(mix: Mix) -> tuple[bytes, ...]:
@@ -143,9 +147,11 @@ def trial_line(trial: Trial, why: str) -> str:
     return f"  [{why}] {trial.knobs.describe()}: {got} (predicted {trial.predicted_per_s:.1f}; {o.measuring_s:.0f} s)"
 
 
-def report_lines(search: Search, grid: int, profiling_s: float, slo_p95_ms: float) -> list[str]:
-    lines = [f"measured {len(search.trials)} of {grid} configurations ({search.stopped}); "
-             f"measuring time {search.measuring_s + profiling_s:.0f} s ({profiling_s:.0f} s of it profiling)"]  # fmt: skip
+def report_lines(search: Search, grid: int, prepared: Prepared, slo_p95_ms: float) -> list[str]:
+    spent = search.measuring_s + prepared.profiling_s + prepared.predicting_s
+    lines = [f"measured {len(search.trials)} of {grid} configurations ({search.stopped}); {spent:.0f} s in all: "
+             f"{prepared.profiling_s:.0f} s profiling, {prepared.predicting_s:.0f} s predicting, "
+             f"{search.measuring_s:.0f} s measuring"]  # fmt: skip
     lines.append("Pareto front (throughput against P95, of every window measured):")
     for rate, p95, knobs in pareto([(t.knobs, t.outcome) for t in search.trials]):
         mark = "" if p95 <= slo_p95_ms else "  (misses the objective)"
@@ -211,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
             space, prepared.predicted, calibrated_measure(target, windows, say), max_trials,
             say=lambda trial, why: say(trial_line(trial, why)),
         )  # fmt: skip
-    print("\n".join(report_lines(search, grid, prepared.profiling_s, slo_p95_ms)))
+    print("\n".join(report_lines(search, grid, prepared, slo_p95_ms)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(search_json(search, prepared, grid), indent=1) + "\n")
@@ -230,6 +236,6 @@ def search_json(search: Search, prepared: Prepared, grid: int) -> dict[str, Any]
 
     return {
         "grid": grid, "trials": [trial(t) for t in search.trials], "stopped": search.stopped,
-        "profiling_s": prepared.profiling_s, "measuring_s": search.measuring_s + prepared.profiling_s,
+        "profiling_s": prepared.profiling_s, "predicting_s": prepared.predicting_s, "measuring_s": search.measuring_s,
         "best": trial(search.best) if search.best else None,
     }  # fmt: skip
