@@ -69,7 +69,7 @@ def profile_replica(repository: Path, images: list[bytes], seconds: float, say: 
     mix = Mix(tuple(MixImage(b, "image/jpeg", "drill.jpeg") for b in images), tuple(1 / len(images) for _ in images),
               "the drill's images")  # fmt: skip
     samples = asyncio.run(measure.measure_pipeline(measure.build(entry, spec), spec, mix, seconds, 0, say))
-    family = measure.family(spec, samples)
+    family = measure.family(spec, samples, measure.size_classes(mix))
     service = from_family(family, measure.pf.Overheads(), batching.max_batch_size)
     config = SimConfig(spec.preprocess_workers, spec.instances, family.batching)
     return planner.Replica(service, config, (1.0,), spec.intra_op_threads)

@@ -88,7 +88,7 @@ def profile_space(entry: ModelEntry, space: Space, mix: Mix, mix_text: str, seco
         spec = measure.Spec(n, t, workers, largest, 0.0)
         say(f"profile: {n} instance(s) x {t} thread(s), {seconds:g} s")
         samples = asyncio.run(measure.measure_pipeline(measure.build(entry, spec), spec, mix, seconds, 0, say))
-        out.append(measure.family(spec, samples))
+        out.append(measure.family(spec, samples, measure.size_classes(mix)))
     return pf.Profile(
         schema=pf.SCHEMA, version=pf.VERSION, model=entry.name, created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         machine=pf.this_machine(), families=out, mix=words.mix_classes(mix_text),
