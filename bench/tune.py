@@ -3,12 +3,12 @@
 Both measure with the same code (servoscope.planner.trial.measure_config: a server restarted per
 configuration, the same ladder of open-loop windows, each ladder starting at the planner's
 prediction corrected by the bias measured so far). The grid measures every point; the tuner runs
-its coordinate search with a budget of 15% of the grid's points, and its measuring time includes
-the profile it measures first and the planner's predictions (CPU time of the simulations). Target: the tuner's best objective-meeting throughput within 5% of
-the grid's, in ≤ 15% of the grid's measuring time.
+its coordinate search with a budget of 15% of the grid's points, and its time includes the profile
+it measures first and the planner's predictions (the simulations). Target: the tuner's best
+objective-meeting throughput within 5% of the grid's, in ≤ 15% of the grid's measuring time.
 
     python bench/tune.py --smoke       # a 4-point grid, short windows: ~1–2 min (proves the plumbing, not the ratio)
-    python bench/tune.py               # 48 points (3 batch sizes × 2 delays × 2 × 2 × 2): long; run on a quiet machine
+    python bench/tune.py               # 48 points (3 batch sizes × 2 delays × 2 × 2 × 2): long; a quiet machine
 
 Figures to stdout and bench/results/tune.json.
 """
@@ -93,7 +93,8 @@ def main() -> int:
         print(line)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "tune.json"
-    out.write_text(json.dumps({"smoke": smoke, "space": values, "windows": windows.__dict__, **figures}, indent=1) + "\n")
+    document = {"smoke": smoke, "space": values, "windows": windows.__dict__, **figures}
+    out.write_text(json.dumps(document, indent=1) + "\n")
     progress(f"figures: {out}")
     return 0
 
@@ -109,7 +110,8 @@ def compare(tuned: Search, exhaustive: Search, prepared: tune.Prepared, tuner_wa
         "grid_best_per_s": grid_best, "tuner_best_per_s": tuner_best,
         "throughput_ratio": tuner_best / grid_best if grid_best else math.nan,
         "grid_measuring_s": exhaustive.measuring_s, "tuner_measuring_s": tuner_s, "tuner_wall_s": tuner_wall_s,
-        "profiling_s": profiling_s, "predicting_s": prepared.predicting_s, "time_ratio": tuner_s / exhaustive.measuring_s,
+        "profiling_s": profiling_s, "predicting_s": prepared.predicting_s,
+        "time_ratio": tuner_s / exhaustive.measuring_s,
         "grid_best": exhaustive.best.knobs.to_json() if exhaustive.best else None,
         "tuner_best": tuned.best.knobs.to_json() if tuned.best else None,
     }  # fmt: skip
@@ -117,10 +119,16 @@ def compare(tuned: Search, exhaustive: Search, prepared: tune.Prepared, tuner_wa
 
 def lines(f: dict[str, Any]) -> list[str]:
     return [
-        f"grid:  {f['grid_points']} points, best {f['grid_best_per_s']:.1f} req/s, measuring {f['grid_measuring_s']:.0f} s",
-        f"tuner: {f['tuner_trials']} measured, best {f['tuner_best_per_s']:.1f} req/s, measuring {f['tuner_measuring_s']:.0f} s "
-        f"({f['profiling_s']:.0f} s of it profiling, {f['predicting_s']:.0f} s predicting)",
-        f"tuner / grid: throughput ×{f['throughput_ratio']:.3f} (target ≥ 0.95), time ×{f['time_ratio']:.3f} (target ≤ 0.15)",
+        (
+            f"grid:  {f['grid_points']} points, best {f['grid_best_per_s']:.1f} req/s, "
+            f"measuring {f['grid_measuring_s']:.0f} s"
+        ),
+        (
+            f"tuner: {f['tuner_trials']} measured, best {f['tuner_best_per_s']:.1f} req/s, "
+            f"measuring {f['tuner_measuring_s']:.0f} s "
+            f"({f['profiling_s']:.0f} s of it profiling, {f['predicting_s']:.0f} s predicting)"
+        ),
+        f"tuner / grid: throughput ×{f['throughput_ratio']:.3f} (≥ 0.95), time ×{f['time_ratio']:.3f} (≤ 0.15)",
     ]
 
 

@@ -11,8 +11,9 @@ even the tenth-percentile draw's P95 grows ≥ ``TARGET_RATIO`` (×1.6, a margin
 counts as the incident); the drill sends that share of the closed-loop capacity it measures over
 HTTP. In an 8-second window that share sits near 0.9 of saturation: +15% then crosses saturation
 itself and the queue grows for the whole window, as in the incident (P95 200 → 800 ms); from the
-steady-state knee (~0.75), +15% gives ×1.3–1.7 in the long run, but less within 8 seconds. A knee estimated from a noisy few-second open-loop sweep put +15% before the cliff in some
-runs and past it in others; the simulation has no such noise.
+steady-state knee (~0.75), +15% gives ×1.3–1.7 in the long run, but less within 8 seconds. A knee
+estimated from a noisy few-second open-loop sweep put +15% before the cliff in some runs and past it
+in others; the simulation has no such noise.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ class Knobs:
     def describe(self) -> str:
         return (
             f"batch ≤ {self.max_batch_size}, delay {self.max_queue_delay_ms:g} ms, "
-            f"{self.instances}x{self.intra_op_threads} (instances x threads), {self.preprocess_workers} preprocess workers"
+            f"{self.instances}x{self.intra_op_threads} (instances x threads), "
+            f"{self.preprocess_workers} preprocess workers"
         )
 
     def flags(self) -> tuple[str, ...]:

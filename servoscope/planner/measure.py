@@ -167,7 +167,7 @@ def size_classes(mix: Mix) -> dict[str, set[int]]:
 def family(spec: Spec, samples: Samples, classes: dict[str, set[int]]) -> pf.Family:
     """The profile family of ``spec`` from the cost model's kept samples; ``classes``: size_classes(mix)."""
     kept = samples.cost
-    preprocess = {name: [x for p in sorted(pixels) for x in kept.preprocess.get(p, [])] for name, pixels in classes.items()}
+    preprocess = {name: [x for p in sorted(ps) for x in kept.preprocess.get(p, [])] for name, ps in classes.items()}
     missing = sorted(name for name, values in preprocess.items() if not values)
     if missing:
         raise ValueError(f"no request of the image-size classes {missing} was answered while profiling")

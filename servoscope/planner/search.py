@@ -40,7 +40,8 @@ class Space:
             raise ValueError(f"not a tuned setting: {', '.join(unknown)}; the settings are {', '.join(NAMES)}")
 
     def points(self) -> list[Knobs]:
-        return [Knobs(*combo) for combo in itertools.product(*(self.values[n] for n in NAMES))]  # type: ignore[arg-type]
+        combos = itertools.product(*(self.values[n] for n in NAMES))
+        return [Knobs(*combo) for combo in combos]  # type: ignore[arg-type]
 
     def neighbours(self, at: Knobs) -> list[tuple[str, Knobs]]:
         """(the knob changed, the point) one step along one knob from ``at``."""

@@ -104,9 +104,10 @@ def measure_config(target: Target, knobs: Knobs, start_rate: float, windows: Win
 
 
 def _outcome(history: list[tuple[float, bool]], summaries: list[Summary], measuring_s: float) -> Outcome:
-    points = tuple((rate, s.p95_ms) for (rate, _), s in zip(history, summaries))
-    met = [(rate, s) for (rate, ok), s in zip(history, summaries) if ok]
+    points = tuple((rate, s.p95_ms) for (rate, _), s in zip(history, summaries, strict=True))
+    met = [(rate, s) for (rate, ok), s in zip(history, summaries, strict=True) if ok]
     best_rate, best = max(met, key=lambda m: m[0]) if met else (0.0, None)
-    above = [s for (rate, _), s in zip(history, summaries) if rate > best_rate]  # where the objective broke
+    # where the objective broke: the lowest window above the best one that met it
+    above = [s for (rate, _), s in zip(history, summaries, strict=True) if rate > best_rate]
     stage_at = min(above, key=lambda s: s.p95_ms) if above else summaries[-1]
     return Outcome(best_rate, best.p95_ms if best else math.nan, points, limiting_stage(stage_at), measuring_s)

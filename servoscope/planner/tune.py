@@ -67,7 +67,8 @@ def parse_space(texts: dict[str, str]) -> Space:
         try:
             parsed = tuple(float(x) if name == "max_queue_delay_ms" else int(x) for x in texts[name].split(","))
         except ValueError:
-            raise ValueError(f"--{name.replace('_', '-')} is a comma-separated list of numbers, got {texts[name]!r}")
+            flag = f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} is a comma-separated list of numbers, got {texts[name]!r}") from None
         values[name] = tuple(sorted(set(parsed)))
     space = Space(values)
     for point in space.points()[:1]:
@@ -149,9 +150,13 @@ def trial_line(trial: Trial, why: str) -> str:
 
 def report_lines(search: Search, grid: int, prepared: Prepared, slo_p95_ms: float) -> list[str]:
     spent = search.measuring_s + prepared.profiling_s + prepared.predicting_s
-    lines = [f"measured {len(search.trials)} of {grid} configurations ({search.stopped}); {spent:.0f} s in all: "
-             f"{prepared.profiling_s:.0f} s profiling, {prepared.predicting_s:.0f} s predicting, "
-             f"{search.measuring_s:.0f} s measuring"]  # fmt: skip
+    lines = [
+        (
+            f"measured {len(search.trials)} of {grid} configurations ({search.stopped}); {spent:.0f} s in all: "
+            f"{prepared.profiling_s:.0f} s profiling, {prepared.predicting_s:.0f} s predicting, "
+            f"{search.measuring_s:.0f} s measuring"
+        )
+    ]
     lines.append("Pareto front (throughput against P95, of every window measured):")
     for rate, p95, knobs in pareto([(t.knobs, t.outcome) for t in search.trials]):
         mark = "" if p95 <= slo_p95_ms else "  (misses the objective)"
