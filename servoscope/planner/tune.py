@@ -167,9 +167,25 @@ def report_lines(search: Search, grid: int, prepared: Prepared, slo_p95_ms: floa
         return lines
     lines.append(f"best: {best.outcome.rate_per_s:.1f} req/s at P95 {best.outcome.p95_ms:.1f} ms ≤ {slo_p95_ms:g} ms")
     lines.append(f"limiting stage past it: {best.outcome.limiting_stage}")
+    lines.append(predicted_line(prepared.profile, best))
     lines.append("settings for config.toml (servoscope serve --config):")
     lines += ["  " + line for line in best.knobs.toml().strip().splitlines() if line]
     return lines
+
+
+UNMEASURED_LOADS = (0.5, 0.75, 1.1, 1.25)  # × the best measured rate
+
+
+def predicted_line(profile: pf.Profile, best: Trial) -> str:
+    """The planner at loads not measured, for the best configuration: its rates scaled by the bias
+    measured there (measured / predicted objective-meeting rate)."""
+    bias = best.outcome.rate_per_s / best.predicted_per_s if best.predicted_per_s > 0 else 1.0
+    parts = []
+    for share in UNMEASURED_LOADS:
+        rate = share * best.outcome.rate_per_s
+        p = predict.predict(profile, best.knobs, rate / bias)
+        parts.append(f"{rate:.1f} req/s → P95 {p.p95_ms:.0f} ms")
+    return f"predicted there at loads not measured (the planner × its measured bias {bias:.2f}): " + "; ".join(parts)
 
 
 def add_parser(subparsers: Any) -> None:
