@@ -79,3 +79,17 @@ def test_a_short_real_tune_run(model_repository: Path, tmp_path: Path, capsys: p
     printed = capsys.readouterr().out
     assert "Pareto front" in printed and "[model_overrides]" in printed and "at loads not measured" in printed
     assert load_settings(config).model_overrides.max_batch_size == best["knobs"]["max_batch_size"]
+
+
+def test_a_space_or_profile_tune_cannot_use_is_refused_before_any_server_starts(
+    model_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo = ["--model-repository", str(model_repository)]
+    assert main(["tune", *repo, "--instances", "1,two"]) == 2
+    assert "--instances is a comma-separated list of numbers, got '1,two'" in capsys.readouterr().err
+    assert main(["tune", *repo, "--max-batch-size", "0"]) == 2
+    assert "max_batch_size must be >= 1, got 0" in capsys.readouterr().err
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(profile_dict()))  # one family: 1 instance x 2 threads
+    assert main(["tune", *repo, "--profile", str(profile), "--instances", "2", "--intra-op-threads", "2"]) == 2
+    assert "no family with instances=2 and intra_op_threads=2" in capsys.readouterr().err

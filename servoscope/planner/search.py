@@ -38,6 +38,8 @@ class Space:
         unknown = sorted(set(self.values) - set(NAMES))
         if unknown:
             raise ValueError(f"not a tuned setting: {', '.join(unknown)}; the settings are {', '.join(NAMES)}")
+        for pick in (min, max):  # every value within its bounds (Knobs checks them)
+            Knobs(*(pick(self.values[n]) for n in NAMES))  # type: ignore[arg-type]
 
     def points(self) -> list[Knobs]:
         combos = itertools.product(*(self.values[n] for n in NAMES))
