@@ -94,7 +94,7 @@ def profile_replica(config: Config, images: list[bytes], seconds: float) -> plan
         tuple(MixImage(b, "image/jpeg", "small.jpeg") for b in images), tuple(1 / len(images) for _ in images), "small"
     )
     samples = asyncio.run(measure.measure_pipeline(measure.build(entry, spec), spec, mix, seconds, 0, progress))
-    family = measure.family(spec, samples)
+    family = measure.family(spec, samples, measure.size_classes(mix))
     service = from_family(family, pf.Overheads(), config.max_batch_size)
     return plan.Replica(
         service, SimConfig(spec.preprocess_workers, spec.instances, family.batching), (1.0,), spec.intra_op_threads

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from servoscope.pipeline.admission import AdmissionPolicy, Priority, in_time
-from servoscope.pipeline.cost import Backlog, CostModel, predict_s, size_class
+from servoscope.pipeline.cost import Backlog, CostModel, Kept, predict_s, size_class
 
 
 def learned(batch_s: dict[int, float], preprocess_s: float = 0.002, postprocess_s: float = 0.001) -> CostModel:
@@ -79,3 +79,15 @@ def test_admission_policy_is_validated() -> None:
         AdmissionPolicy("fifo")
     with pytest.raises(ValueError, match="objective_s > 0"):
         AdmissionPolicy("time", 10, 0.0)
+
+
+def test_kept_samples_are_the_learned_ones_by_the_same_keys_and_bounded() -> None:
+    cost = CostModel(kept=Kept(limit=50))
+    for i in range(200):
+        cost.learn({"preprocess": 0.002, "inference": 0.010 + i / 1e5, "postprocess": 0.001}, 4, 20_000, 320 * 240)
+    cost.learn({"inference": 0.030}, 8, 0)  # no image: no preprocess sample
+    kept = cost.kept
+    assert kept is not None
+    assert set(kept.inference) == {4, 8} and set(kept.postprocess) == {4} and set(kept.preprocess) == {320 * 240}
+    assert len(kept.inference[4]) == 50 and max(kept.inference[4]) > 0.0105  # a sample of all 200, not the first 50
+    assert cost.batch_time(4) == pytest.approx(sum(0.010 + i / 1e5 for i in range(200)) / 200, rel=0.1)

@@ -69,7 +69,8 @@ def profiled(model_repository: Path, mix: Mix, http: dict[str, Any]) -> plan.Rep
     """The planner's own path: a profile of the fake pipeline (in process), HTTP overheads from the run."""
     _, pipeline = fake_pipeline(0, model_repository, BASE_S, PER_IMAGE_S, MAX_BATCH, DELAY_S)
     spec = measure.Spec(1, 1, 1, MAX_BATCH, DELAY_S)
-    family = measure.family(spec, asyncio.run(measure.measure_pipeline(pipeline, spec, mix, PROFILE_S, 0, print)))
+    samples = asyncio.run(measure.measure_pipeline(pipeline, spec, mix, PROFILE_S, 0, print))
+    family = measure.family(spec, samples, measure.size_classes(mix))
     overheads = Overheads(ingest=[http["ingest"]["mean"] / 1000], respond=[http["respond"]["mean"] / 1000])
     return plan.Replica(service.from_family(family, overheads, MAX_BATCH), SimConfig(1, 1, family.batching), (1.0,))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +14,8 @@ from servoscope.drills import neighbours as nb
 from servoscope.drills.report import model_window, write_report
 from servoscope.drills.scenarios import Context, Scenario
 from servoscope.drills.service import running
-from servoscope.drills.traffic import measure_capacity, mixed_images, with_knee_curve
+from servoscope.drills.placement import Placement, place, profile_replica
+from servoscope.drills.traffic import measure_capacity, mixed_images
 from servoscope.drills.window import measure
 from servoscope.models.prepare import DEFAULT_MODEL
 
@@ -27,12 +28,13 @@ class Form:
     capacity_concurrencies: tuple[int, ...]
     capacity_step_s: float
     window_s: float
+    profile_s: float  # the planner's profile, for a placed baseline
 
     @classmethod
     def of(cls, short: bool) -> Form:
         if short:
-            return cls("short", (1, 4, 16), 1.5, 8.0)
-        return cls("full", (1, 2, 4, 8, 16, 32), 5.0, 90.0)
+            return cls("short", (1, 4, 16), 1.5, 8.0, 4.0)
+        return cls("full", (1, 2, 4, 8, 16, 32), 5.0, 90.0, 20.0)
 
 
 Progress = Callable[[str], None]
@@ -47,13 +49,12 @@ def run_drill(scenario: Scenario, repository: Path, out_dir: Path, short: bool, 
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     say(f"drill {scenario.name} ({form.name}): {scenario.changes}")
+    images = mixed_images(scenario.mix)
+    placement = placed(repository, images, form, say) if scenario.placed else None
     with running(repository, scenario.baseline_flags, out_dir / "service-capacity.log") as service:
-        images = mixed_images(scenario.mix)
         capacity = measure_capacity(service.endpoint, images, form.capacity_concurrencies, form.capacity_step_s)
-        if scenario.at_knee:
-            capacity = with_knee_curve(capacity, service.endpoint, images, form.capacity_step_s)
-            curve = ", ".join(f"{p['rate_per_s']:.0f}/s→{p['p95_ms']:.0f}" for p in capacity.curve)
-            say(f"  open-loop P95 (ms) by offered rate: {curve}")
+    if placement is not None:
+        capacity = replace(capacity, placed_rps=placement.fraction * capacity.max_rps, placement=placement.to_json())
     say(f"  capacity {capacity.max_rps:.1f} req/s; knee {capacity.knee_rps:.1f} req/s")
     traffic = scenario.baseline_traffic(capacity, form.window_s)
     with running(repository, scenario.baseline_flags, out_dir / "service-baseline.log") as service:
@@ -72,6 +73,18 @@ def run_drill(scenario: Scenario, repository: Path, out_dir: Path, short: bool, 
     report = write_report(scenario, change, capacity, baseline, degraded, restored, out_dir, form.name, time.monotonic() - started)
     say(f"  report: {out_dir / 'report.md'} ({report['elapsed_s']:.0f} s)")
     return report
+
+
+def placed(repository: Path, images: list[bytes], form: Form, say: Progress) -> Placement:
+    """The planner's baseline for the service's default configuration, profiled here and now."""
+    replica = profile_replica(repository, images, form.profile_s, lambda _: None)
+    placement = place(replica, form.window_s)
+    say(
+        f"  planner: saturation {placement.saturation_per_s:.1f} req/s in process, knee at "
+        f"{placement.knee_fraction:.2f}; baseline at {placement.fraction:.2f} of saturation "
+        f"(window P95 {placement.p95_ms[0]:.0f} → {placement.p95_ms[1]:.0f} ms at +15%)"
+    )
+    return placement
 
 
 def restore(repository: Path, scenario: Scenario, out_dir: Path, neighbour_pids: list[int]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ should show it. Rates come from a measured capacity run, so each drill means the
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -61,10 +62,10 @@ class Scenario:
     baseline_flags: tuple[str, ...] = BASELINE_FLAGS
     slow_share: float = 0.0
     slow_top_k: int = 5
-    at_knee: bool = False  # baseline at the knee of the open-loop latency curve (measured), not a share
+    placed: bool = False  # baseline placed by the planner (drills/placement.py), not a fixed share
 
     def baseline_traffic(self, capacity: Capacity, window_s: float) -> Traffic:
-        rate = capacity.knee_rps if self.at_knee else max(1.0, self.load_fraction * capacity.max_rps)
+        rate = capacity.placed_rps if self.placed else max(1.0, self.load_fraction * capacity.max_rps)
         # a slow mix (phone photos) gets a longer window: the doctor needs enough answers in each
         window_s = max(window_s, min(MIN_WINDOW_REQUESTS / rate, MAX_STRETCHED_WINDOW_S))
         return Traffic(self.mix, rate, window_s, slow_share=self.slow_share, slow_top_k=self.slow_top_k)
@@ -72,9 +73,11 @@ class Scenario:
 
 def _growth(ctx: Context) -> Degradation:
     t = dataclasses.replace(ctx.baseline, rate_per_s=ctx.baseline.rate_per_s * 1.15)
+    placed = ctx.capacity.placement or {}
     return Degradation(
-        f"request rate +15% from a baseline at the knee of the latency curve ({ctx.capacity.knee_rps:.1f} req/s; "
-        f"closed-loop capacity {ctx.capacity.max_rps:.1f})",
+        f"request rate +15% from a baseline the planner placed at {placed.get('fraction', math.nan):.2f} of "
+        f"saturation, where +15% crosses the knee ({placed.get('knee_fraction', math.nan):.2f}; closed-loop "
+        f"capacity {ctx.capacity.max_rps:.1f} req/s)",
         "rate_per_s", f"{ctx.baseline.rate_per_s:.1f}", f"{t.rate_per_s:.1f}", traffic=t,
     )
 
@@ -149,9 +152,9 @@ def _slow_clients(ctx: Context) -> Degradation:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("traffic-growth", "request rate +15% from a baseline at the knee of the measured open-loop latency curve",
+        Scenario("traffic-growth", "request rate +15% from a baseline the planner places so that +15% crosses the knee",
                  "total", "queues form everywhere once the rate nears capacity: total (and the queues) rise",
-                 _growth, at_knee=True),
+                 _growth, placed=True),
         Scenario("image-drift", "upload mix shifts from 320×240 thumbnails to 30% phone photos (4032×3024)",
                  "preprocess", "decoding a 12 MP JPEG costs far more than a thumbnail: preprocess (then queue) rise",
                  _drift, load_fraction=0.4),

@@ -1,11 +1,10 @@
 """The drills' traffic: an image mix at a rate, open loop (Poisson, fixed seed, so both windows
 get the same schedule), optionally a share of slow-reading clients; and the capacity run
-(closed loop over a few concurrencies) that the rates and the knee are derived from."""
+(closed loop over a few concurrencies) that the rates are derived from."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
@@ -96,12 +95,13 @@ class Capacity:
     knee_rps: float  # throughput where adding clients stopped paying (≥ 90% of the maximum)
     knee_concurrency: int
     points: tuple[dict[str, float], ...]  # per concurrency: throughput and latency
-    curve: tuple[dict[str, float], ...] = ()  # open loop, per offered rate: P50/P95 (when measured)
+    placed_rps: float = 0.0  # the baseline the planner placed (drills/placement.py), when it did
+    placement: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "max_rps": self.max_rps, "knee_rps": self.knee_rps, "knee_concurrency": self.knee_concurrency,
-            "points": list(self.points), "open_loop_curve": list(self.curve),
+            "points": list(self.points), "placed_rps": self.placed_rps, "placement": self.placement,
         }
 
 
@@ -122,36 +122,6 @@ def measure_capacity(endpoint: Endpoint, images: list[bytes], concurrencies: tup
         points.append({"concurrency": float(c), "throughput_rps": s.throughput_rps, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms})
     knee_rps, knee_c = knee(points)
     return Capacity(max(p["throughput_rps"] for p in points), knee_rps, knee_c, tuple(points))
-
-
-KNEE_FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
-KNEE_P95_FACTOR = 2.0  # the knee: the last rate whose P95 is within this factor of the lightest load's
-
-
-def latency_curve(endpoint: Endpoint, images: list[bytes], max_rps: float, step_s: float) -> list[dict[str, float]]:
-    """Open-loop P50/P95 at rising shares of the closed-loop capacity, stopping past the knee."""
-    requests = requests_for(endpoint, images, 5)
-    points: list[dict[str, float]] = []
-    for fraction in KNEE_FRACTIONS:
-        rate = max(1.0, fraction * max_rps)
-        s = summarize(run(open_loop(endpoint, requests, poisson_arrivals(rate, step_s, SEED), timeout_s=REQUEST_TIMEOUT_S)))
-        points.append({"rate_per_s": rate, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "errors": float(s.errors)})
-        if s.errors or s.p95_ms > 3 * KNEE_P95_FACTOR * points[0]["p95_ms"]:
-            break  # well past the knee: more would only build a backlog
-    return points
-
-
-def knee_of_curve(points: list[dict[str, float]]) -> float:
-    """The highest offered rate whose P95 stays within KNEE_P95_FACTOR of the lightest load's:
-    past it, queueing takes over and P95 climbs steeply."""
-    floor = points[0]["p95_ms"]
-    within = [p["rate_per_s"] for p in points if p["p95_ms"] <= KNEE_P95_FACTOR * floor and not p["errors"]]
-    return max(within) if within else points[0]["rate_per_s"]
-
-
-def with_knee_curve(capacity: Capacity, endpoint: Endpoint, images: list[bytes], step_s: float) -> Capacity:
-    curve = latency_curve(endpoint, images, capacity.max_rps, step_s)
-    return dataclasses.replace(capacity, knee_rps=knee_of_curve(curve), curve=tuple(curve))
 
 
 # ------------------------------------------------------------------ one window

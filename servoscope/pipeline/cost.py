@@ -14,12 +14,16 @@ the model knows nothing (``None``): admission then admits (it cannot predict a m
 :func:`predict_s` is the prediction itself, a pure function: the work ahead of a request divided over
 the instances at the measured time per batch, plus the request's own service. Admission uses it to
 refuse what cannot be answered in time; the capacity planner simulates the same numbers.
+
+With :class:`Kept` attached, the model also keeps the samples behind its means (bounded, by the same
+keys): ``servoscope profile`` reads its distributions from there rather than timing the stages again.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import random
 from dataclasses import dataclass, field
 
 # Upload-size classes (bytes): a thumbnail, a web image, a camera image, a phone photo, larger.
@@ -44,15 +48,42 @@ class Mean:
 
 
 @dataclass
+class Kept:
+    """The samples behind the means, seconds, for a profile: ``inference`` and ``postprocess`` by batch
+    size, ``preprocess`` by the image's pixels (the record's ``input_pixels``: exact, where the
+    upload-size class is coarse). At most ``limit`` per key, a uniform sample of all (reservoir)."""
+
+    limit: int = 20_000
+    inference: dict[int, list[float]] = field(default_factory=dict)
+    postprocess: dict[int, list[float]] = field(default_factory=dict)
+    preprocess: dict[int, list[float]] = field(default_factory=dict)
+    _seen: dict[tuple[str, int], int] = field(default_factory=dict)
+    _rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def add(self, stage: str, key: int, seconds: float) -> None:
+        table: dict[int, list[float]] = getattr(self, stage)
+        values = table.setdefault(key, [])
+        seen = self._seen[stage, key] = self._seen.get((stage, key), 0) + 1
+        if len(values) < self.limit:
+            values.append(seconds)
+        elif (at := self._rng.randrange(seen)) < self.limit:
+            values[at] = seconds
+
+
+@dataclass
 class CostModel:
     batch_s: dict[int, Mean] = field(default_factory=dict)  # batch size → inference seconds
     preprocess_s: dict[int, Mean] = field(default_factory=dict)  # size class → seconds
     postprocess_s: Mean = field(default_factory=Mean)
+    kept: Kept | None = None  # the samples too, when a profile is being measured
 
     _sizes: list[int] = field(default_factory=list)  # the batch sizes seen, sorted (asked at every admission)
 
-    def learn(self, durations: dict[str, float], batch_size: int, upload_bytes: int) -> None:
-        """One finished request: its stage durations (``Timing.durations()``), batch size and upload size."""
+    def learn(self, durations: dict[str, float], batch_size: int, upload_bytes: int, pixels: int = 0) -> None:
+        """One finished request: its stage durations (``Timing.durations()``), batch size, upload size
+        and image pixels."""
+        if self.kept is not None:
+            self._keep(durations, batch_size, pixels)
         if "inference" in durations and batch_size > 0:
             if batch_size not in self.batch_s:
                 bisect.insort(self._sizes, batch_size)
@@ -62,6 +93,15 @@ class CostModel:
             self.preprocess_s.setdefault(size_class(upload_bytes), Mean()).add(durations["preprocess"])
         if "postprocess" in durations:
             self.postprocess_s.add(durations["postprocess"])
+
+    def _keep(self, durations: dict[str, float], batch_size: int, pixels: int) -> None:
+        assert self.kept is not None
+        if batch_size > 0:
+            for stage in ("inference", "postprocess"):
+                if stage in durations:
+                    self.kept.add(stage, batch_size, durations[stage])
+        if "preprocess" in durations and pixels > 0:
+            self.kept.add("preprocess", pixels, durations["preprocess"])
 
     def batch_time(self, size: int) -> float | None:
         """Seconds one instance takes for a batch of ``size``, or None before any batch was seen."""

@@ -184,7 +184,7 @@ class ModelService:
         """Tell the cost model what this request's stages took, and the concurrency limit how long
         it waited and how long it was served."""
         seconds = timing.durations()
-        self.cost.learn(seconds, timing.batch_size, timing.input_bytes)
+        self.cost.learn(seconds, timing.batch_size, timing.input_bytes, timing.input_pixels)
         if self.concurrency is None:
             return
         wait = seconds.get("queue", 0.0) + seconds.get("batch_wait", 0.0)

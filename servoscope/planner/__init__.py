@@ -6,6 +6,13 @@ service that batches with the batcher's own ``dispatch_size`` → saturation, th
     arrivals.py   arrival processes: Poisson, bursty on/off with a given CV², replay of a load result
     sim.py        the simulation: preprocess pool → batcher → instances → respond
     plan.py       saturation, the knee, the fleet plan and its explanation
-    measure.py    ``servoscope profile``: measure a profile with the in-process pipeline
-    command.py    ``servoscope plan`` and ``servoscope profile``
+    predict.py    ``predict(profile, knobs, arrival_rate, image_mix)`` → P50/P95/P99, saturation, utilization,
+                  per-stage waits; ``max_rate(profile, knobs, slo_p95_ms)``: pure, ~50 ms (the doctor's
+                  predicted effect of a fix: predict before and after with the knobs changed)
+    knobs.py      the five tuned settings as one value, their serve flags and config.toml keys
+    measure.py    ``servoscope profile``: a profile from the in-process pipeline's own cost model
+    search.py     the tuner's coordinate search, a pure function of predictions and a measure callback
+    trial.py      one configuration measured live (a restarted server, a ladder of open-loop windows)
+    tune.py       ``servoscope tune``
+    command.py    ``servoscope plan``, ``servoscope profile`` and ``servoscope tune``
 """

@@ -1,7 +1,8 @@
 """``servoscope plan``: simulate a replica from a profile — saturation, the knee, a load, a fleet.
 
-``servoscope profile`` (measure a profile on this machine) is registered here too; its work is
-in :mod:`servoscope.planner.measure`.
+``servoscope profile`` (measure a profile on this machine) and ``servoscope tune`` (search the
+settings live) are registered here too; their work is in :mod:`servoscope.planner.measure` and
+:mod:`servoscope.planner.tune`.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ def add_parser(subparsers: Any) -> None:
     out.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
-    from servoscope.planner import measure
+    from servoscope.planner import measure, tune
 
     measure.add_parser(subparsers)
+    tune.add_parser(subparsers)
 
 
 def replica_from_args(args: argparse.Namespace, mix: dict[str, float] | None = None) -> Replica:

@@ -4,11 +4,13 @@ For each configuration family (instances × intra-op threads) it builds the serv
 (build_pipeline: the preprocess pool, the batcher, the instances) and drives it in a closed loop
 at rising concurrency (1, 2, 4 … up to two full batches per instance), so the batches come in every
 size the batcher makes and every stage runs beside the others, as under load. It measures nothing
-itself: each request's :class:`~servoscope.stages.Timing` gives its ``preprocess`` time (by the
-image's size class), each :class:`~servoscope.stages.BatchRecord` its batch's ``inference`` and
-``postprocess`` time (by batch size), and consecutive batches of one instance its hand-off time
-between them — the records the server reports from. Ingest and respond
-happen in HTTP, outside the pipeline: they are fixed overheads given by flags.
+itself: the pipeline's own online service-time model (:mod:`servoscope.pipeline.cost`, what time
+admission predicts with) learns from each answered request's :class:`~servoscope.stages.Timing`
+as in the server, and keeps the samples behind its means (:class:`~servoscope.pipeline.cost.Kept`):
+``inference`` and ``postprocess`` by batch size, ``preprocess`` by the image's pixels (each image-size
+class of the mix is its pixels). Only the hand-off between one instance's consecutive batches, which
+the cost model does not learn, comes from the :class:`~servoscope.stages.BatchRecord` s. Ingest and
+respond happen in HTTP, outside the pipeline: they are fixed overheads given by flags.
 
 At most 60 s per family.
 """
@@ -18,12 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import io
 import math
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from PIL import Image
 
 from servoscope.clock import SYSTEM_CLOCK
 from servoscope.loadgen.command import DEFAULT_CACHE, DEFAULT_MIX
@@ -32,6 +37,7 @@ from servoscope.models.config import BatchingConfig, ModelConfigError, ModelOver
 from servoscope.models.repository import ModelEntry, find
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.admission import AdmissionPolicy
+from servoscope.pipeline.cost import Kept
 from servoscope.pipeline.service import ModelService, Pipeline, build_pipeline
 from servoscope.planner import profile as pf
 from servoscope.planner import words
@@ -55,20 +61,17 @@ class Spec:
 
 @dataclasses.dataclass
 class Samples:
-    preprocess_s: dict[str, list[float]] = dataclasses.field(default_factory=dict)
-    inference_s: dict[int, list[float]] = dataclasses.field(default_factory=dict)
-    postprocess_s: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+    """What a profile run leaves: the service's cost model (its samples kept) and the batch records."""
+
+    cost: Kept = dataclasses.field(default_factory=Kept)
     records: list[BatchRecord] = dataclasses.field(default_factory=list)
 
-    def timing(self, size_class: str, timing: Timing) -> None:
-        seconds = timing.durations()
-        if Stage.PREPROCESS.value in seconds:
-            self.preprocess_s.setdefault(size_class, []).append(seconds[Stage.PREPROCESS.value])
-
     def batch(self, record: BatchRecord) -> None:
-        self.inference_s.setdefault(record.size, []).append(record.inferred - record.started)
-        self.postprocess_s.setdefault(record.size, []).append(record.finished - record.inferred)
         self.records.append(record)
+
+    @property
+    def batches(self) -> int:
+        return len(self.records)
 
     def handoffs(self) -> list[float]:
         """Each instance's gaps from a batch finishing to its next starting, where the next batch's
@@ -95,15 +98,7 @@ def levels(spec: Spec) -> list[int]:
     return out
 
 
-async def _drive(
-    service: ModelService,
-    mix: Mix,
-    classes: list[str],
-    concurrency: int,
-    until: float,
-    samples: Samples,
-    rng: random.Random,
-) -> int:
+async def _drive(service: ModelService, mix: Mix, concurrency: int, until: float, rng: random.Random) -> int:
     clock = SYSTEM_CLOCK
     done = 0
 
@@ -115,8 +110,7 @@ async def _drive(
             timing = Timing(clock.now())
             timing.end(Stage.INGEST, timing.start)
             with service.admitted():
-                await service.classify(image.data, 1, timing, timing.start + 60.0)
-            samples.timing(classes[i], timing)
+                await service.classify(image.data, 1, timing, timing.start + 60.0)  # the cost model learns
             done += 1
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -140,17 +134,17 @@ async def measure_pipeline(pipeline: Pipeline, spec: Spec, mix: Mix, seconds: fl
     """Drive ``pipeline``'s one model at rising concurrency for ``seconds`` in all; stops the pipeline."""
     samples = Samples()
     pipeline.observe_batches(samples.batch)
-    pipeline.start()
-    classes = [image.label.split(".", 1)[0] for image in mix.images]
-    rng = random.Random(seed)
     (service,) = pipeline.services.values()
+    service.cost.kept = samples.cost  # from here on (after build_pipeline's warm-up batches)
+    pipeline.start()
+    rng = random.Random(seed)
     try:
         steps = levels(spec)
         for c in steps:
-            before = sum(len(v) for v in samples.inference_s.values())
+            before = samples.batches
             started = time.perf_counter()
-            done = await _drive(service, mix, classes, c, started + seconds / len(steps), samples, rng)
-            batches = sum(len(v) for v in samples.inference_s.values()) - before
+            done = await _drive(service, mix, c, started + seconds / len(steps), rng)
+            batches = samples.batches - before
             say(
                 f"  {spec.instances}x{spec.intra_op_threads} C={c:>3}: "
                 f"{done / (time.perf_counter() - started):6.1f} req/s, "
@@ -161,15 +155,30 @@ async def measure_pipeline(pipeline: Pipeline, spec: Spec, mix: Mix, seconds: fl
     return samples
 
 
-def family(spec: Spec, samples: Samples) -> pf.Family:
+def size_classes(mix: Mix) -> dict[str, set[int]]:
+    """Each image-size class of ``mix`` (its images' label before the dot, e.g. "320x240") → its images' pixels."""
+    out: dict[str, set[int]] = {}
+    for image in mix.images:
+        with Image.open(io.BytesIO(image.data)) as decoded:  # the header only
+            out.setdefault(image.label.split(".", 1)[0], set()).add(decoded.width * decoded.height)
+    return out
+
+
+def family(spec: Spec, samples: Samples, classes: dict[str, set[int]]) -> pf.Family:
+    """The profile family of ``spec`` from the cost model's kept samples; ``classes``: size_classes(mix)."""
+    kept = samples.cost
+    preprocess = {name: [x for p in sorted(ps) for x in kept.preprocess.get(p, [])] for name, ps in classes.items()}
+    missing = sorted(name for name, values in preprocess.items() if not values)
+    if missing:
+        raise ValueError(f"no request of the image-size classes {missing} was answered while profiling")
     return pf.Family(
         instances=spec.instances,
         intra_op_threads=spec.intra_op_threads,
         preprocess_workers=spec.preprocess_workers,
         batching=BatchingConfig(max_batch_size=spec.max_batch_size, max_queue_delay_s=spec.max_queue_delay_s),
-        preprocess_s={k: pf.thin(v) for k, v in samples.preprocess_s.items()},
-        inference_s={k: pf.thin(v) for k, v in sorted(samples.inference_s.items())},
-        postprocess_s={k: pf.thin(v) for k, v in sorted(samples.postprocess_s.items())},
+        preprocess_s={name: pf.thin(values) for name, values in preprocess.items()},
+        inference_s={k: pf.thin(v) for k, v in sorted(kept.inference.items())},
+        postprocess_s={k: pf.thin(v) for k, v in sorted(kept.postprocess.items())},
         dispatch_s=pf.thin(samples.handoffs()) or [0.0],
     )
 
@@ -255,9 +264,8 @@ def run(args: argparse.Namespace) -> int:
             f"{workers} preprocess workers, "
             f"{seconds:g} s; images: {mix.description}"
         )
-        families.append(
-            family(spec, asyncio.run(measure_pipeline(build(entry, spec), spec, mix, seconds, args.seed, say)))
-        )
+        samples = asyncio.run(measure_pipeline(build(entry, spec), spec, mix, seconds, args.seed, say))
+        families.append(family(spec, samples, size_classes(mix)))
     profile = pf.Profile(
         schema=pf.SCHEMA,
         version=pf.VERSION,
