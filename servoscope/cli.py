@@ -123,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
 # Sub-commands that live beside the code they drive: each module has add_parser(subparsers),
 # which registers its command and sets ``func`` (taking the parsed args, returning an exit code).
 TOOLS: tuple[str, ...] = (
-    "servoscope.models.command",
+    "servoscope.variants.command",
     "servoscope.loadgen.command",
     "servoscope.drills.command",
     "servoscope.doctor.command",

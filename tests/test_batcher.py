@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from servoscope.clock import SYSTEM_CLOCK, Clock, ManualClock
 from servoscope.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from servoscope.models.config import BatchingConfig
-from servoscope.pipeline.batcher import Batcher, Pending
+from servoscope.pipeline.batcher import Batcher, BatchPolicy, Pending
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.runtime import Instance, OnnxModel, Runtime
 from servoscope.stages import Stage, Timing
@@ -191,7 +191,7 @@ class Harness:
 
 
 def make_batcher(runtimes: list[Runtime], clock: Clock, **policy: Any) -> Harness:
-    batcher = Batcher("tiny", BatchingConfig(**policy), [Instance("tiny", i, r) for i, r in enumerate(runtimes)],
+    batcher = Batcher("tiny", BatchPolicy.of(BatchingConfig(**policy)), [Instance("tiny", i, r) for i, r in enumerate(runtimes)],
                       Postprocessor(LABELS, "logits"), clock)
     batcher.start()
     return Harness(batcher, clock)
@@ -500,8 +500,8 @@ def test_each_request_is_stamped_batch_wait_inference_postprocess_in_order(model
             clock.advance(0.5)
             return postprocessor(outputs, ks)
 
-        batcher = Batcher("tiny", BatchingConfig(max_batch_size=2, max_queue_delay_s=WAIT_S),
-                          [Instance("tiny", 0, runtime)], postprocess, clock)
+        policy = BatchPolicy.of(BatchingConfig(max_batch_size=2, max_queue_delay_s=WAIT_S))
+        batcher = Batcher("tiny", policy, [Instance("tiny", 0, runtime)], postprocess, clock)
         batcher.start()
         h = Harness(batcher, clock)
         first = h.submit(0)
