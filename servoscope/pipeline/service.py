@@ -28,7 +28,7 @@ from servoscope.pipeline.instance_messages import ChildSpec
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.process_runtime import ProcessRuntime
-from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel
+from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel, RuntimeWrapper
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
 from servoscope.stages import BatchSink, Stage, Timing
@@ -280,7 +280,9 @@ def build_pipeline(
     admission: AdmissionPolicy,
     clock: Clock = SYSTEM_CLOCK,
     preprocess_nice: int = 0,
+    wrap_runtime: RuntimeWrapper | None = None,
 ) -> Pipeline:
+    """Load, warm up and (with ``wrap_runtime``, after warming up) wrap every model's instances."""
     pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock, preprocess_nice)
     services = {}
     for entry in entries:
@@ -288,6 +290,9 @@ def build_pipeline(
         plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
         service = ModelService(entry, pool, load_instances(entry, plan), limits, admission, clock)
         warm_up(service)
+        if wrap_runtime is not None:
+            for instance in service.batcher.instances:
+                instance.runtime = wrap_runtime(instance.runtime)
         log.info(
             "model %s v%s: %s on %s, %s isolation, batching %s",
             entry.name, entry.version, plan.describe(),
