@@ -33,7 +33,8 @@ def test_the_tree_keeps_every_layer_contract() -> None:
 @pytest.fixture(scope="module")
 def copy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("layers")
-    shutil.copytree(REPO_ROOT / "servoscope", root / "servoscope", ignore=shutil.ignore_patterns("__pycache__", "static"))
+    skipped = shutil.ignore_patterns("__pycache__", "static")
+    shutil.copytree(REPO_ROOT / "servoscope", root / "servoscope", ignore=skipped)
     shutil.copy(REPO_ROOT / "pyproject.toml", root / "pyproject.toml")
     return root
 

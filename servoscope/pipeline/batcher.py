@@ -264,7 +264,7 @@ class Batcher:
 
     def _run(self, instance: Instance, batch: list[Pending]) -> tuple[BatchRecord, list[list[Prediction]]]:
         """On the instance's thread: assemble (normalize into the instance's buffer), infer, postprocess;
-        each request's timing stamped."""
+        each request's timing stamped (the assembly counts in ``inference``: see stages.py)."""
         clock = self.clock
         started = clock.now()
         for p in batch:

@@ -20,14 +20,21 @@ The HTTP protocol (``server/run.py``) asks :meth:`Door.arrived` once per request
 
 from __future__ import annotations
 
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
 from servoscope.pipeline.service import ModelService
+from servoscope.server import api, v2
 from servoscope.server.http import raw_error
 from servoscope.server.state import ServerState
 from servoscope.stages import Stage, Timing
 
 Headers = list[tuple[bytes, bytes]]  # as the protocol parsed them: names in lower case
+
+# The inference routes, as the app routes them: one table, the app's (api.py, v2.py).
+INFERENCE_ROUTES: tuple[Route, ...] = (*api.inference_routes, *v2.inference_routes)
 
 
 class Door:
@@ -73,15 +80,16 @@ class Door:
 
 
 def inference_target(path: str, services: dict[str, ModelService]) -> str | None:
-    """The model named by an inference path — ``/v1/models/{name}/classify``,
-    ``/v2/models/{name}/infer`` or ``/v2/models/{name}/versions/{version}/infer`` for the version
-    served — else None."""
-    parts = path.split("/")
-    if len(parts) == 5 and parts[2] == "models" and (parts[1], parts[4]) in (("v1", "classify"), ("v2", "infer")):
-        return parts[3]
-    if len(parts) == 7 and parts[1:3] == ["v2", "models"] and parts[4] == "versions" and parts[6] == "infer":
-        service = services.get(parts[3])
-        return parts[3] if service is not None and service.version == parts[5] else None
+    """The model named by a POST to ``path`` that the app routes to an inference endpoint
+    (:data:`INFERENCE_ROUTES`) — when it names a version, only the version served — else None."""
+    scope: Scope = {"type": "http", "path": path, "method": "POST"}
+    for route in INFERENCE_ROUTES:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            name, version = child["path_params"]["name"], child["path_params"].get("version")
+            service = services.get(name)
+            served = version is None or (service is not None and service.version == version)
+            return name if served else None
     return None
 
 
