@@ -13,7 +13,7 @@ from servoscope import __version__
 from servoscope.doctor import command as doctor_command
 from servoscope.doctor import snapshot as snapshot_command
 from servoscope.drills import command as drill_command
-from servoscope.drills import faults
+from servoscope.drills import faults as drill_faults
 from servoscope.fleet import command as fleet_command
 from servoscope.loadgen import command as load_command
 from servoscope.models import prepare
@@ -58,8 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from servoscope.server.app import create_app, load_pipeline
     from servoscope.server.run import serve
 
-    wrap_runtime = faults.runtime_wrapper(settings.faults)  # None unless a drill or an --inject-* flag asked
-    collectors = [faults.FaultCollector(settings.faults)] if wrap_runtime else []
+    # The composition root wires the drills' faults into the pipeline's seam (none unless asked for)
+    wrap_runtime = drill_faults.runtime_wrapper(settings.faults)
+    collectors = [drill_faults.FaultCollector(settings.faults)] if wrap_runtime else []
     pipeline = load_pipeline(settings, wrap_runtime=wrap_runtime)  # fail here, before binding the port
     serve(create_app(settings, pipeline, collectors=collectors), settings)
     return 0
