@@ -20,8 +20,7 @@ The HTTP protocol (``server/run.py``) asks :meth:`Door.arrived` once per request
 
 from __future__ import annotations
 
-from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.routing import Route
 
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
@@ -80,13 +79,12 @@ class Door:
 
 
 def inference_target(path: str, services: dict[str, ModelService]) -> str | None:
-    """The model named by a POST to ``path`` that the app routes to an inference endpoint
-    (:data:`INFERENCE_ROUTES`) — when it names a version, only the version served — else None."""
-    scope: Scope = {"type": "http", "path": path, "method": "POST"}
+    """The model named by a path the app routes to an inference endpoint (:data:`INFERENCE_ROUTES`,
+    by their own compiled patterns) — when it names a version, only the version served — else None."""
     for route in INFERENCE_ROUTES:
-        match, child = route.matches(scope)
-        if match is Match.FULL:
-            name, version = child["path_params"]["name"], child["path_params"].get("version")
+        found = route.path_regex.match(path)
+        if found is not None:
+            name, version = found["name"], found.groupdict().get("version")
             service = services.get(name)
             served = version is None or (service is not None and service.version == version)
             return name if served else None
