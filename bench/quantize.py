@@ -1,7 +1,7 @@
 """INT8 settings measured side by side: top-1 agreement with FP32 and speed, one row per setting.
 
 Every setting is calibrated on the sample set's calibration inputs and judged on its evaluation
-inputs (servoscope/models/samples.py: disjoint, labelled by FP32's top-1). Speed is batch-1
+inputs (servoscope/variants/samples.py: disjoint, labelled by FP32's top-1). Speed is batch-1
 inference latency of one single-threaded session (the serving layout on the CPU), FP32 and INT8
 measured in alternation so that neighbours on the machine slow both alike; the ratio is
 FP32 P50 / INT8 P50 (above 1: INT8 is faster).
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from servoscope.loadgen.cpu import CpuMeter
-from servoscope.models import repository, samples
-from servoscope.models.agreement import NOISE_DRAWS, agreement, logits, stable_inputs
-from servoscope.models.offline import latency_ms
-from servoscope.models.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_file
+from servoscope.models import repository
+from servoscope.variants import samples
+from servoscope.variants.agreement import NOISE_DRAWS, agreement, logits, stable_inputs
+from servoscope.variants.offline import latency_ms
+from servoscope.variants.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_file
 from servoscope.pipeline.runtime import OnnxModel
 
 ROOT = Path(__file__).resolve().parents[1]

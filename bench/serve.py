@@ -52,7 +52,7 @@ from servoscope.loadgen.schedule import LATE_S
 from servoscope.loadgen.capacity import best_closed_loop
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import SETS, image_set
-from servoscope.models.offline import offline_rate
+from servoscope.variants.offline import offline_rate
 from servoscope.models.repository import ModelEntry, find
 from servoscope.pipeline.preprocess import PreprocessSpec
 from servoscope.pipeline.runtime import OnnxModel

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from servoscope import __version__
+from servoscope.doctor import command as doctor_command
+from servoscope.doctor import snapshot as snapshot_command
+from servoscope.drills import command as drill_command
+from servoscope.drills import faults as drill_faults
+from servoscope.fleet import command as fleet_command
+from servoscope.loadgen import command as load_command
+from servoscope.models import prepare
 from servoscope.models.config import ModelConfigError
-from servoscope.settings import Settings, SettingsError, effective, load_settings
+from servoscope.planner import command as plan_command
+from servoscope.settings import SettingsError, effective, load_settings
+from servoscope.variants import command as model_command
 
 log = logging.getLogger("servoscope")
+
+
+class Tool(Protocol):
+    """A command module: registers its sub-command on the ``servoscope`` parser."""
+
+    def add_parser(self, subparsers: Any) -> None: ...
 
 
 def _setup_logging(level: str) -> None:
@@ -40,12 +54,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     _setup_logging(settings.log_level)
     print("servoscope effective configuration:", json.dumps(effective(settings), indent=2), file=sys.stderr)
-    ensure_default_model(settings)
+    prepare.ensure_default(settings.model_repository, settings.models_to_prepare())
     from servoscope.server.app import create_app, load_pipeline
     from servoscope.server.run import serve
 
-    pipeline = load_pipeline(settings)  # fail here, before binding the port, if a model cannot load
-    serve(create_app(settings, pipeline), settings)
+    # The composition root wires the drills' faults into the pipeline's seam (none unless asked for)
+    wrap_runtime = drill_faults.runtime_wrapper(settings.faults)
+    collectors = [drill_faults.FaultCollector(settings.faults)] if wrap_runtime else []
+    pipeline = load_pipeline(settings, wrap_runtime=wrap_runtime)  # fail here, before binding the port
+    serve(create_app(settings, pipeline, collectors=collectors), settings)
     return 0
 
 
@@ -67,17 +84,6 @@ def faults_from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.inject_inference_delay_ms is None:
         return None
     return {"inference_delay_s": args.inject_inference_delay_ms / 1000.0}
-
-
-def ensure_default_model(settings: Settings) -> None:
-    from servoscope.models import repository
-    from servoscope.models.prepare import DEFAULT_MODEL, prepare_default
-
-    wanted = settings.models or (settings.default_model,)
-    if settings.prepare_default_model and DEFAULT_MODEL in wanted and not repository.versions(
-        settings.model_repository, DEFAULT_MODEL
-    ):
-        prepare_default(settings.model_repository)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,20 +122,15 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     for tool in TOOLS:
-        importlib.import_module(tool).add_parser(sub)
+        tool.add_parser(sub)
     return top
 
 
 # Sub-commands that live beside the code they drive: each module has add_parser(subparsers),
 # which registers its command and sets ``func`` (taking the parsed args, returning an exit code).
-TOOLS: tuple[str, ...] = (
-    "servoscope.models.command",
-    "servoscope.loadgen.command",
-    "servoscope.drills.command",
-    "servoscope.doctor.command",
-    "servoscope.doctor.snapshot",
-    "servoscope.fleet.command",
-    "servoscope.planner.command",
+# None of them imports this module: the command line is the top layer.
+TOOLS: tuple[Tool, ...] = (
+    model_command, load_command, drill_command, doctor_command, snapshot_command, fleet_command, plan_command,
 )
 
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from servoscope.clock import ManualClock
 from servoscope.pipeline.batcher import InstanceRestart
-from servoscope.pipeline.service import Gauges, ModelGauges
+from servoscope.pipeline.gauges import Gauges, ModelGauges
 from servoscope.settings import Settings
 from servoscope.stages import STAGES, BatchRecord, Timing
 from servoscope.telemetry.live import LiveCollector

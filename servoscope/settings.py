@@ -12,9 +12,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from servoscope.drills.faults import Faults
 from servoscope.models.config import ModelOverrides
 from pydantic_settings import (
     BaseSettings,
@@ -25,6 +24,21 @@ from pydantic_settings import (
 
 CONFIG_ENV = "SERVOSCOPE_CONFIG"
 PILLOW_MAX_PIXELS = 178_956_970  # Pillow refuses larger images outright (2 × Image.MAX_IMAGE_PIXELS)
+
+
+class Faults(BaseModel):
+    """Injected faults (all zero: none). Only drills and explicit serve flags set these; they take effect
+    through the pipeline's runtime seam, wired by ``servoscope serve`` (see servoscope.drills.faults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inference_delay_s: float = Field(
+        0.0, ge=0.0, le=10.0, description="INJECTED: extra seconds per inference batch, slept in the instance's thread"
+    )
+
+    def active(self) -> dict[str, float]:
+        """The faults switched on, by name, with their settings."""
+        return {name: float(value) for name, value in self.model_dump().items() if value}
 
 
 class Settings(BaseSettings):
@@ -87,6 +101,13 @@ class Settings(BaseSettings):
     telemetry: bool = Field(True, description="metrics, /v1/stats and tracing (tracing also needs OTEL_* variables)")
     log_level: str = Field("info", description="debug, info, warning or error")
     faults: Faults = Field(Faults(), description="INJECTED faults for drills (servoscope.drills.faults); all zero: none")
+
+    def models_to_prepare(self) -> tuple[str, ...]:
+        """The models start-up may prepare when the repository lacks them (only the default one is
+        preparable): those served, none when ``prepare_default_model`` is off."""
+        if not self.prepare_default_model:
+            return ()
+        return self.models or (self.default_model,)
 
     @classmethod
     def settings_customise_sources(

@@ -7,7 +7,9 @@ the stage durations of one record always add up to its ``total``::
     ingest → queue → preprocess → batch_wait → inference → postprocess → respond
 
 ``queue`` is the wait for a preprocessing worker, ``batch_wait`` the wait in the batcher
-(until the batch that carries the request starts inference).
+(until the batch that carries the request starts on its instance). ``preprocess`` decodes, resizes
+and crops to uint8 pixels; ``inference`` assembles the batch — each image normalized, ``(x - mean)
+/ std``, straight into the instance's batch buffer — and runs the model.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ from onnx import TensorProto, helper, numpy_helper
 from servoscope.clock import SYSTEM_CLOCK, Clock, ManualClock
 from servoscope.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from servoscope.models.config import BatchingConfig
-from servoscope.pipeline.batcher import Batcher, Pending
+from servoscope.pipeline.batcher import Batcher, BatchPolicy, Pending
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
+from servoscope.pipeline.preprocess import Prepared, PreprocessSpec
 from servoscope.pipeline.runtime import Instance, OnnxModel, Runtime
 from servoscope.stages import Stage, Timing
 
@@ -191,8 +192,9 @@ class Harness:
 
 
 def make_batcher(runtimes: list[Runtime], clock: Clock, **policy: Any) -> Harness:
-    batcher = Batcher("tiny", BatchingConfig(**policy), [Instance("tiny", i, r) for i, r in enumerate(runtimes)],
-                      Postprocessor(LABELS, "logits"), clock)
+    instances = [Instance("tiny", i, r) for i, r in enumerate(runtimes)]
+    postprocess = Postprocessor(LABELS, "logits")
+    batcher = Batcher("tiny", BatchPolicy.of(BatchingConfig(**policy)), instances, postprocess, clock)
     batcher.start()
     return Harness(batcher, clock)
 
@@ -500,8 +502,8 @@ def test_each_request_is_stamped_batch_wait_inference_postprocess_in_order(model
             clock.advance(0.5)
             return postprocessor(outputs, ks)
 
-        batcher = Batcher("tiny", BatchingConfig(max_batch_size=2, max_queue_delay_s=WAIT_S),
-                          [Instance("tiny", 0, runtime)], postprocess, clock)
+        policy = BatchPolicy.of(BatchingConfig(max_batch_size=2, max_queue_delay_s=WAIT_S))
+        batcher = Batcher("tiny", policy, [Instance("tiny", 0, runtime)], postprocess, clock)
         batcher.start()
         h = Harness(batcher, clock)
         first = h.submit(0)
@@ -519,5 +521,33 @@ def test_each_request_is_stamped_batch_wait_inference_postprocess_in_order(model
             assert durations["postprocess"] == pytest.approx(0.5)
             assert timing.batch_size == 2
         await batcher.stop()
+
+    run_async(scenario)
+
+
+def test_normalization_is_timed_in_inference_not_before(model_path: Path) -> None:
+    """A request carries its uint8 crop to the batcher; normalizing it into the batch buffer is part
+    of the batch's assembly, on the instance's thread, after ``batch_wait`` ends: it counts in ``inference``."""
+    clock = ManualClock()
+
+    class SlowToNormalize(Prepared):
+        def write(self, out: np.ndarray) -> None:
+            clock.advance(0.125)
+            super().write(out)
+
+    async def scenario() -> None:
+        h = make_batcher([ClockAdvancingRuntime(load(model_path), clock, 1.0)], clock, max_batch_size=1)
+        spec = PreprocessSpec(8, 8, (0.0, 0.0, 0.0), (255.0, 255.0, 255.0))
+        red = np.zeros((8, 8, 3), dtype=np.uint8)
+        red[..., 0] = 255
+        crop = SlowToNormalize(red, 64, spec)
+        pending = Pending(crop, 1, FAR, Timing(clock.now()), asyncio.get_running_loop().create_future())
+        h.batcher.submit(pending)
+        [answer] = await answered(pending)
+        assert answer[0].label == "red"  # the normalized crop reached the model
+        durations = pending.timing.durations()
+        assert durations["batch_wait"] == pytest.approx(0.0)
+        assert durations["inference"] == pytest.approx(1.125)
+        await h.batcher.stop()
 
     run_async(scenario)

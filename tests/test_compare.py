@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from servoscope.cli import main
-from servoscope.models import repository, samples
-from servoscope.models.compare import Budget, compare, table
+from servoscope.models import repository
+from servoscope.variants import samples
+from servoscope.variants.compare import Budget, compare, table
 from servoscope.models.config import CONFIG_FILE, MODEL_FILE, save_config
-from servoscope.models.quantize import QuantSettings, quantize, quantize_file
+from servoscope.variants.quantize import QuantSettings, quantize, quantize_file
 from support import MODEL
 
 INT8 = f"{MODEL}_int8"

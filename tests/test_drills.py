@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from servoscope.drills import neighbours as nb
 from servoscope.drills.command import describe
-from servoscope.drills.faults import FAULT_GAUGE, Faults
+from servoscope.drills.faults import FAULT_GAUGE, DelayedRuntime, Faults, runtime_wrapper
 from servoscope.drills.runner import run_drill
 from servoscope.drills.scenarios import SCENARIOS
 from servoscope.settings import load_settings
@@ -57,6 +58,25 @@ def test_faults_are_off_by_default_and_read_from_the_environment(monkeypatch: py
     assert Faults().active() == {}
     monkeypatch.setenv("SERVOSCOPE_FAULTS__INFERENCE_DELAY_S", "0.05")
     assert load_settings().faults.active() == {"inference_delay_s": 0.05}
+
+
+def test_faults_enter_through_a_runtime_wrapper_only_when_active() -> None:
+    """The serve command hands this wrapper to the pipeline's start-up seam (build_pipeline's wrap_runtime)."""
+    assert runtime_wrapper(Faults()) is None
+    wrap = runtime_wrapper(Faults(inference_delay_s=0.05))
+    assert wrap is not None
+    inner = Echo()
+    wrapped = wrap(inner)
+    assert isinstance(wrapped, DelayedRuntime) and wrapped.inner is inner and wrapped.delay_s == 0.05
+    batch = np.ones((2, 3), dtype=np.float32)
+    assert wrapped.run(batch) is batch  # delayed, then the inner runtime's own answer
+
+
+class Echo:
+    """A runtime (a fake, named as one) that answers each batch with itself."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return batch
 
 
 def test_fault_injection_is_off_by_default(server, client: httpx.Client) -> None:  # type: ignore[no-untyped-def]

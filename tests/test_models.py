@@ -15,7 +15,7 @@ import pytest
 from servoscope.models import repository
 from servoscope.models.config import ModelConfigError
 from servoscope.models.labels import imagenet_labels
-from servoscope.models.quantize import REPORT_FILE, quantize
+from servoscope.variants.quantize import REPORT_FILE, quantize
 from support import MODEL, REPO_ROOT, Photo, ServerProcess, start_server, top1
 
 INT8 = f"{MODEL}_int8"

@@ -15,7 +15,8 @@ import pytest
 
 from servoscope.pipeline.batcher import Lanes, Pending
 from servoscope.stages import Timing
-from servoscope.server.door import LastRefusal, early_retry_hold_s, inference_target
+from servoscope.server import api, v2
+from servoscope.server.door import INFERENCE_ROUTES, LastRefusal, early_retry_hold_s, inference_target
 from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
@@ -249,6 +250,14 @@ def test_the_door_knows_inference_paths_only() -> None:
     for other in ("/v2/models/m/versions/1/infer", "/v2/models/x/versions/2/infer", "/v1/models/m", "/v2/models/m/ready",
                   "/v1/models/m/classify/x", "/v2/models/m/classify", "/v1/models/m/infer", "/metrics", "/"):
         assert inference_target(other, services) is None, other  # type: ignore[arg-type]
+
+
+def test_the_door_matches_with_the_apps_own_inference_routes() -> None:
+    """One route table: the door's inference routes are the very routes the app serves inference on."""
+    app_routes = [*api.routes, *v2.routes]
+    assert all(any(route is served for served in app_routes) for route in INFERENCE_ROUTES)
+    assert {route.endpoint for route in app_routes if "POST" in (route.methods or ())} == {api.classify, v2.infer}
+    assert {route.endpoint for route in INFERENCE_ROUTES} == {api.classify, v2.infer}
 
 
 def _pending(priority: int, enqueued: float) -> Pending:

@@ -11,10 +11,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from servoscope.cli import main
-from servoscope.models import repository, samples
-from servoscope.models.agreement import measure
-from servoscope.models.bias_correction import output_shift, rounding_error
-from servoscope.models.quantize import DEFAULT_SETTINGS, REPORT_FILE, QuantSettings, quantize, quantize_file, resolve_exclude
+from servoscope.models import repository
+from servoscope.variants import samples
+from servoscope.variants.agreement import measure
+from servoscope.variants.bias_correction import output_shift, rounding_error
+from servoscope.variants.quantize import DEFAULT_SETTINGS, REPORT_FILE, QuantSettings, quantize, quantize_file, resolve_exclude
 from support import MODEL
 
 INT8 = f"{MODEL}_int8"

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from servoscope.clock import ManualClock
 from servoscope.doctor import evidence
-from servoscope.pipeline.service import Gauges, ModelGauges
+from servoscope.pipeline.gauges import Gauges, ModelGauges
 from servoscope.stages import STAGE_NAMES, STAGES, Timing
 from servoscope.telemetry import document
 from servoscope.telemetry.monitor import Readings

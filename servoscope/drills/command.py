@@ -35,11 +35,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.scenario:
         print("servoscope drill: name a scenario, or --list", file=sys.stderr)
         return 2
-    from servoscope.cli import ensure_default_model
     from servoscope.drills.runner import run_drill
+    from servoscope.models import prepare
     from servoscope.settings import load_settings
 
-    ensure_default_model(load_settings(model_repository=args.model_repository))
+    settings = load_settings(model_repository=args.model_repository)
+    prepare.ensure_default(settings.model_repository, settings.models_to_prepare())
     out = args.output or Path("drills") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
     report = run_drill(SCENARIOS[args.scenario], args.model_repository, out, args.short, say=lambda m: print(m, flush=True))
     a = report["affected"]

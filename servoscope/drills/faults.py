@@ -1,7 +1,9 @@
 """Fault injection: the one place where servoscope is made slower on purpose.
 
 Off by default. A drill (or an explicit ``servoscope serve --inject-…`` flag) switches a fault
-on; an active fault is logged loudly at start-up, shown under ``faults`` in ``/v1/config``
+on (the setting ``faults``, :class:`servoscope.settings.Faults`); ``servoscope serve`` then hands
+:func:`runtime_wrapper` to the pipeline's start-up seam, so no production module imports this one.
+An active fault is logged loudly at start-up, shown under ``faults`` in ``/v1/config``
 and exported as the gauge ``servoscope_fault_injected{fault}`` (value: the setting).
 
 - ``inference_delay_s``: extra seconds slept *inside* each model instance's thread, per batch,
@@ -18,29 +20,17 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field
 
-if TYPE_CHECKING:  # the settings import this module: keep it free of the pipeline (and ONNX Runtime)
-    from servoscope.pipeline.runtime import Runtime
-    from servoscope.pipeline.service import Pipeline
+from servoscope.settings import Faults
+
+if TYPE_CHECKING:  # the serve command imports this module: keep it free of ONNX Runtime until a model loads
+    from servoscope.pipeline.runtime import Runtime, RuntimeWrapper
+
+__all__ = ["FAULT_GAUGE", "DelayedRuntime", "FaultCollector", "Faults", "runtime_wrapper"]
 
 log = logging.getLogger(__name__)
 
 FAULT_GAUGE = "servoscope_fault_injected"
-
-
-class Faults(BaseModel):
-    """Injected faults (all zero: none). Only drills and explicit serve flags set these."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    inference_delay_s: float = Field(
-        0.0, ge=0.0, le=10.0, description="INJECTED: extra seconds per inference batch, slept in the instance's thread"
-    )
-
-    def active(self) -> dict[str, float]:
-        """The faults switched on, by name, with their settings."""
-        return {name: float(value) for name, value in self.model_dump().items() if value}
 
 
 class DelayedRuntime:
@@ -59,18 +49,18 @@ class DelayedRuntime:
         return list(getattr(self.inner, "providers", []))
 
 
-def inject(pipeline: Pipeline, faults: Faults) -> dict[str, float]:
-    """Apply the active ``faults`` to a loaded pipeline (wrapping each instance's runtime once);
-    returns what was applied. Nothing happens when no fault is active."""
+def runtime_wrapper(faults: Faults) -> RuntimeWrapper | None:
+    """The wrapper that applies the active ``faults`` to each instance's runtime, for the pipeline's
+    start-up seam (``build_pipeline(wrap_runtime=…)``); None when no fault is active."""
     active = faults.active()
     if not active:
-        return active
-    for service in pipeline.services.values():
-        for instance in service.batcher.instances:
-            if faults.inference_delay_s and not isinstance(instance.runtime, DelayedRuntime):
-                instance.runtime = DelayedRuntime(instance.runtime, faults.inference_delay_s)
+        return None
     log.warning("!!! INJECTED FAULTS ACTIVE (servoscope drill / --inject-* flag): %s — this service is slowed on purpose", active)
-    return active
+
+    def wrap(runtime: Runtime) -> Runtime:
+        return DelayedRuntime(runtime, faults.inference_delay_s) if faults.inference_delay_s else runtime
+
+    return wrap
 
 
 class FaultCollector(Collector):

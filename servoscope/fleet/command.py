@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-TARGETS: tuple[str, ...] = ("servoscope.fleet.k8s.command",)
+from servoscope.fleet.k8s import command as k8s_command
+
+TARGETS = (k8s_command,)
 
 
 def add_parser(subparsers: Any) -> None:
     deploy = subparsers.add_parser("deploy", help="generate a fleet's deployment for an engine (k8s)")
     targets = deploy.add_subparsers(dest="target", required=True)
     for target in TARGETS:
-        importlib.import_module(target).add_parser(targets)
+        target.add_parser(targets)

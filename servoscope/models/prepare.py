@@ -12,7 +12,9 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
+from servoscope.models import repository as model_repository
 from servoscope.models.config import CONFIG_FILE, MODEL_FILE, BatchingConfig, InputConfig, ModelConfig, save_config
 from servoscope.models.labels import imagenet_labels
 
@@ -97,3 +99,10 @@ def prepare_default(repository: Path, force: bool = False) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %s", target / MODEL_FILE)
     return target
+
+
+def ensure_default(root: Path, wanted: Sequence[str]) -> None:
+    """Prepare the default model in the repository at ``root`` when ``wanted`` names it and the
+    repository has no version of it yet."""
+    if DEFAULT_MODEL in wanted and not model_repository.versions(root, DEFAULT_MODEL):
+        prepare_default(root)

@@ -21,22 +21,50 @@ import asyncio
 import collections
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import DeadlineExceeded, InferenceFailed, InstanceLost, Overloaded, Unavailable
-from servoscope.models.config import BatchingConfig
 from servoscope.pipeline.postprocess import Prediction
 from servoscope.pipeline.preprocess import BatchBuffer, BatchRow
 from servoscope.pipeline.runtime import Instance
 from servoscope.stages import BatchRecord, BatchSink, Stage, Timing, discard
 
+if TYPE_CHECKING:
+    from servoscope.models.config import BatchingConfig
+
 log = logging.getLogger(__name__)
 
 
-def dispatch_size(queued: int, oldest_wait_s: float, policy: BatchingConfig) -> int:
+class DispatchRule(Protocol):
+    """What :func:`dispatch_size` reads: a :class:`BatchPolicy`, or a model's validated batching config."""
+
+    @property
+    def max_batch_size(self) -> int: ...
+    @property
+    def max_queue_delay_s(self) -> float: ...
+    @property
+    def preferred_batch_sizes(self) -> tuple[int, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """What the batcher needs to know of a model's configuration, and nothing more
+    (built from the validated ``BatchingConfig`` by :meth:`of`)."""
+
+    max_batch_size: int
+    max_queue_delay_s: float
+    preferred_batch_sizes: tuple[int, ...]  # ascending
+    max_queue_size: int
+
+    @classmethod
+    def of(cls, config: BatchingConfig) -> BatchPolicy:
+        return cls(config.max_batch_size, config.max_queue_delay_s, config.preferred_batch_sizes, config.max_queue_size)
+
+
+def dispatch_size(queued: int, oldest_wait_s: float, policy: DispatchRule) -> int:
     """How many queued requests to run now on an idle instance; 0 means wait for more.
 
     Full batch: go. A preferred size reachable: go with the largest one. The oldest request
@@ -128,7 +156,7 @@ class Batcher:
     def __init__(
         self,
         model: str,
-        policy: BatchingConfig,
+        policy: BatchPolicy,
         instances: list[Instance],
         postprocess: Postprocess,
         clock: Clock = SYSTEM_CLOCK,
@@ -236,7 +264,7 @@ class Batcher:
 
     def _run(self, instance: Instance, batch: list[Pending]) -> tuple[BatchRecord, list[list[Prediction]]]:
         """On the instance's thread: assemble (normalize into the instance's buffer), infer, postprocess;
-        each request's timing stamped."""
+        each request's timing stamped (the assembly counts in ``inference``: see stages.py)."""
         clock = self.clock
         started = clock.now()
         for p in batch:

@@ -4,7 +4,8 @@ normalize straight into the instance's batch buffer when the batch is assembled.
 A request carries its crop as uint8 HWC pixels (a quarter of the bytes of a float32 tensor) to the
 batcher, where :class:`BatchBuffer` writes ``(x - mean) / std`` of each one, transposed to CHW, into
 its row of a float32 NCHW array allocated once per model instance: no per-image tensor, no stacking
-copy (bench/preprocess.py measures both against the old path).
+copy (bench/preprocess.py measures both against the old path). So the ``preprocess`` stage ends
+with the uint8 crop, and normalization is timed in ``inference`` (the batch's assembly and model run).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +32,11 @@ class Runtime(Protocol):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A float32 NCHW batch → one output row per input row."""
         ...
+
+
+RuntimeWrapper = Callable[[Runtime], Runtime]
+"""The pipeline's seam for start-up wrappers: given each instance's warmed-up runtime, returns the
+runtime that serves (the drills inject their faults through it: ``servoscope.drills.faults``)."""
 
 
 class ChildProcess(Protocol):

@@ -20,14 +20,15 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, budget_s, in_time
-from servoscope.pipeline.batcher import Batcher, Pending, RestartSink
+from servoscope.pipeline.batcher import Batcher, BatchPolicy, Pending, RestartSink
 from servoscope.pipeline.cost import Backlog, CostModel, predict_s
 from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.gauges import Gauges, ModelGauges
 from servoscope.pipeline.instance_messages import ChildSpec
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.process_runtime import ProcessRuntime
-from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel
+from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel, RuntimeWrapper
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
 from servoscope.stages import BatchSink, Stage, Timing
@@ -82,9 +83,8 @@ class ModelService:
         batch = entry.config.batching.max_batch_size
         adaptive = policy.mode == "adaptive"
         self.concurrency = adaptive_limit(policy.max_pending, len(instances), batch) if adaptive else None
-        self.batcher = Batcher(
-            entry.name, entry.config.batching, instances, Postprocessor(self.labels, entry.config.output.kind), clock
-        )
+        postprocess = Postprocessor(self.labels, entry.config.output.kind)
+        self.batcher = Batcher(entry.name, BatchPolicy.of(entry.config.batching), instances, postprocess, clock)
 
     @property
     def num_classes(self) -> int:
@@ -233,27 +233,6 @@ def warm_up(service: ModelService) -> None:
         service.cost.learn({"inference": time.perf_counter() - started}, size, 0)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelGauges:
-    pending: int  # admitted and not yet answered
-    pending_limit: int
-    concurrency_limit: int  # the adaptive limit now (max_pending when static)
-    batch_queue: int  # waiting in the batcher
-    batch_queue_limit: int
-    batches_in_flight: int
-    instances: int
-
-
-@dataclass(frozen=True, slots=True)
-class Gauges:
-    """The pipeline's queues and workers right now."""
-
-    preprocess_queue: int  # waiting for a preprocess worker
-    preprocess_busy: int
-    preprocess_workers: int
-    models: dict[str, ModelGauges]
-
-
 class Pipeline:
     """Every served model, sharing one preprocessing pool."""
 
@@ -301,7 +280,9 @@ def build_pipeline(
     admission: AdmissionPolicy,
     clock: Clock = SYSTEM_CLOCK,
     preprocess_nice: int = 0,
+    wrap_runtime: RuntimeWrapper | None = None,
 ) -> Pipeline:
+    """Load, warm up and (with ``wrap_runtime``, after warming up) wrap every model's instances."""
     pool = PreprocessPool(plan_threads(preprocess_workers).preprocess_workers, clock, preprocess_nice)
     services = {}
     for entry in entries:
@@ -309,6 +290,9 @@ def build_pipeline(
         plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
         service = ModelService(entry, pool, load_instances(entry, plan), limits, admission, clock)
         warm_up(service)
+        if wrap_runtime is not None:
+            for instance in service.batcher.instances:
+                instance.runtime = wrap_runtime(instance.runtime)
         log.info(
             "model %s v%s: %s on %s, %s isolation, batching %s",
             entry.name, entry.version, plan.describe(),

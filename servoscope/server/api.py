@@ -91,8 +91,9 @@ async def config(request: Request) -> Response:
     return json_response({"service": effective(state.settings), "models": state.model_configs})
 
 
+inference_routes = [Route("/v1/models/{name}/classify", classify, methods=["POST"])]  # the door's too (door.py)
 routes = [
-    Route("/v1/models/{name}/classify", classify, methods=["POST"]),
+    *inference_routes,
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{name}", model_detail, methods=["GET"]),
     Route("/v1/config", config, methods=["GET"]),

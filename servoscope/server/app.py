@@ -6,19 +6,20 @@ import contextlib
 import dataclasses
 import logging
 import os
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping, Sequence
 
 from prometheus_client import disable_created_metrics
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
-from servoscope.drills import faults as drill_faults
 from servoscope.models import repository
 from servoscope.pipeline.admission import AdmissionPolicy
 from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.runtime import RuntimeWrapper
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.pipeline.structure import StructureLimits
 from servoscope.server import api, dashboard, grpc_server, openapi, triton, v2
@@ -37,7 +38,11 @@ from servoscope.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
+def load_pipeline(
+    settings: Settings, clock: Clock = SYSTEM_CLOCK, wrap_runtime: RuntimeWrapper | None = None
+) -> Pipeline:
+    """The settings' models, loaded and warmed up; ``wrap_runtime`` (the start-up seam) wraps each
+    instance's runtime."""
     root = settings.model_repository
     if settings.models:
         entries = [repository.find(root, name) for name in settings.models]
@@ -48,7 +53,7 @@ def load_pipeline(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Pipeline:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
     return build_pipeline(
         entries, settings.preprocess_workers, decode_limits(settings), admission_policy(settings), clock,
-        settings.preprocess_nice,
+        settings.preprocess_nice, wrap_runtime,
     )
 
 
@@ -80,16 +85,19 @@ def make_telemetry(settings: Settings, clock: Clock, env: Mapping[str, str]) -> 
     return Telemetry(clock, tracer=Tracer(provider_from_env(env)))
 
 
-def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: ServerState) -> Monitor:
-    """Connect telemetry to a loaded pipeline: batch records, live gauges, background readings."""
+def observe(
+    app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: ServerState, collectors: Sequence[Collector]
+) -> Monitor:
+    """Connect telemetry to a loaded pipeline: batch records, live gauges, background readings, and
+    the ``collectors`` the caller added."""
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
     telemetry.registry.register(LiveCollector(
         telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight, lambda: state.ingesting
     ))
-    if state.settings.faults.active():
-        telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
+    for collector in collectors:
+        telemetry.registry.register(collector)
     app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting)
     monitor.start()
     return monitor
@@ -101,19 +109,21 @@ def create_app(
     clock: Clock = SYSTEM_CLOCK,
     telemetry: Telemetry | None = None,
     env: Mapping[str, str] = os.environ,
+    wrap_runtime: RuntimeWrapper | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> Starlette:
-    """The ASGI app. Without a ``pipeline``, one is loaded from the settings at start-up;
-    without ``telemetry``, one is made from the settings (and the OTEL_* variables in ``env``)."""
+    """The ASGI app. Without a ``pipeline``, one is loaded from the settings at start-up (its
+    runtimes wrapped by ``wrap_runtime``, the start-up seam); without ``telemetry``, one is made from
+    the settings (and the OTEL_* variables in ``env``), and ``collectors`` are registered with it."""
     telemetry = telemetry or make_telemetry(settings, clock, env)
     state = ServerState(settings, clock, telemetry or NoObserver())
     state.triton_stats = telemetry.triton if telemetry else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loaded = pipeline or load_pipeline(settings, clock)
-        drill_faults.inject(loaded, settings.faults)  # none unless a drill or an --inject-* flag asked
+        loaded = pipeline or load_pipeline(settings, clock, wrap_runtime)
         loaded.start()
-        monitor = observe(app, telemetry, loaded, state) if telemetry else None
+        monitor = observe(app, telemetry, loaded, state, collectors) if telemetry else None
         state.model_configs = {
             name: {"version": s.version, "instances_running": len(s.batcher.instances), **s.entry.config.model_dump(mode="json")}
             for name, s in loaded.services.items()

@@ -30,9 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from starlette.routing import Route
+
 from servoscope.errors import Overloaded
 from servoscope.pipeline.admission import Priority
 from servoscope.pipeline.service import ModelService
+from servoscope.server import api, v2
 from servoscope.server.http import raw_error, retry_after
 from servoscope.server.state import ServerState
 from servoscope.stages import Stage, Timing
@@ -67,6 +70,9 @@ def early_retry_hold_s(last: LastRefusal | None, signature: tuple[bytes, int], n
     if last is None or last.signature != signature:
         return 0.0
     return min(max(0.0, last.retry_at_s - now_s), MAX_EARLY_RETRY_HOLD_S)
+
+# The inference routes, as the app routes them: one table, the app's (api.py, v2.py).
+INFERENCE_ROUTES: tuple[Route, ...] = (*api.inference_routes, *v2.inference_routes)
 
 
 class Door:
@@ -120,15 +126,15 @@ class Door:
 
 
 def inference_target(path: str, services: dict[str, ModelService]) -> str | None:
-    """The model named by an inference path — ``/v1/models/{name}/classify``,
-    ``/v2/models/{name}/infer`` or ``/v2/models/{name}/versions/{version}/infer`` for the version
-    served — else None."""
-    parts = path.split("/")
-    if len(parts) == 5 and parts[2] == "models" and (parts[1], parts[4]) in (("v1", "classify"), ("v2", "infer")):
-        return parts[3]
-    if len(parts) == 7 and parts[1:3] == ["v2", "models"] and parts[4] == "versions" and parts[6] == "infer":
-        service = services.get(parts[3])
-        return parts[3] if service is not None and service.version == parts[5] else None
+    """The model named by a path the app routes to an inference endpoint (:data:`INFERENCE_ROUTES`,
+    by their own compiled patterns) — when it names a version, only the version served — else None."""
+    for route in INFERENCE_ROUTES:
+        found = route.path_regex.match(path)
+        if found is not None:
+            name, version = found["name"], found.groupdict().get("version")
+            service = services.get(name)
+            served = version is None or (service is not None and service.version == version)
+            return name if served else None
     return None
 
 

@@ -62,8 +62,21 @@ LINGER_MAX_BYTES = 64 * 1024 * 1024  # … and how much of it at most
 HEAD_TOO_LARGE = f"request line and headers above {MAX_HEAD_BYTES} bytes"
 
 
+# The coupling to uvicorn's private httptools protocol (pyproject.toml pins uvicorn to the versions
+# tested): the hooks overridden below, the protocol's own methods and attributes they call, and the
+# attributes of its request cycle they read. tests/test_uvicorn_hooks.py checks each against the
+# installed uvicorn and names the one that is gone.
+UVICORN_HOOKS = (
+    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
+    "on_headers_complete", "on_body", "on_message_complete", "on_response_complete", "send_400_response",
+)
+UVICORN_CALLS = ("_unset_keepalive_if_required", "timeout_keep_alive_handler")
+UVICORN_STATE = ("loop", "parser", "timeout_keep_alive", "timeout_keep_alive_task", "cycle", "url", "headers", "scope")
+UVICORN_CYCLE_STATE = ("transport", "more_body", "response_complete")
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, bounded where it is not (read from uvicorn 0.54's source):
+    """uvicorn's httptools protocol, bounded where it is not (read from uvicorn 0.55's source):
 
     - llhttp puts no limit on the request line and headers, and ``h11_max_incomplete_event_size``
       applies only to the h11 protocol: here a head over ``MAX_HEAD_BYTES``, or with more than

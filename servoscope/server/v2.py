@@ -276,11 +276,12 @@ async def infer(request: Request) -> Response:
 
 _MODEL = "/v2/models/{name}"
 _VERSIONED = "/v2/models/{name}/versions/{version}"
+inference_routes = [Route(base + "/infer", infer, methods=["POST"]) for base in (_MODEL, _VERSIONED)]  # the door's too
 routes = [
     Route("/v2", server_metadata, methods=["GET"]),
     Route("/v2/health/live", live, methods=["GET"]),
     Route("/v2/health/ready", ready, methods=["GET"]),
     *(Route(base, model_metadata, methods=["GET"]) for base in (_MODEL, _VERSIONED)),
     *(Route(base + "/ready", model_ready, methods=["GET"]) for base in (_MODEL, _VERSIONED)),
-    *(Route(base + "/infer", infer, methods=["POST"]) for base in (_MODEL, _VERSIONED)),
+    *inference_routes,
 ]

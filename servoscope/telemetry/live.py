@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from servoscope.pipeline.service import Gauges
+from servoscope.pipeline.gauges import Gauges
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import Telemetry
 

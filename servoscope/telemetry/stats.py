@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from servoscope.pipeline.service import Gauges
+from servoscope.pipeline.gauges import Gauges
 from servoscope.stages import STAGE_NAMES
 from servoscope.telemetry.document import (
     SCHEMA_VERSION, Batches, ModelStats, ModelWindow, Preprocess, Queues, StatsDocument, Summary, SystemMeans,

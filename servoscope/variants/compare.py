@@ -17,10 +17,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from servoscope.models import repository, samples
-from servoscope.models.agreement import NOISE_DRAWS, agreement, labelled, logits
+from servoscope.models import repository
+from servoscope.variants import samples
+from servoscope.variants.agreement import NOISE_DRAWS, agreement, labelled, logits
 from servoscope.models.config import ModelConfigError
-from servoscope.models.offline import latency_ms, offline_rate
+from servoscope.variants.offline import latency_ms, offline_rate
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.runtime import OnnxModel
 from servoscope.resources import available_cores, plan_threads

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from servoscope.models import samples
+from servoscope.variants import samples
 from servoscope.models.config import ModelConfig
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.runtime import OnnxModel

@@ -21,9 +21,10 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from servoscope.models import repository, samples
-from servoscope.models.agreement import measure
-from servoscope.models.bias_correction import correct_biases
+from servoscope.models import repository
+from servoscope.variants import samples
+from servoscope.variants.agreement import measure
+from servoscope.variants.bias_correction import correct_biases
 from servoscope.models.config import CONFIG_FILE, MODEL_FILE, save_config
 from servoscope.models.repository import ModelEntry
 

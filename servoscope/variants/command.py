@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from servoscope.models.prepare import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from servoscope.models.quantize import QuantSettings
+    from servoscope.variants.quantize import QuantSettings
 
 REPOSITORY = Path("models")
 INT8 = f"{DEFAULT_MODEL}_int8"
@@ -27,7 +27,7 @@ def _refusing(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     """Bad settings, a missing package or provider: one line on stderr and exit status 2."""
 
     def guarded(args: argparse.Namespace) -> int:
-        from servoscope.models.convert import ConvertError
+        from servoscope.variants.convert import ConvertError
         from servoscope.pipeline.runtime import RuntimeError_
 
         try:
@@ -48,7 +48,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def settings_from(args: argparse.Namespace) -> QuantSettings:
-    from servoscope.models.quantize import QuantSettings
+    from servoscope.variants.quantize import QuantSettings
 
     return QuantSettings(
         format=args.format,
@@ -68,7 +68,7 @@ def settings_from(args: argparse.Namespace) -> QuantSettings:
 
 @_refusing
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from servoscope.models.quantize import quantize
+    from servoscope.variants.quantize import quantize
 
     settings = settings_from(args)
     _logging()
@@ -79,7 +79,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 @_refusing
 def cmd_convert(args: argparse.Namespace) -> int:
-    from servoscope.models.convert import convert_fp16
+    from servoscope.variants.convert import convert_fp16
 
     _logging()
     report = convert_fp16(args.repository, args.source, args.name)
@@ -89,7 +89,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 @_refusing
 def cmd_compare(args: argparse.Namespace) -> int:
-    from servoscope.models.compare import Budget, compare, table
+    from servoscope.variants.compare import Budget, compare, table
 
     budget = Budget(args.duration_s, args.latency_runs, args.batch_size, args.provider, args.per_photo)
     names = [n for n in args.variants.split(",") if n] if args.variants else None
@@ -108,7 +108,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _quantize_flags(quant: argparse.ArgumentParser) -> None:
-    from servoscope.models.quantize import DEFAULT_SETTINGS as d
+    from servoscope.variants.quantize import DEFAULT_SETTINGS as d
 
     knobs = quant.add_argument_group("settings (the defaults are the best measured by bench/quantize.py)")
     knobs.add_argument("--format", choices=["qdq", "qoperator"], default=d.format)

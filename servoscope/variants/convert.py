@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 
 from servoscope.models import repository
-from servoscope.models.agreement import measure
+from servoscope.variants.agreement import measure
 from servoscope.models.config import MODEL_FILE
-from servoscope.models.quantize import publish, write_variant
+from servoscope.variants.quantize import publish, write_variant
 
 log = logging.getLogger(__name__)
 
