@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from serve import RESULTS, ROOT, Windows, classify_requests, progress, saturation, server, servoscope_argv
-
 from servoscope.loadgen import open_loop, run, summarize
 from servoscope.loadgen.images import image_set
 from servoscope.loadgen.mixes import Mix, MixImage

@@ -12,9 +12,11 @@ the stage durations of one record always add up to its ``total``::
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class Stage(str, enum.Enum):
@@ -32,7 +34,7 @@ class Stage(str, enum.Enum):
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 TOTAL = "total"
-STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in STAGES) + (TOTAL,)
+STAGE_NAMES: tuple[str, ...] = (*(s.value for s in STAGES), TOTAL)
 _INDEX = {stage: i for i, stage in enumerate(STAGES)}
 
 
@@ -127,8 +129,6 @@ def parse_server_timing(header: str) -> dict[str, float]:
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
             if key == "dur" and name:
-                try:
+                with contextlib.suppress(ValueError):
                     out[name] = float(value) / 1000.0
-                except ValueError:
-                    pass
     return out

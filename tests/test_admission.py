@@ -7,7 +7,6 @@ import pytest
 from servoscope.pipeline.admission import GradientLimit, Priority, admits
 from servoscope.pipeline.service import adaptive_limit
 
-
 SERVICE_S = 0.010
 
 

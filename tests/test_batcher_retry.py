@@ -35,7 +35,9 @@ class LosingRuntime:
     """The real model, but its first ``losses`` runs lose the instance. With ``gate``, the first run
     waits (bounded) for the test to open it, after telling ``entered``."""
 
-    def __init__(self, model: Runtime, losses: int, gate: threading.Event | None = None, clock: ManualClock | None = None) -> None:
+    def __init__(
+        self, model: Runtime, losses: int, gate: threading.Event | None = None, clock: ManualClock | None = None
+    ) -> None:
         self.model, self.losses, self.gate, self.clock = model, losses, gate, clock
         self.batches: list[np.ndarray] = []
         self.entered = threading.Event()

@@ -7,7 +7,6 @@ Each drill's baseline/degraded pair was produced by a real drill run; the doctor
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import subprocess
 import sys
@@ -93,7 +92,10 @@ def test_reads_a_bare_stats_document(tmp_path: Path) -> None:
     bare = tmp_path / "stats.json"
     bare.write_text(json.dumps(drill["stats"]))
     e = evidence.load(bare, window="1m")
-    assert e.model == "efficientnet_lite0" and e.total.count == drill["stats"]["models"][e.model]["windows"]["1m"]["stages"]["total"]["count"]
+    assert (
+        e.model == "efficientnet_lite0"
+        and e.total.count == drill["stats"]["models"][e.model]["windows"]["1m"]["stages"]["total"]["count"]
+    )
 
 
 def test_unknown_model_is_a_clear_error() -> None:
@@ -140,7 +142,9 @@ def test_demand_counted_on_arrival_shows_growth_that_answers_lag() -> None:
     without them (a service that predates the count) the same windows are not called growth."""
     base = evidence.load(DRILLS / "traffic-growth-batched" / "baseline.json")
     now = evidence.load(DRILLS / "traffic-growth-batched" / "degraded.json")
-    now = dataclasses.replace(now, answered_per_s=base.answered_per_s * 1.02, batch_mean_size=base.batch_mean_size * 1.3)
+    now = dataclasses.replace(
+        now, answered_per_s=base.answered_per_s * 1.02, batch_mean_size=base.batch_mean_size * 1.3
+    )
     counted = diagnose(dataclasses.replace(base, arrived_per_s=134.0), dataclasses.replace(now, arrived_per_s=154.0))
     assert counted.top.cause == "traffic-growth", report.to_text(counted)
     assert "traffic 134 → 154 req/s (×1.15)" in counted.top.evidence[0]
@@ -194,17 +198,42 @@ def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
     """A /v1/stats document with a FAKE GPU reading: utilization and clock share from the window's
     means where kept, else from the reading; slowing throttle reasons from the reading."""
     doc = json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())["stats"]
-    doc["gpu"] = {"available": True, "reason": None, "driver_version": "fake", "devices": [
-        {"index": 0, "utilization_gpu_percent": 20, "sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "throttle_reasons": ["gpu_idle"]},
-        {"index": 1, "utilization_gpu_percent": 90, "sm_clock_mhz": 990, "sm_clock_max_mhz": 1980,
-         "throttle_reasons": ["sw_power_cap", "applications_clocks_setting"]},
-    ]}
+    doc["gpu"] = {
+        "available": True,
+        "reason": None,
+        "driver_version": "fake",
+        "devices": [
+            {
+                "index": 0,
+                "utilization_gpu_percent": 20,
+                "sm_clock_mhz": 1980,
+                "sm_clock_max_mhz": 1980,
+                "throttle_reasons": ["gpu_idle"],
+            },
+            {
+                "index": 1,
+                "utilization_gpu_percent": 90,
+                "sm_clock_mhz": 990,
+                "sm_clock_max_mhz": 1980,
+                "throttle_reasons": ["sw_power_cap", "applications_clocks_setting"],
+            },
+        ],
+    }
     latest = evidence.from_document(doc, window="1m")
-    assert (latest.gpu_utilization_percent, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (90.0, 0.5, ("sw_power_cap",))
+    assert (latest.gpu_utilization_percent, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (
+        90.0,
+        0.5,
+        ("sw_power_cap",),
+    )
     doc["system_means"] = {"1m": {"gpu_utilization_percent": 75.5, "gpu_sm_clock_ratio": 0.7}}
     means = evidence.from_document(doc, window="1m")
     assert (means.gpu_utilization_percent, means.gpu_clock_ratio) == (75.5, 0.7)
-    assert evidence.from_document(json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())).gpu_utilization_percent is None
+    assert (
+        evidence.from_document(
+            json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())
+        ).gpu_utilization_percent
+        is None
+    )
 
 
 def test_a_heavy_baseline_tail_does_not_hide_a_shift_of_the_whole_distribution() -> None:
@@ -217,4 +246,6 @@ def test_a_heavy_baseline_tail_does_not_hide_a_shift_of_the_whole_distribution()
     base = window(0.0137, 0.0721, 0.1451)
     assert diagnose(base, window(0.0388, 0.1013, 0.1394)).confirm.significant
     assert "the median with it" in diagnose(base, window(0.0388, 0.1013, 0.1394)).confirm.verdict
-    assert not diagnose(base, window(0.0140, 0.1013, 0.1394)).confirm.significant  # the median stayed: within the tail's noise
+    assert not diagnose(
+        base, window(0.0140, 0.1013, 0.1394)
+    ).confirm.significant  # the median stayed: within the tail's noise

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import signal
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
 import httpx
@@ -20,7 +20,16 @@ from tritonclient.utils import InferenceServerException
 from servoscope.server.protos import grpc_service_pb2 as pb
 from servoscope.stages import parse_server_timing
 from support import (
-    CLEAR_TOP1, MODEL, Photo, ServerProcess, classify, free_port, metric_value, start_server, top1, wait_for,
+    CLEAR_TOP1,
+    MODEL,
+    Photo,
+    ServerProcess,
+    classify,
+    free_port,
+    metric_value,
+    start_server,
+    top1,
+    wait_for,
 )
 from test_overload import HOLDING_FLAGS, HeldRequest, wait_pending
 
@@ -156,7 +165,7 @@ def test_not_found(triton_client: Client, photos: Photos) -> None:
 def test_deadline_exceeded(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
     # a 1 µs deadline (X-Request-Timeout in ms, as over HTTP) has always passed when a decode worker
     # picks the request up: the server itself answers DEADLINE_EXCEEDED, the client set no deadline
-    srv, address = spawn_with_grpc(spawn_server, "--preprocess-workers", "1")
+    _srv, address = spawn_with_grpc(spawn_server, "--preprocess-workers", "1")
     error = raw_error(address, raw_request([photos["coffee"].jpeg]), (("x-request-timeout", "0.001"),))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "deadline" in error.details()
     assert "inference" not in parse_server_timing(dict(error.trailing_metadata())["server-timing"])

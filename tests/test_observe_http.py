@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import http.server
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -93,7 +94,9 @@ def test_telemetry_off(spawn_server: Callable[..., ServerProcess], photos: dict[
         assert response.status_code == 200 and "server-timing" in response.headers
 
 
-def test_traces_exported_with_the_clients_trace_id(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
+def test_traces_exported_with_the_clients_trace_id(
+    spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]
+) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     srv = spawn_server("--models", MODEL, env={"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"})
     with httpx.Client(base_url=srv.url, timeout=30) as client:
@@ -112,9 +115,9 @@ def test_traces_exported_with_the_clients_trace_id(spawn_server: Callable[..., S
 class _OtlpReceiver(http.server.BaseHTTPRequestHandler):
     """A minimal OTLP/HTTP trace receiver: keeps every ExportTraceServiceRequest it is sent."""
 
-    received: list[bytes] = []
+    received: ClassVar[list[bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 — http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.path == "/v1/traces":
             type(self).received.append(body)

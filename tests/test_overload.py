@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from servoscope.pipeline.batcher import Lanes, Pending
-from servoscope.stages import Timing
 from servoscope.server.door import inference_target
+from servoscope.stages import Timing
 from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
@@ -95,7 +95,9 @@ def test_low_priority_is_refused_first_high_last(
     lows = [held("low") for _ in range(5)]  # low may take half of the limit of 10
     wait_pending(holding_server, 5)
     with httpx.Client(base_url=holding_server.url, timeout=30) as client:
-        refused = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "low"})
+        refused = client.post(
+            CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "low"}
+        )
         assert_error(refused, 429, "capacity", "low")
         assert refused.headers["retry-after"] == "1"
         normals = [held("normal") for _ in range(4)]  # normal takes up to 90%: 9
@@ -138,7 +140,9 @@ def test_counters_reconcile_after_a_mixed_run(small_limit_server: ServerProcess,
 
 
 def test_bad_priority_is_a_400(client: httpx.Client, photos: dict[str, Photo]) -> None:
-    response = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "urgent"})
+    response = client.post(
+        CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "urgent"}
+    )
     assert_error(response, 400, "X-Priority")
 
 
@@ -155,7 +159,11 @@ def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
             refused = client.post(path, content=b"{}", headers={"X-Priority": "high"})
             assert_error(refused, 429, "capacity", "high")
             assert refused.headers["retry-after"] == "1"
-        assert_error(client.post(CLASSIFY, content=jpeg["content"], headers={**jpeg["headers"], "X-Priority": "urgent"}), 400, "X-Priority")
+        assert_error(
+            client.post(CLASSIFY, content=jpeg["content"], headers={**jpeg["headers"], "X-Priority": "urgent"}),
+            400,
+            "X-Priority",
+        )
         assert_error(client.post(f"/v2/models/{MODEL}/versions/7/infer", content=b"{}"), 400, "version")
         assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
         assert [r.finish() for r in holders] == [200] * 10
@@ -207,8 +215,17 @@ def test_the_door_knows_inference_paths_only() -> None:
     assert inference_target("/v1/models/m/classify", services) == "m"  # type: ignore[arg-type]
     assert inference_target("/v2/models/m/infer", services) == "m"  # type: ignore[arg-type]
     assert inference_target("/v2/models/m/versions/2/infer", services) == "m"  # type: ignore[arg-type]
-    for other in ("/v2/models/m/versions/1/infer", "/v2/models/x/versions/2/infer", "/v1/models/m", "/v2/models/m/ready",
-                  "/v1/models/m/classify/x", "/v2/models/m/classify", "/v1/models/m/infer", "/metrics", "/"):
+    for other in (
+        "/v2/models/m/versions/1/infer",
+        "/v2/models/x/versions/2/infer",
+        "/v1/models/m",
+        "/v2/models/m/ready",
+        "/v1/models/m/classify/x",
+        "/v2/models/m/classify",
+        "/v1/models/m/infer",
+        "/metrics",
+        "/",
+    ):
         assert inference_target(other, services) is None, other  # type: ignore[arg-type]
 
 

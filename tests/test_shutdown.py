@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 

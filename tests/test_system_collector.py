@@ -73,8 +73,11 @@ def test_levels_in_sane_ranges() -> None:
 
 
 def test_open_tcp_connections_are_counted_by_status() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as client, listener.accept()[0] as served:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as client,
+        listener.accept()[0] as served,
+    ):
             assert client.fileno() >= 0 and served.fileno() >= 0
             counts = SystemCollector().sample().process_tcp_connections
     assert counts is not None

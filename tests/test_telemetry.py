@@ -131,7 +131,7 @@ def test_request_span_with_a_child_per_stage_and_the_clients_parent(
     root = finished["classify"]
     assert format(root.context.trace_id, "032x") == trace_id
     assert format(root.parent.span_id, "016x") == parent_id
-    for i, stage in enumerate(STAGES, start=1):
+    for stage in STAGES:
         child = finished[stage.value]
         assert child.parent.span_id == root.context.span_id
         assert (child.end_time - child.start_time) == pytest.approx(0.01e9, abs=2)

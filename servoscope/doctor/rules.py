@@ -13,8 +13,9 @@ stage; larger inputs fill the preprocess queue; a CPU neighbour lowers capacity 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from servoscope.doctor.evidence import Evidence, Percentiles
 from servoscope.stages import STAGES, Stage
@@ -254,8 +255,10 @@ def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding
         (
             f"batch_wait P95 {ms(base.stages['batch_wait'].p95)} → {ms(wait)} "
             f"({a.shares['batch_wait']:.0%} of the rise)",
-            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} (largest {now.batch_max_size or 'unknown'}); "
-            f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} for the larger batches",
+            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} "
+            f"(largest {now.batch_max_size or 'unknown'}); "
+            f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} "
+            "for the larger batches",
             f"model busy ratio only {now.busy_ratio:.2f} at {now.answered_per_s:.0f} req/s: not saturated",
         ),
         (
@@ -289,7 +292,8 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         ),
         (
             first_fix,
-            Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
+            Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → "
+                f"~{now.busy_ratio * n / (n + 1):.2f}",
                 "queueing in batch_wait collapses", "infrastructure"),
             Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
                 "per-batch inference time down; accuracy must be re-checked", "model"),
@@ -310,8 +314,12 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
         return (
             "the model itself runs slower at the same load (no GPU: the cores running it are throttled or shared)",
             "no GPU reported: inference runs on the CPU",
-            Fix("check the cores: frequency scaling and thermal throttling, CPU steal on a VM, cgroup CPU-quota throttling",
-                back, "infrastructure"),
+            Fix(
+                "check the cores: frequency scaling and thermal throttling, CPU steal on a VM, "
+                "cgroup CPU-quota throttling",
+                back,
+                "infrastructure",
+            ),
         )
     was = f"{base.gpu_utilization_percent:.0f}%" if base.gpu_utilization_percent is not None else "unknown"
     clocks = f"SM clock {clock:.0%} of its maximum" if clock is not None else "SM clock unknown"
@@ -325,10 +333,15 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
         )
     if util >= GPU_BUSY_PERCENT:
         return (
-            f"the GPU is saturated ({util:.0f}% busy) and each batch takes longer: other work shares the GPU, or the model got heavier",
+            f"the GPU is saturated ({util:.0f}% busy) and each batch takes longer: other work shares the GPU, or the "
+            "model got heavier",
             line,
-            Fix("find what else runs on the GPU (nvidia-smi; the processes in /v1/stats) and move it, or give the model "
-                "a GPU of its own (a dedicated card or a MIG slice)", back, "infrastructure"),
+            Fix(
+                "find what else runs on the GPU (nvidia-smi; the processes in /v1/stats) and move it, "
+                "or give the model a GPU of its own (a dedicated card or a MIG slice)",
+                back,
+                "infrastructure",
+            ),
         )
     return (
         f"the GPU waits ({util:.0f}% busy) while inference got slower: the time goes on the host — "
@@ -380,7 +393,8 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         _conf(0.5 + (load - 1) + 0.3 * (now.busy_ratio - 0.7) / 0.3),
         (
             f"traffic {traffic[0]:.0f} → {traffic[1]:.0f} req/s (×{load:.2f}); answered "
-            f"{base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; refused {now.refused_per_s:.1f}/s {now.refused_by_reason or ''}".rstrip(),
+            f"{base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; refused {now.refused_per_s:.1f}/s "
+            f"{now.refused_by_reason or ''}".rstrip(),
             f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f}; capacity unchanged "
             f"({base.capacity_per_s:.0f} → {now.capacity_per_s:.0f} req/s)",
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; {_spread(a)}",
@@ -433,7 +447,8 @@ def no_regression(c: Confirmation) -> Finding:
         "no significant server-side regression",
         _conf(0.5 + 0.4 * min(min(c.samples) / 1000, 1.0)),
         (
-            f"total P95 {ms(c.p95[0])} → {ms(c.p95[1])} (×{c.p95_ratio:.2f}) on {c.samples[0]} vs {c.samples[1]} samples",
+            f"total P95 {ms(c.p95[0])} → {ms(c.p95[1])} (×{c.p95_ratio:.2f}) "
+            f"on {c.samples[0]} vs {c.samples[1]} samples",
             f"delivery (until clients acknowledged the answer) P95 {ms(c.delivery_p95[0])} → {ms(c.delivery_p95[1])}; "
             "if clients still report slowness, it lies beyond what the server can see: the client itself, "
             "connection set-up, or the network on the way in",
@@ -448,9 +463,19 @@ def inconclusive(base: Evidence, now: Evidence, a: Attribution) -> Finding:
         "inconclusive",
         f"regression carried by {a.carrier or 'no single stage'}, but no root-cause class fits the signals",
         0.3,
-        (_spread(a), _cpu_line(base, now), f"event-loop lag P95 {ms(base.event_loop_lag_p95_s)} → {ms(now.event_loop_lag_p95_s)}"),
-        (Fix("check next: GPU utilisation and clocks, errors and refusals by reason, traces of the slowest requests, "
-             "recent deploys and config changes", "narrows the cause", "infrastructure"),),
+        (
+            _spread(a),
+            _cpu_line(base, now),
+            f"event-loop lag P95 {ms(base.event_loop_lag_p95_s)} → {ms(now.event_loop_lag_p95_s)}",
+        ),
+        (
+            Fix(
+                "check next: GPU utilisation and clocks, errors and refusals by reason, "
+                "traces of the slowest requests, recent deploys and config changes",
+                "narrows the cause",
+                "infrastructure",
+            ),
+        ),
     )
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -69,7 +70,10 @@ def inject(pipeline: Pipeline, faults: Faults) -> dict[str, float]:
         for instance in service.batcher.instances:
             if faults.inference_delay_s and not isinstance(instance.runtime, DelayedRuntime):
                 instance.runtime = DelayedRuntime(instance.runtime, faults.inference_delay_s)
-    log.warning("!!! INJECTED FAULTS ACTIVE (servoscope drill / --inject-* flag): %s — this service is slowed on purpose", active)
+    log.warning(
+        "!!! INJECTED FAULTS ACTIVE (servoscope drill / --inject-* flag): %s — this service is slowed on purpose",
+        active,
+    )
     return active
 
 
@@ -80,7 +84,9 @@ class FaultCollector(Collector):
         self.faults = faults
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(FAULT_GAUGE, "Faults injected on purpose (drills), by setting value.", labels=["fault"])
+        gauge = GaugeMetricFamily(
+            FAULT_GAUGE, "Faults injected on purpose (drills), by setting value.", labels=["fault"]
+        )
         for name, value in self.faults.active().items():
             gauge.add_metric([name], value)
         yield gauge

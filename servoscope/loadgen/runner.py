@@ -104,7 +104,13 @@ async def execute(plan: LoadPlan, progress: Progress | None = None) -> Outcome:
         async with asyncio.timeout(plan.hard_cap_s):
             if offsets is not None:
                 await open_loop(
-                    plan.endpoint, requests, offsets, plan.connections, plan.timeout_s, on_start=on_start, on_sample=on_sample
+                    plan.endpoint,
+                    requests,
+                    offsets,
+                    plan.connections,
+                    plan.timeout_s,
+                    on_start=on_start,
+                    on_sample=on_sample,
                 )
             else:
                 await closed_loop(
@@ -150,7 +156,11 @@ def settings_json(plan: LoadPlan) -> dict[str, Any]:
 def mix_json(plan: LoadPlan, outcome: Outcome) -> dict[str, Any]:
     sent = len(outcome.result.samples)
     drawn = Counter(plan.mix.images[i].label for i in outcome.draws[:sent])
-    return {"description": plan.mix.description, "images": len(plan.mix.images), "sent_by_kind": dict(sorted(drawn.items()))}
+    return {
+        "description": plan.mix.description,
+        "images": len(plan.mix.images),
+        "sent_by_kind": dict(sorted(drawn.items())),
+    }
 
 
 def result_json(plan: LoadPlan, outcome: Outcome) -> dict[str, Any]:

@@ -98,7 +98,9 @@ class GradientLimit:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_limit <= self.initial <= self.max_limit:
-            raise ValueError(f"need 1 <= min_limit <= initial <= max_limit, got {self.min_limit}, {self.initial}, {self.max_limit}")
+            raise ValueError(
+                f"need 1 <= min_limit <= initial <= max_limit, got {self.min_limit}, {self.initial}, {self.max_limit}"
+            )
         self.estimate = self.initial
         self.wait_ratio = 0.0  # short-run average of wait / service
         self._samples = 0
@@ -116,7 +118,8 @@ class GradientLimit:
         gradient = max(0.5, min(1.0, self.tolerance / self.wait_ratio)) if self.wait_ratio > 0 else 1.0
         if gradient < 1.0:  # queues are building: shrink in proportion, smoothed
             self.estimate = max(self.min_limit, self.estimate * (1 - self.smoothing * (1 - gradient)))
-        elif self.pressed or in_flight >= self.estimate / 2:  # fine and in use: grow by about one per limit's worth of answers
+        elif self.pressed or in_flight >= self.estimate / 2:
+            # fine and in use: grow by about one per limit's worth of answers
             self.estimate = min(self.max_limit, self.estimate + 1 / self.estimate)
         self.pressed = False
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -145,7 +145,9 @@ class Batcher:
         self._queue = Lanes()
         self._wake = asyncio.Event()
         self._idle: collections.deque[Instance] = collections.deque(instances)
-        self._buffers = {i: BatchBuffer(policy.max_batch_size) for i in instances}  # each filled on its instance's thread only
+        self._buffers = {
+            i: BatchBuffer(policy.max_batch_size) for i in instances
+        }  # each filled on its instance's thread only
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.in_flight = 0  # batches running now
@@ -221,7 +223,9 @@ class Batcher:
             if p.future.done():
                 return False
             if p.deadline <= now:
-                p.future.set_exception(DeadlineExceeded(f"deadline passed after {now - p.timing.start:.3f}s, before inference"))
+                p.future.set_exception(
+                    DeadlineExceeded(f"deadline passed after {now - p.timing.start:.3f}s, before inference")
+                )
                 return False
             return True
 

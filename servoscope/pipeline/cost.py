@@ -128,4 +128,9 @@ def predict_s(cost: CostModel, backlog: Backlog, upload_bytes: int, images: int 
     batch = cost.batch_time(size)
     assert batch is not None
     queued_preprocess = backlog.preprocess_waiting * own_preprocess / max(1, backlog.preprocess_workers)
-    return queued_preprocess + own_preprocess * math.ceil(images / max(1, backlog.preprocess_workers)) + rounds * batch + cost.postprocess_time
+    return (
+        queued_preprocess
+        + own_preprocess * math.ceil(images / max(1, backlog.preprocess_workers))
+        + rounds * batch
+        + cost.postprocess_time
+    )

@@ -29,6 +29,11 @@ class RuntimeError_(RuntimeError):
 
 
 class Runtime(Protocol):
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the model runs on, preferred first."""
+        ...
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A float32 NCHW batch → one output row per input row."""
         ...
@@ -100,10 +105,11 @@ class OnnxModel:
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        return list(self.session.get_providers())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: batch})[0]
+        output: np.ndarray = self.session.run(self.output_names, {self.input_name: batch})[0]
+        return output
 
 
 class Instance:

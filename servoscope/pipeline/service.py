@@ -11,8 +11,8 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from servoscope.pipeline.process_runtime import ProcessRuntime
 from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
-from servoscope.stages import BatchSink, Stage, Timing
+from servoscope.stages import BatchSink, Timing
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ def adaptive_limit(max_pending: int, instances: int, max_batch_size: int) -> Gra
     a floor of one request per instance, at the same admitted P95.
     """
     initial = min(128, max_pending)
-    return GradientLimit(initial=initial, max_limit=max_pending, min_limit=min(initial, max(2, instances * max_batch_size)))
+    return GradientLimit(
+        initial=initial, max_limit=max_pending, min_limit=min(initial, max(2, instances * max_batch_size))
+    )
 
 
 class ModelService:
@@ -107,11 +109,17 @@ class ModelService:
         """Seconds until ``count`` more uploads of ``upload_bytes`` each would be answered, if admitted now."""
         pool = self.pool
         batcher = self.batcher
-        backlog = Backlog(self.pending, len(batcher.instances), batcher.policy.max_batch_size, pool.waiting, pool.workers)
+        backlog = Backlog(
+            self.pending, len(batcher.instances), batcher.policy.max_batch_size, pool.waiting, pool.workers
+        )
         return predict_s(self.cost, backlog, upload_bytes, count)
 
     def refusal(
-        self, count: int = 1, priority: Priority = Priority.NORMAL, upload_bytes: int = 0, deadline_s: float | None = None
+        self,
+        count: int = 1,
+        priority: Priority = Priority.NORMAL,
+        upload_bytes: int = 0,
+        deadline_s: float | None = None,
     ) -> Overloaded | None:
         """Why ``count`` more requests of ``priority`` (uploads of ``upload_bytes``, due within
         ``deadline_s``) may not enter now, or None when they may. An idle model admits anything."""
@@ -131,7 +139,8 @@ class ModelService:
     def _late(self, count: int, priority: Priority, upload_bytes: int, deadline_s: float | None) -> Overloaded | None:
         if self.pending + count > self.max_pending:
             return Overloaded(
-                f"model {self.name!r} has {self.pending} requests in progress, the limit (max_pending {self.max_pending})",
+                f"model {self.name!r} has {self.pending} requests in progress, the limit (max_pending "
+                f"{self.max_pending})",
                 reason="pending_limit",
             )
         predicted = self.predicted_s(upload_bytes, count)
@@ -150,7 +159,11 @@ class ModelService:
 
     @contextlib.contextmanager
     def admitted(
-        self, count: int = 1, priority: Priority = Priority.NORMAL, upload_bytes: int = 0, deadline_s: float | None = None
+        self,
+        count: int = 1,
+        priority: Priority = Priority.NORMAL,
+        upload_bytes: int = 0,
+        deadline_s: float | None = None,
     ) -> Iterator[None]:
         """Hold ``count`` places: admitted once the body has arrived (a slow upload holds no place),
         refused at once (429, ``Retry-After``) when it cannot be answered in time."""
@@ -210,7 +223,9 @@ def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instanc
     """An instance whose session runs in a child process (started now; loaded by the first batch)."""
     cfg = entry.config
     shape = PreprocessSpec(cfg.input.size, cfg.input.resize, cfg.input.mean, cfg.input.std).shape
-    spec = ChildSpec(str(entry.model_file), cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name, shape)
+    spec = ChildSpec(
+        str(entry.model_file), cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name, shape
+    )
     runtime = ProcessRuntime(spec, cfg.batching.max_batch_size, f"{entry.name}#{index}")
     return Instance(entry.name, index, runtime, process=runtime)
 

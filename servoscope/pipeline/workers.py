@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import DeadlineExceeded
@@ -50,7 +51,9 @@ class PreprocessPool:
             self.busy += 1
         try:
             if started >= deadline:
-                raise DeadlineExceeded(f"deadline passed after {started - timing.start:.3f}s waiting for a preprocess worker")
+                raise DeadlineExceeded(
+                    f"deadline passed after {started - timing.start:.3f}s waiting for a preprocess worker"
+                )
             return job()
         finally:
             with self._lock:

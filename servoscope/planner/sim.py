@@ -26,8 +26,8 @@ from __future__ import annotations
 import collections
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

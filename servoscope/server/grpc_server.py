@@ -13,7 +13,8 @@ inference is refused UNAVAILABLE while the HTTP side drains; then calls in fligh
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import json_format

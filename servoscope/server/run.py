@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import types
-from typing import Iterator
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -186,7 +186,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refused_at_door = False
             if not self._close_after_body and not self.transport.is_closing():  # idle, as after any answer
                 self._unset_keepalive_if_required()
-                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
         else:
             super().on_message_complete()
         if self._linger is not None:  # the body ended while being discarded: the connection is clean
@@ -242,7 +244,7 @@ class CycleTransport:
     writes goes straight through; a close it asks for lingers (see :meth:`BoundedHttpToolsProtocol.close_after_body`).
     These are the only transport methods the cycle calls (uvicorn 0.55's ``httptools_impl``)."""
 
-    __slots__ = ("_protocol", "_cycle")
+    __slots__ = ("_cycle", "_protocol")
 
     def __init__(self, protocol: BoundedHttpToolsProtocol, cycle: object) -> None:
         self._protocol = protocol
@@ -259,7 +261,9 @@ class CycleTransport:
 
 
 def bounded_protocol(head_timeout_s: float, door: Door | None = None) -> type[BoundedHttpToolsProtocol]:
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s, "door": door})
+    return type(
+        "BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s, "door": door}
+    )
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:

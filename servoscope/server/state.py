@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -71,7 +72,9 @@ class ServerState:
         their own, and hold no model's admission place (a slow link does not crowd out the others)."""
         if self.ingesting >= self.settings.max_ingest:
             raise Unavailable(
-                f"{self.ingesting} uploads are in progress, the limit (max_ingest)", retry_after_s=1.0, reason="ingest_limit"
+                f"{self.ingesting} uploads are in progress, the limit (max_ingest)",
+                retry_after_s=1.0,
+                reason="ingest_limit",
             )
         self.ingesting += 1
         try:

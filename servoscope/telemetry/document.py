@@ -16,8 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from servoscope.telemetry.gpu import GpuReading
-from servoscope.validation import fault_lines
 from servoscope.telemetry.system import SystemReading
+from servoscope.validation import fault_lines
 
 SCHEMA_VERSION = 1
 

@@ -14,8 +14,9 @@ import dataclasses
 import json
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import psutil
 import pynvml
@@ -50,7 +51,9 @@ THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
 
 
 # The reasons that slow a busy GPU down (idle and the application clock setting do not).
-SLOWING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+SLOWING_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
 
 
 def decode_throttle_reasons(mask: int) -> tuple[str, ...]:
@@ -133,7 +136,11 @@ class GpuReading:
         if not devices:
             return {}
         busiest = max(devices, key=lambda d: d.utilization_gpu_percent or 0)
-        clock = busiest.sm_clock_mhz / busiest.sm_clock_max_mhz if busiest.sm_clock_mhz and busiest.sm_clock_max_mhz else None
+        clock = (
+            busiest.sm_clock_mhz / busiest.sm_clock_max_mhz
+            if busiest.sm_clock_mhz and busiest.sm_clock_max_mhz
+            else None
+        )
         return {"gpu_utilization_percent": float(busiest.utilization_gpu_percent or 0), "gpu_sm_clock_ratio": clock}
 
 
@@ -169,7 +176,7 @@ class GpuCollector:
                 return GpuReading(available=False, reason=self._reason)
             try:
                 count = int(self._nvml.nvmlDeviceGetCount())
-            except Exception as exc:  # noqa: BLE001 - telemetry boundary
+            except Exception as exc:
                 self._guard.report("device_count", exc)
                 return GpuReading(False, f"cannot count devices: {exc}", self._driver_version)
             if count == 0:
@@ -193,7 +200,7 @@ class GpuCollector:
         self._last_attempt = now
         try:
             self._nvml.nvmlInit()
-        except Exception as exc:  # noqa: BLE001 - telemetry boundary
+        except Exception as exc:
             reason = _unavailable_reason(exc)
             if reason != self._reason:
                 logger.info("GPU telemetry off: %s", reason)
@@ -241,7 +248,7 @@ class GpuCollector:
         """The throttle reason mask: ``…ClocksEventReasons`` where NVML has it, else ``…ClocksThrottleReasons``."""
         if self._use_event_reasons:
             try:
-                return int(getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons")(handle))
+                return int(self._nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
             except self._nvml.NVMLError as exc:
                 if getattr(exc, "value", None) != _ERROR_FUNCTION_NOT_FOUND:
                     raise

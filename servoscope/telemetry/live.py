@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -31,10 +31,16 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         g = self.gauges()
-        depth = GaugeMetricFamily("servoscope_queue_depth", "Requests waiting in each queue.", labels=["queue", "model"])
+        depth = GaugeMetricFamily(
+            "servoscope_queue_depth", "Requests waiting in each queue.", labels=["queue", "model"]
+        )
         depth.add_metric(["preprocess", ""], g.preprocess_queue)
-        pending = GaugeMetricFamily("servoscope_requests_pending", "Requests admitted and not yet answered.", labels=["model"])
-        batches = GaugeMetricFamily("servoscope_batches_in_flight", "Batches running on model instances.", labels=["model"])
+        pending = GaugeMetricFamily(
+            "servoscope_requests_pending", "Requests admitted and not yet answered.", labels=["model"]
+        )
+        batches = GaugeMetricFamily(
+            "servoscope_batches_in_flight", "Batches running on model instances.", labels=["model"]
+        )
         busy = GaugeMetricFamily(
             "servoscope_model_busy_ratio",
             f"Share of the last {BUSY_WINDOW_S:g} s each model instance spent running batches.",
@@ -44,9 +50,13 @@ class LiveCollector(Collector):
             "servoscope_requests_pending_limit", "Admission limit of pending requests (max_pending).", labels=["model"]
         )
         concurrency = GaugeMetricFamily(
-            "servoscope_concurrency_limit", "Requests admitted at once now (adaptive admission; else max_pending).", labels=["model"]
+            "servoscope_concurrency_limit",
+            "Requests admitted at once now (adaptive admission; else max_pending).",
+            labels=["model"],
         )
-        capacity = GaugeMetricFamily("servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"])
+        capacity = GaugeMetricFamily(
+            "servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"]
+        )
         for name, m in g.models.items():
             depth.add_metric(["batch", name], m.batch_queue)
             capacity.add_metric(["batch", name], m.batch_queue_limit)
@@ -56,11 +66,15 @@ class LiveCollector(Collector):
             batches.add_metric([name], m.batches_in_flight)
             for i in range(m.instances):
                 busy.add_metric([name, str(i)], self.telemetry.busy_ratio(name, i, BUSY_WINDOW_S))
-        workers = GaugeMetricFamily("servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"])
+        workers = GaugeMetricFamily(
+            "servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"]
+        )
         workers.add_metric(["busy"], g.preprocess_busy)
         workers.add_metric(["idle"], max(0, g.preprocess_workers - g.preprocess_busy))
         in_flight = GaugeMetricFamily(
-            "servoscope_http_requests_in_flight", "Inference requests arrived and not yet answered.", value=self.http_in_flight()
+            "servoscope_http_requests_in_flight",
+            "Inference requests arrived and not yet answered.",
+            value=self.http_in_flight(),
         )
         ingesting = GaugeMetricFamily(
             "servoscope_requests_ingesting",
@@ -86,7 +100,9 @@ class LiveCollector(Collector):
             if value is not None:
                 yield GaugeMetricFamily(name, doc, value=value * scale)
         if s.cpu_percent_per_core:
-            cores = GaugeMetricFamily("servoscope_system_cpu_core_utilization_ratio", "CPU busy share per core.", labels=["cpu"])
+            cores = GaugeMetricFamily(
+                "servoscope_system_cpu_core_utilization_ratio", "CPU busy share per core.", labels=["cpu"]
+            )
             for i, pct in enumerate(s.cpu_percent_per_core):
                 cores.add_metric([str(i)], pct / 100)
             yield cores

@@ -31,7 +31,9 @@ WINDOW_MEANS = ("cpu_percent", "process_cpu_percent", "memory_available_bytes", 
 class Readings:
     system: SystemReading | None = None
     gpu: GpuReading | None = None
-    cpu_history: collections.deque[tuple[float, float]] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
+    cpu_history: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=HISTORY)
+    )
 
 
 class Monitor:
@@ -44,7 +46,10 @@ class Monitor:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch_lag(), name="loop-lag"), loop.create_task(self._sample(), name="sampler")]
+        self._tasks = [
+            loop.create_task(self._watch_lag(), name="loop-lag"),
+            loop.create_task(self._sample(), name="sampler"),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -71,7 +76,9 @@ class Monitor:
                 self.readings.cpu_history.append((clock.now(), system.cpu_percent))
             if self.telemetry.answered != answered:
                 answered = self.telemetry.answered
-                self.telemetry.record_system({**{name: getattr(system, name) for name in WINDOW_MEANS}, **gpu.window_values()})
+                self.telemetry.record_system(
+                    {**{name: getattr(system, name) for name in WINDOW_MEANS}, **gpu.window_values()}
+                )
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def _read(self) -> tuple[SystemReading, GpuReading]:

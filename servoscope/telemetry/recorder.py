@@ -7,7 +7,8 @@ Telemetry never breaks a request: a failure here is logged (once per kind) and s
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -59,7 +60,7 @@ class Telemetry:
         """A request arrived: open its trace span (when tracing is on)."""
         try:
             self.tracer.begin(timing, name, headers)
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("begin")
 
     def arrived(self, model: str) -> None:
@@ -67,14 +68,14 @@ class Telemetry:
         try:
             self.metrics.arrived.labels(model).inc()
             self.counts.event(("arrived", model))
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("arrived")
 
     def record(self, timing: Timing) -> None:
         """A request was answered (the RecordSink)."""
         try:
             self._record(timing)
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("record")
 
     def _record(self, timing: Timing) -> None:
@@ -123,14 +124,14 @@ class Telemetry:
             self.counts.count(("batch_size", record.model, record.size))
             self.triton.record_batch(record)
             self.tracer.batch(record)
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("record_batch")
 
     def record_restart(self, event: InstanceRestart) -> None:
         """An instance's process was replaced (the RestartSink)."""
         try:
             self.metrics.instance_restarts.labels(event.model).inc()
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("record_restart")
 
     def record_loop_lag(self, seconds: float) -> None:
@@ -152,7 +153,9 @@ class Telemetry:
         out = {}
         for key in self.counts.keys(window_s, ago_s):
             if key[0] == "system_n":
-                out[key[1]] = self.counts.total(("system", key[1]), window_s, ago_s) / self.counts.total(key, window_s, ago_s)
+                out[key[1]] = self.counts.total(("system", key[1]), window_s, ago_s) / self.counts.total(
+                    key, window_s, ago_s
+                )
         return out
 
     def shutdown(self) -> None:

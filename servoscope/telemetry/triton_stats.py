@@ -22,8 +22,9 @@ so it is in ``inference_stats.compute_input`` only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from servoscope.stages import BatchRecord, Stage, Timing
 
