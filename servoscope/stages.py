@@ -4,10 +4,11 @@ Every part of servoscope (server, load generator, doctor) means the same thing b
 words. A request passes the stages in order; each stage ends where the next begins, so
 the stage durations of one record always add up to its ``total``::
 
-    ingest → queue → preprocess → batch_wait → inference → postprocess → respond
+    ingest → preprocess_wait → preprocess → batch_wait → inference → postprocess → respond
 
-``queue`` is the wait for a preprocessing worker, ``batch_wait`` the wait in the batcher
-(until the batch that carries the request starts inference).
+``preprocess_wait`` is the wait in the preprocess queue (for a preprocessing worker),
+``batch_wait`` the wait in the batch queue (the batcher, until the batch that carries the
+request starts inference). README's "Names" section lists every word of this vocabulary.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 class Stage(str, enum.Enum):
     INGEST = "ingest"
-    QUEUE = "queue"
+    PREPROCESS_WAIT = "preprocess_wait"
     PREPROCESS = "preprocess"
     BATCH_WAIT = "batch_wait"
     INFERENCE = "inference"

@@ -130,10 +130,11 @@ def test_more_traffic_filling_the_preprocess_queue_is_traffic_growth_not_starvat
     """With as many workers as before, a queue that grew with the traffic is growth past the knee."""
     base = evidence.load(DRILLS / "traffic-growth" / "baseline.json")
     now = evidence.load(DRILLS / "traffic-growth" / "degraded.json")
-    queue = now.stages["queue"]
-    stages = {**now.stages, "queue": dataclasses.replace(queue, p95=queue.p95 + 0.2)}  # the queue carries the rise
+    waited = now.stages["preprocess_wait"]
+    # the preprocess queue carries the rise
+    stages = {**now.stages, "preprocess_wait": dataclasses.replace(waited, p95=waited.p95 + 0.2)}
     d = diagnose(base, dataclasses.replace(now, stages=stages))
-    assert d.attribution.carrier == "queue"
+    assert d.attribution.carrier == "preprocess_wait"
     assert d.top.cause == "traffic-growth", report.to_text(d)
 
 
@@ -166,26 +167,26 @@ def test_a_p95_rise_within_its_sampling_error_is_no_regression() -> None:
 
 def _on_gpu(e: evidence.Evidence, util: float, clock: float, reasons: tuple[str, ...] = ()) -> evidence.Evidence:
     """FAKE GPU readings (this machine has no GPU) on a real drill's evidence."""
-    return dataclasses.replace(e, gpu_utilization_percent=util, gpu_clock_ratio=clock, gpu_throttle_reasons=reasons)
+    return dataclasses.replace(e, gpu_utilization_ratio=util, gpu_clock_ratio=clock, gpu_throttle_reasons=reasons)
 
 
 @pytest.mark.parametrize(
     ("util", "clock", "reasons", "words"),
     [
-        (97.0, 0.98, (), "the GPU is saturated (97% busy)"),
-        (55.0, 0.55, ("hw_thermal_slowdown",), "the GPU is throttled"),
-        (70.0, 0.62, (), "the GPU is throttled"),  # clocks held down without a reason NVML names
-        (30.0, 0.99, (), "the GPU waits (30% busy)"),
+        (0.97, 0.98, (), "the GPU is saturated (97% busy)"),
+        (0.55, 0.55, ("hw_thermal_slowdown",), "the GPU is throttled"),
+        (0.70, 0.62, (), "the GPU is throttled"),  # clocks held down without a reason NVML names
+        (0.30, 0.99, (), "the GPU waits (30% busy)"),
     ],
 )
 def test_slow_inference_on_a_gpu_tells_saturated_throttled_and_waiting_apart(
     util: float, clock: float, reasons: tuple[str, ...], words: str
 ) -> None:
-    base = _on_gpu(evidence.load(DRILLS / "slow-inference" / "baseline.json"), 60.0, 0.99)
+    base = _on_gpu(evidence.load(DRILLS / "slow-inference" / "baseline.json"), 0.60, 0.99)
     now = _on_gpu(evidence.load(DRILLS / "slow-inference" / "degraded.json"), util, clock, reasons)
     d = diagnose(base, now)
     assert d.top.cause == "slow-inference" and words in d.top.summary, report.to_text(d)
-    assert f"GPU busy 60% → {util:.0f}%" in "\n".join(d.top.evidence)
+    assert f"GPU busy 60% → {util:.0%}" in "\n".join(d.top.evidence)
     assert d.top.fixes[0].scope == "infrastructure"
 
 
@@ -195,8 +196,9 @@ def test_slow_inference_without_a_gpu_points_at_the_cores() -> None:
 
 
 def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
-    """A /v1/stats document with a FAKE GPU reading: utilization and clock share from the window's
-    means where kept, else from the reading; slowing throttle reasons from the reading."""
+    """A saved (version-less) /v1/stats document with a FAKE GPU reading: utilization and clock share
+    from the window's means where kept, else from the reading; slowing throttle reasons from the
+    reading. Its percents arrive as ratios, through the migration."""
     doc = json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())["stats"]
     doc["gpu"] = {
         "available": True,
@@ -220,18 +222,18 @@ def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
         ],
     }
     latest = evidence.from_document(doc, window="1m")
-    assert (latest.gpu_utilization_percent, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (
-        90.0,
+    assert (latest.gpu_utilization_ratio, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (
+        0.9,
         0.5,
         ("sw_power_cap",),
     )
     doc["system_means"] = {"1m": {"gpu_utilization_percent": 75.5, "gpu_sm_clock_ratio": 0.7}}
     means = evidence.from_document(doc, window="1m")
-    assert (means.gpu_utilization_percent, means.gpu_clock_ratio) == (75.5, 0.7)
+    assert (means.gpu_utilization_ratio, means.gpu_clock_ratio) == (0.755, 0.7)
     assert (
         evidence.from_document(
             json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())
-        ).gpu_utilization_percent
+        ).gpu_utilization_ratio
         is None
     )
 

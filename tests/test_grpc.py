@@ -124,7 +124,7 @@ def test_bytes_contents_and_server_timing_trailer(grpc_server: Grpc, photos: Pho
     scores = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 2)
     assert (scores[:, 0] >= scores[:, 1]).all()
     stages = parse_server_timing(trailer["server-timing"])
-    assert {"ingest", "queue", "preprocess", "batch_wait", "inference", "postprocess", "total"} <= set(stages)
+    assert {"ingest", "preprocess_wait", "preprocess", "batch_wait", "inference", "postprocess", "total"} <= set(stages)
 
 
 def test_config_and_statistics_twins(triton_client: Client, grpc_server: Grpc) -> None:

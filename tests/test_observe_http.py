@@ -67,11 +67,11 @@ def test_metrics_and_stats_count_the_same_requests(observed: tuple[ServerProcess
 def test_stats_document_shape(observed: tuple[ServerProcess, list[dict]]) -> None:
     srv, _ = observed
     with httpx.Client(base_url=srv.url, timeout=10) as client:
-        wait_for(lambda: client.get("/v1/stats").json()["system_means"]["1m"]["cpu_percent"] is not None)
+        wait_for(lambda: client.get("/v1/stats").json()["system_means"]["1m"]["cpu_utilization_ratio"] is not None)
         stats = client.get("/v1/stats").json()
     assert stats["stages"] == list(STAGE_NAMES)
     means = stats["system_means"]["1m"]  # window means of the 1 s machine samples
-    assert 0 <= means["cpu_percent"] <= 100 and means["memory_available_bytes"] > 0
+    assert 0 <= means["cpu_utilization_ratio"] <= 1 and means["memory_available_bytes"] > 0
     assert stats["windows_ago_s"]["before"] == 60
     # the "before" window ends a minute back: a server younger than that has no requests in it
     assert stats["models"][MODEL]["windows"]["before"]["stages"]["total"] is None

@@ -53,9 +53,9 @@ def test_served_request_feeds_every_stage_histogram_and_window(telemetry: Teleme
 
 
 def test_refusals_are_counted_by_reason_not_as_stage_latency(telemetry: Telemetry, clock: ManualClock) -> None:
-    shed = Timing(clock.now(), model=MODEL, status=429, error="batch_queue_full")
-    shed.end(Stage.INGEST, clock.now() + 0.001)
-    telemetry.record(shed)
+    refused = Timing(clock.now(), model=MODEL, status=429, error="batch_queue_full")
+    refused.end(Stage.INGEST, clock.now() + 0.001)
+    telemetry.record(refused)
     bad = Timing(clock.now(), model=MODEL, status=400, error="invalid_image")
     telemetry.record(bad)
     r = telemetry.registry

@@ -99,11 +99,11 @@ class PromSource:
             event_loop_lag_p95_s=one("max(histogram_quantile(0.95, sum by (le, instance) "
                                      f"(rate(servoscope_event_loop_lag_seconds_bucket[{r}]))))"),
             cpu_count=int(one("max(count by (instance) (servoscope_system_cpu_core_utilization_ratio))")) or 1,
-            machine_cpu_percent=100 * one(f"max(avg_over_time(servoscope_system_cpu_utilization_ratio[{r}]))"),
-            process_cpu_percent=100 * one(f"max(avg_over_time(servoscope_process_cpu_utilization_ratio[{r}]))"),
+            machine_cpu_utilization_ratio=one(f"max(avg_over_time(servoscope_system_cpu_utilization_ratio[{r}]))"),
+            process_cpu_cores=one(f"max(avg_over_time(servoscope_process_cpu_cores[{r}]))"),
             memory_available_bytes=one(f"min(avg_over_time(servoscope_system_memory_available_bytes[{r}]))"),
             memory_total_bytes=None,
-            swap_used_percent=None,
+            swap_used_ratio=None,
             arrived_per_s=one(f"sum(rate(servoscope_requests_arrived_total{{{m}}}[{r}]))"),
             **self._gpu(at),
         )
@@ -111,7 +111,7 @@ class PromSource:
     def _gpu(self, at: str) -> dict[str, Any]:
         """The busiest GPU over the range, where the targets have one."""
         r = self.range
-        util = self.maybe(f"100 * max(avg_over_time(servoscope_gpu_utilization_ratio[{r}]))", at)
+        util = self.maybe(f"max(avg_over_time(servoscope_gpu_utilization_ratio[{r}]))", at)
         if util is None:
             return {}
         clock = self.maybe(
@@ -121,7 +121,7 @@ class PromSource:
         )
         reasons = self.by("reason", f"max by (reason) (max_over_time(servoscope_gpu_throttle_reason[{r}]))", at)
         return {
-            "gpu_utilization_percent": util, "gpu_clock_ratio": clock,
+            "gpu_utilization_ratio": util, "gpu_clock_ratio": clock,
             "gpu_throttle_reasons": tuple(sorted(k for k, v in reasons.items() if v > 0 and k in SLOWING_REASONS)),
         }
 

@@ -106,7 +106,7 @@ def _batching(ctx: Context) -> Degradation:
 
 
 def _slow_inference(ctx: Context) -> Degradation:
-    base = ctx.baseline_stage_p95_s.get("inference", 0.01)
+    base = ctx.baseline_stage_p95_s.get(Stage.INFERENCE, 0.01)
     delay_ms = round(max(20.0, 3000 * base))
     return Degradation(
         f"INJECTED fault: +{delay_ms} ms per inference batch, slept in each instance's thread "
@@ -181,7 +181,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "preprocess-starvation", "preprocess workers cut to 1 under a phone-photo load",
-            Stage.QUEUE, "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
+            Stage.PREPROCESS_WAIT, "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
             load_fraction=0.8,
         ),
         Scenario(

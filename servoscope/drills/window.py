@@ -25,7 +25,7 @@ METRICS_KEPT = (
     "servoscope_requests_pending",
     "servoscope_preprocess_workers",
     "servoscope_system_cpu_utilization_ratio",
-    "servoscope_process_cpu_utilization_ratio",
+    "servoscope_process_cpu_cores",
     "servoscope_system_memory_available_bytes",
     "servoscope_process_resident_memory_bytes",
     "servoscope_requests",

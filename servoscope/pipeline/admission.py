@@ -10,7 +10,7 @@ Triton's queue policy (a request's timeout), CoDel's target delay, Clipper's and
 predictable-latency admission.
 
 By concurrency (``adaptive``): the limit adapts to how long admitted requests *wait* compared with how long they take to
-*serve*: each finished request reports its waits (``queue`` + ``batch_wait``) and its service
+*serve*: each finished request reports its waits (``preprocess_wait`` + ``batch_wait``) and its service
 (``preprocess`` + ``inference`` + ``postprocess``). While requests wait less than ``tolerance``
 (half) of their own service, the limit may grow; when waits grow past that, it shrinks in
 proportion. The ratio needs no baseline and is the same for a thumbnail and a 12-megapixel

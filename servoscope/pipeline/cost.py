@@ -22,6 +22,8 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
+from servoscope.stages import Stage
+
 # Upload-size classes (bytes): a thumbnail, a web image, a camera image, a phone photo, larger.
 SIZE_CLASSES_BYTES: tuple[int, ...] = (64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
 WEIGHT = 0.05  # of each new sample in the weighted means: about the last 20–40 samples count
@@ -53,15 +55,15 @@ class CostModel:
 
     def learn(self, durations: dict[str, float], batch_size: int, upload_bytes: int) -> None:
         """One finished request: its stage durations (``Timing.durations()``), batch size and upload size."""
-        if "inference" in durations and batch_size > 0:
+        if Stage.INFERENCE in durations and batch_size > 0:
             if batch_size not in self.batch_s:
                 bisect.insort(self._sizes, batch_size)
                 self.batch_s[batch_size] = Mean()
-            self.batch_s[batch_size].add(durations["inference"])
-        if "preprocess" in durations:
-            self.preprocess_s.setdefault(size_class(upload_bytes), Mean()).add(durations["preprocess"])
-        if "postprocess" in durations:
-            self.postprocess_s.add(durations["postprocess"])
+            self.batch_s[batch_size].add(durations[Stage.INFERENCE])
+        if Stage.PREPROCESS in durations:
+            self.preprocess_s.setdefault(size_class(upload_bytes), Mean()).add(durations[Stage.PREPROCESS])
+        if Stage.POSTPROCESS in durations:
+            self.postprocess_s.add(durations[Stage.POSTPROCESS])
 
     def batch_time(self, size: int) -> float | None:
         """Seconds one instance takes for a batch of ``size``, or None before any batch was seen."""

@@ -30,7 +30,7 @@ from servoscope.pipeline.process_runtime import ProcessRuntime
 from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
-from servoscope.stages import BatchSink, Timing
+from servoscope.stages import BatchSink, Stage, Timing
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ class ModelService:
         self.cost.learn(seconds, timing.batch_size, timing.input_bytes)
         if self.concurrency is None:
             return
-        wait = seconds.get("queue", 0.0) + seconds.get("batch_wait", 0.0)
-        service = seconds.get("preprocess", 0.0) + seconds.get("inference", 0.0) + seconds.get("postprocess", 0.0)
+        wait = sum(seconds.get(stage, 0.0) for stage in (Stage.PREPROCESS_WAIT, Stage.BATCH_WAIT))
+        service = sum(seconds.get(stage, 0.0) for stage in (Stage.PREPROCESS, Stage.INFERENCE, Stage.POSTPROCESS))
         self.concurrency.update(wait, service, self.pending)
 
 
@@ -245,7 +245,7 @@ def warm_up(service: ModelService) -> None:
     for size in sizes:
         started = time.perf_counter()
         service.batcher.instances[-1].runtime.run(np.zeros((size, *service.spec.shape), dtype=np.float32))
-        service.cost.learn({"inference": time.perf_counter() - started}, size, 0)
+        service.cost.learn({Stage.INFERENCE: time.perf_counter() - started}, size, 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The preprocessing pool: decode and preprocess off the event loop, on threads sized to the cores.
 
 Pillow and NumPy release the GIL for the heavy work, so threads run it in parallel. The
-time a job waits for a worker is the ``queue`` stage; the job itself is ``preprocess``.
+time a job waits for a worker is the ``preprocess_wait`` stage; the job itself is ``preprocess``.
 A job whose deadline passed while it waited is dropped before any decoding.
 """
 
@@ -45,7 +45,7 @@ class PreprocessPool:
 
     def _timed(self, job: Callable[[], T], timing: Timing, deadline: float) -> T:
         started = self.clock.now()
-        timing.end(Stage.QUEUE, started)
+        timing.end(Stage.PREPROCESS_WAIT, started)
         with self._lock:
             self.waiting -= 1
             self.busy += 1

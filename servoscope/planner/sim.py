@@ -1,6 +1,6 @@
 """A discrete-event simulation of one replica of the service: the stages of servoscope.stages.
 
-    arrival ─ingest─▶ admission ─▶ preprocess pool (W workers, FIFO: ``queue``) ─▶ batcher
+    arrival ─ingest─▶ admission ─▶ preprocess pool (W workers, FIFO: ``preprocess_wait``) ─▶ batcher
         (``batch_wait``: the server's own ``dispatch_size``) ─▶ N instances (``inference``,
         ``postprocess``) ─respond─▶ answered
 
@@ -83,7 +83,7 @@ class SimResult:
     """Per request (in arrival order): seconds in each stage, NaN where a refused request never got."""
 
     arrival: np.ndarray
-    queue: np.ndarray
+    preprocess_wait: np.ndarray
     preprocess: np.ndarray
     batch_wait: np.ndarray
     inference: np.ndarray
@@ -91,13 +91,13 @@ class SimResult:
     total: np.ndarray
     batch_size: np.ndarray  # 0 when refused
     refused_admission: np.ndarray  # bool: refused by the admission hook
-    refused_queue: np.ndarray  # bool: the batch queue was full
+    refused_batch_queue: np.ndarray  # bool: the batch queue was full
     busy_s: float  # instance-seconds spent on batches
     instances: int
 
     @property
     def refused(self) -> np.ndarray:
-        return self.refused_admission | self.refused_queue
+        return self.refused_admission | self.refused_batch_queue
 
 
 def simulate(
@@ -255,7 +255,7 @@ def _result(
     total[refused_q_arr] = math.nan
     return SimResult(
         arrival=arrival,
-        queue=start_pre - (arrival + service.ingest_s),
+        preprocess_wait=start_pre - (arrival + service.ingest_s),
         preprocess=end_pre - start_pre,
         batch_wait=np.where(refused_q_arr, math.nan, start_batch - end_pre),
         inference=end_inf - start_batch,
@@ -263,7 +263,7 @@ def _result(
         total=total,
         batch_size=np.asarray(size_of),
         refused_admission=np.asarray(refused_adm, dtype=bool),
-        refused_queue=refused_q_arr,
+        refused_batch_queue=refused_q_arr,
         busy_s=busy,
         instances=config.instances,
     )

@@ -90,21 +90,21 @@ class LiveCollector(Collector):
         if s is None:
             return
         values = {
-            "servoscope_system_cpu_utilization_ratio": (s.cpu_percent, 0.01, "Machine CPU busy share, all cores."),
-            "servoscope_process_cpu_utilization_ratio": (s.process_cpu_percent, 0.01, "Serving process CPU, in cores."),
-            "servoscope_system_memory_available_bytes": (s.memory_available_bytes, 1, "Memory available to new work."),
-            "servoscope_process_resident_memory_bytes": (s.process_rss_bytes, 1, "Serving process RSS."),
-            "servoscope_system_context_switches_per_second": (s.ctx_switches_per_s, 1, "Machine context switches."),
+            "servoscope_system_cpu_utilization_ratio": (s.cpu_utilization_ratio, "Machine CPU busy share, all cores."),
+            "servoscope_process_cpu_cores": (s.process_cpu_cores, "Cores the serving process kept busy."),
+            "servoscope_system_memory_available_bytes": (s.memory_available_bytes, "Memory available to new work."),
+            "servoscope_process_resident_memory_bytes": (s.process_rss_bytes, "Serving process RSS."),
+            "servoscope_system_context_switches_per_second": (s.ctx_switches_per_s, "Machine context switches."),
         }
-        for name, (value, scale, doc) in values.items():
+        for name, (value, doc) in values.items():
             if value is not None:
-                yield GaugeMetricFamily(name, doc, value=value * scale)
-        if s.cpu_percent_per_core:
+                yield GaugeMetricFamily(name, doc, value=value)
+        if s.cpu_core_utilization_ratio:
             cores = GaugeMetricFamily(
                 "servoscope_system_cpu_core_utilization_ratio", "CPU busy share per core.", labels=["cpu"]
             )
-            for i, pct in enumerate(s.cpu_percent_per_core):
-                cores.add_metric([str(i)], pct / 100)
+            for i, ratio in enumerate(s.cpu_core_utilization_ratio):
+                cores.add_metric([str(i)], ratio)
             yield cores
 
     def _gpu(self) -> Iterator[Metric]:
@@ -115,7 +115,7 @@ class LiveCollector(Collector):
         if reading is None or not reading.available:
             return
         fields = {
-            "servoscope_gpu_utilization_ratio": ("utilization_gpu_percent", 0.01, "GPU busy share."),
+            "servoscope_gpu_utilization_ratio": ("utilization_ratio", 1, "GPU busy share."),
             "servoscope_gpu_memory_used_bytes": ("memory_used_bytes", 1, "GPU memory used."),
             "servoscope_gpu_memory_total_bytes": ("memory_total_bytes", 1, "GPU memory."),
             "servoscope_gpu_sm_clock_hertz": ("sm_clock_mhz", 1e6, "SM clock."),

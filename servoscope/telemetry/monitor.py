@@ -24,7 +24,7 @@ HISTORY = 300  # samples kept: five minutes at one a second
 # System readings also averaged over each stats window (one 1 s sample is too noisy to compare windows),
 # counting only the seconds in which the service answered requests: the machine as it was while serving.
 # With a GPU, its utilization and SM clock share too (GpuReading.window_values).
-WINDOW_MEANS = ("cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent")
+WINDOW_MEANS = ("cpu_utilization_ratio", "process_cpu_cores", "memory_available_bytes", "swap_used_ratio")
 
 
 @dataclass
@@ -72,8 +72,8 @@ class Monitor:
         while True:
             system, gpu = await asyncio.to_thread(self._read)
             self.readings.system, self.readings.gpu = system, gpu
-            if system.cpu_percent is not None:
-                self.readings.cpu_history.append((clock.now(), system.cpu_percent))
+            if system.cpu_utilization_ratio is not None:
+                self.readings.cpu_history.append((clock.now(), system.cpu_utilization_ratio))
             if self.telemetry.answered != answered:
                 answered = self.telemetry.answered
                 self.telemetry.record_system(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
-from servoscope.stages import BatchRecord, Timing
+from servoscope.stages import TOTAL, BatchRecord, Timing
 from servoscope.telemetry.metrics import Metrics
 from servoscope.telemetry.tracing import Tracer
 from servoscope.telemetry.triton_stats import TritonStats
@@ -84,7 +84,7 @@ class Telemetry:
         model, status = timing.model, timing.status
         code = str(status)
         durations = timing.durations()
-        total = durations["total"]
+        total = durations[TOTAL]
         trace_id = self.tracer.trace_id(timing)
         exemplar = {"trace_id": trace_id} if trace_id else None
         m.requests.labels(model, code).inc()
