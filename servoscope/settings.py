@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(64, ge=1, description="images in one Open Inference Protocol request")
     default_top_k: int = Field(5, ge=1, description="predictions per image when top_k is not given")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none")
-    shutdown_timeout_s: float = Field(30.0, gt=0, description="longest wait for in-flight requests on SIGTERM")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="longest wait for open requests on SIGTERM")
     telemetry: bool = Field(True, description="metrics, /v1/stats and tracing (tracing also needs OTEL_* variables)")
     log_level: str = Field("info", description="debug, info, warning or error")
     faults: Faults = Field(

@@ -71,7 +71,7 @@ def test_a_lost_batch_is_run_once_more_and_answered(model_path: Path) -> None:
             assert pending.attempts == 2
         assert [len(b) for b in losing.batches] == [3, 3]
         assert [(r.model, r.instance) for r in restarts] == [("tiny", 0)] and "died" in restarts[0].error
-        assert h.batcher.in_flight == 0 and h.batcher.depth == 0
+        assert h.batcher.batches_in_flight == 0 and h.batcher.depth == 0
         await h.batcher.stop()
 
     run_async(scenario)

@@ -223,7 +223,7 @@ def test_unavailable_while_draining(spawn_server: Callable[..., ServerProcess], 
         error = raw_error(address, raw_request([photos["coffee"].jpeg]))
         assert error.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in error.details()
         assert dict(error.trailing_metadata())["retry-after"] == "1"
-        assert held.finish() == 200  # in flight when the signal came: answered
+        assert held.finish() == 200  # open when the signal came: answered
     finally:
         held.sock.close()
     assert srv.stop() == 0

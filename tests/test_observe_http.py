@@ -59,7 +59,7 @@ def test_metrics_and_stats_count_the_same_requests(observed: tuple[ServerProcess
     assert window["input_bytes"]["count"] == N_REQUESTS + 0  # the empty body has no input size
     for name in ("servoscope_queue_depth", "servoscope_model_busy_ratio", "servoscope_requests_pending"):
         assert name in text
-    assert metric_value(text, "servoscope_http_requests_in_flight") == 0  # all answered
+    assert metric_value(text, "servoscope_requests_open") == 0  # all answered
     busy = metric_value(text, "servoscope_model_busy_ratio", model=MODEL, model_instance="0")
     assert busy is not None and 0.0 < busy <= 1.0
 

@@ -1,5 +1,5 @@
 """Admission: refusals are fast 429s with Retry-After, counted by reason; priorities share the limit;
-batches are filled high-first. Requests are held "in flight" on a server whose every batch is slowed
+batches are filled high-first. Requests are held open on a server whose every batch is slowed
 by an injected fault (a drill's inference delay, far longer than the test's own requests take): a
 request counts against the limit once its body has arrived, so a slow body holds no place."""
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from servoscope.pipeline.batcher import Lanes, Pending
+from servoscope.pipeline.batcher import Lanes, Queued
 from servoscope.server.door import inference_target
 from servoscope.stages import Timing
 from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
@@ -229,15 +229,15 @@ def test_the_door_knows_inference_paths_only() -> None:
         assert inference_target(other, services) is None, other  # type: ignore[arg-type]
 
 
-def _pending(priority: int, enqueued: float) -> Pending:
+def _queued(priority: int, enqueued: float) -> Queued:
     future: asyncio.Future = asyncio.Future(loop=asyncio.new_event_loop())
-    return Pending(None, 1, float("inf"), Timing(0.0), future, enqueued=enqueued, priority=priority)  # type: ignore[arg-type]
+    return Queued(None, 1, float("inf"), Timing(0.0), future, enqueued=enqueued, priority=priority)  # type: ignore[arg-type]
 
 
 def test_batches_are_filled_high_first() -> None:
     lanes = Lanes()
     for i, priority in enumerate([2, 1, 0, 2, 0, 1]):
-        lanes.append(_pending(priority, float(i)))
+        lanes.append(_queued(priority, float(i)))
     assert lanes.oldest() == 0.0  # the low one came first: the wait window is the oldest request's
     taken = lanes.take(4)
     assert [p.priority for p in taken] == [0, 0, 1, 1]

@@ -142,8 +142,8 @@ def test_an_admission_hook_sees_the_state_and_refuses() -> None:
     seen: list[int] = []
 
     def admits(state: sim.SimState) -> bool:
-        seen.append(state.in_flight)
-        return state.in_flight < 3
+        seen.append(state.pending)
+        return state.pending < 3
 
     result = sim.simulate(np.arange(10) * 0.001, np.zeros(10, dtype=int), st, instance_stage(st, 1), admits=admits)
     assert result.refused_admission.tolist() == [False] * 3 + [True] * 7

@@ -55,7 +55,7 @@ def test_durations_never_go_negative() -> None:
 def test_server_timing_round_trip() -> None:
     timing = full_timing()
     header = timing.server_timing()
-    assert header.startswith("ingest;dur=1.000, queue;dur=2.000")
+    assert header.startswith("ingest;dur=1.000, preprocess_wait;dur=2.000")
     parsed = parse_server_timing(header)
     durations = timing.durations()
     assert list(parsed) == list(durations)

@@ -33,7 +33,7 @@ from servoscope.loadgen.cpu import CpuMeter
 CONCURRENCIES = (16, 64)
 LOAD_FRACTIONS = (0.5, 0.8)
 OPEN_TIMEOUT_S = 15.0  # an open-loop request not answered by then is an error
-CAP_GRACE_S = 5.0  # an open loop stops this long after its last request's timeout, whatever is in flight
+CAP_GRACE_S = 5.0  # an open loop stops this long after its last request's timeout, whatever is unanswered
 ARRIVALS_SEED = 7
 
 

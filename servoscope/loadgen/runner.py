@@ -26,7 +26,7 @@ from servoscope.loadgen.schedule import MAX_ARRIVALS, MAX_DURATION_S, RunResult,
 
 Loop = Literal["open", "closed"]
 DEFAULT_MAX_REQUESTS = 100_000
-CAP_GRACE_S = 5.0  # beyond duration + timeout, after which a run is stopped whatever is in flight
+CAP_GRACE_S = 5.0  # beyond duration + timeout, after which a run is stopped whatever is unanswered
 MAX_CONCURRENCY = 1024
 
 
@@ -196,7 +196,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if stages:
         lines.append("server stages p95, ms: " + ", ".join(f"{k} {v['p95']:.1f}" for k, v in stages.items()))
     if result["hit_time_cap"]:
-        lines.append("stopped at the hard time cap: some requests were still in flight")
+        lines.append("stopped at the hard time cap: some requests were still unanswered")
     return lines
 
 

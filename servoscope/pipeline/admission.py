@@ -110,7 +110,7 @@ class GradientLimit:
     def limit(self) -> int:
         return int(self.estimate)
 
-    def update(self, wait_s: float, service_s: float, in_flight: int) -> None:
+    def update(self, wait_s: float, service_s: float, pending: int) -> None:
         if not (wait_s >= 0 and service_s > 0) or math.isinf(wait_s) or math.isinf(service_s):
             return
         self._samples += 1
@@ -118,7 +118,7 @@ class GradientLimit:
         gradient = max(0.5, min(1.0, self.tolerance / self.wait_ratio)) if self.wait_ratio > 0 else 1.0
         if gradient < 1.0:  # queues are building: shrink in proportion, smoothed
             self.estimate = max(self.min_limit, self.estimate * (1 - self.smoothing * (1 - gradient)))
-        elif self.pressed or in_flight >= self.estimate / 2:
+        elif self.pressed or pending >= self.estimate / 2:
             # fine and in use: grow by about one per limit's worth of answers
             self.estimate = min(self.max_limit, self.estimate + 1 / self.estimate)
         self.pressed = False
@@ -128,8 +128,8 @@ class GradientLimit:
         self.pressed = True
 
 
-def admits(limit: int, in_flight: int, priority: Priority, count: int = 1) -> bool:
-    """Whether a request of ``priority`` carrying ``count`` images may enter when ``in_flight`` are
+def admits(limit: int, pending: int, priority: Priority, count: int = 1) -> bool:
+    """Whether a request of ``priority`` carrying ``count`` images may enter when ``pending`` are
     already in. An idle model admits any request: a batch larger than a limit that has shrunk
     under load is never locked out."""
-    return in_flight == 0 or in_flight + count - 1 < max(1, int(limit * SHARE[priority]))
+    return pending == 0 or pending + count - 1 < max(1, int(limit * SHARE[priority]))

@@ -20,7 +20,7 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, budget_s, in_time
-from servoscope.pipeline.batcher import Batcher, Pending, RestartSink
+from servoscope.pipeline.batcher import Batcher, Queued, RestartSink
 from servoscope.pipeline.cost import Backlog, CostModel, predict_s
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.instance_messages import ChildSpec
@@ -188,7 +188,7 @@ class ModelService:
         timing.input_pixels = prepared.pixels
         timing.ignored_metadata = prepared.ignored_metadata
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        self.batcher.submit(Pending(prepared, top_k, deadline, timing, future, priority=priority))
+        self.batcher.submit(Queued(prepared, top_k, deadline, timing, future, priority=priority))
         predictions = await future
         self._learn(timing)
         return Classification(self.name, self.version, predictions, timing.batch_size)
@@ -298,7 +298,7 @@ class Pipeline:
         models = {
             name: ModelGauges(
                 s.pending, s.max_pending, s.limit, s.batcher.depth, s.batcher.policy.max_queue_size,
-                s.batcher.in_flight, len(s.batcher.instances),
+                s.batcher.batches_in_flight, len(s.batcher.instances),
             )
             for name, s in self.services.items()
         }

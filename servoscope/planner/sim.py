@@ -58,7 +58,7 @@ class SimState:
     """What an admission hook sees when a request arrives."""
 
     now: float = 0.0
-    in_flight: int = 0  # admitted and not yet answered
+    pending: int = 0  # admitted and not yet answered
     preprocess_queue: int = 0
     batch_queue: int = 0
     batches_in_flight: int = 0
@@ -73,7 +73,7 @@ def static_admission(max_pending: int, priority: admission.Priority = admission.
     at most ``max_pending`` in progress, and ``priority`` only below its share of the limit."""
 
     def admit(state: SimState) -> bool:
-        return state.in_flight + 1 <= max_pending and admission.admits(max_pending, state.in_flight, priority)
+        return state.pending + 1 <= max_pending and admission.admits(max_pending, state.pending, priority)
 
     return admit
 
@@ -142,7 +142,7 @@ def simulate(
     st = SimState()
     free = config.preprocess_workers
     idle = config.instances
-    seq = batches = in_flight = 0
+    seq = batches = pending = 0
     busy = 0.0
     timer_at = -1.0
 
@@ -194,14 +194,14 @@ def simulate(
                     free += 1
                 if len(bq) >= max_queue:
                     refused_q[r] = True
-                    in_flight -= 1
+                    pending -= 1
                     continue
                 enq[r] = now
                 bq.append(r)
                 dispatch(now)
             elif kind == _BATCH_DONE:
                 idle += 1
-                in_flight -= len(data)  # type: ignore[arg-type]
+                pending -= len(data)  # type: ignore[arg-type]
                 dispatch(now)
             elif now == timer_at:
                 timer_at = -1.0
@@ -211,12 +211,12 @@ def simulate(
             r = i
             i += 1
             if admits is not None:
-                st.now, st.in_flight, st.preprocess_queue = now, in_flight, len(pq)
+                st.now, st.pending, st.preprocess_queue = now, pending, len(pq)
                 st.batch_queue, st.batches_in_flight, st.size_class = len(bq), config.instances - idle, int(classes[r])
                 if not admits(st):
                     refused_adm[r] = True
                     continue
-            in_flight += 1
+            pending += 1
             if free:
                 free -= 1
                 start_pre[r] = now

@@ -89,7 +89,7 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
     telemetry.registry.register(LiveCollector(
-        telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight, lambda: state.ingesting
+        telemetry, pipeline.gauges, monitor.readings, lambda: state.open_requests, lambda: state.ingesting
     ))
     if state.settings.faults.active():
         telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
@@ -132,7 +132,7 @@ def create_app(
             yield
         finally:
             state.draining = True
-            if grpc is not None:  # calls in flight finish (within the shutdown timeout), new ones are refused
+            if grpc is not None:  # open calls finish (within the shutdown timeout), new ones are refused
                 await grpc[0].stop(settings.shutdown_timeout_s)
             await loaded.stop()
             if monitor is not None:

@@ -130,7 +130,7 @@ async def model_infer(
 def record(state: ServerState, timings: list[Timing]) -> None:
     """The request's records, once its answer is handed to gRPC (a call cancelled before: 499)."""
     handed = state.clock.now()
-    state.in_flight -= 1
+    state.open_requests -= 1
     for timing in timings:
         if timing.status == 0:
             timing.status, timing.error = 499, "cancelled"

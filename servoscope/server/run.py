@@ -1,4 +1,4 @@
-"""Run the service on uvicorn, with a drain on SIGTERM: readiness false first, in-flight answered, then exit.
+"""Run the service on uvicorn, with a drain on SIGTERM: readiness false first, open requests answered, then exit.
 
 The HTTP protocol is uvicorn's httptools one with the bounds it lacks (see :class:`BoundedHttpToolsProtocol`).
 """
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, but the app hears of the shutdown first, so /v2/health/ready turns 503
-    and requests arriving on open connections are refused with 503 while in-flight ones finish."""
+    and requests arriving on open connections are refused with 503 while the open ones finish."""
 
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
@@ -36,7 +36,7 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         if not self.state.draining:
-            log.info("signal %d: draining (readiness false, finishing in-flight requests)", sig)
+            log.info("signal %d: draining (readiness false, finishing open requests)", sig)
         self.state.draining = True
         super().handle_exit(sig, frame)
 

@@ -55,7 +55,7 @@ class ServerState:
     observer: Observer = field(default_factory=NoObserver)
     pipeline: Pipeline | None = None
     draining: bool = False
-    in_flight: int = 0  # inference requests arrived and not yet answered
+    open_requests: int = 0  # inference requests arrived and not yet answered (ingesting, admitted or refused)
     model_configs: dict[str, Any] = field(default_factory=dict)
     triton_stats: TritonStats | None = None  # Triton's statistics extension (None: telemetry off)
 
@@ -106,7 +106,7 @@ class ServerState:
 
     def arrived_with(self, headers: Mapping[str, str], name: str, protocol: str = "http") -> Timing:
         timing = Timing(self.clock.now(), protocol=protocol)
-        self.in_flight += 1
+        self.open_requests += 1
         self.observer.begin(timing, name, headers)
         return timing
 
@@ -123,7 +123,7 @@ class ServerState:
 
     async def _record(self, timings: list[Timing], probe: Probe | None) -> None:  # async: on the loop, no thread hop
         sent = self.clock.now()
-        self.in_flight -= 1
+        self.open_requests -= 1
         for timing in timings:
             timing.end(Stage.RESPOND, sent)
         if probe is not None:

@@ -20,13 +20,13 @@ class LiveCollector(Collector):
         telemetry: Telemetry,
         gauges: Callable[[], Gauges],
         readings: Readings,
-        http_in_flight: Callable[[], int],
+        open_requests: Callable[[], int],
         ingesting: Callable[[], int] = lambda: 0,
     ) -> None:
         self.telemetry = telemetry
         self.gauges = gauges
         self.readings = readings
-        self.http_in_flight = http_in_flight
+        self.open_requests = open_requests
         self.ingesting = ingesting
 
     def collect(self) -> Iterator[Metric]:
@@ -71,17 +71,18 @@ class LiveCollector(Collector):
         )
         workers.add_metric(["busy"], g.preprocess_busy)
         workers.add_metric(["idle"], max(0, g.preprocess_workers - g.preprocess_busy))
-        in_flight = GaugeMetricFamily(
-            "servoscope_http_requests_in_flight",
-            "Inference requests arrived and not yet answered.",
-            value=self.http_in_flight(),
+        open_requests = GaugeMetricFamily(
+            "servoscope_requests_open",
+            "Inference requests arrived and not yet answered (ingesting, admitted, or being refused).",
+            value=self.open_requests(),
         )
         ingesting = GaugeMetricFamily(
             "servoscope_requests_ingesting",
             "Inference requests whose bodies are still arriving (they hold no model's place; max_ingest bounds them).",
             value=self.ingesting(),
         )
-        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers, in_flight, ingesting)
+        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers)
+        yield from (open_requests, ingesting)
         yield from self._system()
         yield from self._gpu()
 
