@@ -83,8 +83,9 @@ protos: $(VENV)/.serve-deps
 clean:
 	rm -rf $(VENV) models .pytest_cache
 
-# Lint and type checks (settings in pyproject.toml); CI runs this before `make test`.
+# Lint, format and type checks (settings in pyproject.toml); CI runs this before `make test`.
 .PHONY: lint
 lint: $(VENV)/.lint-deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
