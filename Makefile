@@ -17,7 +17,11 @@ $(VENV)/.serve-deps: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-deps: pyproject.toml $(VENV)/.serve-deps
-	$(BIN)/pip install -q -e ".[prepare,test]"
+	$(BIN)/pip install -q -e ".[prepare,test,lint]"
+	touch $@
+
+$(VENV)/.lint-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[lint]"
 	touch $@
 
 model: $(VENV)/.serve-deps
@@ -78,3 +82,11 @@ protos: $(VENV)/.serve-deps
 
 clean:
 	rm -rf $(VENV) models .pytest_cache
+
+# Lint, format and type checks (settings in pyproject.toml); CI runs this before `make test`.
+.PHONY: lint
+lint: $(VENV)/.lint-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy

@@ -31,13 +31,12 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import psutil
 
 from serve import RESULTS, ROOT, classify_requests, progress, server, servoscope_argv
-
 from servoscope.loadgen.client import Endpoint, run
 from servoscope.loadgen.images import image_set
 from servoscope.loadgen.retrying import Population, RetryPolicy, retrying_closed_loop
@@ -74,7 +73,11 @@ def row(population: Population, server_cpu_s: float = 0.0, client_cpu_s: float =
 
 
 def closed(
-    images: list[bytes], window_s: float, slo_ms: float, clients_list: tuple[int, ...] = CLIENTS, modes: tuple[str, ...] = tuple(MODES)
+    images: list[bytes],
+    window_s: float,
+    slo_ms: float,
+    clients_list: tuple[int, ...] = CLIENTS,
+    modes: tuple[str, ...] = tuple(MODES),
 ) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for mode in modes:
@@ -109,8 +112,13 @@ def print_closed(rows: dict[str, dict[str, Any]], slo_ms: float) -> None:
             cells = []
             for mode in MODES:
                 r = rows[f"{mode} C={clients} {behaviour}"]
-                cells.append(f"{r['answered_per_s']:6.1f} {r['p95_ms']:6.0f} ({r['request_p95_ms']:6.0f}) {r['refused_per_s']:7.0f}")
-            ratio = rows[f"time C={clients} {behaviour}"]["answered_per_s"] / max(1e-9, rows[f"static C={clients} {behaviour}"]["answered_per_s"])
+                cells.append(
+                    f"{r['answered_per_s']:6.1f} {r['p95_ms']:6.0f} ({r['request_p95_ms']:6.0f}) "
+                    f"{r['refused_per_s']:7.0f}"
+                )
+            ratio = rows[f"time C={clients} {behaviour}"]["answered_per_s"] / max(
+                1e-9, rows[f"static C={clients} {behaviour}"]["answered_per_s"]
+            )
             print(f"{clients:>4} {behaviour:>7} | " + " | ".join(cells) + f" | {ratio:5.2f}")
 
 
@@ -134,7 +142,9 @@ async def paced_upload(endpoint: Endpoint, request: Any, rate_bytes_s: float, en
         writer.close()
 
 
-async def slow_population(endpoint: Endpoint, requests: list[Any], clients: int, window_s: float, rate: float) -> list[int]:
+async def slow_population(
+    endpoint: Endpoint, requests: list[Any], clients: int, window_s: float, rate: float
+) -> list[int]:
     end = time.perf_counter() + window_s
 
     async def client(index: int) -> list[int]:
@@ -147,7 +157,9 @@ async def slow_population(endpoint: Endpoint, requests: list[Any], clients: int,
     return [s for part in await asyncio.gather(*(client(i) for i in range(clients))) for s in part]
 
 
-def slow(images: list[bytes], window_s: float, slo_ms: float, fast_clients: int = 7, slow_clients: int = 3) -> dict[str, Any]:
+def slow(
+    images: list[bytes], window_s: float, slo_ms: float, fast_clients: int = 7, slow_clients: int = 3
+) -> dict[str, Any]:
     """Fast closed loops alone, then beside slow uploaders (16 KiB/s), on the default server."""
     argv = servoscope_argv(("--slo-p95-ms", str(slo_ms)))
     with server("slow uplinks", argv, RESULTS / "admission-slow.log") as (endpoint, _pid):
@@ -240,7 +252,9 @@ def main() -> int:
     parser.add_argument("--parts", type=lambda t: list(parts(t)), default=["closed", "slow", "slowloris"])
     parser.add_argument("--clients", type=lambda t: tuple(int(c) for c in t.split(",")), default=CLIENTS,
                         help="closed-loop sizes (default 4,16,64,256)")
-    parser.add_argument("--modes", type=lambda t: tuple(t.split(",")), default=tuple(MODES), help="time,adaptive,static")
+    parser.add_argument(
+        "--modes", type=lambda t: tuple(t.split(",")), default=tuple(MODES), help="time,adaptive,static"
+    )
     args = parser.parse_args()
     window_s = 4.0 if args.quick else 8.0
     images = image_set(args.set, RESULTS / "images")

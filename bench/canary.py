@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+
+from servoscope.stages import Stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data" / "latency_sample.npz"
@@ -63,7 +65,7 @@ def scale(factor: float) -> Transform:
 def add_to_inference(pool_p95_s: float) -> Transform:
     from servoscope.rollout.observation import COLUMNS
 
-    inference = COLUMNS.index("inference")
+    inference = COLUMNS.index(Stage.INFERENCE)
 
     def transform(rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
         out = rows.copy()
@@ -188,7 +190,7 @@ def scenarios(pools: dict[str, np.ndarray]) -> list[Scenario]:
         Scenario("recorded ×1.2 (P95 +20%)", "recorded", scale(1.2)),
         Scenario(
             f"recorded inference +{0.2 * p95 * 1e3:.1f} ms (P95 +20%)", "recorded", add_to_inference(p95),
-            stage="inference",
+            stage=Stage.INFERENCE,
         ),
         Scenario("recorded tail >P90 stretched (P95 +20%)", "recorded", stretch_tail(recorded)),
         Scenario("lognormal σ=1 ×1.2 (P95 +20%)", "lognormal", scale(1.2)),

@@ -25,6 +25,7 @@ from servoscope.doctor import evidence
 from servoscope.doctor.rules import diagnose
 from servoscope.drills.runner import run_drill
 from servoscope.drills.scenarios import SCENARIOS, Degradation, Scenario
+from servoscope.stages import TOTAL
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -32,7 +33,7 @@ MISSES = RESULTS / "doctor_accuracy_misses"
 # the cause the doctor should name for each scenario (where the names differ)
 EXPECTED = {"image-drift": "input-drift", "no-change": "no-regression"}
 NO_CHANGE = Scenario(
-    "no-change", "nothing: the same healthy traffic twice", "total", "no regression to find",
+    "no-change", "nothing: the same healthy traffic twice", TOTAL, "no regression to find",
     lambda ctx: Degradation("nothing changed", "none", "-", "-"),
 )
 

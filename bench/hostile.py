@@ -7,9 +7,10 @@ the work each limit refuses to spend.
     python bench/hostile.py --repeats 5
 
 Each mode gets a fresh `servoscope serve` on a loopback port, with the hostile tests' metadata limit
-(256 KiB) and an 8 MiB body limit (the corpus's files are all under the tests' 1 MiB). The whole corpus is sent once to warm the server up (lazy
-imports, pools), then each case ``--repeats`` times, one at a time: the server's CPU time (user +
-system of every thread, the scheduler's nanosecond account, read before and after each answer) is the median over the repeats. Phone photos
+(256 KiB) and an 8 MiB body limit (the corpus's files are all under the tests' 1 MiB). The whole corpus
+is sent once to warm the server up (lazy imports, pools), then each case ``--repeats`` times, one at a
+time: the server's CPU time (user + system of every thread, the scheduler's nanosecond account, read
+before and after each answer) is the median over the repeats. Phone photos
 (4032×3024, ~2.7 MB) are sent too, as the legitimately large uploads the 100 ms bound exempts.
 Printed: one row per case, and the cases over 100 ms of server CPU.
 """
@@ -61,8 +62,12 @@ class Measured:
 
 def uploads(cache: Path) -> list[Upload]:
     manifest = json.loads((CORPUS / "manifest.json").read_text())["files"]
-    cases = [Upload(name, (CORPUS / name).read_bytes(), entry["content_type"]) for name, entry in sorted(manifest.items())]
-    phones = [Upload(f"phone_photo_{i}.jpg", data, "image/jpeg") for i, data in enumerate(image_set("phone", cache)[:2])]
+    cases = [
+        Upload(name, (CORPUS / name).read_bytes(), entry["content_type"]) for name, entry in sorted(manifest.items())
+    ]
+    phones = [
+        Upload(f"phone_photo_{i}.jpg", data, "image/jpeg") for i, data in enumerate(image_set("phone", cache)[:2])
+    ]
     return cases + phones
 
 
@@ -99,7 +104,9 @@ def measure(service: Service, cases: list[Upload], repeats: int) -> dict[str, Me
                 cpu.append(cpu_s(process) - before)
             growth = (process.memory_info().rss - rss_before) / 2**20
             status = statuses.pop() if len(statuses) == 1 else -1
-            results[upload.name] = Measured(status, 1000 * statistics.median(cpu), 1000 * statistics.median(wall), growth)
+            results[upload.name] = Measured(
+                status, 1000 * statistics.median(cpu), 1000 * statistics.median(wall), growth
+            )
     return results
 
 
@@ -112,7 +119,10 @@ def run_mode(name: str, settings: str, cases: list[Upload], repeats: int, workdi
 
 
 def report(limited: dict[str, Measured], lifted: dict[str, Measured]) -> None:
-    print(f"\n{'case':40} {'status':>6} {'cpu ms':>8} {'wall ms':>8} {'RSS +MiB':>8} | {'lifted':>6} {'cpu ms':>8} {'x cpu':>6}")
+    print(
+        f"\n{'case':40} {'status':>6} {'cpu ms':>8} {'wall ms':>8} {'RSS +MiB':>8} | {'lifted':>6} {'cpu ms':>8} "
+        f"{'x cpu':>6}"
+    )
     for name, m in limited.items():
         other = lifted[name]
         ratio = f"{other.cpu_ms / m.cpu_ms:6.1f}" if m.cpu_ms > 0 and other.status != m.status else "     ="

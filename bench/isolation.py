@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, progress, server, servoscope_argv
-
 from servoscope.loadgen import Endpoint, closed_loop, run, summarize
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import image_set
@@ -38,7 +37,8 @@ def measure(mode: str, endpoint: Endpoint, pid: int, images: list[bytes], durati
     summary = summarize(run(closed_loop(endpoint, requests, CONCURRENCY, duration_s)))
     use = meter.stop()
     progress(
-        f"  {mode:>7}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:6.1f} ms, p95 {summary.p95_ms:6.1f} ms, "
+        f"  {mode:>7}: {summary.throughput_rps:7.1f} req/s, p50 {summary.p50_ms:6.1f} ms, "
+        f"p95 {summary.p95_ms:6.1f} ms, "
         f"errors {summary.errors}; {use.note()}"
     )
     if summary.errors:
@@ -68,9 +68,11 @@ def main() -> int:
         for mode in MODES:
             config = Path(tmp) / f"{mode}.toml"
             config.write_text(f'[model_overrides]\nisolation = "{mode}"\n')
-            argv = servoscope_argv(CAPACITY_FLAGS + ("--config", str(config)))
-            endpoints[mode] = stack.enter_context(server(f"servoscope {mode} isolation", argv, RESULTS / f"isolation-{mode}.log"))
-        for mode, (endpoint, _) in endpoints.items():  # warm-up, each alone
+            argv = servoscope_argv((*CAPACITY_FLAGS, "--config", str(config)))
+            endpoints[mode] = stack.enter_context(
+                server(f"servoscope {mode} isolation", argv, RESULTS / f"isolation-{mode}.log")
+            )
+        for endpoint, _ in endpoints.values():  # warm-up, each alone
             run(closed_loop(endpoint, classify_requests(endpoint, images), CONCURRENCY, max(1.0, args.duration / 4)))
         for i in range(args.rounds):
             for mode in MODES if i % 2 == 0 else MODES[::-1]:
@@ -84,7 +86,13 @@ def main() -> int:
         print(f"  {mode:>7} isolation: {medians[mode]:7.1f} req/s   {[round(r, 1) for r in rates[mode]]}")
     print(f"  process / thread = {ratio:.3f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {"set": args.set, "concurrency": CONCURRENCY, "windows": windows, "medians": medians, "process_over_thread": ratio}
+    report = {
+        "set": args.set,
+        "concurrency": CONCURRENCY,
+        "windows": windows,
+        "medians": medians,
+        "process_over_thread": ratio,
+    }
     (RESULTS / "isolation.json").write_text(json.dumps(report, indent=2))
     return 0
 

@@ -73,7 +73,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", type=Path, default=Path("models/efficientnet_lite0/1"))
     args = parser.parse_args()
-    uvicorn.run(create_app(Classifier(args.model_dir)), host=args.host, port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        create_app(Classifier(args.model_dir)), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ by ±5% from one minute to the next. ``--rounds N`` measures it N times, each ro
 saturation followed at once by the 4× window of ``--mode``, and states the median of the N ratios.
 
 For each mode (time admission — the default, given the SLO as its objective —, the adaptive limit,
-and no admission control: a static limit of 100 000 pending, i.e. queue forever) and each load factor, a fresh `servoscope serve` takes an
-open-loop Poisson load for the window. Printed per run: goodput (answered 200 within the SLO,
-per second), P95/P99 of the admitted requests (200s), the refused share (429/503), and other
-errors, over the window less its first WARMUP_S seconds (the adaptive limit starts high and
+and no admission control: a static limit of 100 000 pending, i.e. queue forever) and each load factor,
+a fresh `servoscope serve` takes an open-loop Poisson load for the window. Printed per run: goodput
+(answered 200 within the SLO, per second), P95/P99 of the admitted requests (200s), the refused share
+(429/503), and other errors, over the window less its first WARMUP_S seconds (the adaptive limit starts high and
 learns from the first answers; that transient is excluded, and stated). The SLO defaults to
 2 × the P95 measured at 70% load, the bound the admitted P95 should keep under 4× overload.
 """
@@ -28,8 +28,7 @@ import statistics
 import sys
 from typing import Any
 
-from serve import RESULTS, ROOT, classify_requests, progress, saturation, server, servoscope_argv, Windows
-
+from serve import RESULTS, ROOT, Windows, classify_requests, progress, saturation, server, servoscope_argv
 from servoscope.loadgen import open_loop, poisson_arrivals, run
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import image_set
@@ -54,7 +53,9 @@ def window(mode: str, rate: float, images: list[bytes], duration_s: float, slo_s
         result = run(open_loop(endpoint, requests, poisson_arrivals(rate, duration_s, seed=11), timeout_s=120.0))
         use = meter.stop()
     t0 = result.start
-    samples = [s for s in result.samples if s.scheduled - t0 >= WARMUP_S]  # steady state: the first seconds set the limit
+    samples = [
+        s for s in result.samples if s.scheduled - t0 >= WARMUP_S
+    ]  # steady state: the first seconds set the limit
     ok = [s.done - s.scheduled for s in samples if s.status == 200]
     refused = sum(1 for s in samples if s.status in REFUSED)
     other = len(samples) - len(ok) - refused
@@ -70,8 +71,10 @@ def window(mode: str, rate: float, images: list[bytes], duration_s: float, slo_s
         "sender_late": result.sender_late_count,
     }
     progress(
-        f"  {mode:>8} at {rate:6.1f}/s: goodput {row['goodput_per_s']:6.1f}/s, admitted p95 {row['admitted_p95_ms']:7.1f} ms "
-        f"p99 {row['admitted_p99_ms']:7.1f} ms, refused {100 * row['refused_share']:4.1f}%, errors {other}; {use.note()}"
+        f"  {mode:>8} at {rate:6.1f}/s: goodput {row['goodput_per_s']:6.1f}/s, admitted p95 "
+        f"{row['admitted_p95_ms']:7.1f} ms "
+        f"p99 {row['admitted_p99_ms']:7.1f} ms, refused {100 * row['refused_share']:4.1f}%, errors {other}; "
+        f"{use.note()}"
     )
     return row
 
@@ -82,8 +85,12 @@ def main() -> int:
     parser.add_argument("--duration", type=float, help="seconds per overload window (default 10, quick 5)")
     parser.add_argument("--slo-ms", type=float, help="latency SLO for goodput (default 2 × P95 at 70%% load)")
     parser.add_argument("--set", default="small")
-    parser.add_argument("--rounds", type=int, default=1, help="paired rounds of saturation and --mode at 4× (default 1)")
-    parser.add_argument("--mode", choices=sorted(MODES), default="time", help="the mode of the paired rounds (default time)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="paired rounds of saturation and --mode at 4× (default 1)"
+    )
+    parser.add_argument(
+        "--mode", choices=sorted(MODES), default="time", help="the mode of the paired rounds (default time)"
+    )
     args = parser.parse_args()
     duration = args.duration or (5.0 if args.quick else 10.0)
     if not 1 <= duration <= 120:
@@ -104,10 +111,14 @@ def main() -> int:
     progress(f"saturation {saturated:.1f} req/s; P95 at 70% load {1000 * p95_70:.1f} ms; SLO {1000 * slo_s:.0f} ms")
     rows = [window(mode, factor * saturated, images, duration, slo_s) for mode in MODES for factor in FACTORS]
     print(
-        f"\n{args.set} images; saturation {saturated:.1f} req/s; P95 at 70% {1000 * p95_70:.1f} ms; SLO {1000 * slo_s:.0f} ms; "
+        f"\n{args.set} images; saturation {saturated:.1f} req/s; P95 at 70% {1000 * p95_70:.1f} ms; SLO "
+        f"{1000 * slo_s:.0f} ms; "
         f"each window {duration:g} s, the first {WARMUP_S:g} s not counted"
     )
-    print(f"{'mode':<9} {'load':>5} {'goodput/s':>10} {'÷ sat':>6} {'p95 ms':>8} {'p99 ms':>8} {'refused':>8} {'errors':>7}")
+    print(
+        f"{'mode':<9} {'load':>5} {'goodput/s':>10} {'÷ sat':>6} {'p95 ms':>8} {'p99 ms':>8} {'refused':>8} "
+        f"{'errors':>7}"
+    )
     for row in rows:
         print(
             f"{row['mode']:<9} {row['offered_per_s'] / saturated:4.0f}× {row['goodput_per_s']:10.1f} "
@@ -130,12 +141,22 @@ def main() -> int:
     print(
         f"\n{args.mode} at 4×: goodput {statistics.median(goodput):.2f} × saturation (target ≥ 0.90); "
         f"admitted P95 {statistics.median(p95):.2f} × P95 at 70% (target ≤ 2)"
-        + (f" — medians of {len(rounds)} paired rounds, goodput {min(goodput):.2f}–{max(goodput):.2f}" if len(rounds) > 1 else "")
+        + (
+            f" — medians of {len(rounds)} paired rounds, goodput {min(goodput):.2f}–{max(goodput):.2f}"
+            if len(rounds) > 1
+            else ""
+        )
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "overload.json").write_text(
         json.dumps(
-            {"saturation_per_s": saturated, "p95_70_ms": 1000 * p95_70, "slo_ms": 1000 * slo_s, "rows": rows, "rounds_at_4x": rounds},
+            {
+                "saturation_per_s": saturated,
+                "p95_70_ms": 1000 * p95_70,
+                "slo_ms": 1000 * slo_s,
+                "rows": rows,
+                "rounds_at_4x": rounds,
+            },
             indent=2,
         )
     )

@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from serve import RESULTS, ROOT, Windows, classify_requests, progress, saturation, server, servoscope_argv
-
 from servoscope.loadgen import open_loop, run, summarize
 from servoscope.loadgen.images import image_set
 from servoscope.loadgen.mixes import Mix, MixImage
@@ -39,6 +38,7 @@ from servoscope.planner import profile as pf
 from servoscope.planner.service import from_family
 from servoscope.planner.sim import SimConfig
 from servoscope.resources import plan_threads
+from servoscope.stages import Stage
 
 MODEL = "efficientnet_lite0"
 LOADS = (0.3, 0.5, 0.7, 0.85, 0.95)
@@ -104,8 +104,8 @@ def profile_replica(config: Config, images: list[bytes], seconds: float) -> plan
 def with_http(replica: plan.Replica, stage_means_ms: dict[str, float]) -> plan.Replica:
     service = replica.service
     overheads = {
-        "ingest_s": stage_means_ms.get("ingest", 0.0) / 1000,
-        "respond_s": stage_means_ms.get("respond", 0.0) / 1000,
+        "ingest_s": stage_means_ms.get(Stage.INGEST, 0.0) / 1000,
+        "respond_s": stage_means_ms.get(Stage.RESPOND, 0.0) / 1000,
     }
     return replace(replica, service=replace(service, **overheads))
 

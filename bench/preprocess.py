@@ -31,18 +31,26 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from serve import MODEL, RESULTS, ROOT
-
 from servoscope.loadgen.images import PHOTOS, SETS, ImageSet, image_set, photo, render
 from servoscope.models.repository import find
 from servoscope.pipeline.decode import DecodeLimits, decode
-from servoscope.pipeline.preprocess import BatchBuffer, Prepared, PreprocessSpec, crop_box, normalize, prepare, resize_crop
+from servoscope.pipeline.preprocess import (
+    BatchBuffer,
+    Prepared,
+    PreprocessSpec,
+    crop_box,
+    normalize,
+    prepare,
+    resize_crop,
+)
 from servoscope.pipeline.runtime import OnnxModel
 
 LIMITS = DecodeLimits()
@@ -76,7 +84,7 @@ def optional(module: str) -> Any:
 def cv2_crop(pixels: np.ndarray, spec: PreprocessSpec, interpolation: int) -> np.ndarray:
     import cv2
 
-    left, top, right, bottom = (int(round(v)) for v in crop_box(pixels.shape[1], pixels.shape[0], spec))
+    left, top, right, bottom = (round(v) for v in crop_box(pixels.shape[1], pixels.shape[0], spec))
     return cv2.resize(pixels[top:bottom, left:right], (spec.size, spec.size), interpolation=interpolation)
 
 
@@ -104,7 +112,12 @@ def cv2_decode(data: bytes, spec: PreprocessSpec) -> np.ndarray:
 
     width, height = Image.open(io.BytesIO(data)).size
     factor = next(f for f in (8, 4, 2, 1) if min(width, height) // f >= spec.resize or f == 1)
-    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+    flag = {
+        1: cv2.IMREAD_COLOR,
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }[factor]
     return cv2.imdecode(np.frombuffer(data, np.uint8), flag)[:, :, ::-1]
 
 
@@ -160,10 +173,22 @@ def assemble(spec: PreprocessSpec, images: list[bytes], rounds: int, batch_size:
 
     equal = all(np.array_equal(old(b), new(b)) for b in batches)
     ms = {k: v / batch_size for k, v in medians({"old": old, "new": new}, batches, rounds * 20).items()}
-    return [row("assemble (normalize + batch)", "any", "per-image tensor + np.stack", ms["old"], "into batch buffer", ms["new"], "bitwise" if equal else "DIFFERENT")]
+    return [
+        row(
+            "assemble (normalize + batch)",
+            "any",
+            "per-image tensor + np.stack",
+            ms["old"],
+            "into batch buffer",
+            ms["new"],
+            "bitwise" if equal else "DIFFERENT",
+        )
+    ]
 
 
-def decode_resize(name: str, spec: PreprocessSpec, images: list[bytes], rounds: int, top1: Top1) -> list[dict[str, Any]]:
+def decode_resize(
+    name: str, spec: PreprocessSpec, images: list[bytes], rounds: int, top1: Top1
+) -> list[dict[str, Any]]:
     variants = paths(spec)
     ms = medians(variants, images, rounds)
     service = "pillow (service)"
@@ -175,14 +200,23 @@ def decode_resize(name: str, spec: PreprocessSpec, images: list[bytes], rounds: 
     ]
 
 
-def phone(spec: PreprocessSpec, images: list[bytes], rounds: int, top1: Top1) -> list[dict[str, Any]]:
+def scaled_vs_full(what: str, spec: PreprocessSpec, images: list[bytes], rounds: int, top1: Top1) -> dict[str, Any]:
+    """The service's DCT-scaled decode against a full decode and resize, with their top-1 agreement."""
     scaled = lambda d: prepare(d, LIMITS, spec).image  # noqa: E731
     full = lambda d: full_decode_crop(d, spec)  # noqa: E731
     ms = medians({"full": full, "scaled": scaled}, images, rounds)
     reference = top1.classes([scaled(d) for d in images])
-    rows = [row("preprocess: DCT-scaled vs full decode", "phone", "full decode + resize", ms["full"], "draft (service)", ms["scaled"], same_top1(top1, reference, full, images))]
+    agreement = same_top1(top1, reference, full, images)
+    return row(what, "phone", "full decode + resize", ms["full"], "draft (service)", ms["scaled"], agreement)
+
+
+def phone(spec: PreprocessSpec, images: list[bytes], rounds: int, top1: Top1) -> list[dict[str, Any]]:
+    rows = [scaled_vs_full("preprocess: DCT-scaled vs full decode", spec, images, rounds, top1)]
     ladder = medians({f"1/{s}": (lambda d, s=s: draft_load(d, s)) for s in (1, 2, 4, 8)}, images, max(3, rounds // 2))
-    rows += [row("JPEG decode alone, by DCT scale", "phone", "scale 1/1", ladder["1/1"], f"scale {s}", ladder[s], "") for s in ("1/2", "1/4", "1/8")]
+    rows += [
+        row("JPEG decode alone, by DCT scale", "phone", "scale 1/1", ladder["1/1"], f"scale {s}", ladder[s], "")
+        for s in ("1/2", "1/4", "1/8")
+    ]
     return rows
 
 
@@ -190,13 +224,8 @@ def clean_phone(spec: PreprocessSpec, rounds: int, top1: Top1, count: int = 4) -
     """The same ratio on noise-free phone-size JPEGs (fewer bytes to entropy-decode), made here."""
     clean = ImageSet("phone-clean", SETS["phone"].size, 0.0)
     images = [render(photo(name), clean, seed=i) for i, name in enumerate(PHOTOS[:count])]
-    scaled = lambda d: prepare(d, LIMITS, spec).image  # noqa: E731
-    full = lambda d: full_decode_crop(d, spec)  # noqa: E731
-    ms = medians({"full": full, "scaled": scaled}, images, rounds)
-    reference = top1.classes([scaled(d) for d in images])
     mean_mb = sum(map(len, images)) / len(images) / 1e6
-    what = f"preprocess, noise-free ({mean_mb:.1f} MB)"
-    return [row(what, "phone", "full decode + resize", ms["full"], "draft (service)", ms["scaled"], same_top1(top1, reference, full, images))]
+    return [scaled_vs_full(f"preprocess, noise-free ({mean_mb:.1f} MB)", spec, images, rounds, top1)]
 
 
 def gil_handoffs(images: list[bytes], rounds: int, seconds: float = 2.0) -> list[dict[str, Any]]:
@@ -220,7 +249,9 @@ def gil_handoffs(images: list[bytes], rounds: int, seconds: float = 2.0) -> list
             while time.perf_counter() < stop:
                 sum(range(100))
 
-        threads = [threading.Thread(target=decoder) for _ in range(os.cpu_count() or 1)] + [threading.Thread(target=busy)]
+        threads = [threading.Thread(target=decoder) for _ in range(os.cpu_count() or 1)] + [
+            threading.Thread(target=busy)
+        ]
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -233,16 +264,47 @@ def gil_handoffs(images: list[bytes], rounds: int, seconds: float = 2.0) -> list
         for whole in times:
             times[whole].append(wall_ms(whole))
     old, new = (statistics.median(times[w]) for w in (False, True))
-    return [row("GIL hand-offs: decode threads + a busy one (wall)", "phone", "64 KiB blocks", old, "one block (service)", new, "")]
+    return [
+        row(
+            "GIL hand-offs: decode threads + a busy one (wall)",
+            "phone",
+            "64 KiB blocks",
+            old,
+            "one block (service)",
+            new,
+            "",
+        )
+    ]
 
 
 def row(what: str, images: str, old: str, old_ms: float, new: str, new_ms: float, top1: str) -> dict[str, Any]:
-    return {"what": what, "images": images, "old": old, "old_ms": old_ms, "new": new, "new_ms": new_ms, "ratio": old_ms / new_ms, "top1_same": top1}
+    return {
+        "what": what,
+        "images": images,
+        "old": old,
+        "old_ms": old_ms,
+        "new": new,
+        "new_ms": new_ms,
+        "ratio": old_ms / new_ms,
+        "top1_same": top1,
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     cells = [("what", "set", "old", "ms", "new", "ms", "old/new", "top-1")]
-    cells += [(r["what"], r["images"], r["old"], f"{r['old_ms']:.3f}", r["new"], f"{r['new_ms']:.3f}", f"{r['ratio']:.2f}", r["top1_same"]) for r in rows]
+    cells += [
+        (
+            r["what"],
+            r["images"],
+            r["old"],
+            f"{r['old_ms']:.3f}",
+            r["new"],
+            f"{r['new_ms']:.3f}",
+            f"{r['ratio']:.2f}",
+            r["top1_same"],
+        )
+        for r in rows
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     return "\n".join("  ".join(v.rjust(w) if v[:1].isdigit() else v.ljust(w) for v, w in zip(c, widths)) for c in cells)
 
@@ -266,7 +328,12 @@ def main() -> int:
     rows += clean_phone(spec, args.rounds, top1)
     rows += gil_handoffs(sets["phone"], args.rounds)
     print(table(rows))
-    report = {"photos": list(PHOTOS), "rounds": args.rounds, "unit": "CPU ms per image (thread time, median)", "rows": rows}
+    report = {
+        "photos": list(PHOTOS),
+        "rounds": args.rounds,
+        "unit": "CPU ms per image (thread time, median)",
+        "rows": rows,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
     print(f"\nfigures in {args.output}")

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from serve import CAPACITY_FLAGS, RESULTS, classify_requests, server, servoscope_argv
-
 from servoscope.loadgen import Endpoint, closed_loop, run
 from servoscope.loadgen.images import image_set
 
@@ -68,7 +67,10 @@ RULES: tuple[Rule, ...] = (
     Rule("inference", "servoscope/pipeline/runtime.py"),
     Rule("inference", "servoscope/pipeline/process_runtime.py"),
     Rule("postprocess", "servoscope/pipeline/postprocess.py"),
-    Rule("normalize", "servoscope/pipeline/preprocess.py", ("normalize", "Prepared.write", "Prepared.tensor", "BatchBuffer.fill")),
+    Rule(
+        "normalize", "servoscope/pipeline/preprocess.py",
+        ("normalize", "Prepared.write", "Prepared.tensor", "BatchBuffer.fill"),
+    ),
     Rule("resize", "servoscope/pipeline/preprocess.py"),  # resize_crop, and the crop's pixels as an array
     Rule("decode", "servoscope/pipeline/decode.py"),
     Rule("batching", "servoscope/pipeline/batcher.py"),
@@ -179,7 +181,7 @@ def thread_cpu(pid: int) -> dict[int, ThreadTime]:
         import psutil
 
         pids += [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    except Exception:  # noqa: BLE001 — children are optional (process isolation only)
+    except Exception:
         pass
     for p in pids:
         with_tasks = Path(f"/proc/{p}/task")
@@ -193,7 +195,9 @@ def thread_cpu(pid: int) -> dict[int, ThreadTime]:
     return out
 
 
-def account(threads: dict[int, ThreadSamples], before: dict[int, ThreadTime], after: dict[int, ThreadTime]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+def account(
+    threads: dict[int, ThreadSamples], before: dict[int, ThreadTime], after: dict[int, ThreadTime]
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """CPU seconds by component: each thread's CPU shared among its samples; unsampled CPU to ``other``."""
     seconds: dict[str, float] = collections.defaultdict(float)
     report = []
@@ -205,11 +209,15 @@ def account(threads: dict[int, ThreadSamples], before: dict[int, ThreadTime], af
         for component, n in (sampled.samples.items() if total else [("other", 1)]):
             seconds[component] += used * n / (total or 1)
         name = sampled.name if sampled else end.name
-        report.append({"tid": tid, "name": name, "cpu_s": round(used, 4), "waited_s": round(waited, 4), "samples": total})
+        report.append(
+            {"tid": tid, "name": name, "cpu_s": round(used, 4), "waited_s": round(waited, 4), "samples": total}
+        )
     return dict(seconds), sorted(report, key=lambda r: -r["cpu_s"])
 
 
-async def measure(endpoint: Endpoint, pid: int, images: list[bytes], args: argparse.Namespace, raw: Path) -> dict[str, Any]:
+async def measure(
+    endpoint: Endpoint, pid: int, images: list[bytes], args: argparse.Namespace, raw: Path
+) -> dict[str, Any]:
     """Load for warm-up + window + margin; py-spy and the CPU readings cover the window."""
     requests = classify_requests(endpoint, images)
     load = asyncio.ensure_future(closed_loop(endpoint, requests, args.concurrency, args.warmup + args.duration + 2.0))
@@ -217,7 +225,9 @@ async def measure(endpoint: Endpoint, pid: int, images: list[bytes], args: argpa
     spy_argv = ["py-spy", "record", "-p", str(pid), "-r", str(args.rate), "-d", str(args.duration), "--threads",
                 "--subprocesses", "-f", "raw", "-o", str(raw)]
     spy_argv.append("--native" if args.native else "--nonblocking")  # native stacks need the threads paused
-    spy = await asyncio.create_subprocess_exec(*spy_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    spy = await asyncio.create_subprocess_exec(
+        *spy_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     assert spy.stdout is not None
     log = [await spy.stdout.readline()]
     while log[-1] and b"Sampling" not in log[-1]:
@@ -248,8 +258,11 @@ def table(name: str, result: dict[str, Any], baseline: dict[str, Any] | None) ->
     head += f" {'before':>8} {'after/before':>12}" if baseline else ""
     window = result["window_s"]
     cpu, waited = (sum(t[key] for t in result["threads"]) / window for key in ("cpu_s", "waited_s"))
-    lines = [f"{name}: {result['requests']} requests in {window:.1f} s ({result['requests_per_s']:.1f}/s), "
-             f"{result['errors']} errors; server CPU {cpu:.2f} cores, its threads waiting for a core {waited:.2f}", head]
+    lines = [
+        f"{name}: {result['requests']} requests in {window:.1f} s ({result['requests_per_s']:.1f}/s), "
+        f"{result['errors']} errors; server CPU {cpu:.2f} cores, its threads waiting for a core {waited:.2f}",
+        head,
+    ]
     rows = [*COMPONENTS, "total"]
     for c in rows:
         value = result["total_cpu_ms_per_request"] if c == "total" else ms[c]
@@ -268,7 +281,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="load before the window, seconds (default 3)")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop connections (default 16)")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second per thread (default 200)")
-    parser.add_argument("--native", action="store_true", help="py-spy --native: C frames too, threads paused for each sample (more overhead)")
+    parser.add_argument(
+        "--native",
+        action="store_true",
+        help="py-spy --native: C frames too, threads paused for each sample (more overhead)",
+    )
     parser.add_argument("--serve-args", default="", help="extra `servoscope serve` flags")
     parser.add_argument("--output", type=Path, default=RESULTS / "profile.json")
     parser.add_argument("--baseline", type=Path, help="an earlier profile.json to print side by side")
@@ -280,7 +297,11 @@ def main() -> int:
     for name in args.sets.split(","):
         images = image_set(name, RESULTS / "images")
         raw = args.output.with_name(f"{args.output.stem}-{name}.txt")
-        with server("servoscope", servoscope_argv(CAPACITY_FLAGS + tuple(shlex.split(args.serve_args))), RESULTS / f"profile-{name}.log") as (endpoint, pid):
+        with server(
+            "servoscope",
+            servoscope_argv(CAPACITY_FLAGS + tuple(shlex.split(args.serve_args))),
+            RESULTS / f"profile-{name}.log",
+        ) as (endpoint, pid):
             figures = run(measure(endpoint, pid, images, args, raw))
         results[name] = {**figures, **per_request(figures), "raw": raw.name}
         print(table(name, results[name], baseline.get(name)), end="\n\n", flush=True)

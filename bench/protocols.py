@@ -33,14 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import httpx
 
 from serve import RESULTS, ROOT, free_port, progress, server, servoscope_argv
-
 from servoscope.loadgen import constant_arrivals, encode_request, open_loop, run
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import image_set

@@ -25,11 +25,11 @@ import numpy as np
 
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.models import repository
+from servoscope.pipeline.runtime import OnnxModel
 from servoscope.variants import samples
 from servoscope.variants.agreement import NOISE_DRAWS, agreement, logits, stable_inputs
 from servoscope.variants.offline import latency_ms
 from servoscope.variants.quantize import DEFAULT_SETTINGS, QuantSettings, quantize_file
-from servoscope.pipeline.runtime import OnnxModel
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = QuantSettings(bias_correction=False)  # per-channel MinMax QDQ, uint8 activations, int8 weights
@@ -86,7 +86,10 @@ def main() -> int:
     tensors = samples.tensors_of([s.data for s in evaluation], spec)
     reference = logits(source.model_file, source.config, tensors)
     stable = stable_inputs(source, tensors, reference.argmax(axis=1), NOISE_DRAWS)
-    calibration = {n: samples.tensors_of([s.data for s in samples.calibration(n)], spec) for n in {SETTINGS[c].calibration_per_photo for c in chosen}}
+    calibration = {
+        n: samples.tensors_of([s.data for s in samples.calibration(n)], spec)
+        for n in {SETTINGS[c].calibration_per_photo for c in chosen}
+    }
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp:
         for name in chosen:
@@ -111,7 +114,8 @@ def main() -> int:
             args.out.write_text(json.dumps(results, indent=2))
             print(
                 f"{name:20s} top-1 {100 * row['top1_agreement']:5.1f}%  top-5 {100 * row['top5_containment']:5.1f}%  "
-                f"stable {100 * row['top1_agreement_stable']:5.1f}%  confident {100 * row['top1_agreement_confident']:5.1f}%  speed ×{row['speed_ratio']:.2f} "
+                f"stable {100 * row['top1_agreement_stable']:5.1f}%  confident "
+                f"{100 * row['top1_agreement_confident']:5.1f}%  speed ×{row['speed_ratio']:.2f} "
                 f"({row['fp32_p50_ms']:.1f} → {row['int8_p50_ms']:.1f} ms)  quantize {quantize_s:.0f} s  "
                 f"others {row['others_cores']:.2f} cores",
                 flush=True,

@@ -31,8 +31,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -48,15 +49,15 @@ from servoscope.loadgen import (
     sequential,
     summarize,
 )
-from servoscope.loadgen.schedule import LATE_S
 from servoscope.loadgen.capacity import best_closed_loop
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import SETS, image_set
-from servoscope.variants.offline import offline_rate
+from servoscope.loadgen.schedule import LATE_S
 from servoscope.models.repository import ModelEntry, find
 from servoscope.pipeline.preprocess import PreprocessSpec
 from servoscope.pipeline.runtime import OnnxModel
 from servoscope.resources import available_cores
+from servoscope.variants.offline import offline_rate
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -114,7 +115,9 @@ def offline_limit(entry: ModelEntry, images: list[bytes], duration_s: float) -> 
             by_run[key] = offline_rate(models, images, spec, batch_size, duration_s)
             use = meter.stop()
             cpu[key] = use.to_json()
-            progress(f"  offline {layout} sessions×threads, batch {batch_size:>2}: {by_run[key]:7.1f} img/s; {use.note()}")
+            progress(
+                f"  offline {layout} sessions×threads, batch {batch_size:>2}: {by_run[key]:7.1f} img/s; {use.note()}"
+            )
     best = max(by_run, key=lambda k: by_run[k])
     return {"images_per_s": by_run[best], "best": best, "by_run": by_run, "cpu": cpu}
 
@@ -152,11 +155,15 @@ def server(name: str, argv: list[str], log_path: Path) -> Iterator[tuple[Endpoin
     endpoint = Endpoint("127.0.0.1", port)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        process = subprocess.Popen([*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, stdout=log, stderr=log
+        )
         try:
             started = time.perf_counter()
             run(wait_ready(endpoint, process, START_DEADLINE_S))
-            progress(f"  {name} ready on 127.0.0.1:{port} after {time.perf_counter() - started:.1f}s (log {log_path.name})")
+            progress(
+                f"  {name} ready on 127.0.0.1:{port} after {time.perf_counter() - started:.1f}s (log {log_path.name})"
+            )
             yield endpoint, process.pid
         finally:
             stop(process)
@@ -199,10 +206,14 @@ def classify_requests(endpoint: Endpoint, images: list[bytes]) -> list[EncodedRe
 def saturation(endpoint: Endpoint, pid: int, images: list[bytes], windows: Windows, label: str) -> dict[str, Any]:
     """Closed loop at each concurrency, after a warm-up; the best req/s wins."""
     requests = classify_requests(endpoint, images)
-    return best_closed_loop(endpoint, requests, CONCURRENCIES, windows.closed_s, windows.warmup_s, [pid], progress, label)
+    return best_closed_loop(
+        endpoint, requests, CONCURRENCIES, windows.closed_s, windows.warmup_s, [pid], progress, label
+    )
 
 
-def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturation_rps: float, windows: Windows) -> dict[str, Any]:
+def latency_profile(
+    endpoint: Endpoint, pid: int, images: list[bytes], saturation_rps: float, windows: Windows
+) -> dict[str, Any]:
     requests = classify_requests(endpoint, images)
     unloaded = summarize(run(sequential(endpoint, requests, 200, windows.unloaded_s)))
     progress(f"  servoscope unloaded: p50 {unloaded.p50_ms:.1f} ms over {unloaded.requests} sequential requests")
@@ -220,7 +231,10 @@ def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturatio
     # the same rate at even spacing (perf_analyzer's and wrk2's default schedule): queueing from
     # bursts removed, what is left is the service's own variance and its contention for the cores
     steady = summarize(run(open_loop(endpoint, requests, constant_arrivals(rate, windows.open_s))))
-    progress(f"  servoscope constant-rate {rate:.1f}/s: p50 {steady.p50_ms:.1f} ms, p95 {steady.p95_ms:.1f} ms, errors {steady.errors}")
+    progress(
+        f"  servoscope constant-rate {rate:.1f}/s: p50 {steady.p50_ms:.1f} ms, p95 {steady.p95_ms:.1f} ms, errors "
+        f"{steady.errors}"
+    )
     return {
         "unloaded": unloaded.to_json(), "rate_per_s": rate, "loaded": {**loaded.to_json(), "cpu": use.to_json()},
         "loaded_constant": steady.to_json(),
@@ -230,7 +244,9 @@ def latency_profile(endpoint: Endpoint, pid: int, images: list[bytes], saturatio
 # ---------------------------------------------------------------- one image set
 
 
-def bench_set(set_name: str, entry: ModelEntry, windows: Windows, serve_args: tuple[str, ...] = CAPACITY_FLAGS) -> dict[str, Any]:
+def bench_set(
+    set_name: str, entry: ModelEntry, windows: Windows, serve_args: tuple[str, ...] = CAPACITY_FLAGS
+) -> dict[str, Any]:
     images = image_set(set_name, RESULTS / "images")
     spec = SETS[set_name]
     mean_kb = sum(map(len, images)) / len(images) / 1024
@@ -266,7 +282,9 @@ def queueing_floor(servers: int, load: float, requests: int = 200_000) -> float:
     return float(np.percentile(sojourn, 95))
 
 
-def ratios(offline: dict[str, Any], service: dict[str, Any], naive: dict[str, Any], latency: dict[str, Any]) -> dict[str, float]:
+def ratios(
+    offline: dict[str, Any], service: dict[str, Any], naive: dict[str, Any], latency: dict[str, Any]
+) -> dict[str, float]:
     return {
         "service_over_offline": service["requests_per_s"] / offline["images_per_s"],
         "service_over_naive": service["requests_per_s"] / naive["requests_per_s"],
@@ -309,14 +327,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     add("    the same, constant arrivals", "{:.2f}", ("ratios", "p95_constant_over_unloaded_p50"))
     add("    floor: ideal M/D/c, c = cores", "{:.2f}", ("ratios", "p95_floor_md_c"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short windows (~1.5 minutes in all)")
     parser.add_argument("--duration", type=float, help="closed-loop window, seconds (default 8, quick 3)")
-    parser.add_argument("--sets", default="small,phone", help="image sets, comma-separated: small, medium (~640×480), phone")
+    parser.add_argument(
+        "--sets", default="small,phone", help="image sets, comma-separated: small, medium (~640×480), phone"
+    )
     parser.add_argument("--serve-args", default="", help="extra `servoscope serve` flags, e.g. '--instances 2'")
     args = parser.parse_args()
     duration = args.duration or (3.0 if args.quick else 8.0)
@@ -330,7 +353,12 @@ def main() -> int:
     serve_args = CAPACITY_FLAGS + tuple(shlex.split(args.serve_args))
     results = {name: bench_set(name, entry, windows, serve_args) for name in args.sets.split(",")}
     report = {
-        "machine": {"cores": available_cores(), "python": platform.python_version(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "machine": {
+            "cores": available_cores(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
         "windows_s": dataclasses.asdict(windows),
         "serve_args": list(serve_args),
         "elapsed_s": time.perf_counter() - started,
@@ -340,7 +368,10 @@ def main() -> int:
     (RESULTS / "serve.json").write_text(json.dumps(report, indent=2))
     print()
     print(table(results))
-    print(f"\n{report['elapsed_s']:.0f}s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; figures in {RESULTS / 'serve.json'}")
+    print(
+        f"\n{report['elapsed_s']:.0f}s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}; "
+        f"figures in {RESULTS / 'serve.json'}"
+    )
     return 0
 
 

@@ -16,7 +16,6 @@ import shlex
 import sys
 
 from serve import CAPACITY_FLAGS, RESULTS, ROOT, Windows, latency_profile, progress, saturation, server, servoscope_argv
-
 from servoscope.loadgen.images import image_set
 
 
@@ -34,7 +33,10 @@ def main() -> int:
     for i, config in enumerate(args.config):
         flags = tuple(shlex.split(config))
         progress(f"config {i}: {config or '(defaults)'}")
-        with server(f"config {i}", servoscope_argv(CAPACITY_FLAGS + flags), RESULTS / f"sweep-{i}.log") as (endpoint, pid):
+        with server(f"config {i}", servoscope_argv(CAPACITY_FLAGS + flags), RESULTS / f"sweep-{i}.log") as (
+            endpoint,
+            pid,
+        ):
             service = saturation(endpoint, pid, images, windows, f"config {i}")
             latency = latency_profile(endpoint, pid, images, service["requests_per_s"], windows)
         rows.append({"config": config, "service": service, "latency": latency})

@@ -17,7 +17,6 @@ import statistics
 import sys
 
 from serve import CAPACITY_FLAGS, RESULTS, ROOT, classify_requests, progress, server, servoscope_argv
-
 from servoscope.loadgen import closed_loop, run, summarize
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import image_set
@@ -27,7 +26,9 @@ MODES = {"on": ("--telemetry",), "off": ("--no-telemetry",)}
 
 
 def measure(mode: str, images: list[bytes], duration_s: float) -> float:
-    with server(f"servoscope telemetry {mode}", servoscope_argv(CAPACITY_FLAGS + MODES[mode]), RESULTS / f"telemetry-{mode}.log") as (endpoint, pid):
+    with server(
+        f"servoscope telemetry {mode}", servoscope_argv(CAPACITY_FLAGS + MODES[mode]), RESULTS / f"telemetry-{mode}.log"
+    ) as (endpoint, pid):
         requests = classify_requests(endpoint, images)
         run(closed_loop(endpoint, requests, CONCURRENCY, max(1.0, duration_s / 4)))  # warm-up
         meter = CpuMeter([os.getpid(), pid])
@@ -61,7 +62,9 @@ def main() -> int:
     print(f"  telemetry off:              {off:7.1f} req/s   {rates['off']}")
     print(f"  on / off = {on / off:.3f}  → overhead {100 * overhead:.1f}%  (target ≤ 3%)")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "telemetry.json").write_text(json.dumps({"rates": rates, "on_over_off": on / off, "overhead": overhead}, indent=2))
+    (RESULTS / "telemetry.json").write_text(
+        json.dumps({"rates": rates, "on_over_off": on / off, "overhead": overhead}, indent=2)
+    )
     return 0
 
 

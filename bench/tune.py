@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from serve import RESULTS, ROOT, progress
-
 from servoscope.loadgen.command import DEFAULT_CACHE, DEFAULT_MIX
 from servoscope.loadgen.mixes import generated, parse_mix
 from servoscope.models.prepare import DEFAULT_MODEL

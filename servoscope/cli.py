@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from servoscope import __version__
 from servoscope.doctor import command as doctor_command
@@ -32,7 +33,9 @@ class Tool(Protocol):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -101,23 +104,33 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--preprocess-workers", type=int)
     serve.add_argument("--log-level")
     serve.add_argument(
-        "--admission", choices=["time", "adaptive", "static"],
-        help="by predicted completion against --slo-p95-ms (default), an adaptive concurrency limit, or max_pending alone",
+        "--admission",
+        choices=["time", "adaptive", "static"],
+        help="by predicted completion against --slo-p95-ms (default), an adaptive concurrency limit, "
+        "or max_pending alone",
     )
     serve.add_argument("--slo-p95-ms", type=float, help="the latency objective time admission holds (default 200)")
     serve.add_argument("--max-pending", type=int, help="most requests in progress per model")
-    serve.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None, help="metrics, stats and tracing")
+    serve.add_argument(
+        "--telemetry", action=argparse.BooleanOptionalAction, default=None, help="metrics, stats and tracing"
+    )
     batching = serve.add_argument_group("model overrides (applied over every model's config.toml)")
     batching.add_argument("--max-batch-size", type=int)
     batching.add_argument("--max-queue-delay-ms", type=float)
     batching.add_argument("--instances", type=int, help="model instances (ONNX Runtime sessions) per model")
-    batching.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: sized to the machine)")
     batching.add_argument(
-        "--isolation", choices=["thread", "process"], help="each instance's session in the serving process, or in a child process"
+        "--intra-op-threads", type=int, help="ONNX Runtime threads per instance (0: sized to the machine)"
+    )
+    batching.add_argument(
+        "--isolation",
+        choices=["thread", "process"],
+        help="each instance's session in the serving process, or in a child process",
     )
     faults = serve.add_argument_group("injected faults (drills only; see servoscope.drills.faults)")
     faults.add_argument(
-        "--inject-inference-delay-ms", type=float, help="INJECTED: extra milliseconds per inference batch (default: none)"
+        "--inject-inference-delay-ms",
+        type=float,
+        help="INJECTED: extra milliseconds per inference batch (default: none)",
     )
     serve.set_defaults(func=cmd_serve)
 

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from servoscope.models.config import ModelOverrides
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from servoscope.models.config import ModelOverrides
 
 CONFIG_ENV = "SERVOSCOPE_CONFIG"
 PILLOW_MAX_PIXELS = 178_956_970  # Pillow refuses larger images outright (2 × Image.MAX_IMAGE_PIXELS)
@@ -62,7 +62,10 @@ class Settings(BaseSettings):
     )
     preprocess_workers: int = Field(0, ge=0, le=256, description="decode/preprocess threads (0: one per core)")
     preprocess_nice: int = Field(
-        10, ge=0, le=19, description="how much lower the decode threads' priority is than inference's (see resources.py)"
+        10,
+        ge=0,
+        le=19,
+        description="how much lower the decode threads' priority is than inference's (see resources.py)",
     )
     max_pending: int = Field(512, ge=1, description="requests admitted but not yet answered, per model, before 429")
     admission: Literal["time", "adaptive", "static"] = Field(
@@ -71,7 +74,10 @@ class Settings(BaseSettings):
         "concurrency limit that follows latency; static: max_pending alone (every mode is bounded by max_pending)",
     )
     slo_p95_ms: float = Field(
-        200.0, gt=0, le=3_600_000, description="the service's latency objective: time admission refuses what it predicts past it"
+        200.0,
+        gt=0,
+        le=3_600_000,
+        description="the service's latency objective: time admission refuses what it predicts past it",
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
     body_timeout_s: float = Field(
@@ -81,26 +87,34 @@ class Settings(BaseSettings):
     min_body_rate_bytes_s: float = Field(
         240.0, ge=0, description="after body_grace_s, a body arriving slower than this on average is answered 408"
     )
-    body_grace_s: float = Field(5.0, ge=0, description="how long a body may arrive at any rate before min_body_rate_bytes_s")
+    body_grace_s: float = Field(
+        5.0, ge=0, description="how long a body may arrive at any rate before min_body_rate_bytes_s"
+    )
     max_ingest: int = Field(
-        512, ge=1, description="requests whose bodies are still arriving, all models; beyond it 503 (they hold no model's place)"
+        512,
+        ge=1,
+        description="requests whose bodies are still arriving, all models; beyond it 503 (they hold no model's place)",
     )
     max_image_pixels: int = Field(
         50_000_000, ge=1, le=PILLOW_MAX_PIXELS, description="largest accepted image, width × height"
     )
     max_image_scans: int = Field(64, ge=1, description="most scans in a progressive JPEG (libjpeg's script has 10)")
     max_image_chunks: int = Field(4096, ge=16, description="most JPEG marker segments, PNG or WebP chunks in an image")
-    max_image_frames: int = Field(1000, ge=1, description="most frames in an animated PNG or WebP (the first is classified)")
+    max_image_frames: int = Field(
+        1000, ge=1, description="most frames in an animated PNG or WebP (the first is classified)"
+    )
     max_image_metadata_bytes: int = Field(
         8 * 1024 * 1024, ge=0, description="most bytes of EXIF, XMP, ICC profile and comments in an image"
     )
     max_images_per_request: int = Field(64, ge=1, description="images in one Open Inference Protocol request")
     default_top_k: int = Field(5, ge=1, description="predictions per image when top_k is not given")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline of a request that sets none")
-    shutdown_timeout_s: float = Field(30.0, gt=0, description="longest wait for in-flight requests on SIGTERM")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="longest wait for open requests on SIGTERM")
     telemetry: bool = Field(True, description="metrics, /v1/stats and tracing (tracing also needs OTEL_* variables)")
     log_level: str = Field("info", description="debug, info, warning or error")
-    faults: Faults = Field(Faults(), description="INJECTED faults for drills (servoscope.drills.faults); all zero: none")
+    faults: Faults = Field(
+        Faults(), description="INJECTED faults for drills (servoscope.drills.faults); all zero: none"
+    )
 
     def models_to_prepare(self) -> tuple[str, ...]:
         """The models start-up may prepare when the repository lacks them (only the default one is

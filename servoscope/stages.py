@@ -4,24 +4,28 @@ Every part of servoscope (server, load generator, doctor) means the same thing b
 words. A request passes the stages in order; each stage ends where the next begins, so
 the stage durations of one record always add up to its ``total``::
 
-    ingest → queue → preprocess → batch_wait → inference → postprocess → respond
+    ingest → preprocess_wait → preprocess → batch_wait → inference → postprocess → respond
 
-``queue`` is the wait for a preprocessing worker, ``batch_wait`` the wait in the batcher
-(until the batch that carries the request starts on its instance). ``preprocess`` decodes, resizes
-and crops to uint8 pixels; ``inference`` assembles the batch — each image normalized, ``(x - mean)
-/ std``, straight into the instance's batch buffer — and runs the model.
+``preprocess_wait`` is the wait in the preprocess queue (for a preprocessing worker),
+``batch_wait`` the wait in the batch queue (the batcher, until the batch that carries the
+request starts on its instance). ``preprocess`` decodes, resizes and crops to uint8 pixels;
+``inference`` assembles the batch — each image normalized, ``(x - mean) / std``, straight into the
+instance's batch buffer — and runs the model. README's "Names" section lists every word of this
+vocabulary.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 class Stage(str, enum.Enum):
     INGEST = "ingest"
-    QUEUE = "queue"
+    PREPROCESS_WAIT = "preprocess_wait"
     PREPROCESS = "preprocess"
     BATCH_WAIT = "batch_wait"
     INFERENCE = "inference"
@@ -34,7 +38,7 @@ class Stage(str, enum.Enum):
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 TOTAL = "total"
-STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in STAGES) + (TOTAL,)
+STAGE_NAMES: tuple[str, ...] = (*(s.value for s in STAGES), TOTAL)
 _INDEX = {stage: i for i, stage in enumerate(STAGES)}
 
 
@@ -129,8 +133,6 @@ def parse_server_timing(header: str) -> dict[str, float]:
         for param in params.split(";"):
             key, _, value = param.strip().partition("=")
             if key == "dur" and name:
-                try:
+                with contextlib.suppress(ValueError):
                     out[name] = float(value) / 1000.0
-                except ValueError:
-                    pass
     return out

@@ -11,9 +11,10 @@ import asyncio
 import contextlib
 import io
 import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import numpy as np
@@ -44,7 +45,7 @@ class FakeRuntime:
     run advances the manual clock by ``INFERENCE_S`` (so the inference stage lasts exactly that).
     :meth:`hold` keeps the next batches running until :meth:`release` (bounded by the run deadline)."""
 
-    providers = ["FakeRuntime"]
+    providers: ClassVar[list[str]] = ["FakeRuntime"]
 
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock

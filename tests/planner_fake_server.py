@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from servoscope.pipeline.service import Pipeline
 from servoscope.server.app import create_app, load_pipeline
 from servoscope.server.run import serve
-from servoscope.pipeline.service import Pipeline
 from servoscope.settings import Settings, load_settings
 
 

@@ -7,25 +7,24 @@ import pytest
 from servoscope.pipeline.admission import GradientLimit, Priority, admits
 from servoscope.pipeline.service import adaptive_limit
 
-
 SERVICE_S = 0.010
 
 
 def test_limit_grows_while_waits_stay_short_and_the_limit_is_used() -> None:
     limit = GradientLimit(initial=8)
     for _ in range(400):
-        limit.update(0.002, SERVICE_S, in_flight=limit.limit)
+        limit.update(0.002, SERVICE_S, pending=limit.limit)
     assert limit.limit > 20
 
 
 def test_limit_shrinks_when_waits_grow_and_recovers() -> None:
     limit = GradientLimit(initial=64)
     for _ in range(100):
-        limit.update(8 * SERVICE_S, SERVICE_S, in_flight=limit.limit)  # waiting 8× the service
+        limit.update(8 * SERVICE_S, SERVICE_S, pending=limit.limit)  # waiting 8× the service
     shrunk = limit.limit
     assert shrunk < 64 / 4
     for _ in range(1000):  # additive growth: about one place per limit's worth of answers
-        limit.update(0.2 * SERVICE_S, SERVICE_S, in_flight=limit.limit)
+        limit.update(0.2 * SERVICE_S, SERVICE_S, pending=limit.limit)
     assert limit.limit > shrunk * 4
 
 
@@ -35,7 +34,7 @@ def test_large_inputs_are_not_mistaken_for_queueing() -> None:
     limit = GradientLimit(initial=32)
     for i in range(1000):
         service = 0.100 if i % 3 == 0 else 0.010
-        limit.update(0.1 * service, service, in_flight=10)
+        limit.update(0.1 * service, service, pending=10)
     assert limit.limit >= 32
 
 
@@ -43,40 +42,40 @@ def test_sustained_overload_settles_where_waits_are_tolerable() -> None:
     # Two instances, 10 ms a request: whatever is admitted beyond two waits its turn.
     limit = GradientLimit(initial=64)
     for _ in range(5000):
-        in_flight = limit.limit  # a flood keeps every admitted place taken
-        wait = SERVICE_S * max(0.0, in_flight / 2 - 1)
-        limit.update(wait, SERVICE_S, in_flight)
-    assert 2 <= limit.limit <= 4  # waits within tolerance (half the service): about 3 in flight
+        pending = limit.limit  # a flood keeps every admitted place taken
+        wait = SERVICE_S * max(0.0, pending / 2 - 1)
+        limit.update(wait, SERVICE_S, pending)
+    assert 2 <= limit.limit <= 4  # waits within tolerance (half the service): about 3 pending
 
 
 def test_idle_service_does_not_inflate_the_limit() -> None:
     limit = GradientLimit(initial=16)
     for _ in range(500):
-        limit.update(0.0, SERVICE_S, in_flight=1)
+        limit.update(0.0, SERVICE_S, pending=1)
     assert limit.limit == 16
 
 
 def test_limit_stays_within_bounds() -> None:
     limit = GradientLimit(initial=4, min_limit=2, max_limit=40)
     for _ in range(3000):
-        limit.update(0.0, SERVICE_S, in_flight=limit.limit)
+        limit.update(0.0, SERVICE_S, pending=limit.limit)
     assert limit.limit == 40
     for _ in range(2000):
-        limit.update(100 * SERVICE_S, SERVICE_S, in_flight=limit.limit)
+        limit.update(100 * SERVICE_S, SERVICE_S, pending=limit.limit)
     assert limit.limit == 2
 
 
 def test_refusals_let_a_small_limit_grow() -> None:
-    # At a limit of 2, normal priority gets one place: in_flight never reaches half the limit
+    # At a limit of 2, normal priority gets one place: pending never reaches half the limit
     # again, but the refusals show the demand is there.
     limit = GradientLimit(initial=2)
     for _ in range(200):
         limit.refused()
-        limit.update(0.0, SERVICE_S, in_flight=1)
+        limit.update(0.0, SERVICE_S, pending=1)
     assert limit.limit >= 10
     idle = GradientLimit(initial=2)
     for _ in range(200):
-        idle.update(0.0, SERVICE_S, in_flight=0)
+        idle.update(0.0, SERVICE_S, pending=0)
     assert idle.limit == 2  # no demand, no growth
 
 
@@ -106,7 +105,7 @@ def test_a_models_limit_keeps_a_full_batch_for_every_instance() -> None:
     # the limit stops at 8 (both instances kept busy with full batches), not at a request each.
     limit = adaptive_limit(max_pending=512, instances=2, max_batch_size=4)
     for _ in range(3000):
-        limit.update(100 * SERVICE_S, SERVICE_S, in_flight=limit.limit)
+        limit.update(100 * SERVICE_S, SERVICE_S, pending=limit.limit)
     assert limit.limit == 8
     assert adaptive_limit(512, 4, 64).min_limit == 128  # never above the initial limit
     assert adaptive_limit(5, 2, 4).min_limit == 5  # nor above max_pending

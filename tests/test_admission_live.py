@@ -8,8 +8,8 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import httpx
 import pytest
@@ -106,7 +106,11 @@ def test_slow_uploads_hold_no_place(spawn_server: Callable[..., ServerProcess], 
 
 @pytest.fixture
 def rate_server(spawn_server: Callable[..., ServerProcess]) -> ServerProcess:
-    env = {"SERVOSCOPE_BODY_GRACE_S": "0.5", "SERVOSCOPE_MIN_BODY_RATE_BYTES_S": "4000", "SERVOSCOPE_BODY_TIMEOUT_S": "30"}
+    env = {
+        "SERVOSCOPE_BODY_GRACE_S": "0.5",
+        "SERVOSCOPE_MIN_BODY_RATE_BYTES_S": "4000",
+        "SERVOSCOPE_BODY_TIMEOUT_S": "30",
+    }
     return spawn_server("--models", MODEL, env=env)
 
 

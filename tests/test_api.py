@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -105,7 +106,8 @@ def test_model_detail_shows_its_instances(client: httpx.Client, server: ServerPr
     body = client.get(f"/v1/models/{MODEL}").json()
     assert body["name"] == MODEL and body["config"]["instances"]["isolation"] == "thread"
     assert body["instances"] and all(
-        i == {"index": n, "isolation": "thread", "pid": server.process.pid, "restarts": 0} for n, i in enumerate(body["instances"])
+        i == {"index": n, "isolation": "thread", "pid": server.process.pid, "restarts": 0}
+        for n, i in enumerate(body["instances"])
     )
     assert_error(client.get("/v1/models/no_such_model"), 404, "no_such_model")
 

@@ -42,7 +42,7 @@ def test_an_answer_carries_its_predictions_and_every_stage_in_server_timing(tmp_
     response = run_app(tmp_path, scenario)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == MODEL and [p["index"] for p in body["predictions"]][0] == ANSWER
+    assert body["model"] == MODEL and next(p["index"] for p in body["predictions"]) == ANSWER
     assert len(body["predictions"]) == 2 and body["predictions"][0]["label"] == f"class {ANSWER}"
     timings = timing_ms(response)
     assert list(timings) == list(STAGE_NAMES)
@@ -202,7 +202,7 @@ def test_time_admission_queues_what_fits_the_objective_and_refuses_the_rest(tmp_
         admitted = []
         for n in range(1, 5):
             admitted.append(post(app))
-            await wait_until(lambda: app.service.pending == n, f"{n} admitted")
+            await wait_until(lambda n=n: app.service.pending == n, f"{n} admitted")
         refused = {"normal": await app.client.post(CLASSIFY, content=jpeg(), headers=JPEG)}
         refused["low"] = await app.client.post(CLASSIFY, content=jpeg(), headers={**JPEG, "X-Priority": "low"})
         admitted.append(post(app, {"X-Priority": "high"}))

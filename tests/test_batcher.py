@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -23,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from servoscope.clock import SYSTEM_CLOCK, Clock, ManualClock
 from servoscope.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from servoscope.models.config import BatchingConfig
-from servoscope.pipeline.batcher import Batcher, BatchPolicy, Pending
+from servoscope.pipeline.batcher import Batcher, BatchPolicy, Queued
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import Prepared, PreprocessSpec
 from servoscope.pipeline.runtime import Instance, OnnxModel, Runtime
@@ -184,11 +185,11 @@ class Harness:
     clock: Clock
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
 
-    def submit(self, label: int = 0, top_k: int = 2, deadline: float = FAR) -> Pending:
+    def submit(self, label: int = 0, top_k: int = 2, deadline: float = FAR) -> Queued:
         loop = asyncio.get_running_loop()
-        pending = Pending(image_for(label, self.rng), top_k, deadline, Timing(self.clock.now()), loop.create_future())
-        self.batcher.submit(pending)
-        return pending
+        queued = Queued(image_for(label, self.rng), top_k, deadline, Timing(self.clock.now()), loop.create_future())
+        self.batcher.submit(queued)
+        return queued
 
 
 def make_batcher(runtimes: list[Runtime], clock: Clock, **policy: Any) -> Harness:
@@ -199,15 +200,15 @@ def make_batcher(runtimes: list[Runtime], clock: Clock, **policy: Any) -> Harnes
     return Harness(batcher, clock)
 
 
-async def answered(*pendings: Pending) -> list[list[Prediction]]:
-    return await asyncio.wait_for(asyncio.gather(*(p.future for p in pendings)), WAIT_S)
+async def answered(*entries: Queued) -> list[list[Prediction]]:
+    return await asyncio.wait_for(asyncio.gather(*(p.future for p in entries)), WAIT_S)
 
 
-async def failed(pending: Pending) -> BaseException:
-    done, _ = await asyncio.wait([pending.future], timeout=WAIT_S)
+async def failed(queued: Queued) -> BaseException:
+    done, _ = await asyncio.wait([queued.future], timeout=WAIT_S)
     assert done, "the request was never answered"
-    error = pending.future.exception()
-    assert error is not None, f"expected an error, got {pending.future.result()}"
+    error = queued.future.exception()
+    assert error is not None, f"expected an error, got {queued.future.result()}"
     return error
 
 
@@ -225,14 +226,14 @@ def test_each_request_gets_its_own_answer_in_a_shared_batch(model_path: Path) ->
         spy = SpyRuntime(load(model_path))
         h = make_batcher([spy], ManualClock(), max_batch_size=8, max_queue_delay_s=WAIT_S)
         labels = [0, 1, 2, 3, 3, 2, 1, 0]
-        pendings = [h.submit(label, top_k=k) for label, k in zip(labels, [1, 2, 3, 4, 1, 2, 3, 4])]
-        results = await answered(*pendings)
+        entries = [h.submit(label, top_k=k) for label, k in zip(labels, [1, 2, 3, 4, 1, 2, 3, 4])]
+        results = await answered(*entries)
         assert spy.sizes == [8]
-        for pending, label, result in zip(pendings, labels, results):
+        for queued, label, result in zip(entries, labels, results):
             assert result[0].label == LABELS[label]
-            assert len(result) == pending.top_k
-            assert_predictions(result, expected(pending.tensor, pending.top_k))
-            assert pending.timing.batch_size == 8
+            assert len(result) == queued.top_k
+            assert_predictions(result, expected(queued.tensor, queued.top_k))
+            assert queued.timing.batch_size == 8
         await h.batcher.stop()
 
     run_async(scenario)
@@ -242,13 +243,13 @@ def test_batches_form_and_never_exceed_max_batch_size(model_path: Path) -> None:
     async def scenario() -> None:
         spy = SpyRuntime(load(model_path))
         h = make_batcher([spy], ManualClock(), max_batch_size=8, max_queue_delay_s=0.0)
-        pendings = [h.submit(i % 4) for i in range(20)]
-        results = await answered(*pendings)
+        entries = [h.submit(i % 4) for i in range(20)]
+        results = await answered(*entries)
         # All 20 arrived before the schedule ran: full batches, then the rest.
         assert spy.sizes == [8, 8, 4]
-        assert sorted(p.timing.batch_size for p in pendings) == [4] * 4 + [8] * 16
-        for pending, result in zip(pendings, results):
-            assert_predictions(result, expected(pending.tensor, pending.top_k))
+        assert sorted(p.timing.batch_size for p in entries) == [4] * 4 + [8] * 16
+        for queued, result in zip(entries, results):
+            assert_predictions(result, expected(queued.tensor, queued.top_k))
         await h.batcher.stop()
 
     run_async(scenario)
@@ -258,8 +259,8 @@ def test_a_preferred_batch_size_goes_without_waiting(model_path: Path) -> None:
     async def scenario() -> None:
         spy = SpyRuntime(load(model_path))
         h = make_batcher([spy], ManualClock(), max_batch_size=8, max_queue_delay_s=WAIT_S, preferred_batch_sizes=(4,))
-        pendings = [h.submit(i % 4) for i in range(4)]
-        await answered(*pendings)
+        entries = [h.submit(i % 4) for i in range(4)]
+        await answered(*entries)
         assert spy.sizes == [4]
         await h.batcher.stop()
 
@@ -297,11 +298,11 @@ def test_a_partial_batch_goes_when_the_window_closes(model_path: Path) -> None:
     async def scenario() -> None:
         spy = SpyRuntime(load(model_path))
         h = make_batcher([spy], SYSTEM_CLOCK, max_batch_size=8, max_queue_delay_s=0.002)
-        pendings = [h.submit(i) for i in range(3)]
-        results = await answered(*pendings)
+        entries = [h.submit(i) for i in range(3)]
+        results = await answered(*entries)
         assert sum(spy.sizes) == 3 and max(spy.sizes) <= 3
-        for pending, result in zip(pendings, results):
-            assert_predictions(result, expected(pending.tensor, pending.top_k))
+        for queued, result in zip(entries, results):
+            assert_predictions(result, expected(queued.tensor, queued.top_k))
         await h.batcher.stop()
 
     run_async(scenario)
@@ -317,22 +318,22 @@ def test_batches_in_flight_never_exceed_the_instances(model_path: Path) -> None:
         for spy in spies:
             spy.watch()
         h = make_batcher(spies, ManualClock(), max_batch_size=2, max_queue_delay_s=0.0)
-        pendings = [h.submit(i % 4) for i in range(10)]
+        entries = [h.submit(i % 4) for i in range(10)]
         try:
             for spy in spies:  # both instances take a batch, and are held there
                 assert await asyncio.wait_for(spy.entered.get(), WAIT_S) == 2  # type: ignore[union-attr]
             await settle()
-            assert h.batcher.in_flight == 2
+            assert h.batcher.batches_in_flight == 2
             assert h.batcher.depth == 6  # the rest wait: no third batch while both are busy
             assert sum(len(spy.batches) for spy in spies) == 2
         finally:
             gate.set()
-        results = await answered(*pendings)
+        results = await answered(*entries)
         assert all(spy.max_active <= 1 for spy in spies)  # one batch per instance at a time
         assert sorted(size for spy in spies for size in spy.sizes) == [2] * 5
-        for pending, result in zip(pendings, results):
-            assert_predictions(result, expected(pending.tensor, pending.top_k))
-        assert h.batcher.in_flight == 0
+        for queued, result in zip(entries, results):
+            assert_predictions(result, expected(queued.tensor, queued.top_k))
+        assert h.batcher.batches_in_flight == 0
         await h.batcher.stop()
 
     run_async(scenario)
@@ -442,9 +443,9 @@ def test_a_runtime_exception_reaches_every_request_of_its_batch(
         assert all("simulated device fault" in str(e) and e.status == 500 for e in errors)
         # The instance is free again and serves the next batch.
         after = [h.submit(i) for i in range(3)]
-        for pending, result in zip(after, await answered(*after)):
-            assert_predictions(result, expected(pending.tensor, pending.top_k))
-        assert h.batcher.in_flight == 0
+        for queued, result in zip(after, await answered(*after)):
+            assert_predictions(result, expected(queued.tensor, queued.top_k))
+        assert h.batcher.batches_in_flight == 0
         await h.batcher.stop()
 
     run_async(scenario)
@@ -456,8 +457,8 @@ def test_a_runtime_returning_the_wrong_number_of_rows_fails_the_batch(model_path
         h = make_batcher([RowDroppingRuntime(load(model_path))], ManualClock(), max_batch_size=3,
                          max_queue_delay_s=WAIT_S)
         batch = [h.submit(i) for i in range(3)]
-        for pending in batch:
-            error = await failed(pending)
+        for queued in batch:
+            error = await failed(queued)
             assert isinstance(error, InferenceFailed)
             assert "2 rows for a batch of 3" in str(error)
         await h.batcher.stop()
@@ -472,16 +473,16 @@ def test_stop_drains_the_queue_and_refuses_new_work(model_path: Path) -> None:
     async def scenario() -> None:
         spy = SpyRuntime(load(model_path))
         h = make_batcher([spy], ManualClock(), max_batch_size=4, max_queue_delay_s=WAIT_S)
-        pendings = [h.submit(i % 4) for i in range(6)]  # 4 go at once; 2 wait for a window that never closes
+        entries = [h.submit(i % 4) for i in range(6)]  # 4 go at once; 2 wait for a window that never closes
         stopping = asyncio.ensure_future(h.batcher.stop())
         await settle()
         with pytest.raises(Unavailable) as refused:
             h.submit(0)
         assert refused.value.status == 503
         await asyncio.wait_for(stopping, WAIT_S)
-        results = [p.future.result() for p in pendings]  # all answered by the time stop() returns
-        for pending, result in zip(pendings, results):
-            assert_predictions(result, expected(pending.tensor, pending.top_k))
+        results = [p.future.result() for p in entries]  # all answered by the time stop() returns
+        for queued, result in zip(entries, results):
+            assert_predictions(result, expected(queued.tensor, queued.top_k))
         assert spy.sizes == [4, 2]
         with pytest.raises(Unavailable):
             h.submit(0)
@@ -511,8 +512,8 @@ def test_each_request_is_stamped_batch_wait_inference_postprocess_in_order(model
         clock.advance(0.25)
         second = h.submit(1)
         await answered(first, second)
-        for pending, waited in ((first, 0.25), (second, 0.0)):
-            timing = pending.timing
+        for queued, waited in ((first, 0.25), (second, 0.0)):
+            timing = queued.timing
             ends = [timing.ended(s) for s in (Stage.BATCH_WAIT, Stage.INFERENCE, Stage.POSTPROCESS)]
             assert None not in ends and ends == sorted(ends)  # type: ignore[type-var]
             durations = timing.durations()
@@ -541,7 +542,7 @@ def test_normalization_is_timed_in_inference_not_before(model_path: Path) -> Non
         red = np.zeros((8, 8, 3), dtype=np.uint8)
         red[..., 0] = 255
         crop = SlowToNormalize(red, 64, spec)
-        pending = Pending(crop, 1, FAR, Timing(clock.now()), asyncio.get_running_loop().create_future())
+        pending = Queued(crop, 1, FAR, Timing(clock.now()), asyncio.get_running_loop().create_future())
         h.batcher.submit(pending)
         [answer] = await answered(pending)
         assert answer[0].label == "red"  # the normalized crop reached the model

@@ -35,7 +35,9 @@ class LosingRuntime:
     """The real model, but its first ``losses`` runs lose the instance. With ``gate``, the first run
     waits (bounded) for the test to open it, after telling ``entered``."""
 
-    def __init__(self, model: Runtime, losses: int, gate: threading.Event | None = None, clock: ManualClock | None = None) -> None:
+    def __init__(
+        self, model: Runtime, losses: int, gate: threading.Event | None = None, clock: ManualClock | None = None
+    ) -> None:
         self.model, self.losses, self.gate, self.clock = model, losses, gate, clock
         self.batches: list[np.ndarray] = []
         self.entered = threading.Event()
@@ -69,7 +71,7 @@ def test_a_lost_batch_is_run_once_more_and_answered(model_path: Path) -> None:
             assert pending.attempts == 2
         assert [len(b) for b in losing.batches] == [3, 3]
         assert [(r.model, r.instance) for r in restarts] == [("tiny", 0)] and "died" in restarts[0].error
-        assert h.batcher.in_flight == 0 and h.batcher.depth == 0
+        assert h.batcher.batches_in_flight == 0 and h.batcher.depth == 0
         await h.batcher.stop()
 
     run_async(scenario)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
@@ -61,7 +61,9 @@ def test_deadline_is_propagated(server: ServerProcess, photos: dict[str, Photo])
 
 
 def test_retry_after_is_honoured(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
-    srv = spawn_server("--models", MODEL, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "4", "SERVOSCOPE_ADMISSION": "static"})
+    srv = spawn_server(
+        "--models", MODEL, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "4", "SERVOSCOPE_ADMISSION": "static"}
+    )
     holders = [HeldRequest(srv, photos["coffee"].jpeg, "high") for _ in range(4)]
     waits: list[float] = []
 
@@ -81,12 +83,16 @@ def test_retry_after_is_honoured(spawn_server: Callable[..., ServerProcess], pho
 
 
 def test_no_retry_past_the_deadline(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
-    srv = spawn_server("--models", MODEL, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "2", "SERVOSCOPE_ADMISSION": "static"})
+    srv = spawn_server(
+        "--models", MODEL, *HOLDING_FLAGS, env={"SERVOSCOPE_MAX_PENDING": "2", "SERVOSCOPE_ADMISSION": "static"}
+    )
     holders = [HeldRequest(srv, photos["coffee"].jpeg, "high") for _ in range(2)]
     try:
         wait_pending(srv, 2)
-        with Client(srv.url, sleep=lambda s: pytest.fail("retried past the deadline")) as client:
-            with pytest.raises(errors.Overloaded) as refused:
+        with (
+            Client(srv.url, sleep=lambda s: pytest.fail("retried past the deadline")) as client,
+            pytest.raises(errors.Overloaded) as refused,
+        ):
                 client.classify(photos["coffee"].jpeg, deadline_s=0.5)  # Retry-After 1 s would pass it
         assert refused.value.retry_after_s == 1.0
         assert [h.finish() for h in holders] == [200] * 2

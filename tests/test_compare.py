@@ -10,9 +10,9 @@ import pytest
 
 from servoscope.cli import main
 from servoscope.models import repository
+from servoscope.models.config import CONFIG_FILE, MODEL_FILE, save_config
 from servoscope.variants import samples
 from servoscope.variants.compare import Budget, compare, table
-from servoscope.models.config import CONFIG_FILE, MODEL_FILE, save_config
 from servoscope.variants.quantize import QuantSettings, quantize, quantize_file
 from support import MODEL
 
@@ -34,7 +34,13 @@ def variants(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
     bad = root / BAD / "1"
     bad.mkdir(parents=True)
     calibration = samples.tensors_of([s.data for s in samples.calibration(2)], samples.spec_of(source.config))
-    quantize_file(source.model_file, bad / MODEL_FILE, "input", calibration, QuantSettings(per_channel=False, bias_correction=False))
+    quantize_file(
+        source.model_file,
+        bad / MODEL_FILE,
+        "input",
+        calibration,
+        QuantSettings(per_channel=False, bias_correction=False),
+    )
     shutil.copy(source.path / "labels.txt", bad / "labels.txt")
     save_config(source.config.model_copy(update={"name": BAD}), bad / CONFIG_FILE)
     return root
@@ -42,7 +48,9 @@ def variants(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def report(variants: Path) -> dict:
-    return compare(variants, MODEL, threshold=0.6, budget=Budget(0.5, 10, per_photo=4, noise_draws=1), progress=lambda line: None)
+    return compare(
+        variants, MODEL, threshold=0.6, budget=Budget(0.5, 10, per_photo=4, noise_draws=1), progress=lambda line: None
+    )
 
 
 def test_fp16_variant_is_converted_with_its_report(variants: Path) -> None:
@@ -66,7 +74,12 @@ def test_compare_reports_every_variant_and_who_must_sign_off(report: dict) -> No
     text = table(report)
     assert all(name in text for name in rows)
     sign_off = [line for line in text.splitlines() if line.startswith("SIGN-OFF NEEDED")]
-    assert len(sign_off) == 1 and BAD in sign_off[0] and "model owners must sign off" in sign_off[0] and "60%" in sign_off[0]
+    assert (
+        len(sign_off) == 1
+        and BAD in sign_off[0]
+        and "model owners must sign off" in sign_off[0]
+        and "60%" in sign_off[0]
+    )
 
 
 def test_compare_cli_json_and_default_threshold(variants: Path, capsys: pytest.CaptureFixture[str]) -> None:

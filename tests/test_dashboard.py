@@ -17,9 +17,10 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -213,7 +214,7 @@ def assert_clock_axis(chart: dict[str, Any], stats_time: float) -> None:
     ticks = chart["ticks"].split()
     assert len(ticks) >= 2 and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in ticks), ticks
     seconds = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in (t.split(":") for t in ticks)]
-    steps = {(b - a) % 86400 for a, b in zip(seconds, seconds[1:])}
+    steps = {(b - a) % 86400 for a, b in itertools.pairwise(seconds)}
     assert len(steps) == 1 and steps <= set(TICK_STEPS_S), ticks
 
 

@@ -327,7 +327,7 @@ def test_crop_box_is_a_centered_square(width: int, height: int) -> None:
     assert bottom - top == pytest.approx(side)
     assert (left + right) / 2 == pytest.approx(width / 2)
     assert (top + bottom) / 2 == pytest.approx(height / 2)
-    assert 0 <= left and 0 <= top and right <= width and bottom <= height
+    assert left >= 0 and top >= 0 and right <= width and bottom <= height
 
 
 def test_crop_box_of_a_landscape_image() -> None:

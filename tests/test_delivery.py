@@ -4,7 +4,7 @@ the client took to acknowledge it. A slow reader shows there, and not in the ser
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx

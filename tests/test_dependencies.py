@@ -48,10 +48,15 @@ def test_every_module_level_import_is_a_base_dependency() -> None:
                 continue
             provided_by = {normalized(d) for d in distributions.get(name, [])}
             if not provided_by & base:
-                missing.append(f"{path.relative_to(ROOT)} imports {name} ({', '.join(sorted(provided_by)) or 'not installed'})")
+                missing.append(
+                    f"{path.relative_to(ROOT)} imports {name} ({', '.join(sorted(provided_by)) or 'not installed'})"
+                )
     assert not missing, "not in [project].dependencies, so `make serve` cannot import them:\n" + "\n".join(missing)
 
 
 def test_the_check_sees_a_test_only_import() -> None:
-    assert module_level_imports("import httpx\nfrom hypothesis import given\ndef f():\n    import onnx\n") == ["httpx", "hypothesis"]
+    assert module_level_imports("import httpx\nfrom hypothesis import given\ndef f():\n    import onnx\n") == [
+        "httpx",
+        "hypothesis",
+    ]
     assert "hypothesis" not in base_dependencies()

@@ -204,7 +204,7 @@ def test_the_prometheus_rule_ships_deploy_rules_as_they_are(tmp_path: Path) -> N
 
 def instructions(text: str) -> list[tuple[str, str]]:
     """The Containerfile's instructions (continuation lines joined, comments dropped)."""
-    joined = re.sub(r"\\\n\s*", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#")))
     return [(line.split(None, 1)[0], line.split(None, 1)[1]) for line in joined.splitlines() if line.strip()]
 
 
@@ -227,7 +227,7 @@ def test_the_containerfile_installs_as_the_readme_and_runs_what_the_deployment_e
     assert json.loads(values["ENTRYPOINT"]) == [f"{workdir}/.venv/bin/servoscope", "serve"]
     [copied] = [arg for op, arg in steps if op == "COPY" and arg.startswith("--from=build")]
     assert copied.split()[-1] == f"{workdir}/{Settings().model_repository}"  # where the pod looks for models
-    env = [arg for op, arg in steps if op == "ENV"][0]
+    env = next(arg for op, arg in steps if op == "ENV")
     assert "SERVOSCOPE_HOST=0.0.0.0" in env and f"SERVOSCOPE_PORT={port}" in env
 
 

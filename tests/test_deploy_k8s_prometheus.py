@@ -74,12 +74,12 @@ def series(name: str, pod: str, values: str, **labels: str) -> dict[str, str]:
     return {"series": name + "{" + ", ".join(f'{k}="{v}"' for k, v in tags.items()) + "}", "values": values}
 
 
-def traffic(pod: str, per_15s: int, queue_s: float, batch_wait_s: float) -> list[dict[str, str]]:
+def traffic(pod: str, per_15s: int, preprocess_wait_s: float, batch_wait_s: float) -> list[dict[str, str]]:
     """A pod's counters: ``per_15s`` requests served every 15 s, each having waited the given seconds."""
     h = "servoscope_stage_duration_seconds"
     return [
         series(f"{h}_count", pod, f"0+{per_15s}x80", stage="total"),
-        series(f"{h}_sum", pod, f"0+{per_15s * queue_s:g}x80", stage="queue"),
+        series(f"{h}_sum", pod, f"0+{per_15s * preprocess_wait_s:g}x80", stage="preprocess_wait"),
         series(f"{h}_sum", pod, f"0+{per_15s * batch_wait_s:g}x80", stage="batch_wait"),
     ]
 
@@ -179,7 +179,7 @@ def test_autoscaling_queries_against_a_live_replica(
         assert labels == {"pod": POD}
         among = adapter_query(rule["metricsQuery"], NAMESPACE, [POD, "servoscope-5c7d9b8f6-gone1"])
         assert one_value(prom, among, at) == ({"pod": POD}, per_pod)
-        expected = stages["queue"]["mean"] + stages["batch_wait"]["mean"]
+        expected = stages["preprocess_wait"]["mean"] + stages["batch_wait"]["mean"]
         print(f"\nmean wait: adapter {per_pod * 1e3:.3f} ms, /v1/stats {expected * 1e3:.3f} ms ({served} requests)")
         assert math.isfinite(per_pod) and abs(per_pod - expected) <= 0.05 * expected + 0.0005
         # KEDA's query: one series (it refuses more), the same value for a one-replica deployment.

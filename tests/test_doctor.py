@@ -7,7 +7,6 @@ Each drill's baseline/degraded pair was produced by a real drill run; the doctor
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import subprocess
 import sys
@@ -93,7 +92,10 @@ def test_reads_a_bare_stats_document(tmp_path: Path) -> None:
     bare = tmp_path / "stats.json"
     bare.write_text(json.dumps(drill["stats"]))
     e = evidence.load(bare, window="1m")
-    assert e.model == "efficientnet_lite0" and e.total.count == drill["stats"]["models"][e.model]["windows"]["1m"]["stages"]["total"]["count"]
+    assert (
+        e.model == "efficientnet_lite0"
+        and e.total.count == drill["stats"]["models"][e.model]["windows"]["1m"]["stages"]["total"]["count"]
+    )
 
 
 def test_unknown_model_is_a_clear_error() -> None:
@@ -128,10 +130,11 @@ def test_more_traffic_filling_the_preprocess_queue_is_traffic_growth_not_starvat
     """With as many workers as before, a queue that grew with the traffic is growth past the knee."""
     base = evidence.load(DRILLS / "traffic-growth" / "baseline.json")
     now = evidence.load(DRILLS / "traffic-growth" / "degraded.json")
-    queue = now.stages["queue"]
-    stages = {**now.stages, "queue": dataclasses.replace(queue, p95=queue.p95 + 0.2)}  # the queue carries the rise
+    waited = now.stages["preprocess_wait"]
+    # the preprocess queue carries the rise
+    stages = {**now.stages, "preprocess_wait": dataclasses.replace(waited, p95=waited.p95 + 0.2)}
     d = diagnose(base, dataclasses.replace(now, stages=stages))
-    assert d.attribution.carrier == "queue"
+    assert d.attribution.carrier == "preprocess_wait"
     assert d.top.cause == "traffic-growth", report.to_text(d)
 
 
@@ -140,7 +143,9 @@ def test_demand_counted_on_arrival_shows_growth_that_answers_lag() -> None:
     without them (a service that predates the count) the same windows are not called growth."""
     base = evidence.load(DRILLS / "traffic-growth-batched" / "baseline.json")
     now = evidence.load(DRILLS / "traffic-growth-batched" / "degraded.json")
-    now = dataclasses.replace(now, answered_per_s=base.answered_per_s * 1.02, batch_mean_size=base.batch_mean_size * 1.3)
+    now = dataclasses.replace(
+        now, answered_per_s=base.answered_per_s * 1.02, batch_mean_size=base.batch_mean_size * 1.3
+    )
     counted = diagnose(dataclasses.replace(base, arrived_per_s=134.0), dataclasses.replace(now, arrived_per_s=154.0))
     assert counted.top.cause == "traffic-growth", report.to_text(counted)
     assert "traffic 134 → 154 req/s (×1.15)" in counted.top.evidence[0]
@@ -162,26 +167,26 @@ def test_a_p95_rise_within_its_sampling_error_is_no_regression() -> None:
 
 def _on_gpu(e: evidence.Evidence, util: float, clock: float, reasons: tuple[str, ...] = ()) -> evidence.Evidence:
     """FAKE GPU readings (this machine has no GPU) on a real drill's evidence."""
-    return dataclasses.replace(e, gpu_utilization_percent=util, gpu_clock_ratio=clock, gpu_throttle_reasons=reasons)
+    return dataclasses.replace(e, gpu_utilization_ratio=util, gpu_clock_ratio=clock, gpu_throttle_reasons=reasons)
 
 
 @pytest.mark.parametrize(
     ("util", "clock", "reasons", "words"),
     [
-        (97.0, 0.98, (), "the GPU is saturated (97% busy)"),
-        (55.0, 0.55, ("hw_thermal_slowdown",), "the GPU is throttled"),
-        (70.0, 0.62, (), "the GPU is throttled"),  # clocks held down without a reason NVML names
-        (30.0, 0.99, (), "the GPU waits (30% busy)"),
+        (0.97, 0.98, (), "the GPU is saturated (97% busy)"),
+        (0.55, 0.55, ("hw_thermal_slowdown",), "the GPU is throttled"),
+        (0.70, 0.62, (), "the GPU is throttled"),  # clocks held down without a reason NVML names
+        (0.30, 0.99, (), "the GPU waits (30% busy)"),
     ],
 )
 def test_slow_inference_on_a_gpu_tells_saturated_throttled_and_waiting_apart(
     util: float, clock: float, reasons: tuple[str, ...], words: str
 ) -> None:
-    base = _on_gpu(evidence.load(DRILLS / "slow-inference" / "baseline.json"), 60.0, 0.99)
+    base = _on_gpu(evidence.load(DRILLS / "slow-inference" / "baseline.json"), 0.60, 0.99)
     now = _on_gpu(evidence.load(DRILLS / "slow-inference" / "degraded.json"), util, clock, reasons)
     d = diagnose(base, now)
     assert d.top.cause == "slow-inference" and words in d.top.summary, report.to_text(d)
-    assert f"GPU busy 60% → {util:.0f}%" in "\n".join(d.top.evidence)
+    assert f"GPU busy 60% → {util:.0%}" in "\n".join(d.top.evidence)
     assert d.top.fixes[0].scope == "infrastructure"
 
 
@@ -191,20 +196,46 @@ def test_slow_inference_without_a_gpu_points_at_the_cores() -> None:
 
 
 def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
-    """A /v1/stats document with a FAKE GPU reading: utilization and clock share from the window's
-    means where kept, else from the reading; slowing throttle reasons from the reading."""
+    """A saved (version-less) /v1/stats document with a FAKE GPU reading: utilization and clock share
+    from the window's means where kept, else from the reading; slowing throttle reasons from the
+    reading. Its percents arrive as ratios, through the migration."""
     doc = json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())["stats"]
-    doc["gpu"] = {"available": True, "reason": None, "driver_version": "fake", "devices": [
-        {"index": 0, "utilization_gpu_percent": 20, "sm_clock_mhz": 1980, "sm_clock_max_mhz": 1980, "throttle_reasons": ["gpu_idle"]},
-        {"index": 1, "utilization_gpu_percent": 90, "sm_clock_mhz": 990, "sm_clock_max_mhz": 1980,
-         "throttle_reasons": ["sw_power_cap", "applications_clocks_setting"]},
-    ]}
+    doc["gpu"] = {
+        "available": True,
+        "reason": None,
+        "driver_version": "fake",
+        "devices": [
+            {
+                "index": 0,
+                "utilization_gpu_percent": 20,
+                "sm_clock_mhz": 1980,
+                "sm_clock_max_mhz": 1980,
+                "throttle_reasons": ["gpu_idle"],
+            },
+            {
+                "index": 1,
+                "utilization_gpu_percent": 90,
+                "sm_clock_mhz": 990,
+                "sm_clock_max_mhz": 1980,
+                "throttle_reasons": ["sw_power_cap", "applications_clocks_setting"],
+            },
+        ],
+    }
     latest = evidence.from_document(doc, window="1m")
-    assert (latest.gpu_utilization_percent, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (90.0, 0.5, ("sw_power_cap",))
+    assert (latest.gpu_utilization_ratio, latest.gpu_clock_ratio, latest.gpu_throttle_reasons) == (
+        0.9,
+        0.5,
+        ("sw_power_cap",),
+    )
     doc["system_means"] = {"1m": {"gpu_utilization_percent": 75.5, "gpu_sm_clock_ratio": 0.7}}
     means = evidence.from_document(doc, window="1m")
-    assert (means.gpu_utilization_percent, means.gpu_clock_ratio) == (75.5, 0.7)
-    assert evidence.from_document(json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())).gpu_utilization_percent is None
+    assert (means.gpu_utilization_ratio, means.gpu_clock_ratio) == (0.755, 0.7)
+    assert (
+        evidence.from_document(
+            json.loads((DRILLS / "slow-inference" / "degraded.json").read_text())
+        ).gpu_utilization_ratio
+        is None
+    )
 
 
 def test_a_heavy_baseline_tail_does_not_hide_a_shift_of_the_whole_distribution() -> None:
@@ -217,4 +248,6 @@ def test_a_heavy_baseline_tail_does_not_hide_a_shift_of_the_whole_distribution()
     base = window(0.0137, 0.0721, 0.1451)
     assert diagnose(base, window(0.0388, 0.1013, 0.1394)).confirm.significant
     assert "the median with it" in diagnose(base, window(0.0388, 0.1013, 0.1394)).confirm.verdict
-    assert not diagnose(base, window(0.0140, 0.1013, 0.1394)).confirm.significant  # the median stayed: within the tail's noise
+    assert not diagnose(
+        base, window(0.0140, 0.1013, 0.1394)
+    ).confirm.significant  # the median stayed: within the tail's noise

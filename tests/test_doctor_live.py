@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
@@ -75,7 +76,9 @@ def test_doctor_on_a_live_misconfigured_service(
     degraded = spawn_server("--models", MODEL, "--admission", "static", *MISCONFIGURED)
     drive_load(degraded, cache)
     report_md = tmp_path / "report" / "doctor.md"
-    done = servoscope("doctor", "--url", degraded.url, "--baseline", str(baseline), "--json", "--markdown", str(report_md))
+    done = servoscope(
+        "doctor", "--url", degraded.url, "--baseline", str(baseline), "--json", "--markdown", str(report_md)
+    )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["confirm"]["significant"] is True, doc["confirm"]

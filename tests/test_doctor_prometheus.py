@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -44,7 +44,9 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]
                 [str(PROMETHEUS), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
                  f"--storage.tsdb.path={tmp_path / 'tsdb'}"], stdout=out, stderr=subprocess.STDOUT,
             )
-        prom = Prometheus(f"http://127.0.0.1:{port}", process, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0))
+        prom = Prometheus(
+            f"http://127.0.0.1:{port}", process, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0)
+        )
         started.append(prom)
 
         def ready() -> bool:
@@ -71,7 +73,9 @@ def load(server: ServerProcess, cache: Path, duration: str) -> None:
 
 def scraped_instant(prom: Prometheus, server: ServerProcess) -> float:
     """Once Prometheus has scraped every request the server counted, the instant to read at."""
-    expected = httpx.get(f"{server.url}/v1/stats", timeout=10).json()["models"][MODEL]["windows"]["5m"]["stages"]["total"]["count"]
+    expected = httpx.get(f"{server.url}/v1/stats", timeout=10).json()["models"][MODEL]["windows"]["5m"]["stages"][
+        "total"
+    ]["count"]
     instance = server.url.removeprefix("http://")
     expr = f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total", instance="{instance}"}}'
     scraped = lambda: [r for r in prom.query(expr) if float(r["value"][1]) >= expected]  # noqa: E731

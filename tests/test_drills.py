@@ -44,7 +44,11 @@ DOCTOR_NAMES: dict[str, str] = {
 def test_every_scenario_has_a_threshold_and_a_listing() -> None:
     assert set(MIN_P95_RATIO) == set(SCENARIOS)
     out = subprocess.run(
-        [sys.executable, "-m", "servoscope", "drill", "--list"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "servoscope", "drill", "--list"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == describe()
@@ -85,12 +89,16 @@ def test_fault_injection_is_off_by_default(server, client: httpx.Client) -> None
 
 
 def test_injected_delay_shows_in_config_metrics_and_inference(model_repository: Path, tmp_path: Path) -> None:
-    srv = start_server(model_repository, tmp_path, ("--inject-inference-delay-ms", "120", "--models", "efficientnet_lite0"))
+    srv = start_server(
+        model_repository, tmp_path, ("--inject-inference-delay-ms", "120", "--models", "efficientnet_lite0")
+    )
     try:
         with httpx.Client(base_url=srv.url, timeout=30.0) as c:
             assert c.get("/v1/config").json()["service"]["faults"] == {"inference_delay_s": 0.12}
             assert f'{FAULT_GAUGE}{{fault="inference_delay_s"}} 0.12' in c.get("/metrics").text
-            answer = c.post("/v1/models/efficientnet_lite0/classify", content=_jpeg(), headers={"Content-Type": "image/jpeg"})
+            answer = c.post(
+                "/v1/models/efficientnet_lite0/classify", content=_jpeg(), headers={"Content-Type": "image/jpeg"}
+            )
             assert answer.status_code == 200, answer.text
             assert answer.json()["timings_ms"]["inference"] >= 120
     finally:
@@ -111,11 +119,11 @@ def _jpeg() -> bytes:
 
 def test_neighbours_are_killed_even_when_the_drill_fails() -> None:
     pids: list[int] = []
-    with pytest.raises(RuntimeError, match="drill failed"):
-        with nb.running([nb.NeighbourSpec("cpu", 60.0), nb.NeighbourSpec("memory", 60.0, 64 * 1024**2)]) as started:
-            pids = started.pids
-            assert all(nb.alive(pid) for pid in pids)
-            raise RuntimeError("drill failed")
+    neighbours = [nb.NeighbourSpec("cpu", 60.0), nb.NeighbourSpec("memory", 60.0, 64 * 1024**2)]
+    with pytest.raises(RuntimeError, match="drill failed"), nb.running(neighbours) as started:
+        pids = started.pids
+        assert all(nb.alive(pid) for pid in pids)
+        raise RuntimeError("drill failed")
     assert len(pids) == 2
     assert not any(nb.alive(pid) for pid in pids)
 
@@ -134,7 +142,7 @@ def test_memory_neighbour_never_takes_the_margin() -> None:
 def test_short_drill_shows_its_degradation(name: str, model_repository: Path, tmp_path: Path) -> None:
     # Baseline and degraded windows run seconds apart on a shared 2-core machine: one noisy window
     # can hide a real degradation. A drill that does not show it is run once more, and that run counts.
-    for attempt in range(2):
+    for _attempt in range(2):
         report = run_drill(SCENARIOS[name], model_repository, tmp_path, short=True, say=lambda _: None)
         if report["affected"]["p95_ratio"] >= MIN_P95_RATIO[name]:
             break

@@ -8,10 +8,11 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -136,7 +137,7 @@ def test_every_field_of_a_busy_h100_is_decoded(fake: FakeNvml) -> None:
     assert h100.index == 0
     assert h100.name == "NVIDIA H100 80GB HBM3"
     assert h100.uuid == "GPU-5b3e6c1a-9f2d-4e7b-8a41-0c6d2f9e7b13"
-    assert (h100.utilization_gpu_percent, h100.utilization_memory_percent) == (87, 41)
+    assert (h100.utilization_ratio, h100.memory_utilization_ratio) == (0.87, 0.41)
     assert (h100.memory_used_bytes, h100.memory_total_bytes) == (62304124928, 85520809984)
     assert (h100.sm_clock_mhz, h100.sm_clock_max_mhz) == (1755, 1980)
     assert h100.throttle_reasons == ("sw_power_cap", "sw_thermal_slowdown")
@@ -154,7 +155,7 @@ def test_window_values_and_throttle_metric_of_a_recorded_reading(fake: FakeNvml)
     averaged per stats window, and the throttle reasons as a Prometheus gauge."""
     reading = GpuCollector(nvml=fake).sample()
     values = reading.window_values()
-    assert values["gpu_utilization_percent"] == 87.0
+    assert values["gpu_utilization_ratio"] == 0.87
     assert values["gpu_sm_clock_ratio"] == pytest.approx(1755 / 1980)
     assert GpuReading(False, reason="none").window_values() == {}
     collector = LiveCollector(None, lambda: None, Readings(gpu=reading), lambda: 0)  # type: ignore[arg-type]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import signal
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import grpc
 import httpx
@@ -20,7 +20,16 @@ from tritonclient.utils import InferenceServerException
 from servoscope.server.protos import grpc_service_pb2 as pb
 from servoscope.stages import parse_server_timing
 from support import (
-    CLEAR_TOP1, MODEL, Photo, ServerProcess, classify, free_port, metric_value, start_server, top1, wait_for,
+    CLEAR_TOP1,
+    MODEL,
+    Photo,
+    ServerProcess,
+    classify,
+    free_port,
+    metric_value,
+    start_server,
+    top1,
+    wait_for,
 )
 from test_overload import HOLDING_FLAGS, HeldRequest, wait_pending
 
@@ -115,7 +124,7 @@ def test_bytes_contents_and_server_timing_trailer(grpc_server: Grpc, photos: Pho
     scores = np.frombuffer(response.raw_output_contents[0], dtype="<f4").reshape(2, 2)
     assert (scores[:, 0] >= scores[:, 1]).all()
     stages = parse_server_timing(trailer["server-timing"])
-    assert {"ingest", "queue", "preprocess", "batch_wait", "inference", "postprocess", "total"} <= set(stages)
+    assert {"ingest", "preprocess_wait", "preprocess", "batch_wait", "inference", "postprocess", "total"} <= set(stages)
 
 
 def test_config_and_statistics_twins(triton_client: Client, grpc_server: Grpc) -> None:
@@ -156,7 +165,7 @@ def test_not_found(triton_client: Client, photos: Photos) -> None:
 def test_deadline_exceeded(spawn_server: Callable[..., ServerProcess], photos: Photos) -> None:
     # a 1 µs deadline (X-Request-Timeout in ms, as over HTTP) has always passed when a decode worker
     # picks the request up: the server itself answers DEADLINE_EXCEEDED, the client set no deadline
-    srv, address = spawn_with_grpc(spawn_server, "--preprocess-workers", "1")
+    _srv, address = spawn_with_grpc(spawn_server, "--preprocess-workers", "1")
     error = raw_error(address, raw_request([photos["coffee"].jpeg]), (("x-request-timeout", "0.001"),))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "deadline" in error.details()
     assert "inference" not in parse_server_timing(dict(error.trailing_metadata())["server-timing"])
@@ -214,7 +223,7 @@ def test_unavailable_while_draining(spawn_server: Callable[..., ServerProcess], 
         error = raw_error(address, raw_request([photos["coffee"].jpeg]))
         assert error.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in error.details()
         assert dict(error.trailing_metadata())["retry-after"] == "1"
-        assert held.finish() == 200  # in flight when the signal came: answered
+        assert held.finish() == 200  # open when the signal came: answered
     finally:
         held.sock.close()
     assert srv.stop() == 0

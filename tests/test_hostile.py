@@ -16,8 +16,9 @@ import socket
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,7 +28,18 @@ import requests
 
 from servoscope.pipeline.decode import DecodeLimits, decode
 from servoscope.server.run import MAX_HEAD_BYTES, MAX_HEADERS
-from support import CLASSIFY, INFER, Photo, ServerProcess, assert_error, classify, metric_sum, start_server, top1, wait_for
+from support import (
+    CLASSIFY,
+    INFER,
+    Photo,
+    ServerProcess,
+    assert_error,
+    classify,
+    metric_sum,
+    start_server,
+    top1,
+    wait_for,
+)
 
 CORPUS = Path(__file__).parent / "data" / "hostile"
 MANIFEST: dict[str, dict[str, Any]] = json.loads((CORPUS / "manifest.json").read_text())["files"]

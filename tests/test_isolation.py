@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -76,7 +77,9 @@ async def load_with_kill(url: str, body: bytes, victim: int) -> list[httpx.Respo
     return outcomes
 
 
-def test_a_killed_instance_process_is_replaced_and_no_request_is_lost(isolated: ServerProcess, photos: dict[str, Photo]) -> None:
+def test_a_killed_instance_process_is_replaced_and_no_request_is_lost(
+    isolated: ServerProcess, photos: dict[str, Photo]
+) -> None:
     photo = photos["coffee"]
     server_pid = isolated.process.pid
     with httpx.Client(base_url=isolated.url, timeout=CLIENT_TIMEOUT_S) as client:
@@ -107,7 +110,10 @@ def test_a_killed_instance_process_is_replaced_and_no_request_is_lost(isolated: 
         assert after[0]["pid"] not in (victim, None) and after[0]["restarts"] == 1
         assert parent_of(after[0]["pid"]) == server_pid
         assert [i["pid"] for i in after[1:]] == pids[1:] and all(i["restarts"] == 0 for i in after[1:])
-        later = [client.post(CLASSIFY, content=photo.jpeg, headers={"Content-Type": "image/jpeg"}) for _ in range(2 * len(after))]
+        later = [
+            client.post(CLASSIFY, content=photo.jpeg, headers={"Content-Type": "image/jpeg"})
+            for _ in range(2 * len(after))
+        ]
         assert [r.status_code for r in later] == [200] * len(later)
 
         # Counted: one restart; every answer once, by code; every 503 a refusal for instance_lost.
@@ -121,7 +127,9 @@ def test_a_killed_instance_process_is_replaced_and_no_request_is_lost(isolated: 
 
         wait_for(all_recorded)  # records land just after the answers are sent
         assert metric_value(text, "servoscope_instance_restarts_total", model=MODEL) == 1.0
-        assert {code: metric_sum(text, "servoscope_requests_total", model=MODEL, code=str(code)) for code in answered} == answered
+        assert {
+            code: metric_sum(text, "servoscope_requests_total", model=MODEL, code=str(code)) for code in answered
+        } == answered
         assert metric_sum(text, "servoscope_requests_total", model=MODEL) == REQUESTS + len(later)
         assert metric_sum(text, "servoscope_refused_total", model=MODEL) == answered[503]
         assert metric_sum(text, "servoscope_refused_total", reason="instance_lost") == answered[503]

@@ -123,7 +123,9 @@ def test_v2_target_gets_labels_and_drives_the_service(
     assert outputs["labels"]["data"][0] == "espresso"
 
     before = requests_total(client)
-    result = load(server, cache_dir, tmp_path / "v2.json", "--target", "v2", "--rate", "10", "--duration", "1.5s", "--quiet")
+    result = load(
+        server, cache_dir, tmp_path / "v2.json", "--target", "v2", "--rate", "10", "--duration", "1.5s", "--quiet"
+    )
     check_counts(result, before, client)
     assert result["settings"]["path"] == f"/v2/models/{MODEL}/infer"
 
@@ -132,7 +134,19 @@ def test_raw_target_posts_the_body_with_its_content_type(
     server: ServerProcess, client: httpx.Client, cache_dir: Path, tmp_path: Path
 ) -> None:
     before = requests_total(client)
-    args = ("--target", "raw", "--path", CLASSIFY, "--content-type", "image/jpeg", "--rate", "10", "--duration", "1.5s", "--quiet")
+    args = (
+        "--target",
+        "raw",
+        "--path",
+        CLASSIFY,
+        "--content-type",
+        "image/jpeg",
+        "--rate",
+        "10",
+        "--duration",
+        "1.5s",
+        "--quiet",
+    )
     result = load(server, cache_dir, tmp_path / "raw.json", *args)
     check_counts(result, before, client)
     assert result["settings"]["target"] == "raw" and result["settings"]["path"] == CLASSIFY
@@ -145,7 +159,12 @@ def test_other_hosts_are_refused_unless_allowed(tmp_path: Path, capsys: pytest.C
 
 
 def test_flags_that_contradict_each_other_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["--rate", "5", "--concurrency", "2"], [], ["--rate", "5", "--fleet-rpm", "100"], ["--rate", "5", "--step", "x"]):
+    for args in (
+        ["--rate", "5", "--concurrency", "2"],
+        [],
+        ["--rate", "5", "--fleet-rpm", "100"],
+        ["--rate", "5", "--step", "x"],
+    ):
         assert main(["load", "--cache-dir", str(tmp_path), *args]) == 2
     assert "servoscope load:" in capsys.readouterr().err
 
@@ -172,7 +191,9 @@ class StallingServer:
         try:
             for _ in range(100_000):
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = [int(l.split(b":")[1]) for l in head.lower().split(b"\r\n") if l.startswith(b"content-length:")]
+                length = [
+                    int(ln.split(b":")[1]) for ln in head.lower().split(b"\r\n") if ln.startswith(b"content-length:")
+                ]
                 await reader.readexactly(length[0] if length else 0)
                 self.seen += 1
                 if self.seen == self.stall_at:

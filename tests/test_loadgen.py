@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import pytest
 
@@ -36,9 +37,9 @@ def test_poisson_rate_within_tolerance_over_many_arrivals() -> None:
     rate, duration = 200.0, 100.0
     times = poisson_arrivals(rate, duration, seed=1)
     assert abs(len(times) / duration - rate) / rate < 0.02
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(g > 0 for g in gaps)
-    assert 0 <= times[0] and times[-1] < duration
+    assert times[0] >= 0 and times[-1] < duration
     mean_gap = sum(gaps) / len(gaps)
     assert mean_gap == pytest.approx(1 / rate, rel=0.02)
     # exponential gaps: the standard deviation equals the mean
@@ -126,7 +127,8 @@ class TinyServer:
                     await asyncio.sleep(self.delay_s)
                 reply = str(len(body)).encode()
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer-Timing: inference;dur=1.500, total;dur=2.000\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer-Timing: inference;dur=1.500, "
+                    b"total;dur=2.000\r\n"
                     + f"Content-Length: {len(reply)}\r\n\r\n".encode()
                     + reply
                 )
@@ -201,7 +203,9 @@ def test_open_loop_counts_the_wait_for_a_busy_connection_as_latency() -> None:
 def test_sequential_sends_one_at_a_time_up_to_the_count() -> None:
     async def main() -> None:
         async with tiny_server() as (app, endpoint):
-            result = await sequential(endpoint, [encode_request(endpoint, "POST", "/", b"q")], count=5, max_duration_s=10)
+            result = await sequential(
+                endpoint, [encode_request(endpoint, "POST", "/", b"q")], count=5, max_duration_s=10
+            )
         assert [s.status for s in result.samples] == [200] * 5
         assert app.connections == 1
 
@@ -232,7 +236,8 @@ def test_fleet_rate_scales_requests_per_minute_to_one_instance() -> None:
 
 
 @pytest.mark.parametrize(
-    "text, expected", [("15%@60s", (60.0, 1.15)), ("+15%@1m", (60.0, 1.15)), ("-20%@30", (30.0, 0.8)), ("100%@500ms", (0.5, 2.0))]
+    "text, expected",
+    [("15%@60s", (60.0, 1.15)), ("+15%@1m", (60.0, 1.15)), ("-20%@30", (30.0, 0.8)), ("100%@500ms", (0.5, 2.0))],
 )
 def test_steps_parse(text: str, expected: tuple[float, float]) -> None:
     at, factor = profiles.parse_step(text)
@@ -266,7 +271,7 @@ def test_step_profile_raises_the_rate_from_its_time() -> None:
 def test_constant_arrivals_follow_a_step_exactly() -> None:
     times = profiles.arrivals(profiles.step(10, 2, [(1, 2.0)]), "constant")
     assert len(times) == 30
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[0] == pytest.approx(0.1) and gaps[-1] == pytest.approx(0.05)
     assert times == profiles.arrivals(profiles.step(10, 2, [(1, 2.0)]), "constant")
 
@@ -277,7 +282,7 @@ def test_ramp_arrivals_thicken_linearly() -> None:
     times = profiles.arrivals(profile, "constant")
     assert len(times) == 500
     assert sum(1 for t in times if t >= 5) == pytest.approx(375, abs=1)
-    assert all(0 <= a < b < 10 for a, b in zip(times, times[1:]))
+    assert all(0 <= a < b < 10 for a, b in itertools.pairwise(times))
     poisson = profiles.arrivals(profile, "poisson", seed=4)
     assert len(poisson) == pytest.approx(500, rel=0.15)
     assert poisson == profiles.arrivals(profile, "poisson", seed=4) != profiles.arrivals(profile, "poisson", seed=5)
@@ -345,14 +350,21 @@ def test_v2_request_is_a_binary_bytes_tensor_the_server_can_read() -> None:
     assert deserialize_bytes(binary[: tensor["parameters"]["binary_data_size"]]) == [b"\xff\xd8jpeg"]
     endpoint = Endpoint("127.0.0.1", 9)
     head = encode(Target("v2", "m"), endpoint, MixImage(b"\xff\xd8jpeg", "image/jpeg", "x")).head.decode()
-    assert head.startswith("POST /v2/models/m/infer HTTP/1.1") and f"Inference-Header-Content-Length: {head_length}" in head
+    assert (
+        head.startswith("POST /v2/models/m/infer HTTP/1.1")
+        and f"Inference-Header-Content-Length: {head_length}" in head
+    )
 
 
 def test_v1_and_raw_requests() -> None:
     endpoint = Endpoint("127.0.0.1", 9)
     image = MixImage(b"png", "image/png", "x")
     v1 = encode(Target("v1", "m"), endpoint, image)
-    assert v1.head.startswith(b"POST /v1/models/m/classify ") and b"Content-Type: image/png" in v1.head and v1.body == b"png"
+    assert (
+        v1.head.startswith(b"POST /v1/models/m/classify ")
+        and b"Content-Type: image/png" in v1.head
+        and v1.body == b"png"
+    )
     raw = encode(Target("raw", path="/x", content_type="application/octet-stream"), endpoint, image)
     assert raw.head.startswith(b"POST /x ") and b"Content-Type: application/octet-stream" in raw.head
     get = encode(Target("raw", path="/v2/health/live", method="GET"), endpoint, image)
@@ -376,7 +388,9 @@ def test_counts_histogram_and_timeline_from_samples() -> None:
     assert tally["answered_by_status"] == {"200": 2, "503": 1} and tally["transport_errors"] == 1
     assert tally["transport_errors_by_kind"] == {"TimeoutError": 1}
     lat = latency_json(histogram([0.1, 1.1]))
-    assert lat["count"] == 2 and lat["max"] == pytest.approx(1100, rel=1e-3) and lat["p50"] == pytest.approx(100, rel=1e-3)
+    assert (
+        lat["count"] == 2 and lat["max"] == pytest.approx(1100, rel=1e-3) and lat["p50"] == pytest.approx(100, rel=1e-3)
+    )
     rows = timeline(samples, 0.0, [0.1, 0.5, 1.2, 1.4, 1.8])
     assert [r["offered"] for r in rows] == [2, 3] and [r["sent"] for r in rows] == [2, 2]
     assert [r["answered"] for r in rows] == [1, 2] and [r["errors"] for r in rows] == [0, 2]

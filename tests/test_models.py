@@ -6,8 +6,8 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -49,7 +49,9 @@ def two_models(model_repository: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="module")
-def two_model_server(two_models: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def two_model_server(
+    two_models: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     srv = start_server(two_models[0], tmp_path_factory.mktemp("two-models"))
     yield srv
     srv.stop()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import http.server
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -58,7 +59,7 @@ def test_metrics_and_stats_count_the_same_requests(observed: tuple[ServerProcess
     assert window["input_bytes"]["count"] == N_REQUESTS + 0  # the empty body has no input size
     for name in ("servoscope_queue_depth", "servoscope_model_busy_ratio", "servoscope_requests_pending"):
         assert name in text
-    assert metric_value(text, "servoscope_http_requests_in_flight") == 0  # all answered
+    assert metric_value(text, "servoscope_requests_open") == 0  # all answered
     busy = metric_value(text, "servoscope_model_busy_ratio", model=MODEL, model_instance="0")
     assert busy is not None and 0.0 < busy <= 1.0
 
@@ -66,11 +67,11 @@ def test_metrics_and_stats_count_the_same_requests(observed: tuple[ServerProcess
 def test_stats_document_shape(observed: tuple[ServerProcess, list[dict]]) -> None:
     srv, _ = observed
     with httpx.Client(base_url=srv.url, timeout=10) as client:
-        wait_for(lambda: client.get("/v1/stats").json()["system_means"]["1m"]["cpu_percent"] is not None)
+        wait_for(lambda: client.get("/v1/stats").json()["system_means"]["1m"]["cpu_utilization_ratio"] is not None)
         stats = client.get("/v1/stats").json()
     assert stats["stages"] == list(STAGE_NAMES)
     means = stats["system_means"]["1m"]  # window means of the 1 s machine samples
-    assert 0 <= means["cpu_percent"] <= 100 and means["memory_available_bytes"] > 0
+    assert 0 <= means["cpu_utilization_ratio"] <= 1 and means["memory_available_bytes"] > 0
     assert stats["windows_ago_s"]["before"] == 60
     # the "before" window ends a minute back: a server younger than that has no requests in it
     assert stats["models"][MODEL]["windows"]["before"]["stages"]["total"] is None
@@ -93,7 +94,9 @@ def test_telemetry_off(spawn_server: Callable[..., ServerProcess], photos: dict[
         assert response.status_code == 200 and "server-timing" in response.headers
 
 
-def test_traces_exported_with_the_clients_trace_id(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
+def test_traces_exported_with_the_clients_trace_id(
+    spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]
+) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     srv = spawn_server("--models", MODEL, env={"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"})
     with httpx.Client(base_url=srv.url, timeout=30) as client:
@@ -112,9 +115,9 @@ def test_traces_exported_with_the_clients_trace_id(spawn_server: Callable[..., S
 class _OtlpReceiver(http.server.BaseHTTPRequestHandler):
     """A minimal OTLP/HTTP trace receiver: keeps every ExportTraceServiceRequest it is sent."""
 
-    received: list[bytes] = []
+    received: ClassVar[list[bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 — http.server's naming
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         if self.path == "/v1/traces":
             type(self).received.append(body)

@@ -1,5 +1,5 @@
 """Admission: refusals are fast 429s with Retry-After, counted by reason; priorities share the limit;
-batches are filled high-first. Requests are held "in flight" on a server whose every batch is slowed
+batches are filled high-first. Requests are held open on a server whose every batch is slowed
 by an injected fault (a drill's inference delay, far longer than the test's own requests take): a
 request counts against the limit once its body has arrived, so a slow body holds no place."""
 
@@ -8,15 +8,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from servoscope.pipeline.batcher import Lanes, Pending
-from servoscope.stages import Timing
+from servoscope.pipeline.batcher import Lanes, Queued
 from servoscope.server import api, v2
 from servoscope.server.door import INFERENCE_ROUTES, LastRefusal, early_retry_hold_s, inference_target
+from servoscope.stages import Timing
 from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
 
 
@@ -97,7 +97,9 @@ def test_low_priority_is_refused_first_high_last(
     lows = [held("low") for _ in range(5)]  # low may take half of the limit of 10
     wait_pending(holding_server, 5)
     with httpx.Client(base_url=holding_server.url, timeout=30) as client:
-        refused = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "low"})
+        refused = client.post(
+            CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "low"}
+        )
         assert_error(refused, 429, "capacity", "low")
         assert refused.headers["retry-after"] == "1"
         normals = [held("normal") for _ in range(4)]  # normal takes up to 90%: 9
@@ -140,7 +142,9 @@ def test_counters_reconcile_after_a_mixed_run(small_limit_server: ServerProcess,
 
 
 def test_bad_priority_is_a_400(client: httpx.Client, photos: dict[str, Photo]) -> None:
-    response = client.post(CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "urgent"})
+    response = client.post(
+        CLASSIFY, content=photos["coffee"].jpeg, headers={"Content-Type": "image/jpeg", "X-Priority": "urgent"}
+    )
     assert_error(response, 400, "X-Priority")
 
 
@@ -157,7 +161,11 @@ def test_a_full_model_refuses_at_the_door_what_it_is_sure_to_refuse(
             refused = client.post(path, content=b"{}", headers={"X-Priority": "high"})
             assert_error(refused, 429, "capacity", "high")
             assert refused.headers["retry-after"] == "1"
-        assert_error(client.post(CLASSIFY, content=jpeg["content"], headers={**jpeg["headers"], "X-Priority": "urgent"}), 400, "X-Priority")
+        assert_error(
+            client.post(CLASSIFY, content=jpeg["content"], headers={**jpeg["headers"], "X-Priority": "urgent"}),
+            400,
+            "X-Priority",
+        )
         assert_error(client.post(f"/v2/models/{MODEL}/versions/7/infer", content=b"{}"), 400, "version")
         assert client.get(f"/v2/models/{MODEL}/ready").status_code == 200
         assert [r.finish() for r in holders] == [200] * 10
@@ -205,7 +213,8 @@ def test_the_same_request_sent_again_before_its_retry_after_is_refused_when_that
     def early_retries(client: httpx.Client) -> float:
         return metric_sum(client.get("/metrics").text, "servoscope_early_retries_total")
 
-    with httpx.Client(base_url=holding_server.url, timeout=30) as a, httpx.Client(base_url=holding_server.url, timeout=30) as b:
+    url = holding_server.url
+    with httpx.Client(base_url=url, timeout=30) as a, httpx.Client(base_url=url, timeout=30) as b:
         first = a.post(CLASSIFY, content=body, **jpeg)
         answered_s = time.perf_counter()
         assert first.status_code == 429 and first.headers["retry-after"] == "1"
@@ -247,8 +256,17 @@ def test_the_door_knows_inference_paths_only() -> None:
     assert inference_target("/v1/models/m/classify", services) == "m"  # type: ignore[arg-type]
     assert inference_target("/v2/models/m/infer", services) == "m"  # type: ignore[arg-type]
     assert inference_target("/v2/models/m/versions/2/infer", services) == "m"  # type: ignore[arg-type]
-    for other in ("/v2/models/m/versions/1/infer", "/v2/models/x/versions/2/infer", "/v1/models/m", "/v2/models/m/ready",
-                  "/v1/models/m/classify/x", "/v2/models/m/classify", "/v1/models/m/infer", "/metrics", "/"):
+    for other in (
+        "/v2/models/m/versions/1/infer",
+        "/v2/models/x/versions/2/infer",
+        "/v1/models/m",
+        "/v2/models/m/ready",
+        "/v1/models/m/classify/x",
+        "/v2/models/m/classify",
+        "/v1/models/m/infer",
+        "/metrics",
+        "/",
+    ):
         assert inference_target(other, services) is None, other  # type: ignore[arg-type]
 
 
@@ -260,15 +278,15 @@ def test_the_door_matches_with_the_apps_own_inference_routes() -> None:
     assert {route.endpoint for route in INFERENCE_ROUTES} == {api.classify, v2.infer}
 
 
-def _pending(priority: int, enqueued: float) -> Pending:
+def _queued(priority: int, enqueued: float) -> Queued:
     future: asyncio.Future = asyncio.Future(loop=asyncio.new_event_loop())
-    return Pending(None, 1, float("inf"), Timing(0.0), future, enqueued=enqueued, priority=priority)  # type: ignore[arg-type]
+    return Queued(None, 1, float("inf"), Timing(0.0), future, enqueued=enqueued, priority=priority)  # type: ignore[arg-type]
 
 
 def test_batches_are_filled_high_first() -> None:
     lanes = Lanes()
     for i, priority in enumerate([2, 1, 0, 2, 0, 1]):
-        lanes.append(_pending(priority, float(i)))
+        lanes.append(_queued(priority, float(i)))
     assert lanes.oldest() == 0.0  # the low one came first: the wait window is the oldest request's
     taken = lanes.take(4)
     assert [p.priority for p in taken] == [0, 0, 1, 1]

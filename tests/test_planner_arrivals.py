@@ -100,7 +100,7 @@ def test_replay_errors_say_what_is_wrong(tmp_path: Path) -> None:
         arrivals.replay_result({**load_result(closed, []), "profile": None})
     with pytest.raises(arrivals.ArrivalError, match="missing or wrong field 'settings'"):
         arrivals.replay_result({"counts": {}})
-    with pytest.raises(arrivals.ArrivalError, match="load result .*absent.json does not exist"):
+    with pytest.raises(arrivals.ArrivalError, match=r"load result .*absent\.json does not exist"):
         arrivals.replay(tmp_path / "absent.json")
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(arrivals.ArrivalError, match="is not JSON"):

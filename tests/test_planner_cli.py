@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from planner_support import profile_dict
 from servoscope.cli import main
 from servoscope.loadgen import profiles
 from servoscope.loadgen.client import Endpoint
@@ -14,7 +15,6 @@ from servoscope.loadgen.mixes import Mix, MixImage
 from servoscope.loadgen.runner import LoadPlan, settings_json
 from servoscope.loadgen.targets import Target
 from servoscope.planner import profile as pf
-from planner_support import profile_dict
 from support import ServerProcess
 
 FAST = ("--duration", "10s", "--quiet")

@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from planner_fake_server import fake_pipeline
 from servoscope.loadgen import profiles
 from servoscope.loadgen.client import Endpoint
 from servoscope.loadgen.mixes import Mix, generated, parse_mix
@@ -31,7 +33,6 @@ from servoscope.loadgen.targets import Target
 from servoscope.planner import measure, plan, service
 from servoscope.planner.profile import Overheads
 from servoscope.planner.sim import SimConfig
-from planner_fake_server import fake_pipeline
 from support import MODEL, REPO_ROOT, ServerProcess, free_port, wait_ready
 
 BASE_S, PER_IMAGE_S = 0.008, 0.004  # the fake's time for a batch of n: BASE_S + n × PER_IMAGE_S

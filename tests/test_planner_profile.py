@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from planner_support import profile_dict
 from servoscope.planner import profile as pf
 from servoscope.planner import service
-from planner_support import profile_dict
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -52,7 +52,7 @@ def test_errors_name_the_field(change, message: str) -> None:  # type: ignore[no
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
-    with pytest.raises(pf.ProfileError, match="profile .*absent.json does not exist"):
+    with pytest.raises(pf.ProfileError, match=r"profile .*absent\.json does not exist"):
         pf.load(tmp_path / "absent.json")
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(pf.ProfileError, match="is not JSON"):

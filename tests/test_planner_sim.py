@@ -82,7 +82,7 @@ def test_mdc_mean_wait_in_the_preprocess_pool() -> None:
     st = service.fixed({"any": d}, {1: 0.0}, 1)
     config = sim.SimConfig(preprocess_workers=c, instances=1, batching=NO_BATCHING)
     result = run(arrivals.poisson(rate, 1000, seed=5), st, config)
-    waits = result.queue[result.arrival > 20]
+    waits = result.preprocess_wait[result.arrival > 20]
     assert waits.mean() == pytest.approx(mdc_wait(rate, d, c), rel=0.06)
     assert np.all(result.batch_wait == 0.0)
 
@@ -133,8 +133,8 @@ def test_a_full_batch_queue_refuses() -> None:
     policy = BatchingConfig(max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=5)
     st = service.fixed({"any": 0.0}, {1: 1.0}, 1)
     result = run(np.arange(20) * 0.001, st, instance_stage(st, 1, policy))
-    assert result.refused_queue.sum() == 20 - 1 - 5
-    assert np.isnan(result.total[result.refused_queue]).all()
+    assert result.refused_batch_queue.sum() == 20 - 1 - 5
+    assert np.isnan(result.total[result.refused_batch_queue]).all()
 
 
 def test_an_admission_hook_sees_the_state_and_refuses() -> None:
@@ -142,8 +142,8 @@ def test_an_admission_hook_sees_the_state_and_refuses() -> None:
     seen: list[int] = []
 
     def admits(state: sim.SimState) -> bool:
-        seen.append(state.in_flight)
-        return state.in_flight < 3
+        seen.append(state.pending)
+        return state.pending < 3
 
     result = sim.simulate(np.arange(10) * 0.001, np.zeros(10, dtype=int), st, instance_stage(st, 1), admits=admits)
     assert result.refused_admission.tolist() == [False] * 3 + [True] * 7
@@ -153,7 +153,7 @@ def test_an_admission_hook_sees_the_state_and_refuses() -> None:
 def batches(result: sim.SimResult) -> list[tuple[float, list[int]]]:
     groups: dict[tuple[float, float], list[int]] = defaultdict(list)
     for r in np.flatnonzero(~result.refused):
-        start = result.arrival[r] + result.queue[r] + result.preprocess[r] + result.batch_wait[r]
+        start = result.arrival[r] + result.preprocess_wait[r] + result.preprocess[r] + result.batch_wait[r]
         groups[(start, start + result.inference[r] + result.postprocess[r])].append(int(r))
     return sorted(((start, members) for (start, _), members in groups.items()), key=lambda b: (b[0], min(b[1])))
 
@@ -172,11 +172,11 @@ def test_every_batch_is_what_dispatch_size_says(policy: BatchingConfig) -> None:
     pre = rng.exponential(0.004, 500)
     infer = {b: rng.gamma(8, (0.002 + 0.0015 * b) / 8, 200) for b in range(1, policy.max_batch_size + 1)}
     st = ServiceTimes(
-        ("any",), (pre,), (np.zeros(0),) + tuple(infer.values()), service.by_size({}, policy.max_batch_size)
+        ("any",), (pre,), (np.zeros(0), *(infer.values())), service.by_size({}, policy.max_batch_size)
     )
     config = sim.SimConfig(preprocess_workers=3, instances=2, batching=policy)
     result = run(arrivals.poisson(300.0, 20, seed=2), st, config)
-    queued_at = result.arrival + result.queue + result.preprocess  # when each entered the batcher
+    queued_at = result.arrival + result.preprocess_wait + result.preprocess  # when each entered the batcher
     started = queued_at + result.batch_wait
     taken: set[int] = set()
     checked = 0

@@ -11,8 +11,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -68,7 +68,9 @@ def batch(rows: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 1.0, (rows, 3, 224, 224)).astype(np.float32)
 
 
-def test_a_batch_gives_the_same_outputs_as_the_in_process_session(runtime: ProcessRuntime, reference: OnnxModel) -> None:
+def test_a_batch_gives_the_same_outputs_as_the_in_process_session(
+    runtime: ProcessRuntime, reference: OnnxModel
+) -> None:
     for rows in (1, MAX_BATCH):
         inputs = batch(rows, seed=rows)
         np.testing.assert_allclose(runtime.run(inputs), reference.run(inputs), rtol=1e-5, atol=1e-5)
@@ -77,7 +79,9 @@ def test_a_batch_gives_the_same_outputs_as_the_in_process_session(runtime: Proce
     assert runtime.last_inference_s > 0.0
 
 
-def test_a_killed_child_is_instance_lost_then_a_replacement_serves(runtime: ProcessRuntime, reference: OnnxModel) -> None:
+def test_a_killed_child_is_instance_lost_then_a_replacement_serves(
+    runtime: ProcessRuntime, reference: OnnxModel
+) -> None:
     inputs = batch(2)
     runtime.run(inputs)
     first = runtime.pid
@@ -101,7 +105,7 @@ def test_a_hung_child_is_killed_at_the_bound_and_replaced(entry: ModelEntry, ref
         hung = runtime.pid
         assert hung is not None
         os.kill(hung, signal.SIGSTOP)
-        with pytest.raises(InstanceLost, match="did not answer within 0.5s"):
+        with pytest.raises(InstanceLost, match=r"did not answer within 0\.5s"):
             runtime.run(inputs)
         assert gone(hung)
         np.testing.assert_allclose(runtime.run(inputs), reference.run(inputs), rtol=1e-5, atol=1e-5)

@@ -14,10 +14,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,10 @@ LOAD_MAX_REQUESTS = 300
 LOAD_CONCURRENCY = 4
 WINDOW = "30s"
 DEADLINE_S = 30.0
-STAGE_P95 = 'histogram_quantile(0.95, sum by (le, stage) (rate(servoscope_stage_duration_seconds_bucket{{model="{model}"}}[{window}])))'
+STAGE_P95 = (
+    "histogram_quantile(0.95, sum by (le, stage) "
+    '(rate(servoscope_stage_duration_seconds_bucket{{model="{model}"}}[{window}])))'
+)
 
 
 # --- a real Prometheus -------------------------------------------------------------------------
@@ -88,7 +92,9 @@ def scrape_config(target: str, rules: Path = RULES, labels: dict[str, str] | Non
     }
 
 
-def start_prometheus(workdir: Path, target: str, rules: Path = RULES, labels: dict[str, str] | None = None) -> Prometheus:
+def start_prometheus(
+    workdir: Path, target: str, rules: Path = RULES, labels: dict[str, str] | None = None
+) -> Prometheus:
     """Prometheus scraping ``target`` every second with ``rules`` loaded; ``labels`` are added to
     every series scraped from it (as a service discovery's target labels would be)."""
     config = workdir / "prometheus.yml"
@@ -102,9 +108,11 @@ def start_prometheus(workdir: Path, target: str, rules: Path = RULES, labels: di
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        prom = Prometheus(f"http://127.0.0.1:{port}", process, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0))
+        prom = Prometheus(
+            f"http://127.0.0.1:{port}", process, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0)
+        )
 
-        def ready() -> bool:
+        def ready(process: subprocess.Popen[bytes] = process, prom: Prometheus = prom) -> bool:
             if process.poll() is not None:
                 return True
             try:
@@ -254,7 +262,9 @@ def test_prometheus_agrees_with_stats(
         stages = client.get("/v1/stats").json()["models"][MODEL]["windows"]["5m"]["stages"]
 
     rows = [(s, from_prometheus[s], stages[s]["p95"], stages[s]["count"]) for s in STAGE_NAMES]
-    table = "\n".join(f"{s:12} prometheus {p * 1e3:9.3f} ms   /v1/stats {v * 1e3:9.3f} ms   n={n:.0f}" for s, p, v, n in rows)
+    table = "\n".join(
+        f"{s:12} prometheus {p * 1e3:9.3f} ms   /v1/stats {v * 1e3:9.3f} ms   n={n:.0f}" for s, p, v, n in rows
+    )
     print(f"\nP95 by stage, {served} requests under load:\n{table}")
     disagree = [s for s, p, v, _ in rows if not p95_agrees(p, v)]
     assert not disagree, f"P95 of {disagree} disagree beyond the bucket layout:\n{table}"

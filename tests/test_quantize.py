@@ -15,7 +15,14 @@ from servoscope.models import repository
 from servoscope.variants import samples
 from servoscope.variants.agreement import measure
 from servoscope.variants.bias_correction import output_shift, rounding_error
-from servoscope.variants.quantize import DEFAULT_SETTINGS, REPORT_FILE, QuantSettings, quantize, quantize_file, resolve_exclude
+from servoscope.variants.quantize import (
+    DEFAULT_SETTINGS,
+    REPORT_FILE,
+    QuantSettings,
+    quantize,
+    quantize_file,
+    resolve_exclude,
+)
 from support import MODEL
 
 INT8 = f"{MODEL}_int8"
@@ -88,7 +95,9 @@ def _tiny_model(folder: Path, weight: np.ndarray, group: int) -> Path:
 @pytest.mark.parametrize("group", [1, 2, 6])
 def test_bias_correction_rounds_as_onnxruntime_and_shifts_as_a_conv(tmp_path: Path, group: int) -> None:
     rng = np.random.default_rng(group)
-    weight = rng.normal(0, 1, (6, 6 // group, 3, 3)).astype(np.float32) * rng.uniform(0.01, 2, (6, 1, 1, 1)).astype(np.float32)
+    weight = rng.normal(0, 1, (6, 6 // group, 3, 3)).astype(np.float32) * rng.uniform(0.01, 2, (6, 1, 1, 1)).astype(
+        np.float32
+    )
     source = _tiny_model(tmp_path, weight, group)
     calibration = rng.normal(0, 1, (4, 6, 4, 4)).astype(np.float32)
     int8 = tmp_path / f"int8-{group}.onnx"

@@ -13,7 +13,7 @@ from servoscope.rollout.replay import replay
 from servoscope.stages import STAGES, Stage, Timing
 
 INFERENCE = COLUMNS.index("inference")
-QUEUE = COLUMNS.index("queue")
+QUEUE = COLUMNS.index("preprocess_wait")
 
 
 @dataclass
@@ -103,7 +103,7 @@ def test_below_the_minimum_information_it_is_inconclusive_never_pass() -> None:
 
 
 def test_a_fail_names_the_stage_that_slowed() -> None:
-    for column, stage in ((INFERENCE, Stage.INFERENCE), (QUEUE, Stage.QUEUE)):
+    for column, stage in ((INFERENCE, Stage.INFERENCE), (QUEUE, Stage.PREPROCESS_WAIT)):
         failed = first_fail(stream(Gate(SMALL), slow_down(traffic(3, 20_000, 0.2), column, 0.003)))
         assert failed is not None and failed.stage == stage.value
         assert stage.value in failed.reason

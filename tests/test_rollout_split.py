@@ -85,5 +85,5 @@ def test_a_torn_last_line_is_skipped_and_a_torn_middle_is_an_error(tmp_path: Pat
     assert [line["event"] for line in read(path)] == ["start"]
     with path.open("ab") as out:
         out.write(b"\n" + b'{"event": "end"}\n')
-    with pytest.raises(ValueError, match="a.jsonl:2 is not a JSON line"):
+    with pytest.raises(ValueError, match=r"a\.jsonl:2 is not a JSON line"):
         read(path)

@@ -1,6 +1,6 @@
-"""SIGTERM drains: readiness goes false, in-flight requests are answered, then the process exits 0.
+"""SIGTERM drains: readiness goes false, open requests are answered, then the process exits 0.
 
-The in-flight requests are uploads paused half-way: the server is surely inside their handlers
+The open requests are uploads paused half-way: the server is surely inside their handlers
 when the signal arrives, and they cannot finish before it, whatever the machine's speed.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
 from support import CLASSIFY, EXIT_DEADLINE_S, MODEL, Photo, ServerProcess, polls
 
-IN_FLIGHT = 4
+OPEN = 4
 DRAIN_DEADLINE_S = 20.0
 
 
@@ -56,7 +56,7 @@ async def drain_scenario(srv: ServerProcess, uploads: list[tuple[Photo, bytes]])
         try:
             await asyncio.wait_for(asyncio.gather(*(h.wait() for h in halves)), DRAIN_DEADLINE_S)
             # Two round trips on another connection: the server has read the uploads' headers and
-            # run their handlers up to the body read, so they are in flight.
+            # run their handlers up to the body read, so they are open.
             async with httpx.AsyncClient(base_url=srv.url, timeout=5.0) as probe:
                 for _ in range(2):
                     assert (await probe.get("/v2/health/ready")).status_code == 200
@@ -68,11 +68,11 @@ async def drain_scenario(srv: ServerProcess, uploads: list[tuple[Photo, bytes]])
     return responses, readiness
 
 
-def test_sigterm_drains_in_flight_requests(
+def test_sigterm_drains_open_requests(
     spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]
 ) -> None:
     srv = spawn_server("--models", MODEL)
-    names = ["chelsea", "coffee", "rocket", "camera"][:IN_FLIGHT]
+    names = ["chelsea", "coffee", "rocket", "camera"][:OPEN]
     uploads = [(photos[name], photos[name].encode("PNG", scale=3)) for name in names]
 
     responses, readiness = asyncio.run(drain_scenario(srv, uploads))

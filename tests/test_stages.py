@@ -19,7 +19,7 @@ def full_timing() -> Timing:
 
 def test_stage_names_are_the_shared_words() -> None:
     assert STAGE_NAMES == (
-        "ingest", "queue", "preprocess", "batch_wait", "inference", "postprocess", "respond", "total"
+        "ingest", "preprocess_wait", "preprocess", "batch_wait", "inference", "postprocess", "respond", "total"
     )
     assert str(Stage.BATCH_WAIT) == "batch_wait"
 
@@ -39,7 +39,7 @@ def test_unreached_stages_are_omitted() -> None:
     timing.end(Stage.PREPROCESS, 3.0)  # queue was skipped: preprocess runs from the end of ingest
     durations = timing.durations()
     assert durations == {"ingest": 0.5, "preprocess": 1.5, TOTAL: 2.0}
-    assert timing.ended(Stage.QUEUE) is None and timing.ended(Stage.PREPROCESS) == 3.0
+    assert timing.ended(Stage.PREPROCESS_WAIT) is None and timing.ended(Stage.PREPROCESS) == 3.0
 
 
 def test_a_record_that_reached_no_stage() -> None:
@@ -55,7 +55,7 @@ def test_durations_never_go_negative() -> None:
 def test_server_timing_round_trip() -> None:
     timing = full_timing()
     header = timing.server_timing()
-    assert header.startswith("ingest;dur=1.000, queue;dur=2.000")
+    assert header.startswith("ingest;dur=1.000, preprocess_wait;dur=2.000")
     parsed = parse_server_timing(header)
     durations = timing.durations()
     assert list(parsed) == list(durations)

@@ -79,8 +79,9 @@ def test_every_saved_drill_snapshot_round_trips_through_the_migration(path: Path
     doc = document.read(raw)
     again = document.read(doc.to_json())
     assert again == doc
-    # everything the earlier version wrote is kept, value for value
-    kept = {k: v for k, v in raw.items() if k not in ("schema", "drill_answered_by_clients")}
+    # everything the earlier version wrote is kept, value for value, under its version 2 name
+    kept = document.migrate_v1({k: v for k, v in raw.items() if k not in ("schema", "drill_answered_by_clients")})
+    del kept["schema_version"]
     assert dict(leaves(kept)).items() <= dict(leaves(doc.to_json())).items()
 
 
@@ -89,7 +90,7 @@ def test_the_migration_fills_only_what_earlier_versions_did_not_record() -> None
     migrated = document.migrate_unversioned(raw)
     assert migrated["schema_version"] == 1 and "schema" not in migrated and "drill_answered_by_clients" not in migrated
     assert migrated["windows_ago_s"] == {"1m": 0.0, "5m": 0.0}
-    assert migrated["system_means"]["1m"] == dict.fromkeys(document.SystemMeans.model_fields)
+    assert migrated["system_means"]["1m"] == dict.fromkeys(document.V1_MEANS)
     entry = migrated["models"][MODEL]
     assert entry["queues"]["concurrency_limit"] is None
     window = entry["windows"]["1m"]
@@ -98,11 +99,39 @@ def test_the_migration_fills_only_what_earlier_versions_did_not_record() -> None
     assert raw.get("schema") == 1 and "windows_ago_s" not in raw  # the input is left as it was
 
 
+V1_NAMES = {*document.V2_MEANS, *document.V2_SYSTEM, *document.V2_GPU_DEVICE}
+
+
+def test_version_1_names_are_renamed_and_percents_become_ratios() -> None:
+    v1 = document.migrate_unversioned(saved(DRILLS / "preprocess-starvation" / "degraded.json"))
+    v2 = document.migrate_v1(v1)
+    assert v1["schema_version"] == 1 and v2["schema_version"] == document.SCHEMA_VERSION == 2
+    assert "queue" in v1["stages"] and "queue" not in v2["stages"] and "preprocess_wait" in v2["stages"]
+    waited = v2["models"][MODEL]["windows"]["1m"]["stages"]["preprocess_wait"]
+    assert waited == v1["models"][MODEL]["windows"]["1m"]["stages"]["queue"] and waited["count"] > 0
+    system, old = v2["system"], v1["system"]
+    assert system["cpu_utilization_ratio"] == pytest.approx(old["cpu_percent"] / 100)
+    assert system["cpu_core_utilization_ratio"] == pytest.approx([p / 100 for p in old["cpu_percent_per_core"]])
+    assert system["process_cpu_cores"] == pytest.approx(old["process_cpu_percent"] / 100)
+    assert system["memory_used_ratio"] == pytest.approx(old["memory_used_percent"] / 100)
+    means = v2["system_means"]["1m"]
+    assert means["cpu_utilization_ratio"] == pytest.approx(v1["system_means"]["1m"]["cpu_percent"] / 100)
+    assert not [path for path, _ in leaves(v2) if path.rsplit(".", 1)[-1].split("[")[0] in V1_NAMES]
+    assert document.read(v1) == document.read(v2)
+
+
+def test_a_version_1_gpu_reading_is_renamed_in_ratios() -> None:
+    device = {"index": 0, "utilization_gpu_percent": 87, "utilization_memory_percent": 41}
+    migrated = document.migrate_v1({"schema_version": 1, "gpu": {"available": True, "devices": [device]}})
+    [device] = migrated["gpu"]["devices"]
+    assert device == {"index": 0, "utilization_ratio": 0.87, "memory_utilization_ratio": 0.41}
+
+
 def test_a_snapshot_with_means_keeps_them() -> None:
     raw = saved(DRILLS / "preprocess-starvation" / "degraded.json")
     doc = document.read(raw)
-    assert doc.system_means["1m"].cpu_percent == raw["system_means"]["1m"]["cpu_percent"]
-    assert doc.system_means["1m"].gpu_utilization_percent is None
+    assert doc.system_means["1m"].cpu_utilization_ratio == pytest.approx(raw["system_means"]["1m"]["cpu_percent"] / 100)
+    assert doc.system_means["1m"].gpu_utilization_ratio is None
     assert doc.windows_ago_s["before"] == 60
 
 
@@ -147,15 +176,15 @@ def test_a_wrong_type_or_unknown_field_is_named() -> None:
 
 def test_an_unknown_version_is_refused_not_guessed() -> None:
     wire = written().to_json()
-    with pytest.raises(document.DocumentError, match="schema_version 2 is not one this servoscope reads"):
-        document.read({**wire, "schema_version": 2})
+    with pytest.raises(document.DocumentError, match="schema_version 3 is not one this servoscope reads"):
+        document.read({**wire, "schema_version": 3})
     with pytest.raises(document.DocumentError, match="JSON object, got list"):
         document.read([wire])
 
 
 def test_a_document_of_something_else_says_its_first_faults_and_how_many_more() -> None:
     with pytest.raises(document.DocumentError) as caught:
-        document.read({"schema_version": 1, "hello": "world"})
+        document.read({"schema_version": 2, "hello": "world"})
     said = str(caught.value)
     assert said.startswith("not a /v1/stats document: time: Field required; windows_s: Field required")
     assert said.count(": Field required") == document.MAX_FAULTS_SAID and said.endswith("more")

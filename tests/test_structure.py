@@ -113,7 +113,9 @@ def test_webp_frames() -> None:
         structure.webp(encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True), LIMITS)
 
 
-@pytest.mark.parametrize("data", [b"", b"\xff\xd8", b"\xff\xd8\xff\xda", b"\x89PNG\r\n\x1a\n\0\0", b"RIFF\xff\xff\xff\xffWEBPVP8X"])
+@pytest.mark.parametrize(
+    "data", [b"", b"\xff\xd8", b"\xff\xd8\xff\xda", b"\x89PNG\r\n\x1a\n\0\0", b"RIFF\xff\xff\xff\xffWEBPVP8X"]
+)
 def test_truncated_structure_is_left_to_the_decoder(data: bytes) -> None:
     for walk in (structure.jpeg, structure.png, structure.webp):
         walk(data, LIMITS)  # no exception: the decoder reports what is wrong

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from servoscope.telemetry.system import SystemCollector, SystemReading, busy_percent
+from servoscope.telemetry.system import SystemCollector, SystemReading, busy_ratio
 
 RATES = (
     "net_sent_bytes_per_s",
@@ -36,7 +36,8 @@ def two_samples(collector: SystemCollector) -> SystemReading:
 def test_the_first_sample_primes() -> None:
     first = SystemCollector().sample()
     assert first.interval_s is None
-    assert first.cpu_percent is None and first.cpu_percent_per_core is None and first.process_cpu_percent is None
+    assert first.cpu_utilization_ratio is None and first.cpu_core_utilization_ratio is None
+    assert first.process_cpu_cores is None
     assert all(getattr(first, rate) is None for rate in RATES)
     assert first.memory_total_bytes and first.process_rss_bytes  # levels need no interval
 
@@ -45,11 +46,12 @@ def test_the_second_sample_reports_cpu_and_rates_in_sane_ranges() -> None:
     reading = two_samples(SystemCollector())
     assert reading.interval_s is not None and reading.interval_s > 0
     assert reading.cpu_count is not None and reading.cpu_count == psutil.cpu_count()
-    assert reading.cpu_percent is not None and 0.0 <= reading.cpu_percent <= 100.0
-    assert reading.cpu_percent_per_core is not None and len(reading.cpu_percent_per_core) == reading.cpu_count
-    assert all(0.0 <= p <= 100.0 for p in reading.cpu_percent_per_core)
-    assert reading.process_cpu_percent is not None
-    assert 0.0 <= reading.process_cpu_percent <= 100.0 * reading.cpu_count
+    assert reading.cpu_utilization_ratio is not None and 0.0 <= reading.cpu_utilization_ratio <= 1.0
+    per_core = reading.cpu_core_utilization_ratio
+    assert per_core is not None and len(per_core) == reading.cpu_count
+    assert all(0.0 <= r <= 1.0 for r in per_core)
+    assert reading.process_cpu_cores is not None
+    assert 0.0 <= reading.process_cpu_cores <= reading.cpu_count
     for rate in RATES:
         value = getattr(reading, rate)
         if rate.startswith("disk_") and psutil.disk_io_counters() is None:
@@ -61,7 +63,7 @@ def test_levels_in_sane_ranges() -> None:
     reading = SystemCollector().sample()
     assert reading.memory_total_bytes is not None and reading.memory_available_bytes is not None
     assert 0 < reading.memory_available_bytes <= reading.memory_total_bytes
-    assert reading.memory_used_percent is not None and 0.0 <= reading.memory_used_percent <= 100.0
+    assert reading.memory_used_ratio is not None and 0.0 <= reading.memory_used_ratio <= 1.0
     assert reading.swap_total_bytes is not None and reading.swap_used_bytes is not None
     assert 0 <= reading.swap_used_bytes <= reading.swap_total_bytes
     assert reading.process_rss_bytes is not None and 0 < reading.process_rss_bytes < reading.memory_total_bytes
@@ -73,8 +75,11 @@ def test_levels_in_sane_ranges() -> None:
 
 
 def test_open_tcp_connections_are_counted_by_status() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as client, listener.accept()[0] as served:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as client,
+        listener.accept()[0] as served,
+    ):
             assert client.fileno() >= 0 and served.fileno() >= 0
             counts = SystemCollector().sample().process_tcp_connections
     assert counts is not None
@@ -84,7 +89,7 @@ def test_open_tcp_connections_are_counted_by_status() -> None:
 
 def test_a_burning_thread_shows_more_process_cpu_than_idle() -> None:
     collector = SystemCollector()
-    idle = two_samples(collector).process_cpu_percent
+    idle = two_samples(collector).process_cpu_cores
 
     stop = threading.Event()
 
@@ -99,7 +104,7 @@ def test_a_burning_thread_shows_more_process_cpu_than_idle() -> None:
     burner.start()
     burner.join(timeout=60.0)
     stop.set()
-    busy = collector.sample().process_cpu_percent
+    busy = collector.sample().process_cpu_cores
     assert idle is not None and busy is not None
     assert busy > idle
 
@@ -115,8 +120,8 @@ def test_a_vanished_process_makes_only_its_fields_none(caplog: pytest.LogCapture
         reading = collector.sample()
         collector.sample()
     assert reading.process_rss_bytes is None and reading.process_threads is None
-    assert reading.process_cpu_percent is None and reading.process_tcp_connections is None
-    assert reading.memory_total_bytes is not None and reading.cpu_percent is not None
+    assert reading.process_cpu_cores is None and reading.process_tcp_connections is None
+    assert reading.memory_total_bytes is not None and reading.cpu_utilization_ratio is not None
     rss = [r.levelno for r in caplog.records if r.getMessage().startswith("process_memory_info unavailable")]
     assert rss == [logging.WARNING, logging.DEBUG]
 
@@ -135,16 +140,16 @@ def test_a_psutil_error_becomes_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert reading.memory_total_bytes is not None
 
 
-def test_busy_percent_follows_psutil() -> None:
+def test_busy_ratio_follows_psutil() -> None:
     times = type(psutil.cpu_times())
     fields = times._fields
     before = times(*(0.0 for _ in fields))
     after = times(*(1.0 if f == "user" else 3.0 if f == "idle" else 0.0 for f in fields))
-    assert busy_percent(before, after) == 25.0
-    assert busy_percent(after, after) is None  # no time passed
+    assert busy_ratio(before, after) == 0.25
+    assert busy_ratio(after, after) is None  # no time passed
 
 
 def test_reading_is_json() -> None:
     data = json.loads(json.dumps(two_samples(SystemCollector()).to_dict()))
     assert set(data) == set(SystemReading.__dataclass_fields__)
-    assert isinstance(data["cpu_percent_per_core"], list)
+    assert isinstance(data["cpu_core_utilization_ratio"], list)

@@ -53,9 +53,9 @@ def test_served_request_feeds_every_stage_histogram_and_window(telemetry: Teleme
 
 
 def test_refusals_are_counted_by_reason_not_as_stage_latency(telemetry: Telemetry, clock: ManualClock) -> None:
-    shed = Timing(clock.now(), model=MODEL, status=429, error="batch_queue_full")
-    shed.end(Stage.INGEST, clock.now() + 0.001)
-    telemetry.record(shed)
+    refused = Timing(clock.now(), model=MODEL, status=429, error="batch_queue_full")
+    refused.end(Stage.INGEST, clock.now() + 0.001)
+    telemetry.record(refused)
     bad = Timing(clock.now(), model=MODEL, status=400, error="invalid_image")
     telemetry.record(bad)
     r = telemetry.registry
@@ -131,7 +131,7 @@ def test_request_span_with_a_child_per_stage_and_the_clients_parent(
     root = finished["classify"]
     assert format(root.context.trace_id, "032x") == trace_id
     assert format(root.parent.span_id, "016x") == parent_id
-    for i, stage in enumerate(STAGES, start=1):
+    for stage in STAGES:
         child = finished[stage.value]
         assert child.parent.span_id == root.context.span_id
         assert (child.end_time - child.start_time) == pytest.approx(0.01e9, abs=2)

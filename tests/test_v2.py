@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np

@@ -67,7 +67,11 @@ class Top:
     scores: list[float]
 
     def to_json(self) -> dict[str, object]:
-        return {"predictions": [{"label": label, "score": score} for label, score in zip(self.labels, self.scores, strict=True)]}
+        return {
+            "predictions": [
+                {"label": label, "score": score} for label, score in zip(self.labels, self.scores, strict=True)
+            ]
+        }
 
 
 class BatchClassifier:

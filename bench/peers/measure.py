@@ -33,7 +33,7 @@ from servoscope.loadgen.cpu import CpuMeter
 CONCURRENCIES = (16, 64)
 LOAD_FRACTIONS = (0.5, 0.8)
 OPEN_TIMEOUT_S = 15.0  # an open-loop request not answered by then is an error
-CAP_GRACE_S = 5.0  # an open loop stops this long after its last request's timeout, whatever is in flight
+CAP_GRACE_S = 5.0  # an open loop stops this long after its last request's timeout, whatever is unanswered
 ARRIVALS_SEED = 7
 
 
@@ -85,10 +85,14 @@ def saturation(
     endpoint: Endpoint, pids: list[int], requests: list[EncodedRequest], windows: Windows, label: str
 ) -> dict[str, Any]:
     """Closed loop at each concurrency, after a warm-up; the best req/s wins."""
-    return best_closed_loop(endpoint, requests, CONCURRENCIES, windows.closed_s, windows.warmup_s, pids, progress, label)
+    return best_closed_loop(
+        endpoint, requests, CONCURRENCIES, windows.closed_s, windows.warmup_s, pids, progress, label
+    )
 
 
-async def capped_open_loop(endpoint: Endpoint, requests: list[EncodedRequest], arrivals: list[float], cap_s: float) -> RunResult:
+async def capped_open_loop(
+    endpoint: Endpoint, requests: list[EncodedRequest], arrivals: list[float], cap_s: float
+) -> RunResult:
     """An open loop stopped after ``cap_s`` at the latest: a server far behind its schedule holds
     up to 256 connections' worth of requests, each for up to the timeout, and then a backlog.
     Requests unanswered at the cap count as errors."""
@@ -109,10 +113,13 @@ def open_load(
     arrivals = poisson_arrivals(rate, windows.open_s, seed=ARRIVALS_SEED)
     meter = CpuMeter([os.getpid(), *pids])
     meter.start()
-    summary = summarize(run(capped_open_loop(endpoint, requests, arrivals, windows.open_s + OPEN_TIMEOUT_S + CAP_GRACE_S)))
+    summary = summarize(
+        run(capped_open_loop(endpoint, requests, arrivals, windows.open_s + OPEN_TIMEOUT_S + CAP_GRACE_S))
+    )
     use = meter.stop()
     progress(
-        f"  {label} open loop {rate:.1f}/s: p50 {summary.p50_ms:.1f}, p95 {summary.p95_ms:.1f}, p99 {summary.p99_ms:.1f} ms, "
+        f"  {label} open loop {rate:.1f}/s: p50 {summary.p50_ms:.1f}, p95 {summary.p95_ms:.1f}, p99 "
+        f"{summary.p99_ms:.1f} ms, "
         f"errors {summary.errors}/{summary.requests}, sender late {summary.sender_late_count}; {use.note()}"
     )
     return {"rate_per_s": rate, **summary.to_json(), "cpu": use.to_json()}

@@ -63,7 +63,9 @@ def triton_request(endpoint: Endpoint, model: str, image: bytes) -> EncodedReque
     tensor = struct.pack("<I", len(image)) + image
     header = json.dumps(
         {
-            "inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": len(tensor)}}],
+            "inputs": [
+                {"name": "image", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": len(tensor)}}
+            ],
             "outputs": [{"name": name, "parameters": {"binary_data": False}} for name in ("labels", "scores")],
         }
     ).encode()
@@ -88,7 +90,9 @@ LIBPYTHON_DIR = str(sysconfig.get_config_var("LIBDIR"))
 PEERS: dict[str, Peer] = {
     "servoscope": Peer("servoscope", None, None, raw_jpeg("/v1/models/{model}/classify"), predictions_top1),
     "naive": Peer("naive", None, None, raw_jpeg("/v1/models/{model}/classify"), predictions_top1),
-    "triton": Peer("triton", "triton", HERE / "triton_server.py", triton_request, triton_top1, library_path=(LIBPYTHON_DIR,)),
+    "triton": Peer(
+        "triton", "triton", HERE / "triton_server.py", triton_request, triton_top1, library_path=(LIBPYTHON_DIR,)
+    ),
     "ray": Peer(
         "ray", "ray", HERE / "ray_server.py", raw_jpeg("/classify"), predictions_top1,
         # A local-only node on 127.0.0.1 (see ray_server.py); and no usage-stats reporting.

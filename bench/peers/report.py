@@ -64,7 +64,17 @@ def rows(set_name: str, results: dict[str, dict[str, Any]]) -> list[list[str]]:
             out.append([set_name, name, layout_cell(result), f"failed: {result['error']}"])
             continue
         figures = [cell(read(result), None if "error" in base or not base else read(base)) for _, read in columns()]
-        out.append([set_name, name, layout_cell(result), *figures[:-1], str(errors(result)), figures[-1], f"{others_cores(result):.2f}"])
+        out.append(
+            [
+                set_name,
+                name,
+                layout_cell(result),
+                *figures[:-1],
+                str(errors(result)),
+                figures[-1],
+                f"{others_cores(result):.2f}",
+            ]
+        )
     return out
 
 
@@ -86,8 +96,9 @@ def _line(row: list[str], widths: list[int]) -> str:
 
 def legend(sets: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"(x): the figure over {BASELINE}'s; for latency and memory, above 1 is worse. others cores: what the rest of the",
-        "machine used meanwhile (mean over the server's windows); a row taken while it is well above 0 is not comparable.",
+        f"(x): the figure over {BASELINE}'s; for latency and memory, above 1 is worse.",
+        "others cores: what the rest of the machine used meanwhile (mean over the server's windows);",
+        "a row taken while it is well above 0 is not comparable.",
         "layout: model instances x ONNX Runtime intra-op threads each (a peer's figure in parentheses: instances that",
         "served a batch, when not all did):",
     ]
@@ -97,5 +108,7 @@ def legend(sets: dict[str, dict[str, Any]]) -> str:
         rates = ", ".join(f"{key} = {rate:.1f} req/s" for key, rate in result["open_rates_per_s"].items())
         images = result["images"]
         size = f"{images['size'][0]}x{images['size'][1]}"
-        lines.append(f"{set_name}: {images['count']} JPEGs {size}; open-loop rates (of {BASELINE}'s saturation): {rates}")
+        lines.append(
+            f"{set_name}: {images['count']} JPEGs {size}; open-loop rates (of {BASELINE}'s saturation): {rates}"
+        )
     return "\n".join(lines)

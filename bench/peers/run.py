@@ -50,10 +50,10 @@ from measure import (
     progress,
     saturation,
 )
-from peers import PEERS, Peer
 from process import Launched, launched
 from report import legend, load_key, table
 
+from peers import PEERS, Peer
 from servoscope.loadgen import run
 from servoscope.loadgen.images import PHOTOS, SETS, image_set
 from servoscope.models.repository import ModelEntry, find
@@ -146,7 +146,12 @@ def census_folder(peer: Peer, job: SetRun) -> Path:
 def layout_json(name: str, job: SetRun, served: int | None) -> dict[str, Any]:
     """The server's layout, how it is realised, and (peers) how many instances served a batch."""
     layout = server_layout(name, job)
-    return {**dataclasses.asdict(layout), "text": str(layout), "how": describe(name, layout), "instances_served": served}
+    return {
+        **dataclasses.asdict(layout),
+        "text": str(layout),
+        "how": describe(name, layout),
+        "instances_served": served,
+    }
 
 
 def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str, Any]:
@@ -157,13 +162,17 @@ def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str
     command = argv(peer, job.entry, spec, job.servoscope_model)
     with launched(command, serve_bench.free_port(), peer.environment(os.environ), log, LOGS / "cwd") as server:
         ready_s, label = check(peer, server, job)
-        progress(f"  {peer.name} answered after {ready_s:.1f}s on {server.endpoint.port}: top-1 {label!r} (log {log.name})")
+        progress(
+            f"  {peer.name} answered after {ready_s:.1f}s on {server.endpoint.port}: top-1 {label!r} (log {log.name})"
+        )
         requests = [peer.encode(server.endpoint, job.model_of(peer), image) for image in job.images]
         pids = server.watch.pids()
         capacity = saturation(server.endpoint, pids, requests, job.windows, peer.name)
         if rates is None:
             rates = {load_key(f): f * capacity["requests_per_s"] for f in LOAD_FRACTIONS}
-        loads = {key: open_load(server.endpoint, pids, requests, rate, job.windows, peer.name) for key, rate in rates.items()}
+        loads = {
+            key: open_load(server.endpoint, pids, requests, rate, job.windows, peer.name) for key, rate in rates.items()
+        }
     peak = server.watch.peak_rss_bytes
     layout = layout_json(peer.name, job, None if folder is None else len(census(folder)))
     progress(
@@ -171,7 +180,12 @@ def measure(peer: Peer, job: SetRun, rates: dict[str, float] | None) -> dict[str
         + ("" if folder is None else f", instances that served a batch: {layout['instances_served']}")
     )
     return {
-        "layout": layout, "ready_s": ready_s, "top1": label, "saturation": capacity, "open": loads, "peak_rss_bytes": peak,
+        "layout": layout,
+        "ready_s": ready_s,
+        "top1": label,
+        "saturation": capacity,
+        "open": loads,
+        "peak_rss_bytes": peak,
     }
 
 
@@ -183,7 +197,7 @@ def bench_set(job: SetRun, names: list[str]) -> dict[str, Any]:
     for name in names:
         try:
             servers[name] = measure(PEERS[name], job, open_rates)
-        except Exception as exc:  # noqa: BLE001 - a peer's failure is its row of the table, not the end of the run
+        except Exception as exc:
             progress(f"  {name} FAILED: {type(exc).__name__}: {exc}")
             servers[name] = {"layout": layout_json(name, job, None), "error": f"{type(exc).__name__}: {exc}"}
     mean_bytes = sum(map(len, job.images)) // len(job.images)
@@ -202,7 +216,9 @@ def parse_args() -> argparse.Namespace:
         help=f"image sets, comma-separated, from {', '.join(SETS)} (default: the ~640×480 and the phone-photo set)",
     )
     peers = [name for name in PEERS if name != "servoscope"]
-    parser.add_argument("--only", default=",".join(peers), help=f"peers, comma-separated, from {peers} (servoscope always runs)")
+    parser.add_argument(
+        "--only", default=",".join(peers), help=f"peers, comma-separated, from {peers} (servoscope always runs)"
+    )
     parser.add_argument(
         "--layout", default=AUTO,
         help="the peers' model instances x ONNX Runtime threads each: 1x2, 2x1, ... or auto, servoscope's own plan "
@@ -236,13 +252,16 @@ def main() -> int:
     entry = find(ROOT / "models", serve_bench.MODEL)
     servoscope_model = entry.name if args.variant == "fp32" else f"{entry.name}_int8"
     if not (ROOT / "models" / servoscope_model).is_dir():
-        print(f"no {servoscope_model} in models/: make it with `servoscope model quantize {entry.name}`", file=sys.stderr)
+        print(
+            f"no {servoscope_model} in models/: make it with `servoscope model quantize {entry.name}`", file=sys.stderr
+        )
         return 2
     windows = Windows.from_duration(args.duration)
     started = time.perf_counter()
     load_before = os.getloadavg()
     progress(
-        f"peers bench: servoscope ({servoscope_model}), {', '.join(args.only)} ({entry.name}); {available_cores()} cores; "
+        f"peers bench: servoscope ({servoscope_model}), {', '.join(args.only)} ({entry.name}); "
+        f"{available_cores()} cores; "
         f"peers' layout {args.layout} "
         f"(instances x threads); windows {windows}"
     )
@@ -255,7 +274,13 @@ def main() -> int:
     sets = {}
     for name in args.sets:
         job = SetRun(
-            name, image_set(name, RESULTS / "images"), entry, model_spec(entry, args.layout), args.layout, windows, cats,
+            name,
+            image_set(name, RESULTS / "images"),
+            entry,
+            model_spec(entry, args.layout),
+            args.layout,
+            windows,
+            cats,
             servoscope_model,
         )
         sets[name] = bench_set(job, args.only)

@@ -55,7 +55,9 @@ class PeerEnv:
 
     def recipe(self) -> str:
         """What the environment is built from; a different recipe means a rebuild."""
-        return json.dumps({"python": platform.python_version(), "requirements": self.requirements(), "servoscope": str(ROOT)})
+        return json.dumps(
+            {"python": platform.python_version(), "requirements": self.requirements(), "servoscope": str(ROOT)}
+        )
 
 
 ENVS: dict[str, PeerEnv] = {
@@ -80,7 +82,9 @@ def pip(env: PeerEnv, args: list[str]) -> None:
             if line.startswith(("Collecting", "Downloading", "Installing", "Successfully", "ERROR")):
                 print(f"    {env.name}: {line.rstrip()}", flush=True)
     if process.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed in {env.folder} (exit {process.returncode}):\n" + "\n".join(tail))
+        raise RuntimeError(
+            f"pip {' '.join(args)} failed in {env.folder} (exit {process.returncode}):\n" + "\n".join(tail)
+        )
 
 
 def ensure(env: PeerEnv) -> Path:
@@ -90,7 +94,9 @@ def ensure(env: PeerEnv) -> Path:
     if stamp.is_file() and stamp.read_text() == recipe and env.python.is_file():
         return env.python
     started = time.perf_counter()
-    progress(f"building the {env.name} environment in {env.folder} (once; a few minutes): {' '.join(env.requirements())}")
+    progress(
+        f"building the {env.name} environment in {env.folder} (once; a few minutes): {' '.join(env.requirements())}"
+    )
     venv.EnvBuilder(clear=True, with_pip=True).create(env.folder)
     pip(env, ["install", *env.requirements()])
     pip(env, ["install", "--no-deps", "-e", str(ROOT)])

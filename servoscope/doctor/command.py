@@ -21,21 +21,31 @@ from servoscope.doctor.rules import diagnose
 
 
 def add_parser(subparsers: Any) -> None:
-    doctor = subparsers.add_parser("doctor", help="diagnose a latency regression: confirm, attribute, explain, prescribe")
+    doctor = subparsers.add_parser(
+        "doctor", help="diagnose a latency regression: confirm, attribute, explain, prescribe"
+    )
     source = doctor.add_mutually_exclusive_group(required=True)
-    source.add_argument("--snapshot", type=Path, help="current /v1/stats JSON (or a drill or `servoscope snapshot` file)")
+    source.add_argument(
+        "--snapshot", type=Path, help="current /v1/stats JSON (or a drill or `servoscope snapshot` file)"
+    )
     source.add_argument("--url", help="a live service, e.g. http://127.0.0.1:8000: read its /v1/stats now")
     source.add_argument("--prometheus", help="a Prometheus server: read the evidence through PromQL")
     baseline = doctor.add_mutually_exclusive_group()
-    baseline.add_argument("--baseline", type=Path, help="baseline /v1/stats JSON (or a drill or `servoscope snapshot` file)")
+    baseline.add_argument(
+        "--baseline", type=Path, help="baseline /v1/stats JSON (or a drill or `servoscope snapshot` file)"
+    )
     baseline.add_argument(
         "--baseline-window", metavar="WINDOW",
         help="baseline from the same document's window WINDOW, e.g. 'before' (the 4 minutes before the last one)",
     )
     prom = doctor.add_argument_group("with --prometheus")
-    prom.add_argument("--at", default="now", help="instant of the current window: RFC 3339, Unix seconds or 'now' (default)")
+    prom.add_argument(
+        "--at", default="now", help="instant of the current window: RFC 3339, Unix seconds or 'now' (default)"
+    )
     prom.add_argument("--baseline-at", help="instant of the baseline window (instead of --baseline)")
-    prom.add_argument("--range", default="5m", dest="range_", metavar="RANGE", help="PromQL rate window, e.g. 1m, 5m (default 5m)")
+    prom.add_argument(
+        "--range", default="5m", dest="range_", metavar="RANGE", help="PromQL rate window, e.g. 1m, 5m (default 5m)"
+    )
     doctor.add_argument("--model", help="model to diagnose (default: the busiest)")
     doctor.add_argument("--window", help="stats window: 1m, 5m or before (default: the snapshot's, else 1m)")
     doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")

@@ -56,14 +56,14 @@ class Evidence:
     preprocess_workers: int
     event_loop_lag_p95_s: float
     cpu_count: int
-    machine_cpu_percent: float  # of the whole machine, 0–100
-    process_cpu_percent: float  # of one core, 0–100 × cores
+    machine_cpu_utilization_ratio: float  # of the whole machine, 0–1
+    process_cpu_cores: float  # cores the service process kept busy
     memory_available_bytes: float
     memory_total_bytes: float | None  # None where the source does not export it (Prometheus)
-    swap_used_percent: float | None
+    swap_used_ratio: float | None
     arrived_per_s: float = 0.0  # demand, counted on arrival (0 where the service predates the count)
     # the accelerator, where there is one (None: no GPU, or a source that does not say)
-    gpu_utilization_percent: float | None = None  # the busiest GPU's, 0–100
+    gpu_utilization_ratio: float | None = None  # the busiest GPU's, 0–1
     gpu_clock_ratio: float | None = None  # its SM clock ÷ the maximum
     gpu_throttle_reasons: tuple[str, ...] = ()  # the slowing reasons NVML gives now
 
@@ -74,8 +74,8 @@ class Evidence:
     @property
     def outside_cpu_cores(self) -> float:
         """CPU (in cores) used on the machine by anything other than the service process."""
-        machine = self.machine_cpu_percent / 100.0 * self.cpu_count
-        return max(0.0, machine - self.process_cpu_percent / 100.0)
+        machine = self.machine_cpu_utilization_ratio * self.cpu_count
+        return max(0.0, machine - self.process_cpu_cores)
 
     @property
     def capacity_per_s(self) -> float:
@@ -146,11 +146,11 @@ def _evidence(stats: StatsDocument, name: str, window: str, entry: ModelStats) -
         preprocess_workers=stats.preprocess.workers,
         event_loop_lag_p95_s=_percentiles(stats.event_loop_lag_s[window]).p95,
         cpu_count=int(machine.value("cpu_count") or 1),
-        machine_cpu_percent=machine.value("cpu_percent") or 0.0,
-        process_cpu_percent=machine.value("process_cpu_percent") or 0.0,
+        machine_cpu_utilization_ratio=machine.value("cpu_utilization_ratio") or 0.0,
+        process_cpu_cores=machine.value("process_cpu_cores") or 0.0,
         memory_available_bytes=machine.value("memory_available_bytes") or 0.0,
         memory_total_bytes=machine.value("memory_total_bytes"),
-        swap_used_percent=machine.value("swap_used_percent"),
+        swap_used_ratio=machine.value("swap_used_ratio"),
         arrived_per_s=w.throughput.arrived_per_s,
         **_gpu(stats.gpu, stats.system_means[window]),
     )
@@ -179,7 +179,7 @@ def _gpu(reading: GpuReading | None, means: SystemMeans) -> dict[str, Any]:
     values = {**latest, **kept}
     reasons = sorted({r for d in reading.devices for r in d.throttle_reasons or () if r in SLOWING_REASONS})
     return {
-        "gpu_utilization_percent": values.get("gpu_utilization_percent"),
+        "gpu_utilization_ratio": values.get("gpu_utilization_ratio"),
         "gpu_clock_ratio": values.get("gpu_sm_clock_ratio"),
         "gpu_throttle_reasons": tuple(reasons),
     }

@@ -51,7 +51,7 @@ def snapshot(url: str, model: str | None = None, timeout_s: float = TIMEOUT_S) -
     now = time.time()
     return {
         "url": url,
-        "taken_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+        "taken_at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),
         "time": now,
         "model": model,
         "stats": stats.to_json(),

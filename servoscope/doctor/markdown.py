@@ -24,13 +24,24 @@ def to_markdown(d: Diagnosis, base: Evidence, now: Evidence, plot_name: str | No
              f"(confidence {d.top.confidence:.2f}) — {d.top.summary}", "", "## 1. Confirm", "", c.verdict, "",
              "| total | baseline | now |", "|---|---:|---:|"]
     lines += [f"| {name} | {ms(b)} | {ms(n)} |" for name, (b, n) in (("P50", c.p50), ("P95", c.p95), ("P99", c.p99))]
-    lines += ["", f"Samples: {c.samples[0]} baseline, {c.samples[1]} now (window {d.window}).", "",
-              "## 2. Attribute", "", "| stage | P95 baseline | P95 now | Δ P95 | share of the rise |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"Samples: {c.samples[0]} baseline, {c.samples[1]} now (window {d.window}).",
+        "",
+        "## 2. Attribute",
+        "",
+        "| stage | P95 baseline | P95 now | Δ P95 | share of the rise |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for stage in STAGE_NAMES:
         delta, share = a.deltas_s.get(stage), a.shares.get(stage)
         mark = " **◀**" if stage == a.carrier else ""
-        cells = (f"{delta * 1000:+.1f} ms", f"{share:.0%}{mark}") if delta is not None and share is not None else ("", "")
-        lines.append(f"| {stage} | {ms(base.stages[stage].p95)} | {ms(now.stages[stage].p95)} | {cells[0]} | {cells[1]} |")
+        cells = (
+            (f"{delta * 1000:+.1f} ms", f"{share:.0%}{mark}") if delta is not None and share is not None else ("", "")
+        )
+        lines.append(
+            f"| {stage} | {ms(base.stages[stage].p95)} | {ms(now.stages[stage].p95)} | {cells[0]} | {cells[1]} |"
+        )
     mark = " **◀**" if a.carrier == DELIVERY else ""
     lines.append(f"| {DELIVERY} (after total) | {ms(base.delivery.p95)} | {ms(now.delivery.p95)} | "
                  f"{a.deltas_s[DELIVERY] * 1000:+.1f} ms | {a.shares[DELIVERY]:.0%}{mark} |")

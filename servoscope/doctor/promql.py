@@ -51,7 +51,11 @@ class PromSource:
         return next(iter(self.by("", expr, at).values()), None)
 
     def busiest_model(self, at: str) -> str:
-        totals = self.by("model", f'sum by (model) (increase(servoscope_stage_duration_seconds_count{{stage="{TOTAL}"}}[{self.range}]))', at)
+        totals = self.by(
+            "model",
+            f'sum by (model) (increase(servoscope_stage_duration_seconds_count{{stage="{TOTAL}"}}[{self.range}]))',
+            at,
+        )
         if not totals:
             raise EvidenceError(f"Prometheus at {self.url} has no servoscope stage histograms at {at}")
         return max(totals, key=lambda m: totals[m])
@@ -62,7 +66,10 @@ class PromSource:
         counts = self.by("stage", f"sum by (stage) (increase(servoscope_stage_duration_seconds_count{{{m}}}[{r}]))", at)
         if counts.get(TOTAL, 0.0) <= 0:
             raise EvidenceError(f"no requests for model {name!r} in the {r} before {at}")
-        q = {k: self.by("stage", _quantile(v, "servoscope_stage_duration_seconds", m, r, "stage"), at) for k, v in QUANTILES.items()}
+        q = {
+            k: self.by("stage", _quantile(v, "servoscope_stage_duration_seconds", m, r, "stage"), at)
+            for k, v in QUANTILES.items()
+        }
         stages = {s: Percentiles(counts.get(s, 0.0), q["p50"].get(s, 0.0), q["p95"].get(s, 0.0), q["p99"].get(s, 0.0))
                   for s in STAGE_NAMES}
         one = lambda expr: self.scalar(expr, at)  # noqa: E731
@@ -71,6 +78,7 @@ class PromSource:
             *(one(_quantile(v, "servoscope_response_delivery_seconds", m, r)) for v in QUANTILES.values()),
         )
         busiest = f"max(avg by (instance) (rate(servoscope_model_busy_seconds_total{{{m}}}[{r}])))"
+        refused = self.by("reason", f"sum by (reason) (rate(servoscope_refused_total{{{m}}}[{r}]))", at)
         return Evidence(
             model=name,
             window=r,
@@ -79,21 +87,23 @@ class PromSource:
             answered_per_s=one(f"sum(rate(servoscope_requests_total{{{m}}}[{r}]))"),
             refused_per_s=one(f"sum(rate(servoscope_refused_total{{{m}}}[{r}]))"),
             errors_per_s=one(f'sum(rate(servoscope_requests_total{{{m}, code!~"2.."}}[{r}]))'),
-            refused_by_reason={k: v for k, v in self.by("reason", f"sum by (reason) (rate(servoscope_refused_total{{{m}}}[{r}]))", at).items() if v > 0},
-            batch_mean_size=one(f"sum(rate(servoscope_batch_size_sum{{{m}}}[{r}])) / sum(rate(servoscope_batch_size_count{{{m}}}[{r}]))"),
+            refused_by_reason={k: v for k, v in refused.items() if v > 0},
+            batch_mean_size=one(f"sum(rate(servoscope_batch_size_sum{{{m}}}[{r}])) / "
+                                f"sum(rate(servoscope_batch_size_count{{{m}}}[{r}]))"),
             batch_max_size=None,
             busy_ratio=one(busiest),
             instances=int(one(f"max(count by (instance) (servoscope_model_busy_seconds_total{{{m}}}))")) or 1,
             input_bytes_p95=one(_quantile(0.95, "servoscope_input_bytes", m, r)),
             input_pixels_p95=one(_quantile(0.95, "servoscope_input_pixels", m, r)),
             preprocess_workers=int(one("max(sum by (instance) (servoscope_preprocess_workers))")),
-            event_loop_lag_p95_s=one(f"max(histogram_quantile(0.95, sum by (le, instance) (rate(servoscope_event_loop_lag_seconds_bucket[{r}]))))"),
+            event_loop_lag_p95_s=one("max(histogram_quantile(0.95, sum by (le, instance) "
+                                     f"(rate(servoscope_event_loop_lag_seconds_bucket[{r}]))))"),
             cpu_count=int(one("max(count by (instance) (servoscope_system_cpu_core_utilization_ratio))")) or 1,
-            machine_cpu_percent=100 * one(f"max(avg_over_time(servoscope_system_cpu_utilization_ratio[{r}]))"),
-            process_cpu_percent=100 * one(f"max(avg_over_time(servoscope_process_cpu_utilization_ratio[{r}]))"),
+            machine_cpu_utilization_ratio=one(f"max(avg_over_time(servoscope_system_cpu_utilization_ratio[{r}]))"),
+            process_cpu_cores=one(f"max(avg_over_time(servoscope_process_cpu_cores[{r}]))"),
             memory_available_bytes=one(f"min(avg_over_time(servoscope_system_memory_available_bytes[{r}]))"),
             memory_total_bytes=None,
-            swap_used_percent=None,
+            swap_used_ratio=None,
             arrived_per_s=one(f"sum(rate(servoscope_requests_arrived_total{{{m}}}[{r}]))"),
             **self._gpu(at),
         )
@@ -101,13 +111,17 @@ class PromSource:
     def _gpu(self, at: str) -> dict[str, Any]:
         """The busiest GPU over the range, where the targets have one."""
         r = self.range
-        util = self.maybe(f"100 * max(avg_over_time(servoscope_gpu_utilization_ratio[{r}]))", at)
+        util = self.maybe(f"max(avg_over_time(servoscope_gpu_utilization_ratio[{r}]))", at)
         if util is None:
             return {}
-        clock = self.maybe(f"min(avg_over_time(servoscope_gpu_sm_clock_hertz[{r}]) / avg_over_time(servoscope_gpu_sm_clock_max_hertz[{r}]))", at)
+        clock = self.maybe(
+            f"min(avg_over_time(servoscope_gpu_sm_clock_hertz[{r}]) / "
+            f"avg_over_time(servoscope_gpu_sm_clock_max_hertz[{r}]))",
+            at,
+        )
         reasons = self.by("reason", f"max by (reason) (max_over_time(servoscope_gpu_throttle_reason[{r}]))", at)
         return {
-            "gpu_utilization_percent": util, "gpu_clock_ratio": clock,
+            "gpu_utilization_ratio": util, "gpu_clock_ratio": clock,
             "gpu_throttle_reasons": tuple(sorted(k for k, v in reasons.items() if v > 0 and k in SLOWING_REASONS)),
         }
 

@@ -81,7 +81,9 @@ def _attribute(d: Diagnosis) -> RenderableType:
         share = a.shares[stage]
         carrier = stage == a.carrier
         bar = "█" * round(share * BAR_CELLS) + ("  ◀ carries it" if carrier else "")
-        table.add_row(stage, f"{delta * 1000:+.1f} ms", f"{share:.0%}", Text(bar, style="bold yellow" if carrier else "yellow"))
+        table.add_row(
+            stage, f"{delta * 1000:+.1f} ms", f"{share:.0%}", Text(bar, style="bold yellow" if carrier else "yellow")
+        )
     return Group(_heading("2. Attribute (share of the total-P95 increase, from per-stage P95 deltas)"), table)
 
 
@@ -106,7 +108,11 @@ def _prescribe(d: Diagnosis) -> RenderableType:
         lines += [_indent(line, 3), _indent(Text(f"expected: {fix.effect}", style="dim"), 6)]
     if d.confirm.significant:
         scopes = {fix.scope for fix in d.top.fixes}
-        verdict = "the model itself may need to change" if "model" in scopes else "infrastructure/configuration changes suffice"
+        verdict = (
+            "the model itself may need to change"
+            if "model" in scopes
+            else "infrastructure/configuration changes suffice"
+        )
         lines.append(_indent(Text(f"\n{verdict}"), 3))
     lines.append(_indent(Text(f"\ntop finding: {one_line(d)}", style="bold"), 3))
     return Group(*lines)

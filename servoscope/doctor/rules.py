@@ -13,8 +13,9 @@ stage; larger inputs fill the preprocess queue; a CPU neighbour lowers capacity 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from servoscope.doctor.evidence import Evidence, Percentiles
 from servoscope.stages import STAGES, Stage
@@ -166,14 +167,14 @@ def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | 
     # Without the machine's total (PromQL), the drop is measured against the baseline's available memory.
     total = max(now.memory_total_bytes or base.memory_available_bytes, 1.0)
     drop = (base.memory_available_bytes - now.memory_available_bytes) / total
-    swaps = (base.swap_used_percent, now.swap_used_percent)
+    swaps = (base.swap_used_ratio, now.swap_used_ratio)
     swap_rise = swaps[1] - swaps[0] if swaps[0] is not None and swaps[1] is not None else 0.0
-    if drop < 0.15 and swap_rise < 10:
+    if drop < 0.15 and swap_rise < 0.10:
         return None
     return Finding(
         "memory-pressure",
         "available memory fell sharply; every stage slowed together",
-        _conf(0.6 + drop + swap_rise / 100),
+        _conf(0.6 + drop + swap_rise),
         (
             f"memory available {gib(base.memory_available_bytes)} → {gib(now.memory_available_bytes)}"
             f" ({drop:.0%} of {gib(total)}); swap used {_pct(swaps[0])} → {_pct(swaps[1])}",
@@ -191,10 +192,10 @@ def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | 
 
 def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     px, by = _ratio(now.input_pixels_p95, base.input_pixels_p95), _ratio(now.input_bytes_p95, base.input_bytes_p95)
-    front = sum(a.shares[s] for s in ("ingest", "queue", "preprocess"))
+    front = sum(a.shares[s] for s in (Stage.INGEST, Stage.PREPROCESS_WAIT, Stage.PREPROCESS))
     if max(px, by) < 1.5 or front < 0.3:
         return None
-    pre = (base.stages["preprocess"].p95, now.stages["preprocess"].p95)
+    pre = (base.stages[Stage.PREPROCESS].p95, now.stages[Stage.PREPROCESS].p95)
     return Finding(
         "input-drift",
         "clients send much larger images; decoding/resizing them costs more",
@@ -202,7 +203,8 @@ def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None
         (
             f"input P95 {kib(base.input_bytes_p95)} → {kib(now.input_bytes_p95)} (×{by:.0f}), "
             f"{mpx(base.input_pixels_p95)} → {mpx(now.input_pixels_p95)} (×{px:.0f})",
-            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; ingest+queue+preprocess carry {front:.0%} of the rise",
+            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; "
+            f"ingest+preprocess_wait+preprocess carry {front:.0%} of the rise",
             f"throughput unchanged-ish: {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
         ),
         (
@@ -218,7 +220,7 @@ def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None
 def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     outside = now.outside_cpu_cores - base.outside_cpu_cores
     load = _ratio(now.answered_per_s, base.answered_per_s)
-    if outside < 0.5 or now.machine_cpu_percent < 85 or load > 1.1:
+    if outside < 0.5 or now.machine_cpu_utilization_ratio < 0.85 or load > 1.1:
         return None
     cap = (base.capacity_per_s, now.capacity_per_s)
     return Finding(
@@ -226,9 +228,10 @@ def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         "something outside the service is using the CPU; the service's own load did not rise",
         _conf(0.6 + 0.2 * min(outside, 1.5)),
         (
-            f"machine CPU {base.machine_cpu_percent:.0f}% → {now.machine_cpu_percent:.0f}% of {now.cpu_count} cores; "
+            f"machine CPU {base.machine_cpu_utilization_ratio:.0%} → {now.machine_cpu_utilization_ratio:.0%} "
+            f"of {now.cpu_count} cores; "
             f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores",
-            f"service process CPU {base.process_cpu_percent:.0f}% → {now.process_cpu_percent:.0f}%; "
+            f"service process CPU {base.process_cpu_cores:.2f} → {now.process_cpu_cores:.2f} cores; "
             f"throughput {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s (×{load:.2f})",
             f"capacity (throughput / busy) {cap[0]:.0f} → {cap[1]:.0f} req/s; {_spread(a)}",
         ),
@@ -244,24 +247,27 @@ def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
 def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     growth = _ratio(now.batch_mean_size, base.batch_mean_size)
     cap = _ratio(now.capacity_per_s, base.capacity_per_s)
-    if a.shares["batch_wait"] < 0.3 or growth < 2.0 or now.busy_ratio >= 0.7 or cap < 0.8:
+    if a.shares[Stage.BATCH_WAIT] < 0.3 or growth < 2.0 or now.busy_ratio >= 0.7 or cap < 0.8:
         return None
-    wait = now.stages["batch_wait"].p95
+    wait = now.stages[Stage.BATCH_WAIT].p95
     return Finding(
         "batching-misconfig",
         "requests wait in the batcher for company while the model instances sit idle",
-        _conf(0.6 + 0.1 * min(growth / 5, 2) + 0.1 * a.shares["batch_wait"]),
+        _conf(0.6 + 0.1 * min(growth / 5, 2) + 0.1 * a.shares[Stage.BATCH_WAIT]),
         (
-            f"batch_wait P95 {ms(base.stages['batch_wait'].p95)} → {ms(wait)} "
-            f"({a.shares['batch_wait']:.0%} of the rise)",
-            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} (largest {now.batch_max_size or 'unknown'}); "
-            f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} for the larger batches",
+            f"batch_wait P95 {ms(base.stages[Stage.BATCH_WAIT].p95)} → {ms(wait)} "
+            f"({a.shares[Stage.BATCH_WAIT]:.0%} of the rise)",
+            f"mean batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f} "
+            f"(largest {now.batch_max_size or 'unknown'}); "
+            f"inference P95 {ms(base.stages[Stage.INFERENCE].p95)} → {ms(now.stages[Stage.INFERENCE].p95)} "
+            "for the larger batches",
             f"model busy ratio only {now.busy_ratio:.2f} at {now.answered_per_s:.0f} req/s: not saturated",
         ),
         (
             Fix(f"lower max_queue_delay from ~{wait * 1000:.0f} ms (the batch_wait P95) to 0–5 ms, "
                 f"and cap max_batch_size near the baseline's ({max(base.batch_max_size or 1, 1)})",
-                f"batch_wait P95 back to ~{ms(base.stages['batch_wait'].p95)}, total P95 toward {ms(base.total.p95)}",
+                f"batch_wait P95 back to ~{ms(base.stages[Stage.BATCH_WAIT].p95)}, "
+                f"total P95 toward {ms(base.total.p95)}",
                 "configuration"),
         ),
     )
@@ -269,7 +275,7 @@ def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding
 
 def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     cap = (base.capacity_per_s, now.capacity_per_s)
-    inf = _ratio(now.stages["inference"].p95, base.stages["inference"].p95)
+    inf = _ratio(now.stages[Stage.INFERENCE].p95, base.stages[Stage.INFERENCE].p95)
     load = _ratio(now.answered_per_s, base.answered_per_s)
     if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1:
         return None
@@ -280,7 +286,8 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         summary,
         _conf(0.5 + 0.1 * min(inf, 4.0)),
         (
-            f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} (×{inf:.1f}); "
+            f"inference P95 {ms(base.stages[Stage.INFERENCE].p95)} → {ms(now.stages[Stage.INFERENCE].p95)} "
+            f"(×{inf:.1f}); "
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}",
             f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f} at {base.answered_per_s:.0f} → "
             f"{now.answered_per_s:.0f} req/s: capacity {cap[0]:.0f} → {cap[1]:.0f} req/s",
@@ -289,7 +296,8 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         ),
         (
             first_fix,
-            Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
+            Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → "
+                f"~{now.busy_ratio * n / (n + 1):.2f}",
                 "queueing in batch_wait collapses", "infrastructure"),
             Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
                 "per-batch inference time down; accuracy must be re-checked", "model"),
@@ -297,25 +305,29 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
     )
 
 
-GPU_BUSY_PERCENT = 85.0  # at or above: the GPU is saturated
+GPU_BUSY_RATIO = 0.85  # at or above: the GPU is saturated
 GPU_SLOW_CLOCK = 0.8  # SM clock below this share of its maximum: held down
 
 
 def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
     """What ran the slower inference: a throttled GPU, a saturated one, one left waiting on the host —
     told apart by its utilization and clocks — or, without a GPU, the CPU cores."""
-    back = f"inference P95 back toward {ms(base.stages['inference'].p95)}"
-    util, clock, reasons = now.gpu_utilization_percent, now.gpu_clock_ratio, now.gpu_throttle_reasons
+    back = f"inference P95 back toward {ms(base.stages[Stage.INFERENCE].p95)}"
+    util, clock, reasons = now.gpu_utilization_ratio, now.gpu_clock_ratio, now.gpu_throttle_reasons
     if util is None:
         return (
             "the model itself runs slower at the same load (no GPU: the cores running it are throttled or shared)",
             "no GPU reported: inference runs on the CPU",
-            Fix("check the cores: frequency scaling and thermal throttling, CPU steal on a VM, cgroup CPU-quota throttling",
-                back, "infrastructure"),
+            Fix(
+                "check the cores: frequency scaling and thermal throttling, CPU steal on a VM, "
+                "cgroup CPU-quota throttling",
+                back,
+                "infrastructure",
+            ),
         )
-    was = f"{base.gpu_utilization_percent:.0f}%" if base.gpu_utilization_percent is not None else "unknown"
+    was = f"{base.gpu_utilization_ratio:.0%}" if base.gpu_utilization_ratio is not None else "unknown"
     clocks = f"SM clock {clock:.0%} of its maximum" if clock is not None else "SM clock unknown"
-    line = f"GPU busy {was} → {util:.0f}%; {clocks}; throttle reasons: {', '.join(reasons) or 'none'}"
+    line = f"GPU busy {was} → {util:.0%}; {clocks}; throttle reasons: {', '.join(reasons) or 'none'}"
     if reasons or (clock is not None and clock < GPU_SLOW_CLOCK):
         return (
             f"the GPU is throttled: its clocks are held down ({clocks}), so every batch takes longer",
@@ -323,15 +335,20 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
             Fix("restore the clocks: cooling and airflow for thermal slowdown, the power limit (nvidia-smi -pl) for "
                 "power capping; move the service off a card that keeps throttling", back, "infrastructure"),
         )
-    if util >= GPU_BUSY_PERCENT:
+    if util >= GPU_BUSY_RATIO:
         return (
-            f"the GPU is saturated ({util:.0f}% busy) and each batch takes longer: other work shares the GPU, or the model got heavier",
+            f"the GPU is saturated ({util:.0%} busy) and each batch takes longer: other work shares the GPU, or the "
+            "model got heavier",
             line,
-            Fix("find what else runs on the GPU (nvidia-smi; the processes in /v1/stats) and move it, or give the model "
-                "a GPU of its own (a dedicated card or a MIG slice)", back, "infrastructure"),
+            Fix(
+                "find what else runs on the GPU (nvidia-smi; the processes in /v1/stats) and move it, "
+                "or give the model a GPU of its own (a dedicated card or a MIG slice)",
+                back,
+                "infrastructure",
+            ),
         )
     return (
-        f"the GPU waits ({util:.0f}% busy) while inference got slower: the time goes on the host — "
+        f"the GPU waits ({util:.0%} busy) while inference got slower: the time goes on the host — "
         "CPU work around the kernels, copies between host and device",
         line,
         Fix("profile the host side of inference: CPU contention on the cores feeding the GPU, host↔device copies "
@@ -344,23 +361,24 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
     # Without fewer workers, the queue must have grown on its own: no more traffic, a model with headroom
     # (more traffic fills the preprocess queue too, on its way to the model: that is traffic growth).
     idle_model = _traffic_ratio(base, now) < MIN_TRAFFIC_GROWTH and now.busy_ratio < 0.5
-    if a.carrier != Stage.QUEUE.value or not (fewer or idle_model):
+    if a.carrier != Stage.PREPROCESS_WAIT or not (fewer or idle_model):
         return None
     w = (base.preprocess_workers, now.preprocess_workers)
-    q = (base.stages["queue"].p95, now.stages["queue"].p95)
+    q = (base.stages[Stage.PREPROCESS_WAIT].p95, now.stages[Stage.PREPROCESS_WAIT].p95)
     return Finding(
         "preprocess-starvation",
         "requests wait for a preprocessing worker: too few workers for the decode work",
-        _conf(0.5 + (0.3 if fewer else 0.0) + 0.1 * a.shares["queue"]),
+        _conf(0.5 + (0.3 if fewer else 0.0) + 0.1 * a.shares[Stage.PREPROCESS_WAIT]),
         (
-            f"queue (wait for a preprocess worker) P95 {ms(q[0])} → {ms(q[1])}, {a.shares['queue']:.0%} of the rise",
-            f"preprocess workers {w[0]} → {w[1]}; preprocess P95 {ms(base.stages['preprocess'].p95)} → "
-            f"{ms(now.stages['preprocess'].p95)} (each decode is not slower)",
+            f"preprocess_wait (wait for a preprocess worker) P95 {ms(q[0])} → {ms(q[1])}, "
+            f"{a.shares[Stage.PREPROCESS_WAIT]:.0%} of the rise",
+            f"preprocess workers {w[0]} → {w[1]}; preprocess P95 {ms(base.stages[Stage.PREPROCESS].p95)} → "
+            f"{ms(now.stages[Stage.PREPROCESS].p95)} (each decode is not slower)",
             f"inputs unchanged (P95 {kib(now.input_bytes_p95)}); no outside CPU; model busy {now.busy_ratio:.2f}",
         ),
         (
             Fix(f"add preprocess workers ({w[1]} → {max(w[0], w[1] + 1)}) and the cores to run them",
-                f"queue P95 back toward {ms(q[0])}", "infrastructure"),
+                f"preprocess_wait P95 back toward {ms(q[0])}", "infrastructure"),
         ),
     )
 
@@ -380,7 +398,8 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         _conf(0.5 + (load - 1) + 0.3 * (now.busy_ratio - 0.7) / 0.3),
         (
             f"traffic {traffic[0]:.0f} → {traffic[1]:.0f} req/s (×{load:.2f}); answered "
-            f"{base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; refused {now.refused_per_s:.1f}/s {now.refused_by_reason or ''}".rstrip(),
+            f"{base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s; refused {now.refused_per_s:.1f}/s "
+            f"{now.refused_by_reason or ''}".rstrip(),
             f"busy ratio {base.busy_ratio:.2f} → {now.busy_ratio:.2f}; capacity unchanged "
             f"({base.capacity_per_s:.0f} → {now.capacity_per_s:.0f} req/s)",
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; {_spread(a)}",
@@ -389,17 +408,17 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
             Fix(f"add capacity — a replica, or cores for a third instance ({n} → {n + 1} instances' worth): "
                 f"busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
                 f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure"),
-            Fix("shed low-priority traffic at admission until capacity is added",
+            Fix("refuse low-priority traffic at admission until capacity is added",
                 f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)", "infrastructure"),
         ),
     )
 
 
 def slow_clients(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
-    late = a.shares[DELIVERY] + a.shares[Stage.RESPOND.value]
-    if a.carrier not in (DELIVERY, Stage.RESPOND.value) or late < 0.5:
+    late = a.shares[DELIVERY] + a.shares[Stage.RESPOND]
+    if a.carrier not in (DELIVERY, Stage.RESPOND) or late < 0.5:
         return None
-    r = (base.stages["respond"].p95, now.stages["respond"].p95)
+    r = (base.stages[Stage.RESPOND].p95, now.stages[Stage.RESPOND].p95)
     d = (base.delivery.p95, now.delivery.p95)
     return Finding(
         "slow-clients",
@@ -433,7 +452,8 @@ def no_regression(c: Confirmation) -> Finding:
         "no significant server-side regression",
         _conf(0.5 + 0.4 * min(min(c.samples) / 1000, 1.0)),
         (
-            f"total P95 {ms(c.p95[0])} → {ms(c.p95[1])} (×{c.p95_ratio:.2f}) on {c.samples[0]} vs {c.samples[1]} samples",
+            f"total P95 {ms(c.p95[0])} → {ms(c.p95[1])} (×{c.p95_ratio:.2f}) "
+            f"on {c.samples[0]} vs {c.samples[1]} samples",
             f"delivery (until clients acknowledged the answer) P95 {ms(c.delivery_p95[0])} → {ms(c.delivery_p95[1])}; "
             "if clients still report slowness, it lies beyond what the server can see: the client itself, "
             "connection set-up, or the network on the way in",
@@ -448,9 +468,19 @@ def inconclusive(base: Evidence, now: Evidence, a: Attribution) -> Finding:
         "inconclusive",
         f"regression carried by {a.carrier or 'no single stage'}, but no root-cause class fits the signals",
         0.3,
-        (_spread(a), _cpu_line(base, now), f"event-loop lag P95 {ms(base.event_loop_lag_p95_s)} → {ms(now.event_loop_lag_p95_s)}"),
-        (Fix("check next: GPU utilisation and clocks, errors and refusals by reason, traces of the slowest requests, "
-             "recent deploys and config changes", "narrows the cause", "infrastructure"),),
+        (
+            _spread(a),
+            _cpu_line(base, now),
+            f"event-loop lag P95 {ms(base.event_loop_lag_p95_s)} → {ms(now.event_loop_lag_p95_s)}",
+        ),
+        (
+            Fix(
+                "check next: GPU utilisation and clocks, errors and refusals by reason, "
+                "traces of the slowest requests, recent deploys and config changes",
+                "narrows the cause",
+                "infrastructure",
+            ),
+        ),
     )
 
 
@@ -463,7 +493,7 @@ def _spread(a: Attribution) -> str:
 
 
 def _cpu_line(base: Evidence, now: Evidence) -> str:
-    return (f"machine CPU {base.machine_cpu_percent:.0f}% → {now.machine_cpu_percent:.0f}%, "
+    return (f"machine CPU {base.machine_cpu_utilization_ratio:.0%} → {now.machine_cpu_utilization_ratio:.0%}, "
             f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores")
 
 
@@ -489,7 +519,7 @@ def _conf(x: float) -> float:
 
 
 def _pct(x: float | None) -> str:
-    return "unknown" if x is None else f"{x:.0f}%"
+    return "unknown" if x is None else f"{x:.0%}"
 
 
 def ms(seconds: float) -> str:

@@ -42,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(model_repository=args.model_repository)
     prepare.ensure_default(settings.model_repository, settings.models_to_prepare())
     out = args.output or Path("drills") / f"{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}"
-    report = run_drill(SCENARIOS[args.scenario], args.model_repository, out, args.short, say=lambda m: print(m, flush=True))
+    report = run_drill(
+        SCENARIOS[args.scenario], args.model_repository, out, args.short, say=lambda m: print(m, flush=True)
+    )
     a = report["affected"]
-    print(f"{report['scenario']}: {a['stage']} P95 {a['baseline_p95_ms']:.1f} → {a['degraded_p95_ms']:.1f} ms (×{a['p95_ratio']:.2f})")
+    print(
+        f"{report['scenario']}: {a['stage']} P95 {a['baseline_p95_ms']:.1f} → {a['degraded_p95_ms']:.1f} ms "
+        f"(×{a['p95_ratio']:.2f})"
+    )
     return 0

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -55,7 +56,10 @@ def runtime_wrapper(faults: Faults) -> RuntimeWrapper | None:
     active = faults.active()
     if not active:
         return None
-    log.warning("!!! INJECTED FAULTS ACTIVE (servoscope drill / --inject-* flag): %s — this service is slowed on purpose", active)
+    log.warning(
+        "!!! INJECTED FAULTS ACTIVE (servoscope drill / --inject-* flag): %s — this service is slowed on purpose",
+        active,
+    )
 
     def wrap(runtime: Runtime) -> Runtime:
         return DelayedRuntime(runtime, faults.inference_delay_s) if faults.inference_delay_s else runtime
@@ -70,7 +74,9 @@ class FaultCollector(Collector):
         self.faults = faults
 
     def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(FAULT_GAUGE, "Faults injected on purpose (drills), by setting value.", labels=["fault"])
+        gauge = GaugeMetricFamily(
+            FAULT_GAUGE, "Faults injected on purpose (drills), by setting value.", labels=["fault"]
+        )
         for name, value in self.faults.active().items():
             gauge.add_metric([name], value)
         yield gauge

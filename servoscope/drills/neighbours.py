@@ -16,8 +16,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 GIB = 1024**3
 PAGE = 4096
@@ -68,7 +68,9 @@ def memory_target_bytes(available: int, fraction: float, margin: int = 4 * GIB) 
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     target = min(int(available * fraction), available - margin)
     if target < GIB:
-        raise NeighbourError(f"only {available / GIB:.1f} GiB available: no room to squeeze beside a {margin / GIB:.0f} GiB margin")
+        raise NeighbourError(
+            f"only {available / GIB:.1f} GiB available: no room to squeeze beside a {margin / GIB:.0f} GiB margin"
+        )
     return target
 
 
@@ -77,7 +79,9 @@ def _wait_ready(process: subprocess.Popen[bytes], deadline_s: float) -> None:
     ready, _, _ = select.select([process.stdout], [], [], deadline_s)
     line = process.stdout.readline() if ready else b""
     if line != READY:
-        raise NeighbourError(f"neighbour {process.pid} not ready within {deadline_s}s (said {line!r}, exit {process.poll()})")
+        raise NeighbourError(
+            f"neighbour {process.pid} not ready within {deadline_s}s (said {line!r}, exit {process.poll()})"
+        )
 
 
 @contextlib.contextmanager

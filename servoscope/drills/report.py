@@ -45,7 +45,14 @@ def ratio(a: float, b: float) -> float:
 
 def compare(baseline: dict[str, Any], degraded: dict[str, Any]) -> dict[str, Any]:
     b, d = stage_ms(baseline), stage_ms(degraded)
-    stages = {k: {"baseline_ms": b[k], "degraded_ms": d.get(k), "p95_ratio": ratio(b[k]["p95"], d.get(k, {}).get("p95", math.nan))} for k in b}
+    stages = {
+        k: {
+            "baseline_ms": b[k],
+            "degraded_ms": d.get(k),
+            "p95_ratio": ratio(b[k]["p95"], d.get(k, {}).get("p95", math.nan)),
+        }
+        for k in b
+    }
     mb, md = model_window(baseline), model_window(degraded)
     return {
         "stages": stages,
@@ -106,19 +113,22 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"**Changed{injected}:** {ch['what']}  ", f"`{ch['parameter']}`: {ch['baseline']} → {ch['degraded']}", "",
         f"**Affected stage `{a['stage']}`: P95 {_ms(a['baseline_p95_ms'])} ms → {_ms(a['degraded_p95_ms'])} ms "
         f"(×{a['p95_ratio']:.2f})**", "",
-        f"Capacity (closed loop): {report['capacity']['max_rps']:.1f} req/s; knee {report['capacity']['knee_rps']:.1f} req/s "
+        f"Capacity (closed loop): {report['capacity']['max_rps']:.1f} req/s; knee "
+        f"{report['capacity']['knee_rps']:.1f} req/s "
         f"at {report['capacity']['knee_concurrency']} clients.  ",
         f"Baseline traffic: {report['baseline_traffic']['description']}.  ",
         f"Degraded traffic: {report['degraded_traffic']['description']}.  ",
         f"Each window ran on a freshly started service; server figures are its `/v1/stats` `{report['stats_window']}` "
         "window (`baseline.json`, `degraded.json`).", "",
-        "| stage | P50 base | P50 degr | P95 base | P95 degr | P95 × | P99 base | P99 degr |", "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| stage | P50 base | P50 degr | P95 base | P95 degr | P95 × | P99 base | P99 degr |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for stage, s in c["stages"].items():
         b, d = s["baseline_ms"], s["degraded_ms"] or {}
         lines.append(
             f"| {stage} | {_ms(b['p50'])} | {_ms(d.get('p50'))} | {_ms(b['p95'])} | {_ms(d.get('p95'))} | "
-            f"{_ms(s['p95_ratio']) if not math.isnan(s['p95_ratio']) else '–'} | {_ms(b['p99'])} | {_ms(d.get('p99'))} |"
+            f"{_ms(s['p95_ratio']) if not math.isnan(s['p95_ratio']) else '–'} | {_ms(b['p99'])} | "
+            f"{_ms(d.get('p99'))} |"
         )
     lines += ["", "(ms; `client:*` are measured by the drill's clients from each request's scheduled send time.)", "",
               "| figure | baseline | degraded |", "|---|---:|---:|"]
@@ -127,8 +137,12 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {name} | {_fmt(pair[0])} | {_fmt(pair[1])} |")
     lines.append(f"| busy ratio per instance | {_fmt(c['busy_ratio'][0])} | {_fmt(c['busy_ratio'][1])} |")
     r = report["restored"]
-    lines += ["", f"Restored: neighbours still alive {r['neighbours_alive'] or 'none'}; baseline configuration restarted "
-              f"(faults {r['faults']}, batching {r['batching']}, preprocess_workers {r['preprocess_workers']}).", ""]
+    lines += [
+        "",
+        f"Restored: neighbours still alive {r['neighbours_alive'] or 'none'}; baseline configuration restarted "
+        f"(faults {r['faults']}, batching {r['batching']}, preprocess_workers {r['preprocess_workers']}).",
+        "",
+    ]
     lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
@@ -151,7 +165,9 @@ def plot(comparison: dict[str, Any], baseline: dict[str, Any], degraded: dict[st
     fig, ax = plt.subplots(figsize=(10, 4))
     xs = range(len(names))
     for offset, key, label in ((-0.2, "baseline_ms", "baseline"), (0.2, "degraded_ms", "degraded")):
-        ax.bar([x + offset for x in xs], [max(1e-3, comparison["stages"][n][key]["p95"]) for n in names], 0.4, label=label)
+        ax.bar(
+            [x + offset for x in xs], [max(1e-3, comparison["stages"][n][key]["p95"]) for n in names], 0.4, label=label
+        )
     ax.set_xticks(list(xs), names, rotation=30, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("P95, ms (log)")

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from servoscope.drills import neighbours as nb
+from servoscope.drills.placement import Placement, place, profile_replica
 from servoscope.drills.report import model_window, write_report
 from servoscope.drills.scenarios import Context, Scenario
 from servoscope.drills.service import running
-from servoscope.drills.placement import Placement, place, profile_replica
 from servoscope.drills.traffic import measure_capacity, mixed_images
 from servoscope.drills.window import measure
 from servoscope.models.prepare import DEFAULT_MODEL
@@ -44,7 +45,9 @@ def stage_p95_s(window: dict[str, Any]) -> dict[str, float]:
     return {name: s["p95"] for name, s in model_window(window)["stages"].items() if s}
 
 
-def run_drill(scenario: Scenario, repository: Path, out_dir: Path, short: bool, say: Progress = print) -> dict[str, Any]:
+def run_drill(
+    scenario: Scenario, repository: Path, out_dir: Path, short: bool, say: Progress = print
+) -> dict[str, Any]:
     form = Form.of(short)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -64,13 +67,17 @@ def run_drill(scenario: Scenario, repository: Path, out_dir: Path, short: bool, 
     change = scenario.degrade(ctx)
     flags = scenario.baseline_flags if change.same_config else scenario.baseline_flags + change.flags
     say(f"  degraded: {change.what}")
-    with running(repository, flags, out_dir / "service-degraded.log") as service:
-        with nb.running(change.neighbours) as neighbours:
-            degraded, _ = measure(service, change.traffic or traffic, neighbours.pids)
+    with (
+        running(repository, flags, out_dir / "service-degraded.log") as service,
+        nb.running(change.neighbours) as neighbours,
+    ):
+        degraded, _ = measure(service, change.traffic or traffic, neighbours.pids)
     restored = restore(repository, scenario, out_dir, degraded["neighbour_pids"])
     for name, doc in (("baseline", baseline), ("degraded", degraded)):
         (out_dir / f"{name}.json").write_text(json.dumps(doc, indent=1))
-    report = write_report(scenario, change, capacity, baseline, degraded, restored, out_dir, form.name, time.monotonic() - started)
+    report = write_report(
+        scenario, change, capacity, baseline, degraded, restored, out_dir, form.name, time.monotonic() - started
+    )
     say(f"  report: {out_dir / 'report.md'} ({report['elapsed_s']:.0f} s)")
     return report
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import psutil
 
@@ -14,6 +14,7 @@ from servoscope.drills.neighbours import NeighbourSpec, memory_target_bytes
 from servoscope.drills.slowclient import Reader
 from servoscope.drills.traffic import Capacity, Traffic
 from servoscope.resources import available_cores
+from servoscope.stages import TOTAL, Stage
 
 SMALL: tuple[tuple[str, float], ...] = (("small", 1.0),)
 PHONE: tuple[tuple[str, float], ...] = (("phone", 1.0),)
@@ -108,12 +109,17 @@ def _batching(ctx: Context) -> Degradation:
 
 
 def _slow_inference(ctx: Context) -> Degradation:
-    base = ctx.baseline_stage_p95_s.get("inference", 0.01)
+    base = ctx.baseline_stage_p95_s.get(Stage.INFERENCE, 0.01)
     delay_ms = round(max(20.0, 3000 * base))
     return Degradation(
-        f"INJECTED fault: +{delay_ms} ms per inference batch, slept in each instance's thread (3× baseline inference P95, at least 20 ms)",
-        "faults.inference_delay_s", "0", f"{delay_ms / 1000:g}",
-        flags=("--inject-inference-delay-ms", str(delay_ms)), injected=True, same_config=False,
+        f"INJECTED fault: +{delay_ms} ms per inference batch, slept in each instance's thread "
+        "(3× baseline inference P95, at least 20 ms)",
+        "faults.inference_delay_s",
+        "0",
+        f"{delay_ms / 1000:g}",
+        flags=("--inject-inference-delay-ms", str(delay_ms)),
+        injected=True,
+        same_config=False,
     )
 
 
@@ -152,28 +158,47 @@ def _slow_clients(ctx: Context) -> Degradation:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("traffic-growth", "request rate +15% from a baseline the planner places so that +15% crosses the knee",
-                 "total", "queues form everywhere once the rate nears capacity: total (and the queues) rise",
-                 _growth, placed=True),
-        Scenario("image-drift", "upload mix shifts from 320×240 thumbnails to 30% phone photos (4032×3024)",
-                 "preprocess", "decoding a 12 MP JPEG costs far more than a thumbnail: preprocess (then queue) rise",
-                 _drift, load_fraction=0.4),
-        Scenario("cpu-contention", "one busy-loop process per core, normal priority, beside the service",
-                 "inference", "inference and decode threads get a share of the cores: inference (and batch_wait) rise",
-                 _cpu),
-        Scenario("batching-misconfig", "batcher max_queue_delay 200 ms with max_batch_size 64 (baseline: the model's 0 ms / 4)",
-                 "batch_wait", "requests sit in the batcher waiting for company: batch_wait rises", _batching),
-        Scenario("slow-inference", "INJECTED inference delay per batch (stands in for a throttled or shared accelerator)",
-                 "inference", "the instance is busy longer per batch: inference (and batch_wait) rise", _slow_inference),
-        Scenario("preprocess-starvation", "preprocess workers cut to 1 under a phone-photo load",
-                 "queue", "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
-                 load_fraction=0.8),
-        Scenario("memory-pressure", "a neighbour holds most of the available memory (never all but 4 GiB) and keeps touching it",
-                 "total", "no swap here: the squeeze shows as memory-bandwidth and CPU contention, a little in every "
-                 "stage (queue, batch_wait, inference): total rises",
-                 _memory),
-        Scenario("slow-clients", "25% of clients (top_k 1000, ~60 KB answers) read slowly through a 4 KB receive buffer",
-                 "client:delivery", "the answer leaves the server at once (kernel buffers hold it): only the client-side "
-                 "delivery time (client latency − server total) rises", _slow_clients, slow_share=0.25, slow_top_k=1000),
+        Scenario(
+            "traffic-growth", "request rate +15% from a baseline the planner places so that +15% crosses the knee",
+            TOTAL, "queues form everywhere once the rate nears capacity: total (and the queues) rise",
+            _growth, placed=True,
+        ),
+        Scenario(
+            "image-drift", "upload mix shifts from 320×240 thumbnails to 30% phone photos (4032×3024)",
+            Stage.PREPROCESS, "decoding a 12 MP JPEG costs far more than a thumbnail: preprocess (then queue) rise",
+            _drift, load_fraction=0.4,
+        ),
+        Scenario(
+            "cpu-contention", "one busy-loop process per core, normal priority, beside the service",
+            Stage.INFERENCE, "inference and decode threads get a share of the cores: inference (and batch_wait) rise",
+            _cpu,
+        ),
+        Scenario(
+            "batching-misconfig",
+            "batcher max_queue_delay 200 ms with max_batch_size 64 (baseline: the model's 0 ms / 4)",
+            Stage.BATCH_WAIT, "requests sit in the batcher waiting for company: batch_wait rises", _batching,
+        ),
+        Scenario(
+            "slow-inference", "INJECTED inference delay per batch (stands in for a throttled or shared accelerator)",
+            Stage.INFERENCE, "the instance is busy longer per batch: inference (and batch_wait) rise", _slow_inference,
+        ),
+        Scenario(
+            "preprocess-starvation", "preprocess workers cut to 1 under a phone-photo load",
+            Stage.PREPROCESS_WAIT, "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
+            load_fraction=0.8,
+        ),
+        Scenario(
+            "memory-pressure",
+            "a neighbour holds most of the available memory (never all but 4 GiB) and keeps touching it",
+            TOTAL, "no swap here: the squeeze shows as memory-bandwidth and CPU contention, a little in every "
+            "stage (queue, batch_wait, inference): total rises",
+            _memory,
+        ),
+        Scenario(
+            "slow-clients", "25% of clients (top_k 1000, ~60 KB answers) read slowly through a 4 KB receive buffer",
+            "client:delivery", "the answer leaves the server at once (kernel buffers hold it): only the client-side "
+            "delivery time (client latency − server total) rises",
+            _slow_clients, slow_share=0.25, slow_top_k=1000,
+        ),
     )
 }

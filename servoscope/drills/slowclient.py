@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from servoscope.loadgen import EncodedRequest, Endpoint, Sample
 
@@ -26,7 +26,9 @@ class Reader:
     def describe(self) -> str:
         if not self.pause_s:
             return "read normally"
-        return f"read {self.chunk_bytes} B every {1000 * self.pause_s:g} ms through a {self.rcvbuf_bytes} B receive buffer"
+        return (
+            f"read {self.chunk_bytes} B every {1000 * self.pause_s:g} ms through a {self.rcvbuf_bytes} B receive buffer"
+        )
 
 
 async def _connect(endpoint: Endpoint, reader: Reader) -> socket.socket:
@@ -61,7 +63,9 @@ async def _read(sock: socket.socket, reader: Reader) -> tuple[int, str]:
     return int(lines[0].split(" ")[1]), headers.get("server-timing", "")
 
 
-async def _exchange(endpoint: Endpoint, request: EncodedRequest, reader: Reader, sample: Sample, timeout_s: float) -> None:
+async def _exchange(
+    endpoint: Endpoint, request: EncodedRequest, reader: Reader, sample: Sample, timeout_s: float
+) -> None:
     sock: socket.socket | None = None
     try:
         async with asyncio.timeout(timeout_s):
@@ -78,7 +82,11 @@ async def _exchange(endpoint: Endpoint, request: EncodedRequest, reader: Reader,
 
 
 async def slow_open_loop(
-    endpoint: Endpoint, requests: Sequence[EncodedRequest], arrivals: Sequence[float], reader: Reader, timeout_s: float = 30.0
+    endpoint: Endpoint,
+    requests: Sequence[EncodedRequest],
+    arrivals: Sequence[float],
+    reader: Reader,
+    timeout_s: float = 30.0,
 ) -> list[Sample]:
     """Send ``requests`` (cycled) at the ``arrivals`` offsets, each read by ``reader``; latency from the schedule."""
     start = time.perf_counter() + 0.01
@@ -91,7 +99,9 @@ async def slow_open_loop(
                 await asyncio.sleep(delay)  # the schedule
             sample = Sample(start + offset, start + offset)
             samples.append(sample)
-            tasks.append(asyncio.create_task(_exchange(endpoint, requests[i % len(requests)], reader, sample, timeout_s)))
+            tasks.append(
+                asyncio.create_task(_exchange(endpoint, requests[i % len(requests)], reader, sample, timeout_s))
+            )
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:

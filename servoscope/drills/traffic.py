@@ -5,6 +5,7 @@ get the same schedule), optionally a share of slow-reading clients; and the capa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -57,7 +58,8 @@ class Traffic:
         mix = " + ".join(f"{100 * share:g}% {name}" for name, share in self.mix)
         text = f"{self.rate_per_s:.1f} req/s Poisson for {self.duration_s:g} s, images {mix}, top_k {self.top_k}"
         if self.slow_share:
-            text += f"; {100 * self.slow_share:g}% of requests top_k {self.slow_top_k} from clients that {self.reader.describe()}"
+            slow = f"{100 * self.slow_share:g}% of requests top_k {self.slow_top_k}"
+            text += f"; {slow} from clients that {self.reader.describe()}"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -113,13 +115,17 @@ def knee(points: list[dict[str, float]]) -> tuple[float, int]:
     return first["throughput_rps"], int(first["concurrency"])
 
 
-def measure_capacity(endpoint: Endpoint, images: list[bytes], concurrencies: tuple[int, ...], step_s: float) -> Capacity:
+def measure_capacity(
+    endpoint: Endpoint, images: list[bytes], concurrencies: tuple[int, ...], step_s: float
+) -> Capacity:
     requests = requests_for(endpoint, images, 5)
     run(closed_loop(endpoint, requests, concurrencies[-1], max(0.5, step_s / 2)))  # warm-up, not counted
     points = []
     for c in concurrencies:
         s = summarize(run(closed_loop(endpoint, requests, c, step_s)))
-        points.append({"concurrency": float(c), "throughput_rps": s.throughput_rps, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms})
+        points.append(
+            {"concurrency": float(c), "throughput_rps": s.throughput_rps, "p50_ms": s.p50_ms, "p95_ms": s.p95_ms}
+        )
     knee_rps, knee_c = knee(points)
     return Capacity(max(p["throughput_rps"] for p in points), knee_rps, knee_c, tuple(points))
 
@@ -149,10 +155,8 @@ async def _sample_gauges(endpoint: Endpoint, stop: asyncio.Event, out: list[dict
                 "preprocess_busy": doc["preprocess"]["busy"], "batch_queue": model["batch_queue"],
                 "pending": model["pending"], "batches_in_flight": model["batches_in_flight"],
             })
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
-            except TimeoutError:
-                pass
     finally:
         conn.close()
 
@@ -165,7 +169,14 @@ async def drive(endpoint: Endpoint, traffic: Traffic) -> WindowLoad:
     gauges: list[dict[str, float]] = []
     start = time.perf_counter()
     sampler = asyncio.create_task(_sample_gauges(endpoint, stop, gauges, start))
-    jobs: list[Any] = [open_loop(endpoint, main, poisson_arrivals(traffic.rate_per_s * main_share, traffic.duration_s, SEED), timeout_s=REQUEST_TIMEOUT_S)]
+    jobs: list[Any] = [
+        open_loop(
+            endpoint,
+            main,
+            poisson_arrivals(traffic.rate_per_s * main_share, traffic.duration_s, SEED),
+            timeout_s=REQUEST_TIMEOUT_S,
+        )
+    ]
     if traffic.slow_share:
         arrivals = poisson_arrivals(traffic.rate_per_s * traffic.slow_share, traffic.duration_s, SEED + 1)
         jobs.append(slow_open_loop(endpoint, slow, arrivals, traffic.reader, REQUEST_TIMEOUT_S))
@@ -175,7 +186,9 @@ async def drive(endpoint: Endpoint, traffic: Traffic) -> WindowLoad:
         stop.set()
         await sampler
     result = results[0]
-    return WindowLoad(result.samples, results[1] if traffic.slow_share else [], gauges, result.sender_late_count, traffic.duration_s)
+    return WindowLoad(
+        result.samples, results[1] if traffic.slow_share else [], gauges, result.sender_late_count, traffic.duration_s
+    )
 
 
 def run_window(endpoint: Endpoint, traffic: Traffic) -> WindowLoad:

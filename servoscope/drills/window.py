@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,10 +19,18 @@ from servoscope.stages import TOTAL, parse_server_timing
 from servoscope.telemetry import document
 
 METRICS_KEPT = (
-    "servoscope_fault_injected", "servoscope_model_busy_ratio", "servoscope_queue_depth", "servoscope_requests_pending",
-    "servoscope_preprocess_workers", "servoscope_system_cpu_utilization_ratio", "servoscope_process_cpu_utilization_ratio",
-    "servoscope_system_memory_available_bytes", "servoscope_process_resident_memory_bytes", "servoscope_requests",
-    "servoscope_refused", "servoscope_system_context_switches_per_second",
+    "servoscope_fault_injected",
+    "servoscope_model_busy_ratio",
+    "servoscope_queue_depth",
+    "servoscope_requests_pending",
+    "servoscope_preprocess_workers",
+    "servoscope_system_cpu_utilization_ratio",
+    "servoscope_process_cpu_cores",
+    "servoscope_system_memory_available_bytes",
+    "servoscope_process_resident_memory_bytes",
+    "servoscope_requests",
+    "servoscope_refused",
+    "servoscope_system_context_switches_per_second",
 )
 
 
@@ -87,7 +96,9 @@ def settled_stats(service: Service, label: str, answered: int, deadline_s: float
 
 def measure(service: Service, traffic: Traffic, neighbour_pids: list[int]) -> tuple[dict[str, Any], WindowLoad]:
     meters = {
-        "service": CpuMeter([service.pid]), "drill_client": CpuMeter([os.getpid()]), "neighbours": CpuMeter(neighbour_pids),
+        "service": CpuMeter([service.pid]),
+        "drill_client": CpuMeter([os.getpid()]),
+        "neighbours": CpuMeter(neighbour_pids),
     }
     for m in meters.values():
         m.start()

@@ -53,7 +53,7 @@ class FleetPlan(_Strict):
     )
     queue_wait_target_s: float = Field(
         0.05, ge=0.001, le=60,
-        description="autoscaling target: mean time a request waits (queue + batch_wait) per replica",
+        description="autoscaling target: mean time a request waits (preprocess_wait + batch_wait) per replica",
     )
     drain_delay_s: int = Field(
         10, ge=0, le=600,

@@ -5,7 +5,8 @@ The CPU of the watched processes is metered per window, so a noisy machine shows
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from servoscope.loadgen.client import EncodedRequest, Endpoint, run
 from servoscope.loadgen.cpu import CpuMeter

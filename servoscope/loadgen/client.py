@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -156,7 +157,9 @@ class Connection:
 
     async def _read_body(self, headers: dict[str, str]) -> bytes:
         if "transfer-encoding" in headers:
-            raise ProtocolError(f"Transfer-Encoding {headers['transfer-encoding']!r} is not supported; need Content-Length")
+            raise ProtocolError(
+                f"Transfer-Encoding {headers['transfer-encoding']!r} is not supported; need Content-Length"
+            )
         raw = headers.get("content-length", "0")
         if not raw.isdigit() or int(raw) > MAX_BODY_BYTES:
             raise ProtocolError(f"bad or too large Content-Length: {raw!r}")

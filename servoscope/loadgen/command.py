@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from servoscope.loadgen import mixes, profiles
-from servoscope.loadgen.client import ClientError, Endpoint, run as run_loop
+from servoscope.loadgen.client import ClientError, Endpoint
+from servoscope.loadgen.client import run as run_loop
 from servoscope.loadgen.progress import Progress
 from servoscope.loadgen.runner import DEFAULT_MAX_REQUESTS, LoadPlan, execute, result_json, summary_lines
 from servoscope.loadgen.targets import KINDS, Target
@@ -48,8 +49,16 @@ def add_parser(subparsers: Any) -> None:
     where = load.add_argument_group("where")
     where.add_argument("--host", default="127.0.0.1", help="loopback address or localhost (default 127.0.0.1)")
     where.add_argument("--port", type=int, default=8000)
-    where.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="a non-loopback host of your own to allow (repeatable)")
-    where.add_argument("--target", choices=KINDS, default="v1", help="v1: /v1 classify; v2: Open Inference Protocol; raw: any path")
+    where.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a non-loopback host of your own to allow (repeatable)",
+    )
+    where.add_argument(
+        "--target", choices=KINDS, default="v1", help="v1: /v1 classify; v2: Open Inference Protocol; raw: any path"
+    )
     where.add_argument("--model", default="efficientnet_lite0", help="model name for v1 and v2")
     where.add_argument("--path", default="", help="raw: the path to request")
     where.add_argument("--method", default="POST", help="raw: the HTTP method (GET sends no body)")
@@ -60,21 +69,40 @@ def add_parser(subparsers: Any) -> None:
     rate.add_argument("--rate", type=float, help="open loop: requests per second")
     rate.add_argument("--fleet-rpm", type=float, help="open loop: requests per minute for the whole fleet …")
     rate.add_argument("--fleet-size", type=int, default=1, help="… spread over this many instances (default 1)")
-    rate.add_argument("--step", action="append", default=[], metavar="PCT@T", help="change the rate by PCT from time T, e.g. 15%%@60s (repeatable)")
-    rate.add_argument("--ramp", metavar="FROM:TO[@T]", help="ramp the rate FROM→TO req/s over T (default the whole run)")
+    rate.add_argument(
+        "--step",
+        action="append",
+        default=[],
+        metavar="PCT@T",
+        help="change the rate by PCT from time T, e.g. 15%%@60s (repeatable)",
+    )
+    rate.add_argument(
+        "--ramp", metavar="FROM:TO[@T]", help="ramp the rate FROM→TO req/s over T (default the whole run)"
+    )
     rate.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson")
     rate.add_argument("--concurrency", type=int, help="closed loop: this many clients sending back to back")
     rate.add_argument("--connections", type=int, default=256, help="open loop: most connections at once (default 256)")
 
     bounds = load.add_argument_group("bounds")
     bounds.add_argument("--duration", default="30s", help="how long to send, e.g. 30s, 2m (default 30s; at most 1h)")
-    bounds.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS, help=f"most requests sent (default {DEFAULT_MAX_REQUESTS})")
+    bounds.add_argument(
+        "--max-requests",
+        type=int,
+        default=DEFAULT_MAX_REQUESTS,
+        help=f"most requests sent (default {DEFAULT_MAX_REQUESTS})",
+    )
     bounds.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds (default 30)")
 
     images = load.add_argument_group("images")
     images.add_argument("--images", type=Path, help="a folder of .jpg/.png/.webp images, each equally likely")
-    images.add_argument("--mix", default=DEFAULT_MIX, help=f"generated sizes, e.g. 70%%:4032x3024,30%%:320x240 (default {DEFAULT_MIX.replace('%', '%%')})")
-    images.add_argument("--png-share", type=float, default=0.0, help="share of generated images sent as PNG (default 0)")
+    images.add_argument(
+        "--mix",
+        default=DEFAULT_MIX,
+        help=f"generated sizes, e.g. 70%%:4032x3024,30%%:320x240 (default {DEFAULT_MIX.replace('%', '%%')})",
+    )
+    images.add_argument(
+        "--png-share", type=float, default=0.0, help="share of generated images sent as PNG (default 0)"
+    )
     images.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where generated images are kept")
     images.add_argument("--seed", type=int, default=0, help="seed of the arrivals and of the image draws")
 
@@ -89,7 +117,11 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     """The run the flags describe; ValueError says what is wrong with them."""
     duration_s = profiles.parse_duration(args.duration)
     closed = args.concurrency is not None
-    given = [name for name, value in (("--rate", args.rate), ("--fleet-rpm", args.fleet_rpm), ("--ramp", args.ramp)) if value is not None]
+    given = [
+        name
+        for name, value in (("--rate", args.rate), ("--fleet-rpm", args.fleet_rpm), ("--ramp", args.ramp))
+        if value is not None
+    ]
     if closed and (given or args.step):
         raise ValueError(f"--concurrency (closed loop) cannot be combined with {given + ['--step'] * bool(args.step)}")
     if not closed and len(given) != 1:
@@ -98,11 +130,19 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     profile = None
     if not closed:
         if args.fleet_rpm is not None:
-            extra["fleet"] = {"rpm": args.fleet_rpm, "size": args.fleet_size, "rate_per_s": profiles.fleet_rate(args.fleet_rpm, args.fleet_size)}
+            extra["fleet"] = {
+                "rpm": args.fleet_rpm,
+                "size": args.fleet_size,
+                "rate_per_s": profiles.fleet_rate(args.fleet_rpm, args.fleet_size),
+            }
         profile = _profile(args, duration_s)
     endpoint = Endpoint(args.host, args.port, tuple(args.allow_host))
     target = Target(args.target, args.model, args.path, args.method, args.content_type, args.input_name)
-    mix = mixes.folder(args.images) if args.images else mixes.generated(mixes.parse_mix(args.mix), args.png_share, args.cache_dir)
+    mix = (
+        mixes.folder(args.images)
+        if args.images
+        else mixes.generated(mixes.parse_mix(args.mix), args.png_share, args.cache_dir)
+    )
     return LoadPlan(
         endpoint, target, mix, "closed" if closed else "open", profile, args.arrivals, args.concurrency or 1,
         duration_s, args.max_requests, args.timeout, args.connections, args.seed, extra,
@@ -150,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
 def _announce(plan: LoadPlan) -> str:
     where = f"{plan.endpoint.host}:{plan.endpoint.port}{plan.target.url_path} ({plan.target.kind})"
     if plan.profile is not None and plan.loop == "open":
-        how = f"open loop, {plan.arrivals} arrivals, {plan.profile.name} profile, ~{plan.profile.expected_count:.0f} requests"
+        profile = plan.profile
+        how = f"open loop, {plan.arrivals} arrivals, {profile.name} profile, ~{profile.expected_count:.0f} requests"
     else:
         how = f"closed loop, {plan.concurrency} clients"
     return f"servoscope load: {where}: {how} over {plan.duration_s:g} s; images: {plan.mix.description}"

@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 TRITONCLIENT = "tritonclient==2.48.0"  # the last tritonclient wheels with perf_analyzer in bin/
 CUDART = "nvidia-cuda-runtime-cu12==12.9.79"

@@ -18,7 +18,9 @@ def plot(result: dict[str, Any], path: Path, title: str = "") -> Path:
     fig, (lat, rate) = plt.subplots(2, 1, sharex=True, figsize=(10, 6.5), height_ratios=(3, 2))
     try:
         for key, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
-            lat.plot([x + 0.5 for x in t], [r[key] for r in rows], style, label=key.split("_")[0].upper(), linewidth=1.6)
+            lat.plot(
+                [x + 0.5 for x in t], [r[key] for r in rows], style, label=key.split("_")[0].upper(), linewidth=1.6
+            )
         lat.set_ylabel("latency from scheduled send, ms")
         lat.grid(True, alpha=0.3)
         lat.legend(loc="upper left")

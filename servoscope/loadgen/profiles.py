@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from servoscope.loadgen.schedule import MAX_ARRIVALS, MAX_DURATION_S
 
@@ -120,7 +121,9 @@ def step(rate: float, duration_s: float, steps: Sequence[tuple[float, float]]) -
     rates = [rate]
     for at_s, factor in sorted(steps):
         if not 0 < at_s < duration_s or not factor > 0:
-            raise ValueError(f"a step needs 0 < time < duration ({duration_s:g} s) and a factor > 0, got {at_s:g} s ×{factor:g}")
+            raise ValueError(
+                f"a step needs 0 < time < duration ({duration_s:g} s) and a factor > 0, got {at_s:g} s ×{factor:g}"
+            )
         bounds.append(at_s)
         rates.append(rate * factor)
     bounds.append(duration_s)
@@ -145,7 +148,9 @@ def fleet_rate(fleet_rpm: float, fleet_size: int) -> float:
     return fleet_rpm / 60.0 / fleet_size
 
 
-def arrivals(profile: Profile, kind: Arrivals = "poisson", seed: int | None = None, limit: int = MAX_ARRIVALS) -> list[float]:
+def arrivals(
+    profile: Profile, kind: Arrivals = "poisson", seed: int | None = None, limit: int = MAX_ARRIVALS
+) -> list[float]:
     """Send times (seconds from the start) following ``profile``, at most ``limit`` of them."""
     if kind not in ("poisson", "constant"):
         raise ValueError(f"arrivals must be 'poisson' or 'constant', got {kind!r}")

@@ -1,6 +1,9 @@
 """The live progress line, once a second on stderr, while a load runs:
 
-    [  12s] sent 20.0/s answered 19.0/s | last 1s p50 31.2 p95 44.0 p99 52.1 ms | all p50 30.8 p95 47.5 p99 88.0 ms | errors 0 | sender late max 0.6 ms
+    [  12s] sent 20.0/s answered 19.0/s | last 1s p50 31.2 p95 44.0 p99 52.1 ms | all p50 30.8 p95 47.5 p99 88.0 ms \
+        | errors 0 | sender late max 0.6 ms
+
+(one line, here folded at the backslash)
 
 It is fed by the run's hooks (``started`` with the live result, ``ended`` per finished
 sample), so it costs one histogram record per request and a short scan once a second.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -80,7 +81,7 @@ def counts(samples: Sequence[Sample], scheduled: int) -> dict[str, Any]:
         "ok": by_status.get("200", 0),
         "transport_errors": sum(failed.values()),
         "transport_errors_by_kind": dict(failed.most_common(MAX_ERROR_KINDS)),
-        "unfinished": unfinished,  # still in flight when the run's hard time cap stopped it
+        "unfinished": unfinished,  # still unanswered when the run's hard time cap stopped it
     }
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 from servoscope.loadgen.client import Connection, EncodedRequest, Endpoint, ProtocolError
 
@@ -96,7 +97,9 @@ async def retrying_closed_loop(
                 if response.status in REFUSALS:
                     if done < end:
                         seen.refusals += 1
-                    await asyncio.sleep(min(policy.pause_s(response.headers.get("retry-after"), rng), max(0.0, end - done)))
+                    await asyncio.sleep(
+                        min(policy.pause_s(response.headers.get("retry-after"), rng), max(0.0, end - done))
+                    )
                     continue
                 if done <= end:
                     if 200 <= response.status < 300:

@@ -26,7 +26,7 @@ from servoscope.loadgen.schedule import MAX_ARRIVALS, MAX_DURATION_S, RunResult,
 
 Loop = Literal["open", "closed"]
 DEFAULT_MAX_REQUESTS = 100_000
-CAP_GRACE_S = 5.0  # beyond duration + timeout, after which a run is stopped whatever is in flight
+CAP_GRACE_S = 5.0  # beyond duration + timeout, after which a run is stopped whatever is unanswered
 MAX_CONCURRENCY = 1024
 
 
@@ -104,7 +104,13 @@ async def execute(plan: LoadPlan, progress: Progress | None = None) -> Outcome:
         async with asyncio.timeout(plan.hard_cap_s):
             if offsets is not None:
                 await open_loop(
-                    plan.endpoint, requests, offsets, plan.connections, plan.timeout_s, on_start=on_start, on_sample=on_sample
+                    plan.endpoint,
+                    requests,
+                    offsets,
+                    plan.connections,
+                    plan.timeout_s,
+                    on_start=on_start,
+                    on_sample=on_sample,
                 )
             else:
                 await closed_loop(
@@ -150,7 +156,11 @@ def settings_json(plan: LoadPlan) -> dict[str, Any]:
 def mix_json(plan: LoadPlan, outcome: Outcome) -> dict[str, Any]:
     sent = len(outcome.result.samples)
     drawn = Counter(plan.mix.images[i].label for i in outcome.draws[:sent])
-    return {"description": plan.mix.description, "images": len(plan.mix.images), "sent_by_kind": dict(sorted(drawn.items()))}
+    return {
+        "description": plan.mix.description,
+        "images": len(plan.mix.images),
+        "sent_by_kind": dict(sorted(drawn.items())),
+    }
 
 
 def result_json(plan: LoadPlan, outcome: Outcome) -> dict[str, Any]:
@@ -186,7 +196,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     if stages:
         lines.append("server stages p95, ms: " + ", ".join(f"{k} {v['p95']:.1f}" for k, v in stages.items()))
     if result["hit_time_cap"]:
-        lines.append("stopped at the hard time cap: some requests were still in flight")
+        lines.append("stopped at the hard time cap: some requests were still unanswered")
     return lines
 
 

@@ -18,8 +18,8 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from servoscope.loadgen.client import ClientError, Connection, EncodedRequest, Endpoint
 

@@ -44,9 +44,13 @@ class OutputConfig(_Strict):
 
 class BatchingConfig(_Strict):
     max_batch_size: int = Field(32, ge=1, le=1024)
-    max_queue_delay_s: float = Field(0.002, ge=0.0, le=10.0, description="longest wait for more requests once one is queued")
+    max_queue_delay_s: float = Field(
+        0.002, ge=0.0, le=10.0, description="longest wait for more requests once one is queued"
+    )
     preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = Field(256, ge=1, description="requests waiting in the batcher before new ones are refused (429)")
+    max_queue_size: int = Field(
+        256, ge=1, description="requests waiting in the batcher before new ones are refused (429)"
+    )
 
     @field_validator("preferred_batch_sizes")
     @classmethod
@@ -65,7 +69,10 @@ class BatchingConfig(_Strict):
 
 class InstanceConfig(_Strict):
     count: int = Field(
-        0, ge=0, le=64, description="ONNX Runtime sessions, each fed by its own thread (0: one per core on the CPU, one on a GPU)"
+        0,
+        ge=0,
+        le=64,
+        description="ONNX Runtime sessions, each fed by its own thread (0: one per core on the CPU, one on a GPU)",
     )
     provider: Literal["cpu", "cuda", "tensorrt"] = "cpu"
     intra_op_threads: int = Field(0, ge=0, description="0: sized to the machine (see servoscope.resources)")
@@ -121,7 +128,9 @@ class ModelOverrides(_Strict):
         try:
             return ModelConfig.model_validate(raw)
         except ValidationError as exc:
-            raise ModelConfigError(f"the overrides {self.model_dump(exclude_none=True)} do not fit model {config.name!r}:\n{exc}") from None
+            raise ModelConfigError(
+                f"the overrides {self.model_dump(exclude_none=True)} do not fit model {config.name!r}:\n{exc}"
+            ) from None
 
 
 def load_config(path: Path) -> ModelConfig:

@@ -11,8 +11,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from servoscope.models import repository as model_repository
 from servoscope.models.config import CONFIG_FILE, MODEL_FILE, BatchingConfig, InputConfig, ModelConfig, save_config

@@ -38,7 +38,9 @@ def versions(root: Path, name: str) -> list[str]:
 def find(root: Path, name: str, version: str | None = None) -> ModelEntry:
     available = versions(root, name)
     if not available:
-        raise ModelConfigError(f"no model {name!r} in repository {root} (expected {root}/{name}/<version>/{MODEL_FILE})")
+        raise ModelConfigError(
+            f"no model {name!r} in repository {root} (expected {root}/{name}/<version>/{MODEL_FILE})"
+        )
     chosen = version or available[-1]
     if chosen not in available:
         raise ModelConfigError(f"model {name!r} has no version {chosen!r}; versions: {available}")

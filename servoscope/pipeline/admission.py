@@ -10,7 +10,7 @@ Triton's queue policy (a request's timeout), CoDel's target delay, Clipper's and
 predictable-latency admission.
 
 By concurrency (``adaptive``): the limit adapts to how long admitted requests *wait* compared with how long they take to
-*serve*: each finished request reports its waits (``queue`` + ``batch_wait``) and its service
+*serve*: each finished request reports its waits (``preprocess_wait`` + ``batch_wait``) and its service
 (``preprocess`` + ``inference`` + ``postprocess``). While requests wait less than ``tolerance``
 (half) of their own service, the limit may grow; when waits grow past that, it shrinks in
 proportion. The ratio needs no baseline and is the same for a thumbnail and a 12-megapixel
@@ -98,7 +98,9 @@ class GradientLimit:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_limit <= self.initial <= self.max_limit:
-            raise ValueError(f"need 1 <= min_limit <= initial <= max_limit, got {self.min_limit}, {self.initial}, {self.max_limit}")
+            raise ValueError(
+                f"need 1 <= min_limit <= initial <= max_limit, got {self.min_limit}, {self.initial}, {self.max_limit}"
+            )
         self.estimate = self.initial
         self.wait_ratio = 0.0  # short-run average of wait / service
         self._samples = 0
@@ -108,7 +110,7 @@ class GradientLimit:
     def limit(self) -> int:
         return int(self.estimate)
 
-    def update(self, wait_s: float, service_s: float, in_flight: int) -> None:
+    def update(self, wait_s: float, service_s: float, pending: int) -> None:
         if not (wait_s >= 0 and service_s > 0) or math.isinf(wait_s) or math.isinf(service_s):
             return
         self._samples += 1
@@ -116,7 +118,8 @@ class GradientLimit:
         gradient = max(0.5, min(1.0, self.tolerance / self.wait_ratio)) if self.wait_ratio > 0 else 1.0
         if gradient < 1.0:  # queues are building: shrink in proportion, smoothed
             self.estimate = max(self.min_limit, self.estimate * (1 - self.smoothing * (1 - gradient)))
-        elif self.pressed or in_flight >= self.estimate / 2:  # fine and in use: grow by about one per limit's worth of answers
+        elif self.pressed or pending >= self.estimate / 2:
+            # fine and in use: grow by about one per limit's worth of answers
             self.estimate = min(self.max_limit, self.estimate + 1 / self.estimate)
         self.pressed = False
 
@@ -125,8 +128,8 @@ class GradientLimit:
         self.pressed = True
 
 
-def admits(limit: int, in_flight: int, priority: Priority, count: int = 1) -> bool:
-    """Whether a request of ``priority`` carrying ``count`` images may enter when ``in_flight`` are
+def admits(limit: int, pending: int, priority: Priority, count: int = 1) -> bool:
+    """Whether a request of ``priority`` carrying ``count`` images may enter when ``pending`` are
     already in. An idle model admits any request: a batch larger than a limit that has shrunk
     under load is never locked out."""
-    return in_flight == 0 or in_flight + count - 1 < max(1, int(limit * SHARE[priority]))
+    return pending == 0 or pending + count - 1 < max(1, int(limit * SHARE[priority]))

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -81,8 +82,8 @@ def dispatch_size(queued: int, oldest_wait_s: float, policy: DispatchRule) -> in
 
 
 @dataclass(slots=True, eq=False)
-class Pending:
-    """One request waiting in the batcher."""
+class Queued:
+    """One request queued in the batcher (the batch queue): ``Lanes`` holds them until a batch takes them."""
 
     tensor: BatchRow  # the preprocessed image (normalized into the batch), or a ready float32 row
     top_k: int
@@ -113,28 +114,28 @@ class Lanes:
     """The batch queue: one FIFO lane per priority, taken high-first."""
 
     def __init__(self) -> None:
-        self._lanes: list[collections.deque[Pending]] = [collections.deque() for _ in range(PRIORITIES)]
+        self._lanes: list[collections.deque[Queued]] = [collections.deque() for _ in range(PRIORITIES)]
 
     def __len__(self) -> int:
         return sum(len(lane) for lane in self._lanes)
 
-    def __iter__(self) -> Iterator[Pending]:
+    def __iter__(self) -> Iterator[Queued]:
         for lane in self._lanes:
             yield from lane
 
-    def _lane(self, pending: Pending) -> collections.deque[Pending]:
-        return self._lanes[min(max(pending.priority, 0), PRIORITIES - 1)]
+    def _lane(self, queued: Queued) -> collections.deque[Queued]:
+        return self._lanes[min(max(queued.priority, 0), PRIORITIES - 1)]
 
-    def append(self, pending: Pending) -> None:
-        self._lane(pending).append(pending)
+    def append(self, queued: Queued) -> None:
+        self._lane(queued).append(queued)
 
-    def push_front(self, pendings: list[Pending]) -> None:
+    def push_front(self, entries: list[Queued]) -> None:
         """Back to the head of their lanes, in their order (they arrived before anything queued)."""
-        for pending in reversed(pendings):
-            self._lane(pending).appendleft(pending)
+        for queued in reversed(entries):
+            self._lane(queued).appendleft(queued)
 
-    def take(self, n: int) -> list[Pending]:
-        taken: list[Pending] = []
+    def take(self, n: int) -> list[Queued]:
+        taken: list[Queued] = []
         for lane in self._lanes:
             while lane and len(taken) < n:
                 taken.append(lane.popleft())
@@ -144,7 +145,7 @@ class Lanes:
         """When the longest-waiting request was queued (each lane is in arrival order)."""
         return min(lane[0].enqueued for lane in self._lanes if lane)
 
-    def keep(self, alive: Callable[[Pending], bool]) -> None:
+    def keep(self, alive: Callable[[Queued], bool]) -> None:
         """Keep the requests ``alive`` says yes to; it is asked once per request."""
         for i, lane in enumerate(self._lanes):
             kept = [p for p in lane if alive(p)]
@@ -173,10 +174,12 @@ class Batcher:
         self._queue = Lanes()
         self._wake = asyncio.Event()
         self._idle: collections.deque[Instance] = collections.deque(instances)
-        self._buffers = {i: BatchBuffer(policy.max_batch_size) for i in instances}  # each filled on its instance's thread only
+        self._buffers = {
+            i: BatchBuffer(policy.max_batch_size) for i in instances
+        }  # each filled on its instance's thread only
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self.in_flight = 0  # batches running now
+        self.batches_in_flight = 0  # batches running now
 
     @property
     def depth(self) -> int:
@@ -194,7 +197,7 @@ class Batcher:
         for instance in self.instances:
             instance.close()
 
-    def submit(self, pending: Pending) -> None:
+    def submit(self, queued: Queued) -> None:
         if self._closed:
             raise Unavailable(f"model {self.model!r} is shutting down", reason="shutting_down")
         if len(self._queue) >= self.policy.max_queue_size:
@@ -202,15 +205,15 @@ class Batcher:
                 f"batch queue of model {self.model!r} is full ({self.policy.max_queue_size} waiting)",
                 reason="batch_queue_full",
             )
-        pending.enqueued = self.clock.now()
-        self._queue.append(pending)
+        queued.enqueued = self.clock.now()
+        self._queue.append(queued)
         self._wake.set()
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._drop_dead()
-            if self._closed and not self._queue and self.in_flight == 0:
+            if self._closed and not self._queue and self.batches_in_flight == 0:
                 return
             size = self._ready_size() if self._idle else 0
             if size:
@@ -245,24 +248,26 @@ class Batcher:
             return
         now = self.clock.now()
 
-        def alive(p: Pending) -> bool:
+        def alive(p: Queued) -> bool:
             if p.future.done():
                 return False
             if p.deadline <= now:
-                p.future.set_exception(DeadlineExceeded(f"deadline passed after {now - p.timing.start:.3f}s, before inference"))
+                p.future.set_exception(
+                    DeadlineExceeded(f"deadline passed after {now - p.timing.start:.3f}s, before inference")
+                )
                 return False
             return True
 
         self._queue.keep(alive)
 
-    def _launch(self, loop: asyncio.AbstractEventLoop, instance: Instance, batch: list[Pending]) -> None:
-        self.in_flight += 1
+    def _launch(self, loop: asyncio.AbstractEventLoop, instance: Instance, batch: list[Queued]) -> None:
+        self.batches_in_flight += 1
         for p in batch:
             p.attempts += 1
         done = loop.run_in_executor(instance.executor, self._run, instance, batch)
         done.add_done_callback(lambda f: self._finish(instance, batch, f))
 
-    def _run(self, instance: Instance, batch: list[Pending]) -> tuple[BatchRecord, list[list[Prediction]]]:
+    def _run(self, instance: Instance, batch: list[Queued]) -> tuple[BatchRecord, list[list[Prediction]]]:
         """On the instance's thread: assemble (normalize into the instance's buffer), infer, postprocess;
         each request's timing stamped (the assembly counts in ``inference``: see stages.py)."""
         clock = self.clock
@@ -284,9 +289,9 @@ class Batcher:
         return record, results
 
     def _finish(
-        self, instance: Instance, batch: list[Pending], done: asyncio.Future[tuple[BatchRecord, list[list[Prediction]]]]
+        self, instance: Instance, batch: list[Queued], done: asyncio.Future[tuple[BatchRecord, list[list[Prediction]]]]
     ) -> None:
-        self.in_flight -= 1
+        self.batches_in_flight -= 1
         self._idle.append(instance)
         self._wake.set()
         error = done.exception()
@@ -307,7 +312,7 @@ class Batcher:
                 p.future.set_result(result)
         self.on_batch(record)
 
-    def _lost(self, instance: Instance, batch: list[Pending], error: InstanceLost) -> None:
+    def _lost(self, instance: Instance, batch: list[Queued], error: InstanceLost) -> None:
         """The instance's process died with ``batch``: run its requests once more, else answer 503."""
         self.on_restart(InstanceRestart(self.model, instance.index, str(error)))
         waiting = [p for p in batch if not p.future.done()]

@@ -26,6 +26,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from servoscope.stages import Stage
+
 # Upload-size classes (bytes): a thumbnail, a web image, a camera image, a phone photo, larger.
 SIZE_CLASSES_BYTES: tuple[int, ...] = (64 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
 WEIGHT = 0.05  # of each new sample in the weighted means: about the last 20–40 samples count
@@ -84,24 +86,24 @@ class CostModel:
         and image pixels."""
         if self.kept is not None:
             self._keep(durations, batch_size, pixels)
-        if "inference" in durations and batch_size > 0:
+        if Stage.INFERENCE in durations and batch_size > 0:
             if batch_size not in self.batch_s:
                 bisect.insort(self._sizes, batch_size)
                 self.batch_s[batch_size] = Mean()
-            self.batch_s[batch_size].add(durations["inference"])
-        if "preprocess" in durations:
-            self.preprocess_s.setdefault(size_class(upload_bytes), Mean()).add(durations["preprocess"])
-        if "postprocess" in durations:
-            self.postprocess_s.add(durations["postprocess"])
+            self.batch_s[batch_size].add(durations[Stage.INFERENCE])
+        if Stage.PREPROCESS in durations:
+            self.preprocess_s.setdefault(size_class(upload_bytes), Mean()).add(durations[Stage.PREPROCESS])
+        if Stage.POSTPROCESS in durations:
+            self.postprocess_s.add(durations[Stage.POSTPROCESS])
 
     def _keep(self, durations: dict[str, float], batch_size: int, pixels: int) -> None:
         assert self.kept is not None
         if batch_size > 0:
-            for stage in ("inference", "postprocess"):
+            for stage in (Stage.INFERENCE, Stage.POSTPROCESS):
                 if stage in durations:
                     self.kept.add(stage, batch_size, durations[stage])
-        if "preprocess" in durations and pixels > 0:
-            self.kept.add("preprocess", pixels, durations["preprocess"])
+        if Stage.PREPROCESS in durations and pixels > 0:
+            self.kept.add(Stage.PREPROCESS, pixels, durations[Stage.PREPROCESS])
 
     def batch_time(self, size: int) -> float | None:
         """Seconds one instance takes for a batch of ``size``, or None before any batch was seen."""
@@ -168,4 +170,9 @@ def predict_s(cost: CostModel, backlog: Backlog, upload_bytes: int, images: int 
     batch = cost.batch_time(size)
     assert batch is not None
     queued_preprocess = backlog.preprocess_waiting * own_preprocess / max(1, backlog.preprocess_workers)
-    return queued_preprocess + own_preprocess * math.ceil(images / max(1, backlog.preprocess_workers)) + rounds * batch + cost.postprocess_time
+    return (
+        queued_preprocess
+        + own_preprocess * math.ceil(images / max(1, backlog.preprocess_workers))
+        + rounds * batch
+        + cost.postprocess_time
+    )

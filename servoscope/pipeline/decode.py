@@ -111,7 +111,7 @@ def decode(data: bytes, limits: DecodeLimits, min_side: int) -> Decoded:
         # The whole encoded image in one decoder call: Pillow releases the GIL for each call, and
         # re-taking it after every 64 KiB block (40 times for a phone photo) stalls the decode
         # threads behind the event loop (bench/preprocess.py, "GIL hand-offs").
-        image.decodermaxblock = max(image.decodermaxblock, len(data))
+        image.decodermaxblock = max(image.decodermaxblock, len(data))  # type: ignore[attr-defined]  # ImageFile's
         image.load()
         orientation, ignored = exif_orientation(image)
         upright = image.transpose(_TRANSPOSE[orientation]) if orientation in _TRANSPOSE else image

@@ -67,7 +67,7 @@ def main(conn: Connection, spec: ChildSpec) -> None:
     try:
         model = OnnxModel(Path(spec.path), spec.provider, spec.intra_op_threads, spec.input_name, spec.output_name)
         probe = np.asarray(model.run(np.zeros((1, *spec.input_row_shape), dtype=np.float32)))
-    except Exception as exc:  # noqa: BLE001 — process boundary: the parent is told why
+    except Exception as exc:
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         return
     conn.send(Ready(os.getpid(), tuple(model.providers), tuple(probe.shape[1:]), probe.dtype.str))
@@ -93,7 +93,9 @@ def serve(conn: Connection, model: OnnxModel) -> None:
             elif isinstance(message, Run) and inputs is not None and outputs is not None:
                 conn.send(run(model, inputs, outputs, message.rows))
             else:
-                conn.send(Failed(f"unexpected message {type(message).__name__} (buffers attached: {inputs is not None})"))
+                conn.send(
+                    Failed(f"unexpected message {type(message).__name__} (buffers attached: {inputs is not None})")
+                )
     finally:
         for block in (inputs, outputs):
             if block is not None:
@@ -107,6 +109,6 @@ def run(model: OnnxModel, inputs: SharedRows, outputs: SharedRows, rows: int) ->
         if result.shape != (rows, *outputs.spec.row_shape):
             return Failed(f"the model returned shape {result.shape} for {rows} rows")
         outputs.rows(rows)[...] = result
-    except Exception as exc:  # noqa: BLE001 — process boundary: the parent is told why
+    except Exception as exc:
         return Failed(f"{type(exc).__name__}: {exc}")
     return Done(rows, time.perf_counter() - started)

@@ -11,8 +11,8 @@ with the uint8 crop, and normalization is timed in ``inference`` (the batch's as
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -99,7 +99,7 @@ def prepare(data: bytes, limits: DecodeLimits, spec: PreprocessSpec) -> Prepared
     return Prepared(np.asarray(crop), decoded.source_pixels, spec, decoded.ignored_metadata)
 
 
-BatchRow = Union[Prepared, np.ndarray]  # an image to normalize, or a ready float32 row (tests, tools)
+BatchRow = Prepared | np.ndarray  # an image to normalize, or a ready float32 row (tests, tools)
 
 
 def row_shape(row: BatchRow) -> tuple[int, ...]:

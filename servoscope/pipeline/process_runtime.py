@@ -21,9 +21,9 @@ import multiprocessing
 import signal
 import threading
 from dataclasses import dataclass
-from typing import NoReturn
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from typing import NoReturn
 
 import numpy as np
 
@@ -143,7 +143,10 @@ class ProcessRuntime:
     def _spawn(self) -> Child:
         ours, theirs = self._context.Pipe(duplex=True)
         process = self._context.Process(
-            target=instance_process.main, args=(theirs, self.spec), name=f"servoscope-instance-{self.label}", daemon=True
+            target=instance_process.main,
+            args=(theirs, self.spec),
+            name=f"servoscope-instance-{self.label}",
+            daemon=True,
         )
         process.start()
         theirs.close()  # only the child holds its end: its death reads as the pipe's end here
@@ -193,7 +196,8 @@ class ProcessRuntime:
         ready = wait([child.conn, child.process.sentinel], timeout_s)
         if child.conn in ready:
             with contextlib.suppress(EOFError, OSError):
-                return child.conn.recv()
+                answer: FromChild = child.conn.recv()
+                return answer
         if not ready:
             self._replace(child, f"did not answer within {timeout_s:g}s {doing}")
         self._replace(child, f"died {doing}")
@@ -208,7 +212,9 @@ class ProcessRuntime:
             "model instance %s: process %s %s (%s); replacement %d is process %s",
             self.label, pid, why, describe_exit(code), self.restarts, self._child.process.pid,
         )
-        raise InstanceLost(f"model instance {self.label}: its process {pid} {why} ({describe_exit(code)}); it is being replaced")
+        raise InstanceLost(
+            f"model instance {self.label}: its process {pid} {why} ({describe_exit(code)}); it is being replaced"
+        )
 
     def _end(self, child: Child, polite: bool) -> int | None:
         """Stop (``polite``: ask first) and reap ``child``; its exit code."""

@@ -9,10 +9,11 @@ With ``instances.isolation = "process"`` the session lives in a child process of
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -29,6 +30,11 @@ class RuntimeError_(RuntimeError):
 
 
 class Runtime(Protocol):
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the model runs on, preferred first."""
+        ...
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """A float32 NCHW batch → one output row per input row."""
         ...
@@ -105,10 +111,11 @@ class OnnxModel:
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        return list(self.session.get_providers())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names, {self.input_name: batch})[0]
+        output: np.ndarray = self.session.run(self.output_names, {self.input_name: batch})[0]
+        return output
 
 
 class Instance:

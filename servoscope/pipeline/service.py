@@ -11,8 +11,8 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, budget_s, in_time
-from servoscope.pipeline.batcher import Batcher, BatchPolicy, Pending, RestartSink
+from servoscope.pipeline.batcher import Batcher, BatchPolicy, Queued, RestartSink
 from servoscope.pipeline.cost import Backlog, CostModel, predict_s
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.gauges import Gauges, ModelGauges
@@ -53,7 +53,9 @@ def adaptive_limit(max_pending: int, instances: int, max_batch_size: int) -> Gra
     a floor of one request per instance, at the same admitted P95.
     """
     initial = min(128, max_pending)
-    return GradientLimit(initial=initial, max_limit=max_pending, min_limit=min(initial, max(2, instances * max_batch_size)))
+    return GradientLimit(
+        initial=initial, max_limit=max_pending, min_limit=min(initial, max(2, instances * max_batch_size))
+    )
 
 
 class ModelService:
@@ -107,11 +109,17 @@ class ModelService:
         """Seconds until ``count`` more uploads of ``upload_bytes`` each would be answered, if admitted now."""
         pool = self.pool
         batcher = self.batcher
-        backlog = Backlog(self.pending, len(batcher.instances), batcher.policy.max_batch_size, pool.waiting, pool.workers)
+        backlog = Backlog(
+            self.pending, len(batcher.instances), batcher.policy.max_batch_size, pool.waiting, pool.workers
+        )
         return predict_s(self.cost, backlog, upload_bytes, count)
 
     def refusal(
-        self, count: int = 1, priority: Priority = Priority.NORMAL, upload_bytes: int = 0, deadline_s: float | None = None
+        self,
+        count: int = 1,
+        priority: Priority = Priority.NORMAL,
+        upload_bytes: int = 0,
+        deadline_s: float | None = None,
     ) -> Overloaded | None:
         """Why ``count`` more requests of ``priority`` (uploads of ``upload_bytes``, due within
         ``deadline_s``) may not enter now, or None when they may. An idle model admits anything."""
@@ -131,7 +139,8 @@ class ModelService:
     def _late(self, count: int, priority: Priority, upload_bytes: int, deadline_s: float | None) -> Overloaded | None:
         if self.pending + count > self.max_pending:
             return Overloaded(
-                f"model {self.name!r} has {self.pending} requests in progress, the limit (max_pending {self.max_pending})",
+                f"model {self.name!r} has {self.pending} requests in progress, the limit (max_pending "
+                f"{self.max_pending})",
                 reason="pending_limit",
             )
         predicted = self.predicted_s(upload_bytes, count)
@@ -150,7 +159,11 @@ class ModelService:
 
     @contextlib.contextmanager
     def admitted(
-        self, count: int = 1, priority: Priority = Priority.NORMAL, upload_bytes: int = 0, deadline_s: float | None = None
+        self,
+        count: int = 1,
+        priority: Priority = Priority.NORMAL,
+        upload_bytes: int = 0,
+        deadline_s: float | None = None,
     ) -> Iterator[None]:
         """Hold ``count`` places: admitted once the body has arrived (a slow upload holds no place),
         refused at once (429, ``Retry-After``) when it cannot be answered in time."""
@@ -175,7 +188,7 @@ class ModelService:
         timing.input_pixels = prepared.pixels
         timing.ignored_metadata = prepared.ignored_metadata
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
-        self.batcher.submit(Pending(prepared, top_k, deadline, timing, future, priority=priority))
+        self.batcher.submit(Queued(prepared, top_k, deadline, timing, future, priority=priority))
         predictions = await future
         self._learn(timing)
         return Classification(self.name, self.version, predictions, timing.batch_size)
@@ -187,8 +200,8 @@ class ModelService:
         self.cost.learn(seconds, timing.batch_size, timing.input_bytes, timing.input_pixels)
         if self.concurrency is None:
             return
-        wait = seconds.get("queue", 0.0) + seconds.get("batch_wait", 0.0)
-        service = seconds.get("preprocess", 0.0) + seconds.get("inference", 0.0) + seconds.get("postprocess", 0.0)
+        wait = sum(seconds.get(stage, 0.0) for stage in (Stage.PREPROCESS_WAIT, Stage.BATCH_WAIT))
+        service = sum(seconds.get(stage, 0.0) for stage in (Stage.PREPROCESS, Stage.INFERENCE, Stage.POSTPROCESS))
         self.concurrency.update(wait, service, self.pending)
 
 
@@ -210,7 +223,9 @@ def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instanc
     """An instance whose session runs in a child process (started now; loaded by the first batch)."""
     cfg = entry.config
     shape = PreprocessSpec(cfg.input.size, cfg.input.resize, cfg.input.mean, cfg.input.std).shape
-    spec = ChildSpec(str(entry.model_file), cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name, shape)
+    spec = ChildSpec(
+        str(entry.model_file), cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name, shape
+    )
     runtime = ProcessRuntime(spec, cfg.batching.max_batch_size, f"{entry.name}#{index}")
     return Instance(entry.name, index, runtime, process=runtime)
 
@@ -230,7 +245,7 @@ def warm_up(service: ModelService) -> None:
     for size in sizes:
         started = time.perf_counter()
         service.batcher.instances[-1].runtime.run(np.zeros((size, *service.spec.shape), dtype=np.float32))
-        service.cost.learn({"inference": time.perf_counter() - started}, size, 0)
+        service.cost.learn({Stage.INFERENCE: time.perf_counter() - started}, size, 0)
 
 
 class Pipeline:
@@ -262,7 +277,7 @@ class Pipeline:
         models = {
             name: ModelGauges(
                 s.pending, s.max_pending, s.limit, s.batcher.depth, s.batcher.policy.max_queue_size,
-                s.batcher.in_flight, len(s.batcher.instances),
+                s.batcher.batches_in_flight, len(s.batcher.instances),
             )
             for name, s in self.services.items()
         }

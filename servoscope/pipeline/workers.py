@@ -1,7 +1,7 @@
 """The preprocessing pool: decode and preprocess off the event loop, on threads sized to the cores.
 
 Pillow and NumPy release the GIL for the heavy work, so threads run it in parallel. The
-time a job waits for a worker is the ``queue`` stage; the job itself is ``preprocess``.
+time a job waits for a worker is the ``preprocess_wait`` stage; the job itself is ``preprocess``.
 A job whose deadline passed while it waited is dropped before any decoding.
 """
 
@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import DeadlineExceeded
@@ -44,13 +45,15 @@ class PreprocessPool:
 
     def _timed(self, job: Callable[[], T], timing: Timing, deadline: float) -> T:
         started = self.clock.now()
-        timing.end(Stage.QUEUE, started)
+        timing.end(Stage.PREPROCESS_WAIT, started)
         with self._lock:
             self.waiting -= 1
             self.busy += 1
         try:
             if started >= deadline:
-                raise DeadlineExceeded(f"deadline passed after {started - timing.start:.3f}s waiting for a preprocess worker")
+                raise DeadlineExceeded(
+                    f"deadline passed after {started - timing.start:.3f}s waiting for a preprocess worker"
+                )
             return job()
         finally:
             with self._lock:

@@ -17,11 +17,11 @@ objective at today's load) before and after the growth.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from servoscope.planner import arrivals
-from servoscope.planner.plan import Knee, PlanError, Replica, Say, Traffic, quiet, at_rate
+from servoscope.planner.plan import Knee, PlanError, Replica, Say, Traffic, at_rate, quiet
 from servoscope.planner.summary import Summary, summarize
 
 MAX_REPLICAS = 100_000

@@ -21,12 +21,14 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import itertools
 import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image
 
@@ -35,13 +37,14 @@ from servoscope.loadgen.command import DEFAULT_CACHE, DEFAULT_MIX
 from servoscope.loadgen.mixes import Mix, generated, parse_mix
 from servoscope.models.config import BatchingConfig, ModelConfigError, ModelOverrides
 from servoscope.models.repository import ModelEntry, find
-from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.admission import AdmissionPolicy
 from servoscope.pipeline.cost import Kept
+from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import ModelService, Pipeline, build_pipeline
 from servoscope.planner import profile as pf
 from servoscope.planner import words
-from servoscope.planner.words import mix_classes, seconds as parse_seconds
+from servoscope.planner.words import mix_classes
+from servoscope.planner.words import seconds as parse_seconds
 from servoscope.resources import available_cores, plan_threads
 from servoscope.stages import BatchRecord, Stage, Timing
 
@@ -82,7 +85,7 @@ class Samples:
         gaps = []
         for batches in by_instance.values():
             batches.sort(key=lambda r: r.started)
-            for previous, following in zip(batches, batches[1:]):
+            for previous, following in itertools.pairwise(batches):
                 queued = min(m.ended(Stage.PREPROCESS) or math.inf for m in following.members)
                 if queued <= previous.finished:
                     gaps.append(following.started - previous.finished)
@@ -127,7 +130,9 @@ def build(entry: ModelEntry, spec: Spec) -> Pipeline:
         isolation="thread",
     )
     entry = dataclasses.replace(entry, config=overrides.apply(entry.config))
-    return build_pipeline([entry], spec.preprocess_workers, DecodeLimits(), AdmissionPolicy("static", max_pending=1_000_000))
+    return build_pipeline(
+        [entry], spec.preprocess_workers, DecodeLimits(), AdmissionPolicy("static", max_pending=1_000_000)
+    )
 
 
 async def measure_pipeline(pipeline: Pipeline, spec: Spec, mix: Mix, seconds: float, seed: int, say: Say) -> Samples:

@@ -17,9 +17,11 @@ reach it and the step before.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -31,7 +33,7 @@ from servoscope.planner.summary import Summary, summarize
 Say = Callable[[str], None]
 KNEE_K = 10.0
 LOW_LOAD = 0.1
-GRID = tuple(round(f, 3) for f in np.arange(0.1, 0.901, 0.05)) + (0.925, 0.95, 0.975)
+GRID = (*(round(f, 3) for f in np.arange(0.1, 0.901, 0.05)), 0.925, 0.95, 0.975)
 MIN_REQUESTS = 40_000  # per simulated load point, whatever the rate
 MAX_DURATION_S = 3600.0
 
@@ -157,8 +159,8 @@ def find_knee(points: Sequence[Point], p95_low_ms: float, k: float = KNEE_K) -> 
     """Where the curve's slope first reaches the threshold (and stays there a step more): the slope of
     each step is put at its middle, and the crossing is interpolated between two middles."""
     threshold = k * p95_low_ms
-    mids = [(a.fraction + b.fraction) / 2 for a, b in zip(points, points[1:])]
-    slopes = [(b.summary.p95_ms - a.summary.p95_ms) / (b.fraction - a.fraction) for a, b in zip(points, points[1:])]
+    mids = [(a.fraction + b.fraction) / 2 for a, b in itertools.pairwise(points)]
+    slopes = [(b.summary.p95_ms - a.summary.p95_ms) / (b.fraction - a.fraction) for a, b in itertools.pairwise(points)]
     for j, slope in enumerate(slopes):
         if slope < threshold or (j + 1 < len(slopes) and slopes[j + 1] < threshold):
             continue

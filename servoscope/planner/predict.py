@@ -10,8 +10,8 @@ an objective.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from servoscope.planner import arrivals
 from servoscope.planner.knobs import Knobs

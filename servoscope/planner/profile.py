@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servoscope.models.config import BatchingConfig
+from servoscope.stages import Stage
 from servoscope.validation import fault_lines, read_json
 
 SCHEMA = "servoscope-profile"
@@ -104,7 +105,7 @@ class Overheads(_Strict):
 
     @model_validator(mode="after")
     def _samples(self) -> Overheads:
-        _check_samples("overheads", {"ingest": self.ingest, "respond": self.respond})
+        _check_samples("overheads", {Stage.INGEST: self.ingest, Stage.RESPOND: self.respond})
         return self
 
     @property

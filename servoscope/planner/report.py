@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from servoscope.planner.fleet import FleetPlan, explain
 from servoscope.planner.plan import Knee, Point, Replica

@@ -17,8 +17,8 @@ so is predicting. The grid is the product of each knob's values, in the order gi
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 from servoscope.planner.knobs import NAMES, Knobs
 

@@ -9,8 +9,8 @@ proportion to the batch size).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def from_family(family: Family, overheads: Overheads, max_batch_size: int) -> Se
 def by_size(table: Mapping[int, Sequence[float]], max_size: int) -> tuple[np.ndarray, ...]:
     """Samples for every batch size 1..``max_size`` (index 0 is empty); an empty table: zeros."""
     if not table:
-        return (np.zeros(0),) + tuple(np.zeros(1) for _ in range(max_size))
+        return (np.zeros(0), *(np.zeros(1) for _ in range(max_size)))
     sizes = sorted(table)
     arrays = {b: np.asarray(table[b], dtype=float) for b in sizes}
     means = [float(arrays[b].mean()) for b in sizes]

@@ -1,6 +1,6 @@
 """A discrete-event simulation of one replica of the service: the stages of servoscope.stages.
 
-    arrival ─ingest─▶ admission ─▶ preprocess pool (W workers, FIFO: ``queue``) ─▶ batcher
+    arrival ─ingest─▶ admission ─▶ preprocess pool (W workers, FIFO: ``preprocess_wait``) ─▶ batcher
         (``batch_wait``: the server's own ``dispatch_size``) ─▶ N instances (``inference``,
         ``postprocess``) ─respond─▶ answered
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 import collections
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class SimState:
     """What an admission hook sees when a request arrives."""
 
     now: float = 0.0
-    in_flight: int = 0  # admitted and not yet answered
+    pending: int = 0  # admitted and not yet answered
     preprocess_queue: int = 0
     batch_queue: int = 0
     batches_in_flight: int = 0
@@ -73,7 +73,7 @@ def static_admission(max_pending: int, priority: admission.Priority = admission.
     at most ``max_pending`` in progress, and ``priority`` only below its share of the limit."""
 
     def admit(state: SimState) -> bool:
-        return state.in_flight + 1 <= max_pending and admission.admits(max_pending, state.in_flight, priority)
+        return state.pending + 1 <= max_pending and admission.admits(max_pending, state.pending, priority)
 
     return admit
 
@@ -83,7 +83,7 @@ class SimResult:
     """Per request (in arrival order): seconds in each stage, NaN where a refused request never got."""
 
     arrival: np.ndarray
-    queue: np.ndarray
+    preprocess_wait: np.ndarray
     preprocess: np.ndarray
     batch_wait: np.ndarray
     inference: np.ndarray
@@ -91,13 +91,13 @@ class SimResult:
     total: np.ndarray
     batch_size: np.ndarray  # 0 when refused
     refused_admission: np.ndarray  # bool: refused by the admission hook
-    refused_queue: np.ndarray  # bool: the batch queue was full
+    refused_batch_queue: np.ndarray  # bool: the batch queue was full
     busy_s: float  # instance-seconds spent on batches
     instances: int
 
     @property
     def refused(self) -> np.ndarray:
-        return self.refused_admission | self.refused_queue
+        return self.refused_admission | self.refused_batch_queue
 
 
 def simulate(
@@ -142,7 +142,7 @@ def simulate(
     st = SimState()
     free = config.preprocess_workers
     idle = config.instances
-    seq = batches = in_flight = 0
+    seq = batches = pending = 0
     busy = 0.0
     timer_at = -1.0
 
@@ -194,14 +194,14 @@ def simulate(
                     free += 1
                 if len(bq) >= max_queue:
                     refused_q[r] = True
-                    in_flight -= 1
+                    pending -= 1
                     continue
                 enq[r] = now
                 bq.append(r)
                 dispatch(now)
             elif kind == _BATCH_DONE:
                 idle += 1
-                in_flight -= len(data)  # type: ignore[arg-type]
+                pending -= len(data)  # type: ignore[arg-type]
                 dispatch(now)
             elif now == timer_at:
                 timer_at = -1.0
@@ -211,12 +211,12 @@ def simulate(
             r = i
             i += 1
             if admits is not None:
-                st.now, st.in_flight, st.preprocess_queue = now, in_flight, len(pq)
+                st.now, st.pending, st.preprocess_queue = now, pending, len(pq)
                 st.batch_queue, st.batches_in_flight, st.size_class = len(bq), config.instances - idle, int(classes[r])
                 if not admits(st):
                     refused_adm[r] = True
                     continue
-            in_flight += 1
+            pending += 1
             if free:
                 free -= 1
                 start_pre[r] = now
@@ -255,7 +255,7 @@ def _result(
     total[refused_q_arr] = math.nan
     return SimResult(
         arrival=arrival,
-        queue=start_pre - (arrival + service.ingest_s),
+        preprocess_wait=start_pre - (arrival + service.ingest_s),
         preprocess=end_pre - start_pre,
         batch_wait=np.where(refused_q_arr, math.nan, start_batch - end_pre),
         inference=end_inf - start_batch,
@@ -263,7 +263,7 @@ def _result(
         total=total,
         batch_size=np.asarray(size_of),
         refused_admission=np.asarray(refused_adm, dtype=bool),
-        refused_queue=refused_q_arr,
+        refused_batch_queue=refused_q_arr,
         busy_s=busy,
         instances=config.instances,
     )

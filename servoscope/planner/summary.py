@@ -17,7 +17,7 @@ from servoscope.planner.sim import SimResult
 from servoscope.stages import Stage
 
 STAGES: tuple[str, ...] = (
-    Stage.QUEUE.value,
+    Stage.PREPROCESS_WAIT.value,
     Stage.PREPROCESS.value,
     Stage.BATCH_WAIT.value,
     Stage.INFERENCE.value,

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from servoscope.drills.service import running
 from servoscope.drills.traffic import REQUEST_TIMEOUT_S, requests_for
@@ -73,7 +73,7 @@ def limiting_stage(summary: Summary) -> str:
     """Where requests wait at this load: for a preprocess worker (``queue``: the preprocess pool
     limits) or in the batcher for an instance (``batch_wait``: the instances limit)."""
     means = summary.server_stage_mean_ms
-    queue, batch_wait = means.get(Stage.QUEUE.value, 0.0), means.get(Stage.BATCH_WAIT.value, 0.0)
+    queue, batch_wait = means.get(Stage.PREPROCESS_WAIT.value, 0.0), means.get(Stage.BATCH_WAIT.value, 0.0)
     if queue > batch_wait:
         return f"preprocess (requests wait {queue:.1f} ms for a worker, {batch_wait:.1f} ms in the batcher)"
     return f"inference (requests wait {batch_wait:.1f} ms in the batcher, {queue:.1f} ms for a preprocess worker)"

@@ -18,9 +18,10 @@ import math
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from servoscope.loadgen.command import DEFAULT_CACHE, DEFAULT_MIX
 from servoscope.loadgen.mixes import Mix, draw, generated, parse_mix

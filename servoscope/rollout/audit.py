@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -32,7 +33,7 @@ class AuditLog:
         clash = [key for key in fields if key in RESERVED]
         if not event or clash:
             raise ValueError(f"an audit line needs an event name and no field named {RESERVED}, got {event!r}, {clash}")
-        when = datetime.datetime.fromtimestamp(self._wall(), tz=datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(self._wall(), tz=datetime.UTC)
         line = {"time": when.isoformat(timespec="milliseconds"), "t_s": self._clock.now(), "event": event, **fields}
         data = orjson.dumps(line, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
         if len(data) > MAX_LINE_BYTES:

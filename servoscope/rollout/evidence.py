@@ -20,7 +20,7 @@ Every function takes counts (numbers or arrays of any shape, broadcast) and retu
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -106,7 +106,7 @@ def wilcoxon_diff(mu: float, quantile: float, x: NDArray[np.float64], y: NDArray
     return (dz - correction) / sigma - quantile
 
 
-def _brent(f: "_Function", a: float, b: float, fa: float, fb: float) -> float:
+def _brent(f: _Function, a: float, b: float, fa: float, fb: float) -> float:
     """BrentSolver.solve: a zero of ``f`` between ``a`` and ``b`` (``fa``, ``fb`` its values there)."""
     from scipy.optimize import brentq
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from servoscope.stages import STAGES, TOTAL, Timing
 
 # The columns the gate compares, in order: the total first, then each stage.
-COLUMNS: tuple[str, ...] = (TOTAL,) + tuple(stage.value for stage in STAGES)
+COLUMNS: tuple[str, ...] = (TOTAL, *(stage.value for stage in STAGES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class Observation:
 
     def row(self) -> tuple[float, ...]:
         """Seconds per column of :data:`COLUMNS`; a stage the request never reached counts as zero."""
-        return (self.total_s,) + tuple(self.stages_s.get(name, 0.0) for name in COLUMNS[1:])
+        return (self.total_s, *(self.stages_s.get(name, 0.0) for name in COLUMNS[1:]))
 
 
 def from_timing(timing: Timing, canary: bool) -> Observation:

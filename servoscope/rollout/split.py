@@ -15,8 +15,8 @@ import enum
 import hashlib
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from servoscope.errors import InvalidParameter
 

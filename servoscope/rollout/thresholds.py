@@ -11,7 +11,7 @@ load: a busier minute moves both arms and the thresholds with them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray

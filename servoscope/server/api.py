@@ -52,7 +52,7 @@ async def classify(request: Request) -> Response:
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
         response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})
-    except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
+    except Exception as exc:
         response = state.failed([timing], exc, timing.start)
     return state.send_then_record(request, response, [timing])
 
@@ -62,7 +62,12 @@ async def list_models(request: Request) -> Response:
     return json_response(
         {
             "models": [
-                {"name": s.name, "version": s.version, "classes": s.num_classes, "input": s.entry.config.input.model_dump()}
+                {
+                    "name": s.name,
+                    "version": s.version,
+                    "classes": s.num_classes,
+                    "input": s.entry.config.input.model_dump(),
+                }
                 for s in pipeline.services.values()
             ]
         }

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from typing import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from prometheus_client import disable_created_metrics
 from prometheus_client.registry import Collector
@@ -23,17 +23,17 @@ from servoscope.pipeline.runtime import RuntimeWrapper
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.pipeline.structure import StructureLimits
 from servoscope.server import api, dashboard, grpc_server, openapi, triton, v2
-from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
+from servoscope.server.http import error_response, json_response
 from servoscope.server.observe import Observability
 from servoscope.server.state import NoObserver, ServerState
+from servoscope.settings import Settings
 from servoscope.telemetry.gpu import GpuCollector
 from servoscope.telemetry.live import LiveCollector
 from servoscope.telemetry.monitor import Monitor
 from servoscope.telemetry.recorder import Telemetry
 from servoscope.telemetry.system import SystemCollector
 from servoscope.telemetry.tracing import Tracer, provider_from_env
-from servoscope.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,10 @@ def admission_policy(settings: Settings) -> AdmissionPolicy:
 
 def decode_limits(settings: Settings) -> DecodeLimits:
     structure = StructureLimits(
-        settings.max_image_scans, settings.max_image_chunks, settings.max_image_frames, settings.max_image_metadata_bytes
+        settings.max_image_scans,
+        settings.max_image_chunks,
+        settings.max_image_frames,
+        settings.max_image_metadata_bytes,
     )
     return DecodeLimits(settings.max_body_bytes, settings.max_image_pixels, structure)
 
@@ -94,7 +97,7 @@ def observe(
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
     telemetry.registry.register(LiveCollector(
-        telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight, lambda: state.ingesting
+        telemetry, pipeline.gauges, monitor.readings, lambda: state.open_requests, lambda: state.ingesting
     ))
     for collector in collectors:
         telemetry.registry.register(collector)
@@ -125,7 +128,11 @@ def create_app(
         loaded.start()
         monitor = observe(app, telemetry, loaded, state, collectors) if telemetry else None
         state.model_configs = {
-            name: {"version": s.version, "instances_running": len(s.batcher.instances), **s.entry.config.model_dump(mode="json")}
+            name: {
+                "version": s.version,
+                "instances_running": len(s.batcher.instances),
+                **s.entry.config.model_dump(mode="json"),
+            }
             for name, s in loaded.services.items()
         }
         state.pipeline = loaded
@@ -135,7 +142,7 @@ def create_app(
             yield
         finally:
             state.draining = True
-            if grpc is not None:  # calls in flight finish (within the shutdown timeout), new ones are refused
+            if grpc is not None:  # open calls finish (within the shutdown timeout), new ones are refused
                 await grpc[0].stop(settings.shutdown_timeout_s)
             await loaded.stop()
             if monitor is not None:

@@ -79,7 +79,9 @@ class Door:
     def __init__(self, state: ServerState) -> None:
         self.state = state
 
-    def arrived(self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool) -> Refused | None:
+    def arrived(
+        self, method: bytes, url: bytes, headers: Headers, may_refuse: bool, keep_alive: bool
+    ) -> Refused | None:
         """A request's head has arrived: its refusal when it is refused here, else None.
         ``may_refuse`` is False while an earlier request on the connection is still being answered
         (answers must leave in order); the request is then counted only."""

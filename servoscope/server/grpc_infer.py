@@ -12,7 +12,7 @@ trailing metadata ``server-timing``, in the ``Server-Timing`` header's form.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import grpc
 
@@ -115,7 +115,7 @@ async def model_infer(
         timings = per_image(first, len(images))
         results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
         response = infer_response(service, request, names, results)
-    except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
+    except Exception as exc:
         mark_failed(timings, exc)
         error = exc
     finally:
@@ -130,7 +130,7 @@ async def model_infer(
 def record(state: ServerState, timings: list[Timing]) -> None:
     """The request's records, once its answer is handed to gRPC (a call cancelled before: 499)."""
     handed = state.clock.now()
-    state.in_flight -= 1
+    state.open_requests -= 1
     for timing in timings:
         if timing.status == 0:
             timing.status, timing.error = 499, "cancelled"

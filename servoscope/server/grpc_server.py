@@ -6,14 +6,15 @@ It runs on grpcio's asyncio server in the event loop uvicorn runs (started and s
 lifespan), on ``settings.grpc_port`` of the same host. Served: ServerLive, ServerReady, ModelReady,
 ServerMetadata, ModelMetadata, ModelInfer (``server/grpc_infer.py``), ModelConfig and
 ModelStatistics; any other call is UNIMPLEMENTED. On SIGTERM readiness turns false and new
-inference is refused UNAVAILABLE while the HTTP side drains; then calls in flight get up to
+inference is refused UNAVAILABLE while the HTTP side drains; then open calls get up to
 ``shutdown_timeout_s`` to finish before the pipeline stops.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import json_format

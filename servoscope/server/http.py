@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -89,7 +90,9 @@ async def read_body(request: Request, rules: BodyRules) -> bytes:
     except TimeoutError:
         elapsed = loop.time() - started
         if elapsed >= rules.timeout_s - 1e-3:
-            raise RequestTimeout(f"the request body did not arrive within the body timeout of {rules.timeout_s:g} s") from None
+            raise RequestTimeout(
+                f"the request body did not arrive within the body timeout of {rules.timeout_s:g} s"
+            ) from None
         raise RequestTimeout(
             f"the request body arrives too slowly: {received} bytes in {elapsed:.1f} s, below the minimum of "
             f"{rules.min_rate_bytes_s:g} bytes/s"

@@ -39,7 +39,10 @@ SPEC: dict[str, Any] = {
                 "summary": "Classify one image",
                 "parameters": [
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {"name": "top_k", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "default": 5}},
+                    {
+                        "name": "top_k", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "default": 5},
+                    },
                     {
                         "name": "X-Request-Timeout",
                         "in": "header",
@@ -72,7 +75,9 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "model"}, **_error_responses(404, 503)},
             }
         },
-        "/v1/config": {"get": {"summary": "The effective configuration", "responses": {"200": {"description": "config"}}}},
+        "/v1/config": {
+            "get": {"summary": "The effective configuration", "responses": {"200": {"description": "config"}}}
+        },
     },
     "components": {
         "schemas": {

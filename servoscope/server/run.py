@@ -1,4 +1,4 @@
-"""Run the service on uvicorn, with a drain on SIGTERM: readiness false first, in-flight answered, then exit.
+"""Run the service on uvicorn, with a drain on SIGTERM: readiness false first, open requests answered, then exit.
 
 The HTTP protocol is uvicorn's httptools one with the bounds it lacks (see :class:`BoundedHttpToolsProtocol`).
 """
@@ -11,7 +11,7 @@ import logging
 import signal
 import threading
 import types
-from typing import Iterator
+from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's server, but the app hears of the shutdown first, so /v2/health/ready turns 503
-    and requests arriving on open connections are refused with 503 while in-flight ones finish."""
+    and requests arriving on open connections are refused with 503 while the open ones finish."""
 
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
@@ -36,7 +36,7 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
         if not self.state.draining:
-            log.info("signal %d: draining (readiness false, finishing in-flight requests)", sig)
+            log.info("signal %d: draining (readiness false, finishing open requests)", sig)
         self.state.draining = True
         super().handle_exit(sig, frame)
 
@@ -230,7 +230,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refused_at_door = False
             if not self._close_after_body and not self.transport.is_closing():  # idle, as after any answer
                 self._unset_keepalive_if_required()
-                self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
         else:
             super().on_message_complete()
         if self._linger is not None:  # the body ended while being discarded: the connection is clean
@@ -286,7 +288,7 @@ class CycleTransport:
     writes goes straight through; a close it asks for lingers (see :meth:`BoundedHttpToolsProtocol.close_after_body`).
     These are the only transport methods the cycle calls (uvicorn 0.55's ``httptools_impl``)."""
 
-    __slots__ = ("_protocol", "_cycle")
+    __slots__ = ("_cycle", "_protocol")
 
     def __init__(self, protocol: BoundedHttpToolsProtocol, cycle: object) -> None:
         self._protocol = protocol
@@ -303,7 +305,9 @@ class CycleTransport:
 
 
 def bounded_protocol(head_timeout_s: float, door: Door | None = None) -> type[BoundedHttpToolsProtocol]:
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s, "door": door})
+    return type(
+        "BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s, "door": door}
+    )
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:

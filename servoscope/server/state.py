@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -60,7 +61,7 @@ class ServerState:
     observer: Observer = field(default_factory=NoObserver)
     pipeline: Pipeline | None = None
     draining: bool = False
-    in_flight: int = 0  # inference requests arrived and not yet answered
+    open_requests: int = 0  # inference requests arrived and not yet answered (ingesting, admitted or refused)
     model_configs: dict[str, Any] = field(default_factory=dict)
     triton_stats: TritonStats | None = None  # Triton's statistics extension (None: telemetry off)
 
@@ -77,7 +78,9 @@ class ServerState:
         their own, and hold no model's admission place (a slow link does not crowd out the others)."""
         if self.ingesting >= self.settings.max_ingest:
             raise Unavailable(
-                f"{self.ingesting} uploads are in progress, the limit (max_ingest)", retry_after_s=1.0, reason="ingest_limit"
+                f"{self.ingesting} uploads are in progress, the limit (max_ingest)",
+                retry_after_s=1.0,
+                reason="ingest_limit",
             )
         self.ingesting += 1
         try:
@@ -109,7 +112,7 @@ class ServerState:
 
     def arrived_with(self, headers: Mapping[str, str], name: str, protocol: str = "http") -> Timing:
         timing = Timing(self.clock.now(), protocol=protocol)
-        self.in_flight += 1
+        self.open_requests += 1
         self.observer.begin(timing, name, headers)
         return timing
 
@@ -126,7 +129,7 @@ class ServerState:
 
     async def _record(self, timings: list[Timing], probe: Probe | None) -> None:  # async: on the loop, no thread hop
         sent = self.clock.now()
-        self.in_flight -= 1
+        self.open_requests -= 1
         for timing in timings:
             timing.end(Stage.RESPOND, sent)
         if probe is not None:

@@ -24,8 +24,8 @@ from starlette.routing import Route
 from servoscope import __version__
 from servoscope.errors import InvalidParameter, ServoscopeError
 from servoscope.pipeline.service import Classification, ModelService
-from servoscope.server.inference import classify_all, per_image
 from servoscope.server.http import error_response, json_response, priority, read_body, timeout_s
+from servoscope.server.inference import classify_all, per_image
 from servoscope.server.state import slowest, state_of
 from servoscope.stages import Timing
 
@@ -268,8 +268,10 @@ async def infer(request: Request) -> Response:
         _binary_outputs(request_json)  # every field checked before any inference
         timings = per_image(first, len(images))
         results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
-        response = infer_response(service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()})
-    except Exception as exc:  # noqa: BLE001 — every request is answered and recorded
+        response = infer_response(
+            service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()}
+        )
+    except Exception as exc:
         response = state.failed(timings, exc, first.start)
     return state.send_then_record(request, response, timings)
 

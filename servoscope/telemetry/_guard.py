@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -25,7 +26,7 @@ class FieldGuard:
     def read(self, field: str, reader: Callable[[], T]) -> T | None:
         try:
             return reader()
-        except Exception as exc:  # noqa: BLE001 - the telemetry boundary, logged below
+        except Exception as exc:
             self.report(field, exc)
             return None
 

@@ -4,8 +4,10 @@ through the same ones. All times in seconds, rates per second.
 
 A field that is missing, or of the wrong type, is an error that names the field (its path in the
 document, e.g. ``models.resnet.windows.1m.throughput.arrived_per_s``). Fields that may be unknown
-are typed ``… | None`` and must still be present. Documents saved before the document had a
-``schema_version`` are read through :func:`migrate_unversioned`.
+are typed ``… | None`` and must still be present. Older documents are read through explicit
+migrations: one saved before the document had a ``schema_version`` through
+:func:`migrate_unversioned` (to version 1), a version 1 document through :func:`migrate_v1` (to
+version 2: the names of README's "Names" table).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from servoscope.telemetry.gpu import GpuReading
-from servoscope.validation import fault_lines
 from servoscope.telemetry.system import SystemReading
+from servoscope.validation import fault_lines
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class DocumentError(ValueError):
@@ -90,18 +92,19 @@ class Preprocess(_Frozen):
 
 class SystemMeans(_Frozen):
     """Means of the 1 s machine samples over a window, counting only seconds the service answered
-    requests in; ``None`` where no sample was taken (for the GPU's: where there is none)."""
+    requests in; ``None`` where no sample was taken (for the GPU's: where there is none). Ratios are
+    0–1; ``process_cpu_cores`` is CPU seconds per second."""
 
-    cpu_percent: float | None
-    process_cpu_percent: float | None
+    cpu_utilization_ratio: float | None
+    process_cpu_cores: float | None
     memory_available_bytes: float | None
-    swap_used_percent: float | None
-    gpu_utilization_percent: float | None
+    swap_used_ratio: float | None
+    gpu_utilization_ratio: float | None
     gpu_sm_clock_ratio: float | None
 
 
 class StatsDocument(_Frozen):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     time: float  # wall clock (Unix seconds) when the document was computed
     windows_s: dict[str, float]  # window label → its length
     windows_ago_s: dict[str, float]  # window label → how far back it ends
@@ -139,14 +142,18 @@ def _same_keys(where: str, found: Mapping[str, Any], expected: set[str]) -> None
 
 
 def read(raw: object) -> StatsDocument:
-    """The typed document from its JSON values: version 1 as is, a version-less one migrated first."""
+    """The typed document from its JSON values: version 2 as is, older ones migrated first."""
     if not isinstance(raw, Mapping):
         raise DocumentError(f"a /v1/stats document is a JSON object, got {type(raw).__name__}")
     version = raw.get("schema_version")
     if version is None:
-        raw = migrate_unversioned(raw)
+        raw = migrate_v1(migrate_unversioned(raw))
+    elif version == 1:
+        raw = migrate_v1(raw)
     elif version != SCHEMA_VERSION:
-        raise DocumentError(f"schema_version {version!r} is not one this servoscope reads ({SCHEMA_VERSION}, or none)")
+        raise DocumentError(
+            f"schema_version {version!r} is not one this servoscope reads ({SCHEMA_VERSION}, 1 or none)"
+        )
     try:
         return StatsDocument.model_validate(raw)
     except ValidationError as exc:
@@ -167,8 +174,9 @@ def describe(exc: ValidationError) -> str:
 
 def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A document from before ``schema_version`` (it may say ``"schema": 1``, but its field set grew
-    under that number) as version 1. Only what those versions did not record is filled in, each
-    the way the doctor read its absence; everything else must be there, as in version 1:
+    under that number) as version 1 (its names; :func:`migrate_v1` renames them). Only what those
+    versions did not record is filled in, each the way the doctor read its absence; everything else
+    must be there, as in version 1:
 
     - ``windows_ago_s``: 0 for every window (each ended at ``time``);
     - ``system_means``: every mean ``None`` (not kept: readers take the latest ``system`` sample);
@@ -179,11 +187,11 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     doc = {k: v for k, v in raw.items() if k not in ("schema", "drill_answered_by_clients")}
     doc.setdefault("ingesting", None)
-    doc["schema_version"] = SCHEMA_VERSION
+    doc["schema_version"] = 1
     windows = list(doc.get("windows_s") or {})
     doc.setdefault("windows_ago_s", {label: 0.0 for label in windows})
     means = dict(doc.get("system_means") or {})
-    unknown = dict.fromkeys(SystemMeans.model_fields)
+    unknown = dict.fromkeys(V1_MEANS)
     doc["system_means"] = {label: {**unknown, **means.get(label, {})} for label in windows}
     models = doc.get("models")
     if isinstance(models, Mapping):
@@ -209,6 +217,87 @@ def _migrate_window(window: Any) -> Any:
     if isinstance(out.get("throughput"), Mapping):
         out["throughput"] = {"arrived_per_s": 0.0, **out["throughput"]}
     return out
+
+
+V1_MEANS = (
+    "cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent", "gpu_utilization_percent",
+    "gpu_sm_clock_ratio",
+)
+# Version 1 → 2: one name per concept, and ratios (0–1) as in Prometheus instead of percents.
+# Old key → (new key, factor applied to its value).
+V2_STAGES = {"queue": "preprocess_wait"}
+V2_MEANS = {
+    "cpu_percent": ("cpu_utilization_ratio", 0.01),
+    "process_cpu_percent": ("process_cpu_cores", 0.01),
+    "swap_used_percent": ("swap_used_ratio", 0.01),
+    "gpu_utilization_percent": ("gpu_utilization_ratio", 0.01),
+}
+V2_SYSTEM = {
+    "cpu_percent": ("cpu_utilization_ratio", 0.01),
+    "cpu_percent_per_core": ("cpu_core_utilization_ratio", 0.01),
+    "memory_used_percent": ("memory_used_ratio", 0.01),
+    "swap_used_percent": ("swap_used_ratio", 0.01),
+    "process_cpu_percent": ("process_cpu_cores", 0.01),
+}
+V2_GPU_DEVICE = {
+    "utilization_gpu_percent": ("utilization_ratio", 0.01),
+    "utilization_memory_percent": ("memory_utilization_ratio", 0.01),
+}
+
+
+def migrate_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 1 document as version 2, by renaming (the values are the same measurements):
+
+    - the stage ``queue`` is ``preprocess_wait`` (in ``stages`` and every window's ``stages``);
+    - percents are ratios (÷ 100) and the process CPU is in cores, under the names of
+      :data:`V2_MEANS` (``system_means``), :data:`V2_SYSTEM` (``system``) and
+      :data:`V2_GPU_DEVICE` (each of ``gpu.devices``).
+    """
+    doc = {**raw, "schema_version": SCHEMA_VERSION}
+    if isinstance(doc.get("stages"), list):
+        doc["stages"] = [V2_STAGES.get(s, s) if isinstance(s, str) else s for s in doc["stages"]]
+    if isinstance(doc.get("models"), Mapping):
+        doc["models"] = {name: _stages_v2(entry) for name, entry in doc["models"].items()}
+    if isinstance(doc.get("system_means"), Mapping):
+        doc["system_means"] = {label: _renamed(m, V2_MEANS) for label, m in doc["system_means"].items()}
+    if "system" in doc:
+        doc["system"] = _renamed(doc["system"], V2_SYSTEM)
+    gpu = doc.get("gpu")
+    if isinstance(gpu, Mapping) and isinstance(gpu.get("devices"), list):
+        doc["gpu"] = {**gpu, "devices": [_renamed(d, V2_GPU_DEVICE) for d in gpu["devices"]]}
+    return doc
+
+
+def _stages_v2(entry: Any) -> Any:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("windows"), Mapping):
+        return entry
+    windows = {
+        label: {**w, "stages": {V2_STAGES.get(k, k): v for k, v in w["stages"].items()}}
+        if isinstance(w, Mapping) and isinstance(w.get("stages"), Mapping) else w
+        for label, w in entry["windows"].items()
+    }
+    return {**entry, "windows": windows}
+
+
+def _renamed(values: Any, names: Mapping[str, tuple[str, float]]) -> Any:
+    """``values`` with each old key under its new name, its number (or list of numbers) scaled."""
+    if not isinstance(values, Mapping):
+        return values
+    out = {}
+    for key, value in values.items():
+        new, factor = names.get(key, (key, 1.0))
+        out[new] = _scaled(value, factor)
+    return out
+
+
+def _scaled(value: Any, factor: float) -> Any:
+    if factor == 1.0 or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return round(value * factor, 6)
+    if isinstance(value, list):
+        return [_scaled(v, factor) for v in value]
+    return value
 
 
 def json_schema() -> dict[str, Any]:

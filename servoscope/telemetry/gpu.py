@@ -14,8 +14,9 @@ import dataclasses
 import json
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import psutil
 import pynvml
@@ -50,7 +51,9 @@ THROTTLE_REASONS: tuple[tuple[int, str], ...] = (
 
 
 # The reasons that slow a busy GPU down (idle and the application clock setting do not).
-SLOWING_REASONS = frozenset({"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"})
+SLOWING_REASONS = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
 
 
 def decode_throttle_reasons(mask: int) -> tuple[str, ...]:
@@ -101,8 +104,10 @@ class GpuDevice:
     index: int
     name: str | None = None
     uuid: str | None = None
-    utilization_gpu_percent: int | None = None
-    utilization_memory_percent: int | None = None
+    utilization_ratio: float | None = None
+    """Share of the last sample period a kernel ran (NVML's utilization.gpu ÷ 100)."""
+    memory_utilization_ratio: float | None = None
+    """Share of it the memory was read or written (NVML's utilization.memory ÷ 100)."""
     memory_used_bytes: int | None = None
     memory_total_bytes: int | None = None
     sm_clock_mhz: int | None = None
@@ -127,14 +132,18 @@ class GpuReading:
         return dataclasses.asdict(self)
 
     def window_values(self) -> dict[str, float | None]:
-        """What is averaged per stats window: the busiest device's utilization (percent) and its SM
+        """What is averaged per stats window: the busiest device's utilization (0–1) and its SM
         clock as a share of the maximum. Empty without a GPU."""
-        devices = [d for d in self.devices if d.utilization_gpu_percent is not None] if self.available else []
+        devices = [d for d in self.devices if d.utilization_ratio is not None] if self.available else []
         if not devices:
             return {}
-        busiest = max(devices, key=lambda d: d.utilization_gpu_percent or 0)
-        clock = busiest.sm_clock_mhz / busiest.sm_clock_max_mhz if busiest.sm_clock_mhz and busiest.sm_clock_max_mhz else None
-        return {"gpu_utilization_percent": float(busiest.utilization_gpu_percent or 0), "gpu_sm_clock_ratio": clock}
+        busiest = max(devices, key=lambda d: d.utilization_ratio or 0)
+        clock = (
+            busiest.sm_clock_mhz / busiest.sm_clock_max_mhz
+            if busiest.sm_clock_mhz and busiest.sm_clock_max_mhz
+            else None
+        )
+        return {"gpu_utilization_ratio": float(busiest.utilization_ratio or 0), "gpu_sm_clock_ratio": clock}
 
 
 def _unavailable_reason(exc: Exception) -> str:
@@ -169,7 +178,7 @@ class GpuCollector:
                 return GpuReading(available=False, reason=self._reason)
             try:
                 count = int(self._nvml.nvmlDeviceGetCount())
-            except Exception as exc:  # noqa: BLE001 - telemetry boundary
+            except Exception as exc:
                 self._guard.report("device_count", exc)
                 return GpuReading(False, f"cannot count devices: {exc}", self._driver_version)
             if count == 0:
@@ -193,7 +202,7 @@ class GpuCollector:
         self._last_attempt = now
         try:
             self._nvml.nvmlInit()
-        except Exception as exc:  # noqa: BLE001 - telemetry boundary
+        except Exception as exc:
             reason = _unavailable_reason(exc)
             if reason != self._reason:
                 logger.info("GPU telemetry off: %s", reason)
@@ -221,8 +230,8 @@ class GpuCollector:
             index=index,
             name=read("name", lambda h: str(nvml.nvmlDeviceGetName(h))),
             uuid=read("uuid", lambda h: str(nvml.nvmlDeviceGetUUID(h))),
-            utilization_gpu_percent=None if utilization is None else int(utilization.gpu),
-            utilization_memory_percent=None if utilization is None else int(utilization.memory),
+            utilization_ratio=None if utilization is None else int(utilization.gpu) / 100.0,
+            memory_utilization_ratio=None if utilization is None else int(utilization.memory) / 100.0,
             memory_used_bytes=None if memory is None else int(memory.used),
             memory_total_bytes=None if memory is None else int(memory.total),
             sm_clock_mhz=read("sm_clock", lambda h: int(nvml.nvmlDeviceGetClockInfo(h, _CLOCK_SM))),
@@ -241,7 +250,7 @@ class GpuCollector:
         """The throttle reason mask: ``…ClocksEventReasons`` where NVML has it, else ``…ClocksThrottleReasons``."""
         if self._use_event_reasons:
             try:
-                return int(getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons")(handle))
+                return int(self._nvml.nvmlDeviceGetCurrentClocksEventReasons(handle))
             except self._nvml.NVMLError as exc:
                 if getattr(exc, "value", None) != _ERROR_FUNCTION_NOT_FOUND:
                     raise

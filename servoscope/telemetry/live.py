@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -20,21 +20,27 @@ class LiveCollector(Collector):
         telemetry: Telemetry,
         gauges: Callable[[], Gauges],
         readings: Readings,
-        http_in_flight: Callable[[], int],
+        open_requests: Callable[[], int],
         ingesting: Callable[[], int] = lambda: 0,
     ) -> None:
         self.telemetry = telemetry
         self.gauges = gauges
         self.readings = readings
-        self.http_in_flight = http_in_flight
+        self.open_requests = open_requests
         self.ingesting = ingesting
 
     def collect(self) -> Iterator[Metric]:
         g = self.gauges()
-        depth = GaugeMetricFamily("servoscope_queue_depth", "Requests waiting in each queue.", labels=["queue", "model"])
+        depth = GaugeMetricFamily(
+            "servoscope_queue_depth", "Requests waiting in each queue.", labels=["queue", "model"]
+        )
         depth.add_metric(["preprocess", ""], g.preprocess_queue)
-        pending = GaugeMetricFamily("servoscope_requests_pending", "Requests admitted and not yet answered.", labels=["model"])
-        batches = GaugeMetricFamily("servoscope_batches_in_flight", "Batches running on model instances.", labels=["model"])
+        pending = GaugeMetricFamily(
+            "servoscope_requests_pending", "Requests admitted and not yet answered.", labels=["model"]
+        )
+        batches = GaugeMetricFamily(
+            "servoscope_batches_in_flight", "Batches running on model instances.", labels=["model"]
+        )
         busy = GaugeMetricFamily(
             "servoscope_model_busy_ratio",
             f"Share of the last {BUSY_WINDOW_S:g} s each model instance spent running batches.",
@@ -44,9 +50,13 @@ class LiveCollector(Collector):
             "servoscope_requests_pending_limit", "Admission limit of pending requests (max_pending).", labels=["model"]
         )
         concurrency = GaugeMetricFamily(
-            "servoscope_concurrency_limit", "Requests admitted at once now (adaptive admission; else max_pending).", labels=["model"]
+            "servoscope_concurrency_limit",
+            "Requests admitted at once now (adaptive admission; else max_pending).",
+            labels=["model"],
         )
-        capacity = GaugeMetricFamily("servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"])
+        capacity = GaugeMetricFamily(
+            "servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"]
+        )
         for name, m in g.models.items():
             depth.add_metric(["batch", name], m.batch_queue)
             capacity.add_metric(["batch", name], m.batch_queue_limit)
@@ -56,18 +66,23 @@ class LiveCollector(Collector):
             batches.add_metric([name], m.batches_in_flight)
             for i in range(m.instances):
                 busy.add_metric([name, str(i)], self.telemetry.busy_ratio(name, i, BUSY_WINDOW_S))
-        workers = GaugeMetricFamily("servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"])
+        workers = GaugeMetricFamily(
+            "servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"]
+        )
         workers.add_metric(["busy"], g.preprocess_busy)
         workers.add_metric(["idle"], max(0, g.preprocess_workers - g.preprocess_busy))
-        in_flight = GaugeMetricFamily(
-            "servoscope_http_requests_in_flight", "Inference requests arrived and not yet answered.", value=self.http_in_flight()
+        open_requests = GaugeMetricFamily(
+            "servoscope_requests_open",
+            "Inference requests arrived and not yet answered (ingesting, admitted, or being refused).",
+            value=self.open_requests(),
         )
         ingesting = GaugeMetricFamily(
             "servoscope_requests_ingesting",
             "Inference requests whose bodies are still arriving (they hold no model's place; max_ingest bounds them).",
             value=self.ingesting(),
         )
-        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers, in_flight, ingesting)
+        yield from (depth, capacity, pending, pending_limit, concurrency, batches, busy, workers)
+        yield from (open_requests, ingesting)
         yield from self._system()
         yield from self._gpu()
 
@@ -76,19 +91,21 @@ class LiveCollector(Collector):
         if s is None:
             return
         values = {
-            "servoscope_system_cpu_utilization_ratio": (s.cpu_percent, 0.01, "Machine CPU busy share, all cores."),
-            "servoscope_process_cpu_utilization_ratio": (s.process_cpu_percent, 0.01, "Serving process CPU, in cores."),
-            "servoscope_system_memory_available_bytes": (s.memory_available_bytes, 1, "Memory available to new work."),
-            "servoscope_process_resident_memory_bytes": (s.process_rss_bytes, 1, "Serving process RSS."),
-            "servoscope_system_context_switches_per_second": (s.ctx_switches_per_s, 1, "Machine context switches."),
+            "servoscope_system_cpu_utilization_ratio": (s.cpu_utilization_ratio, "Machine CPU busy share, all cores."),
+            "servoscope_process_cpu_cores": (s.process_cpu_cores, "Cores the serving process kept busy."),
+            "servoscope_system_memory_available_bytes": (s.memory_available_bytes, "Memory available to new work."),
+            "servoscope_process_resident_memory_bytes": (s.process_rss_bytes, "Serving process RSS."),
+            "servoscope_system_context_switches_per_second": (s.ctx_switches_per_s, "Machine context switches."),
         }
-        for name, (value, scale, doc) in values.items():
+        for name, (value, doc) in values.items():
             if value is not None:
-                yield GaugeMetricFamily(name, doc, value=value * scale)
-        if s.cpu_percent_per_core:
-            cores = GaugeMetricFamily("servoscope_system_cpu_core_utilization_ratio", "CPU busy share per core.", labels=["cpu"])
-            for i, pct in enumerate(s.cpu_percent_per_core):
-                cores.add_metric([str(i)], pct / 100)
+                yield GaugeMetricFamily(name, doc, value=value)
+        if s.cpu_core_utilization_ratio:
+            cores = GaugeMetricFamily(
+                "servoscope_system_cpu_core_utilization_ratio", "CPU busy share per core.", labels=["cpu"]
+            )
+            for i, ratio in enumerate(s.cpu_core_utilization_ratio):
+                cores.add_metric([str(i)], ratio)
             yield cores
 
     def _gpu(self) -> Iterator[Metric]:
@@ -99,7 +116,7 @@ class LiveCollector(Collector):
         if reading is None or not reading.available:
             return
         fields = {
-            "servoscope_gpu_utilization_ratio": ("utilization_gpu_percent", 0.01, "GPU busy share."),
+            "servoscope_gpu_utilization_ratio": ("utilization_ratio", 1, "GPU busy share."),
             "servoscope_gpu_memory_used_bytes": ("memory_used_bytes", 1, "GPU memory used."),
             "servoscope_gpu_memory_total_bytes": ("memory_total_bytes", 1, "GPU memory."),
             "servoscope_gpu_sm_clock_hertz": ("sm_clock_mhz", 1e6, "SM clock."),

@@ -32,7 +32,9 @@ class Metrics:
             "servoscope_stage_duration_seconds", "Time requests spent in each pipeline stage (served requests).",
             ["model", "stage"], buckets=LATENCY_BUCKETS_S, registry=r,
         )
-        self.requests = Counter("servoscope_requests", "Requests answered, by HTTP status.", ["model", "code"], registry=r)
+        self.requests = Counter(
+            "servoscope_requests", "Requests answered, by HTTP status.", ["model", "code"], registry=r
+        )
         self.protocol_requests = Counter(
             "servoscope_protocol_requests", "Requests answered, by protocol (http, grpc) and HTTP-equivalent status.",
             ["model", "protocol", "code"], registry=r,
@@ -64,7 +66,11 @@ class Metrics:
             "servoscope_input_bytes", "Size of uploaded images.", ["model"], buckets=BYTES_BUCKETS, registry=r
         )
         self.input_pixels = Histogram(
-            "servoscope_input_pixels", "Width × height of uploaded images.", ["model"], buckets=PIXELS_BUCKETS, registry=r
+            "servoscope_input_pixels",
+            "Width × height of uploaded images.",
+            ["model"],
+            buckets=PIXELS_BUCKETS,
+            registry=r,
         )
         self.metadata_ignored = Counter(
             "servoscope_image_metadata_ignored",

@@ -24,14 +24,16 @@ HISTORY = 300  # samples kept: five minutes at one a second
 # System readings also averaged over each stats window (one 1 s sample is too noisy to compare windows),
 # counting only the seconds in which the service answered requests: the machine as it was while serving.
 # With a GPU, its utilization and SM clock share too (GpuReading.window_values).
-WINDOW_MEANS = ("cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent")
+WINDOW_MEANS = ("cpu_utilization_ratio", "process_cpu_cores", "memory_available_bytes", "swap_used_ratio")
 
 
 @dataclass
 class Readings:
     system: SystemReading | None = None
     gpu: GpuReading | None = None
-    cpu_history: collections.deque[tuple[float, float]] = field(default_factory=lambda: collections.deque(maxlen=HISTORY))
+    cpu_history: collections.deque[tuple[float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=HISTORY)
+    )
 
 
 class Monitor:
@@ -44,7 +46,10 @@ class Monitor:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._watch_lag(), name="loop-lag"), loop.create_task(self._sample(), name="sampler")]
+        self._tasks = [
+            loop.create_task(self._watch_lag(), name="loop-lag"),
+            loop.create_task(self._sample(), name="sampler"),
+        ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -67,11 +72,13 @@ class Monitor:
         while True:
             system, gpu = await asyncio.to_thread(self._read)
             self.readings.system, self.readings.gpu = system, gpu
-            if system.cpu_percent is not None:
-                self.readings.cpu_history.append((clock.now(), system.cpu_percent))
+            if system.cpu_utilization_ratio is not None:
+                self.readings.cpu_history.append((clock.now(), system.cpu_utilization_ratio))
             if self.telemetry.answered != answered:
                 answered = self.telemetry.answered
-                self.telemetry.record_system({**{name: getattr(system, name) for name in WINDOW_MEANS}, **gpu.window_values()})
+                self.telemetry.record_system(
+                    {**{name: getattr(system, name) for name in WINDOW_MEANS}, **gpu.window_values()}
+                )
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
     def _read(self) -> tuple[SystemReading, GpuReading]:

@@ -7,12 +7,13 @@ Telemetry never breaks a request: a failure here is logged (once per kind) and s
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
-from servoscope.stages import BatchRecord, Timing
+from servoscope.stages import TOTAL, BatchRecord, Timing
 from servoscope.telemetry.metrics import Metrics
 from servoscope.telemetry.tracing import Tracer
 from servoscope.telemetry.triton_stats import TritonStats
@@ -59,7 +60,7 @@ class Telemetry:
         """A request arrived: open its trace span (when tracing is on)."""
         try:
             self.tracer.begin(timing, name, headers)
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("begin")
 
     def arrived(self, model: str) -> None:
@@ -67,21 +68,21 @@ class Telemetry:
         try:
             self.metrics.arrived.labels(model).inc()
             self.counts.event(("arrived", model))
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("arrived")
 
     def early_retry(self, model: str) -> None:
         """The door holds a refusal: the same request came back before its Retry-After had passed."""
         try:
             self.metrics.early_retries.labels(model).inc()
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("early_retry")
 
     def record(self, timing: Timing) -> None:
         """A request was answered (the RecordSink)."""
         try:
             self._record(timing)
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("record")
 
     def _record(self, timing: Timing) -> None:
@@ -90,7 +91,7 @@ class Telemetry:
         model, status = timing.model, timing.status
         code = str(status)
         durations = timing.durations()
-        total = durations["total"]
+        total = durations[TOTAL]
         trace_id = self.tracer.trace_id(timing)
         exemplar = {"trace_id": trace_id} if trace_id else None
         m.requests.labels(model, code).inc()
@@ -130,14 +131,14 @@ class Telemetry:
             self.counts.count(("batch_size", record.model, record.size))
             self.triton.record_batch(record)
             self.tracer.batch(record)
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("record_batch")
 
     def record_restart(self, event: InstanceRestart) -> None:
         """An instance's process was replaced (the RestartSink)."""
         try:
             self.metrics.instance_restarts.labels(event.model).inc()
-        except Exception:  # noqa: BLE001 — telemetry boundary
+        except Exception:
             self._guarded_failure("record_restart")
 
     def record_loop_lag(self, seconds: float) -> None:
@@ -159,7 +160,9 @@ class Telemetry:
         out = {}
         for key in self.counts.keys(window_s, ago_s):
             if key[0] == "system_n":
-                out[key[1]] = self.counts.total(("system", key[1]), window_s, ago_s) / self.counts.total(key, window_s, ago_s)
+                out[key[1]] = self.counts.total(("system", key[1]), window_s, ago_s) / self.counts.total(
+                    key, window_s, ago_s
+                )
         return out
 
     def shutdown(self) -> None:

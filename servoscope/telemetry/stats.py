@@ -12,7 +12,15 @@ import time
 from servoscope.pipeline.gauges import Gauges
 from servoscope.stages import STAGE_NAMES
 from servoscope.telemetry.document import (
-    SCHEMA_VERSION, Batches, ModelStats, ModelWindow, Preprocess, Queues, StatsDocument, Summary, SystemMeans,
+    SCHEMA_VERSION,
+    Batches,
+    ModelStats,
+    ModelWindow,
+    Preprocess,
+    Queues,
+    StatsDocument,
+    Summary,
+    SystemMeans,
     Throughput,
 )
 from servoscope.telemetry.monitor import Readings

@@ -1,9 +1,9 @@
 """The system collector: CPU, memory, I/O and the serving process, read through psutil.
 
 One :meth:`SystemCollector.sample` reads a handful of ``/proc`` files (never the process
-table) and reports percentages and rates *since the previous sample*, the way psutil's
-``cpu_percent(interval=None)`` does: the first sample only primes, so its CPU percentages
-and rates are ``None``. The collector keeps its own previous counters rather than psutil's
+table) and reports utilization ratios (0–1) and rates *since the previous sample*, the way psutil's
+``cpu_percent(interval=None)`` does: the first sample only primes, so its CPU ratios and rates
+are ``None``. The collector keeps its own previous counters rather than psutil's
 module-wide ones, so another caller of ``psutil.cpu_percent`` cannot shorten its interval.
 
 Sampling never raises: a field psutil cannot read is ``None`` (and logged once).
@@ -16,8 +16,9 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -32,26 +33,26 @@ class SystemReading:
     """One sample of the machine and the serving process. ``None``: unreadable, or no interval yet."""
 
     interval_s: float | None
-    """Seconds since the previous sample (the window of every ``*_percent`` and ``*_per_s``)."""
+    """Seconds since the previous sample (the window of every ``*_ratio``, ``*_cores`` and ``*_per_s``)."""
     cpu_count: int | None
-    cpu_percent: float | None
-    cpu_percent_per_core: tuple[float, ...] | None
+    cpu_utilization_ratio: float | None
+    cpu_core_utilization_ratio: tuple[float, ...] | None
     load_average: tuple[float, float, float] | None
     """1, 5 and 15 minute load averages (runnable tasks, not percent)."""
     memory_total_bytes: int | None
     memory_available_bytes: int | None
-    memory_used_percent: float | None
+    memory_used_ratio: float | None
     swap_total_bytes: int | None
     swap_used_bytes: int | None
-    swap_used_percent: float | None
+    swap_used_ratio: float | None
     net_sent_bytes_per_s: float | None
     net_recv_bytes_per_s: float | None
     disk_read_bytes_per_s: float | None
     disk_write_bytes_per_s: float | None
     ctx_switches_per_s: float | None
     """Machine-wide context switches."""
-    process_cpu_percent: float | None
-    """Percent of one core, so up to ``100 * cpu_count``."""
+    process_cpu_cores: float | None
+    """Cores kept busy (CPU seconds per second), so up to ``cpu_count``."""
     process_rss_bytes: int | None
     process_threads: int | None
     process_voluntary_ctx_switches_per_s: float | None
@@ -80,14 +81,15 @@ _NO_COUNTERS = _Counters(0.0, None, None, None, None, None, None, None)
 """What the first sample compares with: nothing, so every rate is ``None``."""
 
 
-def busy_percent(before: Any, after: Any) -> float | None:
-    """Busy CPU percent between two ``psutil.cpu_times()`` readings, as ``psutil.cpu_percent`` computes it."""
+def busy_ratio(before: Any, after: Any) -> float | None:
+    """Busy CPU share (0–1) between two ``psutil.cpu_times()`` readings, as ``psutil.cpu_percent`` computes
+    it (÷ 100)."""
     delta = type(after)(*(max(0.0, a - b) for a, b in zip(after, before)))
     total = _total_time(delta)
     if total <= 0:
         return None
     busy = total - float(delta.idle) - float(getattr(delta, "iowait", 0.0))
-    return round(min(100.0, max(0.0, busy / total * 100.0)), 1)
+    return round(min(1.0, max(0.0, busy / total)), 3)
 
 
 def _total_time(times: Any) -> float:
@@ -148,21 +150,21 @@ class SystemCollector:
         return SystemReading(
             interval_s=interval,
             cpu_count=read("cpu_count", psutil.cpu_count),
-            cpu_percent=_cpu_percent(before.cpu, now.cpu),
-            cpu_percent_per_core=_per_core_percent(before.cpu_per_core, now.cpu_per_core),
+            cpu_utilization_ratio=_cpu_ratio(before.cpu, now.cpu),
+            cpu_core_utilization_ratio=_per_core_ratio(before.cpu_per_core, now.cpu_per_core),
             load_average=read("load_average", lambda: _load_average(psutil.getloadavg())),
             memory_total_bytes=None if memory is None else int(memory.total),
             memory_available_bytes=None if memory is None else int(memory.available),
-            memory_used_percent=None if memory is None else float(memory.percent),
+            memory_used_ratio=None if memory is None else round(float(memory.percent) / 100.0, 3),
             swap_total_bytes=None if swap is None else int(swap.total),
             swap_used_bytes=None if swap is None else int(swap.used),
-            swap_used_percent=None if swap is None else float(swap.percent),
+            swap_used_ratio=None if swap is None else round(float(swap.percent) / 100.0, 3),
             net_sent_bytes_per_s=_rate(_pick(before.net, 0), _pick(now.net, 0), interval),
             net_recv_bytes_per_s=_rate(_pick(before.net, 1), _pick(now.net, 1), interval),
             disk_read_bytes_per_s=_rate(_pick(before.disk, 0), _pick(now.disk, 0), interval),
             disk_write_bytes_per_s=_rate(_pick(before.disk, 1), _pick(now.disk, 1), interval),
             ctx_switches_per_s=_rate(before.ctx_switches, now.ctx_switches, interval),
-            process_cpu_percent=_percent(_rate(before.process_cpu_s, now.process_cpu_s, interval)),
+            process_cpu_cores=_cores(_rate(before.process_cpu_s, now.process_cpu_s, interval)),
             process_rss_bytes=rss,
             process_threads=threads,
             process_voluntary_ctx_switches_per_s=_rate(
@@ -203,16 +205,17 @@ def _tcp_by_status(proc: psutil.Process) -> dict[str, int]:
     return dict(sorted(Counter(str(c.status) for c in proc.net_connections(kind="tcp")).items()))
 
 
-def _cpu_percent(before: Any | None, after: Any | None) -> float | None:
-    return None if before is None or after is None else busy_percent(before, after)
+def _cpu_ratio(before: Any | None, after: Any | None) -> float | None:
+    return None if before is None or after is None else busy_ratio(before, after)
 
 
-def _per_core_percent(before: Sequence[Any] | None, after: Sequence[Any] | None) -> tuple[float, ...] | None:
+def _per_core_ratio(before: Sequence[Any] | None, after: Sequence[Any] | None) -> tuple[float, ...] | None:
     if before is None or after is None or len(before) != len(after):
         return None  # no interval yet, or a core went on or off line
-    percents = tuple(busy_percent(b, a) for b, a in zip(before, after))
-    return None if any(p is None for p in percents) else tuple(p for p in percents if p is not None)
+    ratios = tuple(busy_ratio(b, a) for b, a in zip(before, after))
+    return None if any(r is None for r in ratios) else tuple(r for r in ratios if r is not None)
 
 
-def _percent(fraction_per_s: float | None) -> float | None:
-    return None if fraction_per_s is None else round(fraction_per_s * 100.0, 1)
+def _cores(cpu_s_per_s: float | None) -> float | None:
+    """CPU seconds per second: cores kept busy."""
+    return None if cpu_s_per_s is None else round(cpu_s_per_s, 3)

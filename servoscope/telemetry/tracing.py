@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -79,7 +79,9 @@ class Tracer:
         if self._tracer is None:
             return
         parent = _PROPAGATOR.extract(headers)
-        timing.trace = self._tracer.start_span(name, context=parent, kind=SpanKind.SERVER, start_time=self._ns(timing.start))
+        timing.trace = self._tracer.start_span(
+            name, context=parent, kind=SpanKind.SERVER, start_time=self._ns(timing.start)
+        )
 
     def trace_id(self, timing: Timing) -> str | None:
         span = timing.trace
@@ -111,7 +113,11 @@ class Tracer:
             "inference_batch",
             links=links,
             start_time=self._ns(record.started),
-            attributes={"servoscope.model": record.model, "servoscope.instance": record.instance, "servoscope.batch_size": record.size},
+            attributes={
+                "servoscope.model": record.model,
+                "servoscope.instance": record.instance,
+                "servoscope.batch_size": record.size,
+            },
         )
         span.end(end_time=self._ns(record.finished))
 

@@ -6,7 +6,7 @@ N images is N records, as N requests of batch 1 are in Triton):
 
     success          answered 2xx: count, and ns of the record's ``total``
     fail             any other status (bad input, refusals, deadlines): count, ns of ``total``
-    queue            queue + batch_wait   (waiting for a decode worker, then in the batcher)
+    queue            preprocess_wait + batch_wait  (waiting for a decode worker, then in the batcher)
     compute_input    preprocess           (decode, resize, normalize)
     compute_infer    inference
     compute_output   postprocess          (softmax, top-k, labels)
@@ -22,10 +22,11 @@ so it is in ``inference_stats.compute_input`` only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from servoscope.stages import BatchRecord, Stage, Timing
+from servoscope.stages import TOTAL, BatchRecord, Stage, Timing
 
 NS_PER_S = 1_000_000_000
 
@@ -54,7 +55,7 @@ INFERENCE_FIELDS = (
     "success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss",
 )
 STAGE_FIELDS: dict[str, tuple[Stage, ...]] = {
-    "queue": (Stage.QUEUE, Stage.BATCH_WAIT),
+    "queue": (Stage.PREPROCESS_WAIT, Stage.BATCH_WAIT),
     "compute_input": (Stage.PREPROCESS,),
     "compute_infer": (Stage.INFERENCE,),
     "compute_output": (Stage.POSTPROCESS,),
@@ -89,9 +90,9 @@ class TritonStats:
         stats = self._model(timing.model)
         durations = timing.durations()
         if not 200 <= timing.status < 300:
-            stats.inference["fail"].add(durations["total"])
+            stats.inference["fail"].add(durations[TOTAL])
             return
-        stats.inference["success"].add(durations["total"])
+        stats.inference["success"].add(durations[TOTAL])
         for name, stages in STAGE_FIELDS.items():
             stats.inference[name].add(sum(durations.get(stage.value, 0.0) for stage in stages))
         stats.inference_count += 1

@@ -10,8 +10,8 @@ W - bucket_s and W seconds of data; ``covered_s`` says exactly how much). A wind
 from __future__ import annotations
 
 import collections
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable
 
 from ddsketch import DDSketch
 

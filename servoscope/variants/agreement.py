@@ -10,23 +10,25 @@ disagreement is a coin toss: inputs the reference is *confident* about (top-1 pr
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from servoscope.variants import samples
 from servoscope.models.config import ModelConfig
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.runtime import OnnxModel
 from servoscope.resources import available_cores
+from servoscope.variants import samples
 
 CONFIDENT = 0.5  # reference top-1 probability from which an input counts as "confident"
 NOISE_DRAWS = 2  # noisy copies of each input that decide whether the reference's top-1 is stable
 NOISE_SEED = 20261129
 
 
-def logits(model_file: Path, config: ModelConfig, tensors: np.ndarray, provider: str = "cpu", batch_size: int = 16) -> np.ndarray:
+def logits(
+    model_file: Path, config: ModelConfig, tensors: np.ndarray, provider: str = "cpu", batch_size: int = 16
+) -> np.ndarray:
     """The model's output for every input, in batches, on a session using every core."""
     model = OnnxModel(model_file, provider, available_cores(), config.input.name, config.output.name)
     return np.concatenate([model.run(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)])
@@ -38,7 +40,11 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def agreement(
-    reference: np.ndarray, variant: np.ndarray, names: Sequence[str], kind: str = "logits", stable: np.ndarray | None = None
+    reference: np.ndarray,
+    variant: np.ndarray,
+    names: Sequence[str],
+    kind: str = "logits",
+    stable: np.ndarray | None = None,
 ) -> dict:
     """Top-1 agreement and top-5 containment of ``variant`` with ``reference`` (the label of each
     input is the reference's top-1): overall, on inputs the reference is confident about, and on
@@ -59,7 +65,10 @@ def agreement(
         "stable_inputs": int(stable.sum()),
         "top1_agreement_stable": _mean(agree[stable]),
         "disagreements": [
-            {"input": names[i], "reference": int(ref_top1[i]), "variant": int(var_top5[i, 0]), "reference_p": round(float(confidence[i]), 3)}
+            {
+                "input": names[i], "reference": int(ref_top1[i]), "variant": int(var_top5[i, 0]),
+                "reference_p": round(float(confidence[i]), 3),
+            }
             for i in np.flatnonzero(~agree)
         ],
     }
@@ -69,7 +78,9 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def stable_inputs(reference: ModelEntry, tensors: np.ndarray, top1: np.ndarray, draws: int, provider: str = "cpu") -> np.ndarray:
+def stable_inputs(
+    reference: ModelEntry, tensors: np.ndarray, top1: np.ndarray, draws: int, provider: str = "cpu"
+) -> np.ndarray:
     """Which inputs keep the reference's top-1 under ``draws`` seeded draws of uniform noise of ±1
     grey level per pixel (invisible): on the others, the reference's own label is a coin toss."""
     cfg = reference.config
@@ -99,7 +110,9 @@ def labelled(reference: ModelEntry, per_photo: int, draws: int, provider: str = 
     return _LABELLED[key]
 
 
-def measure(reference: ModelEntry, variant_file: Path, per_photo: int = samples.EVALUATION_PER_PHOTO, draws: int = NOISE_DRAWS) -> dict:
+def measure(
+    reference: ModelEntry, variant_file: Path, per_photo: int = samples.EVALUATION_PER_PHOTO, draws: int = NOISE_DRAWS
+) -> dict:
     """The agreement of a variant's model file with its reference on the sample set's evaluation inputs."""
     evaluation = samples.evaluation(per_photo)
     tensors = samples.evaluation_tensors(samples.spec_of(reference.config), per_photo)

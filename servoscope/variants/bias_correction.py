@@ -33,7 +33,9 @@ def input_means(model, names: list[str], input_name: str, inputs: np.ndarray) ->
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     outputs = {o.name for o in exposed.graph.output}
-    exposed.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in outputs)
+    exposed.graph.output.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in outputs
+    )
     session = ort.InferenceSession(exposed.SerializeToString(), providers=["CPUExecutionProvider"])
     sums = {n: 0.0 for n in names}
     for start in range(0, len(inputs), BATCH):
@@ -61,7 +63,12 @@ def output_shift(node, delta: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def correct_biases(
-    source: Path, output: Path, input_name: str, inputs: np.ndarray, per_channel: bool = True, reduce_range: bool = False,
+    source: Path,
+    output: Path,
+    input_name: str,
+    inputs: np.ndarray,
+    per_channel: bool = True,
+    reduce_range: bool = False,
     exclude: frozenset[str] = frozenset(),
 ) -> int:
     """Write ``source`` with the bias of each Conv and Gemm corrected; returns how many were."""

@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from servoscope.models.prepare import DEFAULT_MODEL
 
@@ -27,8 +28,8 @@ def _refusing(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     """Bad settings, a missing package or provider: one line on stderr and exit status 2."""
 
     def guarded(args: argparse.Namespace) -> int:
-        from servoscope.variants.convert import ConvertError
         from servoscope.pipeline.runtime import RuntimeError_
+        from servoscope.variants.convert import ConvertError
 
         try:
             return run(args)
@@ -114,7 +115,12 @@ def _quantize_flags(quant: argparse.ArgumentParser) -> None:
     knobs.add_argument("--format", choices=["qdq", "qoperator"], default=d.format)
     knobs.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
     knobs.add_argument("--calibration", choices=["minmax", "entropy", "percentile"], default=d.calibration)
-    knobs.add_argument("--percentile", type=float, default=d.percentile, help=f"with --calibration percentile (default {d.percentile:g})")
+    knobs.add_argument(
+        "--percentile",
+        type=float,
+        default=d.percentile,
+        help=f"with --calibration percentile (default {d.percentile:g})",
+    )
     knobs.add_argument("--activations", choices=["uint8", "int8", "uint16"], default=d.activations)
     knobs.add_argument("--weights", choices=["int8", "uint8", "int16"], default=d.weights)
     knobs.add_argument("--reduce-range", action="store_true", help="7-bit weights, for CPUs without VNNI")
@@ -122,8 +128,12 @@ def _quantize_flags(quant: argparse.ArgumentParser) -> None:
         "--exclude", action="append", default=list(d.exclude), metavar="NODE",
         help="keep a node in FP32: a node name, or stem (first Conv), head (last Gemm/MatMul), softmax; repeatable",
     )
-    knobs.add_argument("--calibration-per-photo", type=int, default=d.calibration_per_photo, help="calibration variants of each photo")
-    knobs.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=d.preprocess, help="quant_pre_process first")
+    knobs.add_argument(
+        "--calibration-per-photo", type=int, default=d.calibration_per_photo, help="calibration variants of each photo"
+    )
+    knobs.add_argument(
+        "--preprocess", action=argparse.BooleanOptionalAction, default=d.preprocess, help="quant_pre_process first"
+    )
     knobs.add_argument("--symmetric-activations", action="store_true")
     knobs.add_argument(
         "--bias-correction", action=argparse.BooleanOptionalAction, default=d.bias_correction,
@@ -143,7 +153,9 @@ def add_parser(subparsers: Any) -> None:
     quant.add_argument("--repository", type=Path, default=REPOSITORY)
     quant.add_argument("--source", default=DEFAULT_MODEL)
     quant.add_argument("--name", default=INT8)
-    quant.add_argument("--images", type=Path, help="folder of calibration photos (default: the sample set's calibration inputs)")
+    quant.add_argument(
+        "--images", type=Path, help="folder of calibration photos (default: the sample set's calibration inputs)"
+    )
     quant.add_argument("--force", action="store_true", help="quantize again even if the variant is up to date")
     _quantize_flags(quant)
     quant.set_defaults(func=cmd_quantize)
@@ -158,11 +170,20 @@ def add_parser(subparsers: Any) -> None:
     comp = sub.add_parser("compare", help="each variant against its reference: throughput, latency, agreement, size")
     comp.add_argument("--repository", type=Path, default=REPOSITORY)
     comp.add_argument("--reference", default=DEFAULT_MODEL)
-    comp.add_argument("--variants", help="comma-separated model names (default: every model with the reference's labels)")
-    comp.add_argument("--threshold", type=float, default=0.99, help="top-1 agreement below which the model owners must sign off (default 0.99)")
+    comp.add_argument(
+        "--variants", help="comma-separated model names (default: every model with the reference's labels)"
+    )
+    comp.add_argument(
+        "--threshold",
+        type=float,
+        default=0.99,
+        help="top-1 agreement below which the model owners must sign off (default 0.99)",
+    )
     comp.add_argument("--duration-s", type=float, default=5.0, help="offline throughput window per model (default 5)")
     comp.add_argument("--latency-runs", type=int, default=100, help="batch-1 inferences timed per model (default 100)")
-    comp.add_argument("--batch-size", type=int, default=1, help="offline throughput batch size (default 1, the CPU's best)")
+    comp.add_argument(
+        "--batch-size", type=int, default=1, help="offline throughput batch size (default 1, the CPU's best)"
+    )
     comp.add_argument("--provider", default="cpu", help="cpu | cuda | tensorrt")
     comp.add_argument("--per-photo", type=int, default=16, help="evaluation variants per photo (default 16)")
     comp.add_argument("--json", action="store_true", help="the report as JSON instead of a table")

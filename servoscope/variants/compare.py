@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from servoscope.models import repository
-from servoscope.variants import samples
-from servoscope.variants.agreement import NOISE_DRAWS, agreement, labelled, logits
 from servoscope.models.config import ModelConfigError
-from servoscope.variants.offline import latency_ms, offline_rate
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.runtime import OnnxModel
 from servoscope.resources import available_cores, plan_threads
+from servoscope.variants import samples
+from servoscope.variants.agreement import NOISE_DRAWS, agreement, labelled, logits
+from servoscope.variants.offline import latency_ms, offline_rate
 
 DEFAULT_THRESHOLD = 0.99
 
@@ -105,7 +105,9 @@ def compare(
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     reference = repository.find(root, reference_name)
     variants = variants_of(root, reference, names)
-    progress(f"comparing {reference.name} with {len(variants)} variant(s): {', '.join(v.name for v in variants) or 'none'}")
+    progress(
+        f"comparing {reference.name} with {len(variants)} variant(s): {', '.join(v.name for v in variants) or 'none'}"
+    )
     progress("building the sample set (photos shipped in installed packages, deterministic variants) …")
     evaluation = samples.evaluation(budget.per_photo)
     images = [s.data for s in evaluation]
@@ -115,7 +117,10 @@ def compare(
     ref_logits, stable = labelled(reference, budget.per_photo, budget.noise_draws, budget.provider)
     rows = []
     for i, entry in enumerate([reference, *variants], 1):
-        progress(f"[{i}/{len(variants) + 1}] {entry.name}: agreement, then {budget.duration_s:g} s of throughput and {budget.latency_runs} latency runs …")
+        progress(
+            f"[{i}/{len(variants) + 1}] {entry.name}: agreement, then {budget.duration_s:g} s of throughput and "
+            f"{budget.latency_runs} latency runs …"
+        )
         out = ref_logits if entry is reference else logits(entry.model_file, entry.config, tensors, budget.provider)
         agreed = agreement(ref_logits, out, input_names, reference.config.output.kind, stable)
         row = {
@@ -129,7 +134,8 @@ def compare(
         }
         progress(
             f"      {row['images_per_s']:.1f} img/s, P50 {row['p50_ms']:.1f} ms, "
-            f"top-1 agreement {100 * row['top1_agreement']:.1f}%, top-5 containment {100 * row['top5_containment']:.1f}%"
+            f"top-1 agreement {100 * row['top1_agreement']:.1f}%, top-5 containment "
+            f"{100 * row['top5_containment']:.1f}%"
         )
         rows.append(row)
     base = rows[0]
@@ -159,7 +165,8 @@ def _cpu_name() -> str:
 def sign_off_lines(report: dict) -> list[str]:
     pct = 100 * report["threshold"]
     return [
-        f"SIGN-OFF NEEDED: {row['name']} agrees with {report['reference']} on top-1 for {100 * row['top1_agreement']:.1f}% "
+        f"SIGN-OFF NEEDED: {row['name']} agrees with {report['reference']} on top-1 for "
+        f"{100 * row['top1_agreement']:.1f}% "
         f"of {row['inputs']} inputs, below {pct:g}%: the model owners must sign off before it ships."
         for row in report["models"]
         if row["sign_off_needed"]
@@ -168,7 +175,18 @@ def sign_off_lines(report: dict) -> list[str]:
 
 def table(report: dict) -> str:
     """The report as a fixed-width table, then a sign-off line for each variant below the threshold."""
-    header = ("model", "size MB", "img/s", "× ref", "P50 ms", "P95 ms", "top-1 agree", "(stable)", "top-5 contain", "sign-off")
+    header = (
+        "model",
+        "size MB",
+        "img/s",
+        "× ref",
+        "P50 ms",
+        "P95 ms",
+        "top-1 agree",
+        "(stable)",
+        "top-5 contain",
+        "sign-off",
+    )
     lines = [header]
     for row in report["models"]:
         lines.append((
@@ -184,12 +202,19 @@ def table(report: dict) -> str:
             "NEEDED" if row["sign_off_needed"] else "-",
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines]
+    text = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines
+    ]
     first = report["models"][0]
-    text.insert(0, (
-        f"{report['reference']} and its variants on {report['cores']} cores ({report['cpu']}), provider {report['provider']}; "
-        f"throughput offline, {first['layout']} sessions×threads, batch {first['batch_size']}; "
-        f"agreement on {first['inputs']} sample inputs (v{report['sample_set']['version']}), labelled by the reference's top-1; "
-        f"(stable): on the {first['stable_inputs']} whose label survives ±1 grey level of noise"
-    ))
+    text.insert(
+        0,
+        (
+            f"{report['reference']} and its variants on {report['cores']} cores ({report['cpu']}), provider "
+            f"{report['provider']}; "
+            f"throughput offline, {first['layout']} sessions×threads, batch {first['batch_size']}; "
+            f"agreement on {first['inputs']} sample inputs (v{report['sample_set']['version']}), labelled by the "
+            "reference's top-1; "
+            f"(stable): on the {first['stable_inputs']} whose label survives ±1 grey level of noise"
+        ),
+    )
     return "\n".join(text + sign_off_lines(report))

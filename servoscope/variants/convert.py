@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 
 from servoscope.models import repository
-from servoscope.variants.agreement import measure
 from servoscope.models.config import MODEL_FILE
+from servoscope.variants.agreement import measure
 from servoscope.variants.quantize import publish, write_variant
 
 log = logging.getLogger(__name__)

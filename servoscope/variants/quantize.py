@@ -14,19 +14,20 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 
 from servoscope.models import repository
+from servoscope.models.config import CONFIG_FILE, MODEL_FILE, save_config
+from servoscope.models.repository import ModelEntry
 from servoscope.variants import samples
 from servoscope.variants.agreement import measure
 from servoscope.variants.bias_correction import correct_biases
-from servoscope.models.config import CONFIG_FILE, MODEL_FILE, save_config
-from servoscope.models.repository import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,13 @@ class QuantSettings:
 
     def __post_init__(self) -> None:
         if self.bias_correction and self.weights != "int8":
-            raise ValueError(f"bias correction models signed INT8 weights; weights are {self.weights} (add --no-bias-correction)")
+            raise ValueError(
+                f"bias correction models signed INT8 weights; weights are {self.weights} (add --no-bias-correction)"
+            )
         if not 1 <= self.calibration_per_photo <= samples.CALIBRATION_MAX_PER_PHOTO:
             raise ValueError(
-                f"calibration_per_photo must be 1 … {samples.CALIBRATION_MAX_PER_PHOTO}, got {self.calibration_per_photo}"
+                f"calibration_per_photo must be 1 … {samples.CALIBRATION_MAX_PER_PHOTO}, got "
+                f"{self.calibration_per_photo}"
             )
         if not 0.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
@@ -121,13 +125,19 @@ def resolve_exclude(model_path: Path, exclude: tuple[str, ...]) -> list[str]:
     return resolved
 
 
-def quantize_file(source: Path, output: Path, input_name: str, calibration: np.ndarray, settings: QuantSettings) -> None:
+def quantize_file(
+    source: Path, output: Path, input_name: str, calibration: np.ndarray, settings: QuantSettings
+) -> None:
     """``source`` (FP32 ONNX) → ``output`` (INT8 ONNX), calibrated on ``calibration`` ([N,3,H,W])."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16, "int16": QuantType.QInt16}
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     extra: dict[str, object] = {"ActivationSymmetric": settings.symmetric_activations}
     if settings.calibration == "percentile":
         extra["CalibPercentile"] = settings.percentile
@@ -141,7 +151,15 @@ def quantize_file(source: Path, output: Path, input_name: str, calibration: np.n
         excluded = resolve_exclude(model, settings.exclude)
         if settings.bias_correction:
             corrected = Path(tmp) / "bias-corrected.onnx"
-            correct_biases(model, corrected, input_name, calibration, settings.per_channel, settings.reduce_range, frozenset(excluded))
+            correct_biases(
+                model,
+                corrected,
+                input_name,
+                calibration,
+                settings.per_channel,
+                settings.reduce_range,
+                frozenset(excluded),
+            )
             model = corrected
         quantize_static(
             str(model),

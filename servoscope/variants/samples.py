@@ -18,11 +18,11 @@ top-1, and a variant's *agreement* is how often it gives the same top-1 (see com
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
@@ -158,7 +158,11 @@ def variants(photo: str, role: str, count: int) -> list[Variant]:
     """``count`` distinct variants of ``photo`` for ``role``, the same on every run."""
     rng = np.random.default_rng([ROLE_SEEDS[role], list(SOURCES).index(photo)])
     chosen: list[Variant] = [IDENTITY] if role == "evaluation" else []
-    avoid = set(variants(photo, "calibration", CALIBRATION_MAX_PER_PHOTO)) if role == "evaluation" and photo in CALIBRATION_PHOTOS else set()
+    avoid = (
+        set(variants(photo, "calibration", CALIBRATION_MAX_PER_PHOTO))
+        if role == "evaluation" and photo in CALIBRATION_PHOTOS
+        else set()
+    )
     while len(chosen) < count:
         variant = draw(rng)
         if variant not in chosen and variant not in avoid:

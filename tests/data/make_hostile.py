@@ -18,9 +18,10 @@ import struct
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import skimage.data
@@ -250,7 +251,8 @@ def broken(rng: np.random.Generator) -> list[Case]:
         Case("random_bytes.jpg", "3000 random bytes sent as image/jpeg", "image/jpeg",
              refused(400, "not a JPEG"), noise),
         Case("corrupt_jpeg_exif_garbage.jpg", "a valid JPEG (JFIF, 72 dpi) whose APP1 Exif segment holds garbage "
-             "(no TIFF header)", "image/jpeg", ok("served as stored: the unreadable EXIF is ignored and counted", ESPRESSO),
+             "(no TIFF header)", "image/jpeg",
+             ok("served as stored: the unreadable EXIF is ignored and counted", ESPRESSO),
              with_app1(jpeg_72dpi, b"Exif\0\0" + noise[:200])),
         Case("corrupt_jpeg_exif_ifd.jpg", "a valid JPEG (JFIF, 72 dpi) whose EXIF directory claims 60000 entries "
              "past its end", "image/jpeg", ok("served as stored: the unreadable EXIF is ignored", ESPRESSO),
@@ -336,15 +338,18 @@ def multi_frame() -> list[Case]:
                   compression="tiff_deflate")
     return [
         Case("animated_webp.webp", "animated WebP: coffee, then a rocket", "image/webp",
-             ok(first, ESPRESSO), encode(coffee, "WEBP", save_all=True, append_images=[rocket], quality=80, duration=100)),
+             ok(first, ESPRESSO),
+             encode(coffee, "WEBP", save_all=True, append_images=[rocket], quality=80, duration=100)),
         Case("animated_png.png", "APNG: coffee, then a rocket", "image/png",
              ok(first, ESPRESSO), encode(coffee, "PNG", save_all=True, append_images=[rocket], compress_level=9)),
         Case("multi_picture_jpeg.mpo", "MPO (multi-picture JPEG): coffee, then a rocket", "image/jpeg",
              ok(first, ESPRESSO), encode(coffee, "MPO", save_all=True, append_images=[rocket], quality=80)),
         Case("animated_gif.gif", "animated GIF sent as image/gif", "image/gif", refused(415, "image/gif"), gif),
         Case("animated_gif_as_webp.gif", "animated GIF sent as image/webp", "image/webp", refused(415, "GIF"), gif),
-        Case("multi_page_tiff.tiff", "two-page TIFF sent as image/tiff", "image/tiff", refused(415, "image/tiff"), tiff),
-        Case("multi_page_tiff_as_jpeg.tiff", "two-page TIFF sent as image/jpeg", "image/jpeg", refused(415, "TIFF"), tiff),
+        Case("multi_page_tiff.tiff", "two-page TIFF sent as image/tiff", "image/tiff",
+             refused(415, "image/tiff"), tiff),
+        Case("multi_page_tiff_as_jpeg.tiff", "two-page TIFF sent as image/jpeg", "image/jpeg",
+             refused(415, "TIFF"), tiff),
     ]
 
 
@@ -361,8 +366,10 @@ def modes() -> list[Case]:
     palette = coffee.quantize(256, dither=Image.Dither.NONE)
     served = "served: converted to 8-bit RGB"
     return [
-        Case("mode_cmyk.jpg", "CMYK JPEG", "image/jpeg", ok(served, ESPRESSO), encode(coffee.convert("CMYK"), "JPEG", quality=90)),
-        Case("mode_grayscale.jpg", "grayscale JPEG", "image/jpeg", ok(served, TRIPOD), encode(camera, "JPEG", quality=90)),
+        Case("mode_cmyk.jpg", "CMYK JPEG", "image/jpeg", ok(served, ESPRESSO),
+             encode(coffee.convert("CMYK"), "JPEG", quality=90)),
+        Case("mode_grayscale.jpg", "grayscale JPEG", "image/jpeg", ok(served, TRIPOD),
+             encode(camera, "JPEG", quality=90)),
         Case("mode_progressive.jpg", "progressive JPEG", "image/jpeg", ok(served, ESPRESSO),
              encode(coffee, "JPEG", quality=85, progressive=True)),
         Case("mode_rgb16.png", "16-bit-per-channel RGB PNG", "image/png", ok(served, ESPRESSO), rgb16),
@@ -409,7 +416,6 @@ def work() -> list[Case]:
     frame = encode(Image.new("RGB", (1, 1), (1, 2, 3)), "WEBP", lossless=True)[12:]  # a 1x1 VP8L chunk
     anmf = riff_chunk(b"ANMF", u24(0) * 4 + u24(100) + b"\0" + frame)
     vp8x = riff_chunk(b"VP8X", bytes([0x02, 0, 0, 0]) + u24(0) + u24(0))
-    refused_structure = "refused from its structure, before any pixel is decoded"
     return [
         Case("work_jpeg_scans_10000.jpg", "progressive JPEG (6 MP) with 10,000 scans, nearly all empty",
              "image/jpeg", refused(413, "scans"), flat[:-2] + empty_scan * 10_000 + flat[-2:]),
@@ -467,7 +473,10 @@ def comment_segments(total: int) -> bytes:
 
 def xmp_laughs() -> bytes:
     entities = "".join(f'<!ENTITY l{i + 1} "{f"&l{i};" * 10}">' for i in range(9))
-    packet = f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY l0 "ha">{entities}]><x:xmpmeta xmlns:x="adobe:ns:meta/">&l9;</x:xmpmeta>'
+    packet = (
+        f'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY l0 "ha">{entities}]>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">&l9;</x:xmpmeta>'
+    )
     return b"http://ns.adobe.com/xap/1.0/\0" + packet.encode()
 
 

@@ -20,6 +20,7 @@ from servoscope.fleet.k8s.queue_wait import WAIT_METRIC, mean_wait, quantity
 from servoscope.fleet.k8s.target import Target
 from servoscope.fleet.k8s.yamltext import dump
 from servoscope.fleet.plan import FleetPlan
+from servoscope.stages import TOTAL
 
 ADAPTER_CONFIG_KEY = "config.yaml"  # the key the Prometheus Adapter's chart reads (rules.existing)
 KEDA_POLLING_S = 15  # KEDA's default is 30: half, to follow the wait as the HPA does
@@ -76,7 +77,7 @@ def adapter_rule() -> dict[str, Any]:
     ``<<.LabelMatchers>>`` and ``<<.GroupBy>>`` are the adapter's (namespace and pods asked for; pod)."""
     count = "servoscope_stage_duration_seconds_count"
     return {
-        "seriesQuery": f'{count}{{namespace!="",pod!="",stage="total"}}',
+        "seriesQuery": f'{count}{{namespace!="",pod!="",stage="{TOTAL}"}}',
         "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
         "name": {"matches": f"^{count}$", "as": WAIT_METRIC},
         "metricsQuery": mean_wait("<<.LabelMatchers>>", "<<.GroupBy>>") + "\n",

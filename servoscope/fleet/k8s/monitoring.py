@@ -75,10 +75,11 @@ def autoscaling_group(plan: FleetPlan, target: Target) -> dict[str, Any]:
                     "summary": "servoscope {{ $labels.app_kubernetes_io_instance }} in {{ $labels.namespace }}: "
                     "requests wait {{ $value | humanizeDuration }} on average",
                     "description": (
-                        f"The mean wait (queue + batch_wait) has stayed above {threshold:g} s, twice the autoscaling "
-                        f"target, for {WAIT_ALERT_FOR}: the autoscaler is not adding capacity. Runbook: is the HPA "
-                        "at maxReplicas (kubectl describe hpa), are new pods Pending (no room on the nodes), or is the "
-                        "metric missing (kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1)? "
+                        f"The mean wait (preprocess_wait + batch_wait) has stayed above {threshold:g} s, "
+                        f"twice the autoscaling target, for {WAIT_ALERT_FOR}: the autoscaler is not adding capacity. "
+                        "Runbook: is the HPA at maxReplicas (kubectl describe hpa), are new pods Pending "
+                        "(no room on the nodes), or is the metric missing "
+                        "(kubectl get --raw /apis/custom.metrics.k8s.io/v1beta1)? "
                         "Run `servoscope doctor`."
                     ),
                 },

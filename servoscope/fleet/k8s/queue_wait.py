@@ -1,7 +1,7 @@
-"""The autoscaling signal, in one place: the mean time a served request waited in the service
-(``queue`` + ``batch_wait``) over the last minute. The Prometheus Adapter serves it per pod to the
-HPA, KEDA reads it for the whole deployment, and the PrometheusRule records and alerts on it, all
-from this one expression.
+"""The autoscaling signal, in one place: the mean time a served request waited in the service's
+two queues (``preprocess_wait`` + ``batch_wait``: the queue wait) over the last minute. The
+Prometheus Adapter serves it per pod to the HPA, KEDA reads it for the whole deployment, and the
+PrometheusRule records and alerts on it, all from this one expression.
 
 Waiting is what grows first when a replica runs short of capacity, and it is what the latency
 objective loses: inference and preprocessing take the same time at any load until the cores are
@@ -15,7 +15,7 @@ from __future__ import annotations
 from servoscope.stages import TOTAL, Stage
 
 HISTOGRAM = "servoscope_stage_duration_seconds"
-WAIT_STAGES: tuple[str, ...] = (Stage.QUEUE.value, Stage.BATCH_WAIT.value)
+WAIT_STAGES: tuple[str, ...] = (Stage.PREPROCESS_WAIT.value, Stage.BATCH_WAIT.value)
 WAIT_METRIC = "servoscope_queue_wait_seconds"  # the name the Prometheus Adapter serves it under
 WINDOW = "1m"
 

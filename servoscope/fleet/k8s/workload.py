@@ -6,7 +6,7 @@ The drain, as Kubernetes and servoscope do it together when a pod is deleted:
    ``drain_delay_s``: the proxies and load balancers learn of the removal while the pod still
    answers everything that reaches it;
 2. then SIGTERM: servoscope drains (``server/run.py``): ``/v2/health/ready`` turns 503, requests
-   still arriving on open connections get 503, and those in flight are answered, for at most
+   still arriving on open connections get 503, and the open ones are answered, for at most
    ``shutdown_timeout_s``;
 3. ``terminationGracePeriodSeconds`` covers both, with a margin, before the kubelet's SIGKILL.
 """

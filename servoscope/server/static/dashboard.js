@@ -6,7 +6,7 @@ const POLL_MS = 1000;
 const HISTORY_S = 300;
 const WINDOW = "1m"; // the stats window read: the shortest, so a regression shows soonest
 const STAGE_COLORS = {
-  ingest: "#8c564b", queue: "#e377c2", preprocess: "#2ca02c", batch_wait: "#ff7f0e",
+  ingest: "#8c564b", preprocess_wait: "#e377c2", preprocess: "#2ca02c", batch_wait: "#ff7f0e",
   inference: "#1f77b4", postprocess: "#9467bd", respond: "#17becf", total: "#222",
 };
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
@@ -59,7 +59,7 @@ function definitions(latest) {
   const stages = stagesOf(doc);
   const model = modelOf(latest);
   const instances = model ? model.instances : 0;
-  const cores = doc.system && doc.system.cpu_percent_per_core ? doc.system.cpu_percent_per_core.length : 0;
+  const cores = doc.system && doc.system.cpu_core_utilization_ratio ? doc.system.cpu_core_utilization_ratio.length : 0;
   const devices = doc.gpu && doc.gpu.available ? doc.gpu.devices : [];
   const line = (label, stroke, extra = {}) => ({ label, stroke, width: 1.5, ...extra });
   const defs = {
@@ -83,7 +83,7 @@ function definitions(latest) {
       columns: (s) => [rate(s, "answered_per_s"), rate(s, "ok_per_s")],
     },
     errors: {
-      series: [line("errors/s", color(3)), line("refused (shed)/s", color(1))],
+      series: [line("errors/s", color(3)), line("refused/s", color(1))],
       columns: (s) => [rate(s, "errors_per_s"), rate(s, "refused_per_s")],
     },
     queues: {
@@ -110,8 +110,9 @@ function definitions(latest) {
       series: [line("all cores", "#000", { width: 2.5 })]
         .concat([...Array(cores).keys()].map((i) => line(`core ${i}`, color(i) + "99", { width: 1 }))),
       columns: (s) => {
-        const sys = s.doc.system || {}, per = sys.cpu_percent_per_core || [];
-        return [sys.cpu_percent].concat([...Array(cores).keys()].map((i) => per[i] ?? null));
+        const sys = s.doc.system || {}, per = sys.cpu_core_utilization_ratio || [];
+        return [sys.cpu_utilization_ratio].concat([...Array(cores).keys()].map((i) => per[i] ?? null))
+          .map((r) => (r == null ? null : r * 100));
       },
     },
     gpu: {
@@ -119,7 +120,7 @@ function definitions(latest) {
       series: devices.map((d, i) => line(`GPU ${d.index} ${d.name || ""}`.trim(), color(i))),
       columns: (s) => devices.map((d, i) => {
         const now = s.doc.gpu && s.doc.gpu.devices ? s.doc.gpu.devices[i] : null;
-        return now ? now.utilization_gpu_percent : null;
+        return now && now.utilization_ratio != null ? now.utilization_ratio * 100 : null;
       }),
     },
     "loop-lag": {
@@ -242,7 +243,8 @@ function tiles(latest) {
   const total = (q) => fmt(stageMs(latest, "total", q), 1);
   const lag = doc.event_loop_lag_s[WINDOW];
   const gpu = doc.gpu && doc.gpu.available
-    ? doc.gpu.devices.map((d) => `${d.utilization_gpu_percent ?? "–"}%`).join(" ") || "0 devices"
+    ? doc.gpu.devices.map((d) => (d.utilization_ratio == null ? "–" : `${fmt(100 * d.utilization_ratio, 0)}%`)).join(" ")
+      || "0 devices"
     : "no GPU";
   const items = [
     ["total P50 / P95 / P99 ms", `${total("p50")} / ${total("p95")} / ${total("p99")}`],
@@ -250,7 +252,7 @@ function tiles(latest) {
     ["errors/s", fmt(rate(latest, "errors_per_s"), 2)], ["refused/s", fmt(rate(latest, "refused_per_s"), 2)],
     ["mean batch", fmt(w ? w.batches.mean_size : null, 1)],
     ["loop lag P95 ms", fmt(lag ? ms(lag.p95) : null, 1)],
-    ["CPU", doc.system && doc.system.cpu_percent != null ? `${fmt(doc.system.cpu_percent, 0)}%` : "–"],
+    ["CPU", doc.system && doc.system.cpu_utilization_ratio != null ? `${fmt(100 * doc.system.cpu_utilization_ratio, 0)}%` : "–"],
     ["GPU", gpu],
   ];
   $("#tiles").innerHTML = items.map(([k, v]) => `<div><span>${k}</span><b>${v}</b></div>`).join("");
