@@ -130,6 +130,7 @@ TOOLS: tuple[str, ...] = (
     "servoscope.doctor.snapshot",
     "servoscope.fleet.command",
     "servoscope.planner.command",
+    "servoscope.rollout.command",
 )
 
 

@@ -21,7 +21,7 @@ from servoscope.pipeline.admission import AdmissionPolicy
 from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.pipeline.structure import StructureLimits
-from servoscope.server import api, dashboard, grpc_server, openapi, triton, v2
+from servoscope.server import api, dashboard, grpc_server, openapi, rollout_api, triton, v2
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
@@ -127,6 +127,7 @@ def create_app(
             state.draining = True
             if grpc is not None:  # calls in flight finish (within the shutdown timeout), new ones are refused
                 await grpc[0].stop(settings.shutdown_timeout_s)
+            await state.rollouts.stop()
             await loaded.stop()
             if monitor is not None:
                 await monitor.stop()
@@ -134,7 +135,8 @@ def create_app(
                 telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
+        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes,
+                *rollout_api.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

@@ -1,0 +1,230 @@
+"""The rollout's admin endpoints (loopback only) and the judge served to Kubernetes rollouts.
+
+``POST /v1/rollouts/{model}``            start: load the canary variant, climb the ladder
+``GET  /v1/rollouts/{model}``            status: step, share, the gate's verdict, per-variant counts
+``POST /v1/rollouts/{model}/promote``    promote to 100% now
+``POST /v1/rollouts/{model}/abort``      back to 0% now
+``GET  /v1/rollouts/{model}/verdict``    the judge as an Argo Rollouts Web metric (always 200, JSON)
+``POST /v1/rollouts/{model}/flagger``    the judge as a Flagger webhook (200 unless FAIL: 412)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import random
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from servoscope.drills.faults import DelayedRuntime
+from servoscope.errors import InvalidParameter, ServoscopeError
+from servoscope.models import repository
+from servoscope.models.config import ModelOverrides
+from servoscope.pipeline.service import ModelService, load_instances, warm_up
+from servoscope.resources import plan_threads
+from servoscope.rollout.audit import AuditLog
+from servoscope.rollout.config import GateConfig, GateConfigError
+from servoscope.rollout.ladder import STEPS_PERCENT, Ladder, check_steps
+from servoscope.server.http import error_response, json_response
+from servoscope.server.state import ServerState, state_of
+from servoscope.server.variants import CANARY, Rollout
+
+MAX_START_BYTES = 64 * 1024
+
+
+class Forbidden(ServoscopeError):
+    status = 403
+    reason = "forbidden"
+
+
+class CanarySpec(BaseModel):
+    """The variant: ``model`` (another served or repository model; default the same one), its
+    ``version`` folder, batching and instance ``overrides``; ``inference_delay_ms`` slows it on purpose
+    (an injected fault, for drills)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    version: str | None = None
+    overrides: ModelOverrides = ModelOverrides()
+    inference_delay_ms: float = Field(0.0, ge=0.0, le=10_000.0)
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    canary: CanarySpec = CanarySpec()
+    steps_percent: tuple[float, ...] = STEPS_PERCENT
+    mirror_share: float = Field(0.0, ge=0.0, le=1.0)
+    audit_log: str = Field(min_length=1)
+    signoff: str | None = Field(None, max_length=200)
+    gate: dict[str, Any] = Field(default_factory=dict)  # GateConfig fields (all but canary_share)
+    seed: int | None = None
+
+
+def _loopback(request: Request) -> None:
+    host = request.client.host if request.client else ""
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise Forbidden(f"the rollout's admin endpoints answer loopback clients only, not {host!r}")
+
+
+def _gate_config(start: StartRequest) -> GateConfig:
+    fields = {f.name for f in dataclasses.fields(GateConfig)} - {"canary_share"}
+    unknown = sorted(set(start.gate) - fields)
+    if unknown:
+        raise InvalidParameter(f"unknown gate settings {unknown}; known: {sorted(fields)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in start.gate.items()}
+    try:
+        return GateConfig(canary_share=start.steps_percent[0] / 100.0, **values)
+    except (GateConfigError, TypeError) as exc:
+        raise InvalidParameter(str(exc)) from None
+
+
+def _load_canary(state: ServerState, baseline: ModelService, spec: CanarySpec) -> ModelService:
+    """The canary's service: a served model as it is, or a repository entry loaded as ``<model>@canary``."""
+    pipeline = state.accepting()
+    name = spec.model or baseline.name
+    served = pipeline.services.get(name)
+    if served is not None and spec.version is None and spec.overrides == ModelOverrides() and not spec.inference_delay_ms:
+        if served is baseline:
+            raise InvalidParameter("the canary must differ from the baseline: name a model, version or override")
+        return served
+    settings = state.settings
+    found = repository.find(settings.model_repository, name, spec.version)
+    entry = dataclasses.replace(found, name=f"{baseline.name}@{CANARY}", config=spec.overrides.apply(found.config))
+    cfg = entry.config.instances
+    plan = plan_threads(settings.preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
+    instances = load_instances(entry, plan)
+    if spec.inference_delay_ms:
+        for instance in instances:
+            instance.runtime = DelayedRuntime(instance.runtime, spec.inference_delay_ms / 1000.0)
+    service = ModelService(entry, pipeline.pool, instances, baseline.limits, baseline.policy, state.clock)
+    warm_up(service)
+    return service
+
+
+async def start(request: Request) -> Response:
+    state = state_of(request)
+    try:
+        _loopback(request)
+        name = request.path_params["model"]
+        body = await request.body()
+        if len(body) > MAX_START_BYTES:
+            raise InvalidParameter(f"a rollout's start is at most {MAX_START_BYTES} bytes of JSON")
+        try:
+            spec = StartRequest.model_validate(orjson.loads(body or b"{}"))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            raise InvalidParameter(f"invalid rollout start: {exc}") from None
+        gate = _gate_config(spec)
+        if gate.max_disagreement is not None and not spec.signoff:
+            raise InvalidParameter("a variant judged on its disagreement needs the model owners' sign-off (signoff)")
+        current = state.rollouts.by_model.get(name)
+        if current is not None and current.ladder.running:
+            raise InvalidParameter(f"model {name!r} has a rollout running: promote or abort it first")
+        baseline = state.accepting().get(name)
+        try:
+            ladder_steps = check_steps(spec.steps_percent)
+            canary = await asyncio.to_thread(_load_canary, state, baseline, spec.canary)
+        except (ValueError, repository.ModelConfigError) as exc:
+            raise InvalidParameter(str(exc)) from None
+        _serve(state, baseline, canary)
+        audit = AuditLog(Path(spec.audit_log), state.clock)
+        described = {"model": name, "baseline": baseline.name, "canary": canary.name, "signoff": spec.signoff,
+                     "canary_spec": spec.canary.model_dump(mode="json"), "mirror_share": spec.mirror_share}
+        ladder = Ladder(ladder_steps, gate, audit, **described)
+        rollout = Rollout(name, baseline, canary, ladder, state.clock, spec.mirror_share,
+                          salt=random.randbytes(16), rng=random.Random(spec.seed))
+        state.rollouts.by_model[name] = rollout
+        return json_response(rollout.status(), 201)
+    except ServoscopeError as exc:
+        return error_response(exc)
+
+
+def _serve(state: ServerState, baseline: ModelService, canary: ModelService) -> None:
+    """Put a newly loaded canary beside the baseline: started, its batches and restarts observed alike."""
+    services = state.accepting().services
+    if services.get(canary.name) is canary:
+        return
+    old = services.get(canary.name)
+    canary.batcher.on_batch = baseline.batcher.on_batch
+    canary.batcher.on_restart = baseline.batcher.on_restart
+    canary.batcher.start()
+    services[canary.name] = canary
+    state.model_configs[canary.name] = {"version": canary.version, **canary.entry.config.model_dump(mode="json")}
+    if old is not None:
+        asyncio.get_running_loop().create_task(old.batcher.stop())
+
+
+async def status(request: Request) -> Response:
+    try:
+        return json_response(state_of(request).rollouts.get(request.path_params["model"]).status())
+    except ServoscopeError as exc:
+        return error_response(exc)
+
+
+async def promote(request: Request) -> Response:
+    return await _act(request, lambda r, by: r.ladder.promote(by))
+
+
+async def abort(request: Request) -> Response:
+    return await _act(request, lambda r, by: r.ladder.abort(by, "aborted by request"))
+
+
+async def _act(request: Request, action: Any) -> Response:
+    try:
+        _loopback(request)
+        rollout = state_of(request).rollouts.get(request.path_params["model"])
+        by = request.headers.get("x-operator", "operator")[:200]
+        try:
+            action(rollout, by)
+        except ValueError as exc:
+            raise InvalidParameter(str(exc)) from None
+        return json_response(rollout.status())
+    except ServoscopeError as exc:
+        return error_response(exc)
+
+
+def judge(rollout: Rollout) -> dict[str, Any]:
+    """What Argo's Web metric and Flagger's webhook get: the verdict and the rollout's state."""
+    status = rollout.status()
+    verdict = status["verdict"]
+    return {"outcome": verdict["outcome"], "state": status["state"], "share": status["share"],
+            "reason": verdict["reason"], "check": verdict["check"], "stage": verdict["stage"], "verdict": verdict}
+
+
+async def argo_verdict(request: Request) -> Response:
+    """An Argo Rollouts Web metric: ``successCondition: result.outcome == 'PASS'``,
+    ``failureCondition: result.outcome == 'FAIL'``; INCONCLUSIVE is neither."""
+    try:
+        return json_response(judge(state_of(request).rollouts.get(request.path_params["model"])))
+    except ServoscopeError as exc:
+        return error_response(exc)
+
+
+async def flagger(request: Request) -> Response:
+    """A Flagger webhook (pre-rollout or rollout): 200 lets the analysis go on, anything else counts as
+    a failed check — so FAIL is 412, PASS and INCONCLUSIVE are 200."""
+    try:
+        result = judge(state_of(request).rollouts.get(request.path_params["model"]))
+    except ServoscopeError as exc:
+        return error_response(exc)
+    return json_response(result, 412 if result["outcome"] == "FAIL" or result["state"] == "rolled_back" else 200)
+
+
+routes = [
+    Route("/v1/rollouts/{model}", start, methods=["POST"]),
+    Route("/v1/rollouts/{model}", status, methods=["GET"]),
+    Route("/v1/rollouts/{model}/promote", promote, methods=["POST"]),
+    Route("/v1/rollouts/{model}/abort", abort, methods=["POST"]),
+    Route("/v1/rollouts/{model}/verdict", argo_verdict, methods=["GET"]),
+    Route("/v1/rollouts/{model}/flagger", flagger, methods=["POST"]),
+]
