@@ -15,7 +15,9 @@ from servoscope.rollout.ladder import STEPS_PERCENT
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 60.0  # loading a canary variant takes a few seconds
-GATE_FLAGS = ("min_canary_requests", "min_baseline_requests", "min_mirrored_requests", "refresh_every", "baseline_window")
+GATE_FLAGS = (
+    "min_canary_requests", "min_baseline_requests", "min_mirrored_requests", "refresh_every", "baseline_window"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         start.add_argument("--" + name.replace("_", "-"), type=int, help="the gate's " + name.replace("_", " "))
     start.add_argument("--seed", type=int, help="the split's random draws (for reproducible drills)")
     start.set_defaults(func=run_start)
-    for name, helptext in (("status", "show the rollout"), ("promote", "promote to 100%% now"), ("abort", "back to 0%% now")):
+    actions = (("status", "show the rollout"), ("promote", "promote to 100%% now"), ("abort", "back to 0%% now"))
+    for name, helptext in actions:
         command = commands.add_parser(name, help=helptext)
         _common(command)
         command.set_defaults(func=run_status if name == "status" else run_action, action=name)

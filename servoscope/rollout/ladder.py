@@ -103,7 +103,8 @@ class Ladder:
         self.last = verdict
         if verdict.outcome is Outcome.FAIL:
             self.state = State.ROLLED_BACK
-            self.audit.write("rolled_back", step_percent=self.steps_percent[self.index], verdict=verdict.json(), share=0.0)
+            step_percent = self.steps_percent[self.index]
+            self.audit.write("rolled_back", step_percent=step_percent, verdict=verdict.json(), share=0.0)
         elif verdict.outcome is Outcome.PASS:
             self.audit.write("step_passed", step_percent=self.steps_percent[self.index], verdict=verdict.json())
             self.index += 1

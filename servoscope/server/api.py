@@ -38,7 +38,8 @@ async def classify(request: Request) -> Response:
     clock = state.clock
     timing = state.arrived(request, "classify")
     try:
-        service, variant = state.rollouts.route(state.accepting().get(request.path_params["name"]), request.headers, timing)
+        named = state.accepting().get(request.path_params["name"])
+        service, variant = state.rollouts.route(named, request.headers, timing)  # the variant, in a rollout
         top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
         media_format(request.headers.get("content-type"))  # 415 before the body is read
         deadline = timing.start + timeout_s(request, settings.request_timeout_s)

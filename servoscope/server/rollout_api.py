@@ -82,7 +82,7 @@ def _gate_config(start: StartRequest) -> GateConfig:
     unknown = sorted(set(start.gate) - fields)
     if unknown:
         raise InvalidParameter(f"unknown gate settings {unknown}; known: {sorted(fields)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in start.gate.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in start.gate.items()}
     try:
         return GateConfig(canary_share=start.steps_percent[0] / 100.0, **values)
     except (GateConfigError, TypeError) as exc:
@@ -94,7 +94,8 @@ def _load_canary(state: ServerState, baseline: ModelService, spec: CanarySpec) -
     pipeline = state.accepting()
     name = spec.model or baseline.name
     served = pipeline.services.get(name)
-    if served is not None and spec.version is None and spec.overrides == ModelOverrides() and not spec.inference_delay_ms:
+    as_served = spec.version is None and spec.overrides == ModelOverrides() and not spec.inference_delay_ms
+    if served is not None and as_served:
         if served is baseline:
             raise InvalidParameter("the canary must differ from the baseline: name a model, version or override")
         return served
