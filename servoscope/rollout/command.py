@@ -98,26 +98,35 @@ def _call(args: argparse.Namespace, send: Callable[[httpx.Client], httpx.Respons
                 print(f"servoscope rollout: {response.status_code}: {response.json().get('error')}", file=sys.stderr)
                 return 1
             status = response.json()
-            print(progress_line(status))
-            if args.watch:
-                status = watch(client, _path(args), args.watch_timeout_s, sys.stdout)
+            print(progress_line(status), flush=True)
+            if args.watch and status["state"] == "running":
+                status = watch(client, _path(args), args.watch_timeout_s, sys.stdout, _shown(status))
     except httpx.HTTPError as exc:
         print(f"servoscope rollout: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
     return 0 if status["state"] in ("running", "promoted") else 3
 
 
-def watch(client: httpx.Client, path: str, timeout_s: float, out: TextIO, pause_s: float = 0.5) -> dict[str, Any]:
-    """Poll the status, printing a line each time it changes, until the rollout ends or ``timeout_s``."""
+def _shown(status: dict[str, Any]) -> tuple[Any, ...]:
+    return status["state"], status["step"], status["verdict"]["outcome"]
+
+
+def watch(
+    client: httpx.Client, path: str, timeout_s: float, out: TextIO, shown: tuple[Any, ...] = (),
+    pause_s: float = 0.25, every_s: float = 5.0,
+) -> dict[str, Any]:
+    """Poll the status until the rollout ends or ``timeout_s``: a line at each change of state, step or
+    outcome (``shown``: the one already shown), and one every ``every_s`` between them."""
     deadline = time.monotonic() + timeout_s
-    shown = ""
+    shown_at = time.monotonic()
     while True:
         status: dict[str, Any] = client.get(path).raise_for_status().json()
-        line = progress_line(status)
-        if line != shown:
-            print(line, file=out, flush=True)
-            shown = line
-        if status["state"] != "running" or time.monotonic() >= deadline:
+        now = time.monotonic()
+        key = _shown(status)
+        if key != shown or now - shown_at >= every_s:
+            print(progress_line(status), file=out, flush=True)
+            shown, shown_at = key, now
+        if status["state"] != "running" or now >= deadline:
             return status
         time.sleep(pause_s)
 
@@ -128,6 +137,6 @@ def progress_line(status: dict[str, Any]) -> str:
     if status["mirror"]["share"]:
         m = status["mirror"]
         counts += f", mirrored {m['sent']} ({m['disagreed']} disagreed, {m['shed']} shed)"
-    steps = status["steps_percent"]
-    step = f"step {status['step']}/{len(steps) - 1} at {status['share'] * 100:g}%"
+    gated = len(status["steps_percent"]) - 1  # the last step, 100%, is the promotion
+    step = f"step {min(status['step'], gated)}/{gated} at {status['share'] * 100:g}%"
     return f"{status['state']:<11} {step:<18} {verdict['outcome']:<12} {counts} — {verdict['reason']}"

@@ -5,7 +5,10 @@
 ``POST /v1/rollouts/{model}/promote``    promote to 100% now
 ``POST /v1/rollouts/{model}/abort``      back to 0% now
 ``GET  /v1/rollouts/{model}/verdict``    the judge as an Argo Rollouts Web metric (always 200, JSON)
-``POST /v1/rollouts/{model}/flagger``    the judge as a Flagger webhook (200 unless FAIL: 412)
+``POST /v1/rollouts/{model}/flagger``    the judge as a Flagger webhook (200 unless FAIL, rolled back or aborted: 412)
+
+Starting, promoting and aborting answer loopback clients only; the status and the judges answer anyone
+the server answers (a cluster's rollout controller polls them).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class CanarySpec(BaseModel):
 
 class StartRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    canary: CanarySpec = CanarySpec()
+    canary: CanarySpec = Field(default_factory=CanarySpec)
     steps_percent: tuple[float, ...] = STEPS_PERCENT
     mirror_share: float = Field(0.0, ge=0.0, le=1.0)
     audit_log: str = Field(min_length=1)
@@ -213,12 +216,13 @@ async def argo_verdict(request: Request) -> Response:
 
 async def flagger(request: Request) -> Response:
     """A Flagger webhook (pre-rollout or rollout): 200 lets the analysis go on, anything else counts as
-    a failed check — so FAIL is 412, PASS and INCONCLUSIVE are 200."""
+    a failed check — so a FAIL, or a rollout rolled back or aborted, is 412; PASS and INCONCLUSIVE are 200."""
     try:
         result = judge(state_of(request).rollouts.get(request.path_params["model"]))
     except ServoscopeError as exc:
         return error_response(exc)
-    return json_response(result, 412 if result["outcome"] == "FAIL" or result["state"] == "rolled_back" else 200)
+    stopped = result["outcome"] == "FAIL" or result["state"] in ("rolled_back", "aborted")
+    return json_response(result, 412 if stopped else 200)
 
 
 routes = [
