@@ -23,7 +23,8 @@ from support import CLASSIFY, EXPECTED_TOP1, MODEL, Photo, ServerProcess, metric
 ROLLOUT = f"/v1/rollouts/{MODEL}"
 CANARY = f"{MODEL}@canary"
 INT8 = f"{MODEL}_int8"
-SMALL_GATE = {"min_canary_requests": 80, "min_baseline_requests": 64, "refresh_every": 32, "baseline_window": 256}
+SMALL_GATE = {"min_canary_requests": 50, "min_baseline_requests": 48, "refresh_every": 16, "baseline_window": 256}
+SURE = {**SMALL_GATE, "alpha": 0.001}  # where a false FAIL would fail the test: one in a thousand rollouts at most
 NEVER_DONE = {**SMALL_GATE, "min_canary_requests": 1_000_000}  # the rollout stays at its first step
 
 
@@ -79,6 +80,12 @@ def variants(responses: list[httpx.Response]) -> list[str]:
     return [r.headers["x-variant"] for r in responses]
 
 
+def counted(client: httpx.Client, routed: int) -> dict[str, Any] | None:
+    """The status, once ``routed`` requests have been counted (else None)."""
+    now = status(client)
+    return now if sum(now["served"].values()) == routed else None
+
+
 def ended(client: httpx.Client) -> Callable[[], bool]:
     return lambda: status(client)["state"] != "running"
 
@@ -100,8 +107,9 @@ def test_the_split_by_header_sticky_key_and_weight(admin: httpx.Client, images: 
     assert set().union(*per_key.values()) == {"baseline", "canary"}  # and the keys spread over both
     weighted = send(admin, images, 40)
     assert set(variants(weighted)) == {"baseline", "canary"} and all(r.status_code == 200 for r in weighted)
-    now = status(admin)
-    assert sum(now["served"].values()) == 6 + 3 + 32 + 40  # the refused header counts for no variant
+    routed = 6 + 3 + 32 + 40  # the refused header counts for no variant
+    # a request is counted once its answer has been delivered: just after the client has read it
+    now = wait_for(lambda: counted(admin, routed), f"{routed} requests counted")
     verdict = now["verdict"]  # the gate counts the weighted draws only: pinned and sticky requests are not random
     assert verdict["canary_requests"] + verdict["baseline_requests"] == 40
     metrics = admin.get("/metrics").text
@@ -109,11 +117,24 @@ def test_the_split_by_header_sticky_key_and_weight(admin: httpx.Client, images: 
     assert CANARY in admin.get("/v1/stats").json()["models"]
 
 
+def test_admin_requests_are_checked(admin: httpx.Client, tmp_path: Path) -> None:
+    assert admin.get("/v1/rollouts/nope").status_code == 404
+    bad = admin.post(ROLLOUT, json={"audit_log": str(tmp_path / "a.jsonl"), "steps_percent": [50, 20, 100]})
+    assert bad.status_code == 400 and "steps must" in bad.json()["error"]
+    same = admin.post(ROLLOUT, json={"audit_log": str(tmp_path / "a.jsonl")})
+    assert same.status_code == 400 and "must differ" in same.json()["error"]
+    unknown = admin.post(ROLLOUT, json={"audit_log": str(tmp_path / "a.jsonl"), "gate": {"alfa": 1}})
+    assert unknown.status_code == 400 and "alfa" in unknown.json()["error"]
+    unwritable = admin.post(ROLLOUT, json={"audit_log": "/proc/no/such.jsonl", "canary": {"version": "1"}})
+    assert unwritable.status_code == 400 and "cannot write the audit log" in unwritable.json()["error"]
+    assert admin.post("/v1/rollouts/nope", json={"audit_log": "x.jsonl", "canary": {"version": "1"}}).status_code == 404
+
+
 def test_an_identical_variant_is_promoted(
     admin: httpx.Client, images: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SMALL_GATE.items()]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SURE.items()]
     url = str(admin.base_url).rstrip("/")
     argv = ["rollout", "start", MODEL, "--url", url, "--canary-version", "1", "--steps", "50,100", "--seed", "3"]
     assert main([*argv, "--audit-log", str(audit), *flags]) == 0
@@ -132,7 +153,9 @@ def test_a_slowed_variant_is_rolled_back_with_no_request_dropped(
     admin: httpx.Client, images: list[bytes], tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    start(admin, audit, canary={"version": "1", "inference_delay_ms": 40}, steps_percent=[50, 100], gate=SMALL_GATE)
+    # 100 ms a batch: found within tens of canary requests however busy the machine; 300 needed to pass
+    slowed = {"version": "1", "inference_delay_ms": 100}
+    start(admin, audit, canary=slowed, steps_percent=[50, 100], gate={**SMALL_GATE, "min_canary_requests": 300})
     responses = send(admin, images, 600, until=ended(admin))
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:3]
     now = status(admin)
@@ -167,7 +190,7 @@ def test_the_int8_variant_needs_sign_off_and_is_judged_on_disagreement(
 ) -> None:
     audit = tmp_path / "audit.jsonl"
     body = {"canary": {"model": INT8}, "steps_percent": [50, 100], "mirror_share": 1.0,
-            "gate": {**SMALL_GATE, "max_disagreement": 0.25, "min_mirrored_requests": 30}}
+            "gate": {**SURE, "max_disagreement": 0.25, "min_mirrored_requests": 30}}
     refused = admin.post(ROLLOUT, json={"audit_log": str(audit), **body})
     assert refused.status_code == 400 and "sign-off" in refused.json()["error"]
     start(admin, audit, signoff="vision-models team, ticket ML-1234", **body)
@@ -183,12 +206,14 @@ def test_the_int8_variant_needs_sign_off_and_is_judged_on_disagreement(
         assert final["verdict"]["mirrored_requests"] >= 30 and disagreement["log_e"] < disagreement["boundary"]
 
 
-def test_admin_requests_are_checked(admin: httpx.Client, tmp_path: Path) -> None:
-    assert admin.get("/v1/rollouts/nope").status_code == 404
-    bad = admin.post(ROLLOUT, json={"audit_log": str(tmp_path / "a.jsonl"), "steps_percent": [50, 20, 100]})
-    assert bad.status_code == 400 and "steps must" in bad.json()["error"]
-    same = admin.post(ROLLOUT, json={"audit_log": str(tmp_path / "a.jsonl")})
-    assert same.status_code == 400 and "must differ" in same.json()["error"]
-    unknown = admin.post(ROLLOUT, json={"audit_log": str(tmp_path / "a.jsonl"), "gate": {"alfa": 1}})
-    assert unknown.status_code == 400 and "alfa" in unknown.json()["error"]
-    assert admin.post("/v1/rollouts/nope", json={"audit_log": "x.jsonl", "canary": {"version": "1"}}).status_code == 404
+def test_after_a_promotion_the_variant_is_the_next_baseline(
+    admin: httpx.Client, images: list[bytes], tmp_path: Path
+) -> None:
+    first = start(admin, tmp_path / "first.jsonl", canary={"version": "1"}, steps_percent=[50, 100], gate=NEVER_DONE)
+    assert admin.post(f"{ROLLOUT}/promote", headers={"X-Operator": "alice"}).json()["state"] == "promoted"
+    promoted = read(tmp_path / "first.jsonl")[-1]
+    assert (promoted["event"], promoted["by"], promoted["share"]) == ("promoted", "alice", 1.0)
+    after = start(admin, tmp_path / "second.jsonl", canary={"version": "1"}, steps_percent=[50, 100], gate=NEVER_DONE)
+    assert after["baseline"] == first["canary"] and after["canary"] not in (first["canary"], MODEL)
+    served = send(admin, images, 4, headers={"X-Variant": "baseline"})
+    assert {r.json()["model"] for r in served} == {first["canary"]}

@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     start.add_argument("--audit-log", type=Path, default=Path("rollout-audit.jsonl"), help="JSON lines, on the server")
     for name in GATE_FLAGS:
         start.add_argument("--" + name.replace("_", "-"), type=int, help="the gate's " + name.replace("_", " "))
+    start.add_argument("--alpha", type=float, help="the gate's bound on a false FAIL (default 0.01)")
     start.add_argument("--seed", type=int, help="the split's random draws (for reproducible drills)")
     start.set_defaults(func=run_start)
     actions = (("status", "show the rollout"), ("promote", "promote to 100%% now"), ("abort", "back to 0%% now"))
@@ -59,8 +60,9 @@ def start_body(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {"max_batch_size": args.max_batch_size, "instances": args.instances,
                  "max_queue_delay_s": None if args.max_queue_delay_ms is None else args.max_queue_delay_ms / 1000.0}
     gate: dict[str, Any] = {name: getattr(args, name) for name in GATE_FLAGS if getattr(args, name) is not None}
-    if args.max_disagreement is not None:
-        gate["max_disagreement"] = args.max_disagreement
+    for name in ("max_disagreement", "alpha"):
+        if getattr(args, name) is not None:
+            gate[name] = getattr(args, name)
     try:
         steps = [float(s) for s in args.steps.split(",")]
     except ValueError:

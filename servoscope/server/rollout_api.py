@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from servoscope.pipeline.service import ModelService, load_instances, warm_up
 from servoscope.resources import plan_threads
 from servoscope.rollout.audit import AuditLog
 from servoscope.rollout.config import GateConfig, GateConfigError
-from servoscope.rollout.ladder import STEPS_PERCENT, Ladder, check_steps
+from servoscope.rollout.ladder import STEPS_PERCENT, Ladder, State, check_steps
 from servoscope.server.http import error_response, json_response
 from servoscope.server.state import ServerState, state_of
 from servoscope.server.variants import CANARY, Rollout
@@ -50,11 +51,12 @@ class Forbidden(ServoscopeError):
 class CanarySpec(BaseModel):
     """The variant: ``model`` (another served or repository model; default the same one), its
     ``version`` folder, batching and instance ``overrides``; ``inference_delay_ms`` slows it on purpose
-    (an injected fault, for drills)."""
+    (an injected fault, for drills). One loaded for the rollout is served as ``<model>@<label>``."""
 
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
     version: str | None = None
+    label: str | None = Field(None, pattern=r"^[a-z0-9_-]{1,32}$")  # None: canary, canary-2, … (the first free)
     overrides: ModelOverrides = ModelOverrides()
     inference_delay_ms: float = Field(0.0, ge=0.0, le=10_000.0)
 
@@ -92,10 +94,10 @@ def _gate_config(start: StartRequest) -> GateConfig:
         raise InvalidParameter(str(exc)) from None
 
 
-def _load_canary(state: ServerState, baseline: ModelService, spec: CanarySpec) -> ModelService:
-    """The canary's service: a served model as it is, or a repository entry loaded as ``<model>@canary``."""
+def _load_canary(state: ServerState, model: str, baseline: ModelService, spec: CanarySpec) -> ModelService:
+    """The canary's service: a served model as it is, or a repository entry loaded as ``<model>@<label>``."""
     pipeline = state.accepting()
-    name = spec.model or baseline.name
+    name = spec.model or model
     served = pipeline.services.get(name)
     as_served = spec.version is None and spec.overrides == ModelOverrides() and not spec.inference_delay_ms
     if served is not None and as_served:
@@ -104,7 +106,10 @@ def _load_canary(state: ServerState, baseline: ModelService, spec: CanarySpec) -
         return served
     settings = state.settings
     found = repository.find(settings.model_repository, name, spec.version)
-    entry = dataclasses.replace(found, name=f"{baseline.name}@{CANARY}", config=spec.overrides.apply(found.config))
+    served_as = f"{model}@{spec.label}" if spec.label else _free_name(model, baseline)
+    if served_as == baseline.name:
+        raise InvalidParameter(f"{served_as!r} serves the model since its promotion: give the new variant another label")
+    entry = dataclasses.replace(found, name=served_as, config=spec.overrides.apply(found.config))
     cfg = entry.config.instances
     plan = plan_threads(settings.preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
     instances = load_instances(entry, plan)
@@ -114,6 +119,12 @@ def _load_canary(state: ServerState, baseline: ModelService, spec: CanarySpec) -
     service = ModelService(entry, pipeline.pool, instances, baseline.limits, baseline.policy, state.clock)
     warm_up(service)
     return service
+
+
+def _free_name(model: str, baseline: ModelService) -> str:
+    """``<model>@canary``, or — when a promoted variant of that name is the baseline — the next free one."""
+    names = (f"{model}@{CANARY}" + (f"-{n}" if n > 1 else "") for n in itertools.count(1))
+    return next(name for name in names if name != baseline.name)
 
 
 async def start(request: Request) -> Response:
@@ -132,19 +143,27 @@ async def start(request: Request) -> Response:
         if gate.max_disagreement is not None and not spec.signoff:
             raise InvalidParameter("a variant judged on its disagreement needs the model owners' sign-off (signoff)")
         current = state.rollouts.by_model.get(name)
-        if current is not None and current.ladder.running:
+        if (current is not None and current.ladder.running) or name in state.rollouts.starting:
             raise InvalidParameter(f"model {name!r} has a rollout running: promote or abort it first")
-        baseline = state.accepting().get(name)
+        # after a promotion, the promoted variant is the baseline of the next rollout
+        promoted = current is not None and current.ladder.state is State.PROMOTED
+        baseline = current.canary if current is not None and promoted else state.accepting().get(name)
+        state.rollouts.starting.add(name)  # one start at a time: the variant loads off the event loop
         try:
             ladder_steps = check_steps(spec.steps_percent)
-            canary = await asyncio.to_thread(_load_canary, state, baseline, spec.canary)
+            canary = await asyncio.to_thread(_load_canary, state, name, baseline, spec.canary)
         except (ValueError, repository.ModelConfigError) as exc:
             raise InvalidParameter(str(exc)) from None
+        finally:
+            state.rollouts.starting.discard(name)
         _serve(state, baseline, canary)
         audit = AuditLog(Path(spec.audit_log), state.clock)
         described = {"model": name, "baseline": baseline.name, "canary": canary.name, "signoff": spec.signoff,
                      "canary_spec": spec.canary.model_dump(mode="json"), "mirror_share": spec.mirror_share}
-        ladder = Ladder(ladder_steps, gate, audit, **described)
+        try:
+            ladder = Ladder(ladder_steps, gate, audit, **described)
+        except OSError as exc:
+            raise InvalidParameter(f"cannot write the audit log {spec.audit_log!r}: {exc.strerror}") from None
         rollout = Rollout(name, baseline, canary, ladder, state.clock, spec.mirror_share,
                           salt=random.randbytes(16), rng=random.Random(spec.seed))
         state.rollouts.by_model[name] = rollout

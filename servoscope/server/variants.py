@@ -124,6 +124,7 @@ class Rollouts:
 
     def __init__(self) -> None:
         self.by_model: dict[str, Rollout] = {}
+        self.starting: set[str] = set()  # models whose canary is loading
         self._routed: dict[int, tuple[Rollout, Assignment]] = {}
 
     def route(self, service: ModelService, headers: Mapping[str, str], timing: Timing) -> tuple[ModelService, str]:
