@@ -18,7 +18,9 @@ import pytest
 
 from servoscope.cli import main
 from servoscope.rollout.audit import read
-from support import CLASSIFY, EXPECTED_TOP1, MODEL, Photo, ServerProcess, metric_sum, start_server, wait_for
+from support import (
+    CLASSIFY, EXPECTED_TOP1, MODEL, Photo, ServerProcess, metric_sum, metric_value, start_server, wait_for
+)
 
 ROLLOUT = f"/v1/rollouts/{MODEL}"
 CANARY = f"{MODEL}@canary"
@@ -114,6 +116,8 @@ def test_the_split_by_header_sticky_key_and_weight(admin: httpx.Client, images: 
     assert verdict["canary_requests"] + verdict["baseline_requests"] == 40
     metrics = admin.get("/metrics").text
     assert metric_sum(metrics, "servoscope_requests_total", model=CANARY) >= 6
+    assert metric_sum(metrics, "servoscope_rollout_requests_total", model=MODEL) == routed
+    assert metric_value(metrics, "servoscope_rollout_canary_share", model=MODEL) == 0.5
     assert CANARY in admin.get("/v1/stats").json()["models"]
 
 
@@ -183,6 +187,8 @@ def test_mirrored_requests_are_shed_first_and_change_no_answer(
     mirror = wait_for(lambda: (m := status(admin)["mirror"])["sent"] >= 1 and m, "a mirrored request answered")
     assert mirror["shed"] >= 1, mirror  # at most 4 mirrors in flight on a canary slowed to 500 ms a batch
     assert mirror["sent"] + mirror["shed"] + mirror["failed"] <= len(baseline)
+    metrics = admin.get("/metrics").text
+    assert metric_value(metrics, "servoscope_rollout_mirrored_total", model=MODEL, outcome="shed") >= mirror["shed"]
 
 
 def test_the_int8_variant_needs_sign_off_and_is_judged_on_disagreement(

@@ -25,6 +25,7 @@ from servoscope.server import api, dashboard, grpc_server, openapi, rollout_api,
 from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
+from servoscope.server.rollout_metrics import RolloutCollector
 from servoscope.server.state import NoObserver, ServerState
 from servoscope.telemetry.gpu import GpuCollector
 from servoscope.telemetry.live import LiveCollector
@@ -88,6 +89,7 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     telemetry.registry.register(LiveCollector(
         telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight, lambda: state.ingesting
     ))
+    telemetry.registry.register(RolloutCollector(state.rollouts))
     if state.settings.faults.active():
         telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
     app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting)

@@ -108,7 +108,7 @@ def _load_canary(state: ServerState, model: str, baseline: ModelService, spec: C
     found = repository.find(settings.model_repository, name, spec.version)
     served_as = f"{model}@{spec.label}" if spec.label else _free_name(model, baseline)
     if served_as == baseline.name:
-        raise InvalidParameter(f"{served_as!r} serves the model since its promotion: give the new variant another label")
+        raise InvalidParameter(f"{served_as!r} serves the model since its promotion: give the new variant a new label")
     entry = dataclasses.replace(found, name=served_as, config=spec.overrides.apply(found.config))
     cfg = entry.config.instances
     plan = plan_threads(settings.preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
