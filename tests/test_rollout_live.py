@@ -142,11 +142,12 @@ def test_an_identical_variant_is_promoted(
     url = str(admin.base_url).rstrip("/")
     argv = ["rollout", "start", MODEL, "--url", url, "--canary-version", "1", "--steps", "50,100", "--seed", "3"]
     assert main([*argv, "--audit-log", str(audit), *flags]) == 0
-    responses = send(admin, images, 600, until=ended(admin))
-    assert all(r.status_code == 200 for r in responses)
-    assert main(["rollout", "status", MODEL, "--url", url]) == 0
-    shown = capsys.readouterr().out
-    assert "running" in shown.splitlines()[0] and "promoted" in shown.splitlines()[-1], shown
+    with ThreadPoolExecutor(1) as traffic:  # the CLI watches while the traffic flows
+        responses = traffic.submit(send, admin, images, 600, until=ended(admin))
+        watched = main(["rollout", "status", MODEL, "--url", url, "--watch", "--watch-timeout-s", "120"])
+        assert watched == 0 and all(r.status_code == 200 for r in responses.result())
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("running ") and shown[-1].startswith("promoted    step 1/1 at 100%   PASS"), shown
     events = [line["event"] for line in read(audit)]
     assert events == ["start", "step", "step_passed", "promoted"], events
     assert admin.post(f"{ROLLOUT}/flagger").status_code == 200
