@@ -51,7 +51,7 @@ SPEC: dict[str, Any] = {
                         "name": "X-Variant",
                         "in": "header",
                         "required": False,
-                        "description": "during a rollout: the variant that answers (the answer's X-Variant says which did)",
+                        "description": "during a rollout: the variant that answers (the answer's X-Variant says which)",
                         "schema": {"type": "string", "enum": ["baseline", "canary"]},
                     },
                     {
