@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from servoscope.cli import main
+from servoscope.models.quantize import quantize
 from servoscope.rollout.audit import read
 from support import (
     CLASSIFY, EXPECTED_TOP1, MODEL, Photo, ServerProcess, metric_sum, metric_value, start_server, wait_for
@@ -32,6 +33,8 @@ NEVER_DONE = {**SMALL_GATE, "min_canary_requests": 1_000_000}  # the rollout sta
 
 @pytest.fixture(scope="module")
 def rollout_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Serves the model and its INT8 variant (the session's, quantized once and kept while current)."""
+    quantize(model_repository, MODEL, INT8, force=False)
     srv = start_server(model_repository, tmp_path_factory.mktemp("rollout"), ("--instances", "1"))
     yield srv
     srv.stop()
@@ -179,14 +182,14 @@ def test_a_slowed_variant_is_rolled_back_with_no_request_dropped(
 def test_mirrored_requests_are_shed_first_and_change_no_answer(
     admin: httpx.Client, photos: dict[str, Photo], tmp_path: Path
 ) -> None:
-    start(admin, tmp_path / "audit.jsonl", canary={"version": "1", "inference_delay_ms": 500}, steps_percent=[1, 100],
+    start(admin, tmp_path / "audit.jsonl", canary={"version": "1", "inference_delay_ms": 250}, steps_percent=[1, 100],
           mirror_share=1.0, gate=NEVER_DONE)
     responses = send(admin, [photos["coffee"].jpeg], 60, workers=6)
     baseline = [r for r in responses if r.headers["x-variant"] == "baseline"]
     assert all(r.status_code == 200 for r in responses) and len(baseline) >= 50
     assert all(r.json()["predictions"][0]["label"] == "espresso" and r.json()["model"] == MODEL for r in baseline)
     mirror = wait_for(lambda: (m := status(admin)["mirror"])["sent"] >= 1 and m, "a mirrored request answered")
-    assert mirror["shed"] >= 1, mirror  # at most 4 mirrors in flight on a canary slowed to 500 ms a batch
+    assert mirror["shed"] >= 1, mirror  # at most 4 mirrors in flight on a canary slowed to 250 ms a batch
     assert mirror["sent"] + mirror["shed"] + mirror["failed"] <= len(baseline)
     metrics = admin.get("/metrics").text
     assert metric_value(metrics, "servoscope_rollout_mirrored_total", model=MODEL, outcome="shed") >= mirror["shed"]
@@ -220,7 +223,10 @@ def test_after_a_promotion_the_variant_is_the_next_baseline(
     assert admin.post(f"{ROLLOUT}/promote", headers={"X-Operator": "alice"}).json()["state"] == "promoted"
     promoted = read(tmp_path / "first.jsonl")[-1]
     assert (promoted["event"], promoted["by"], promoted["share"]) == ("promoted", "alice", 1.0)
-    after = start(admin, tmp_path / "second.jsonl", canary={"version": "1"}, steps_percent=[50, 100], gate=NEVER_DONE)
+    other_batching = {"overrides": {"max_batch_size": 4}}  # the same weights, another batching config
+    after = start(admin, tmp_path / "second.jsonl", canary=other_batching, steps_percent=[50, 100], gate=NEVER_DONE)
     assert after["baseline"] == first["canary"] and after["canary"] not in (first["canary"], MODEL)
+    loaded = admin.get(f"/v1/models/{after['canary']}").json()
+    assert loaded["config"]["batching"]["max_batch_size"] == 4 and loaded["version"] == "1"
     served = send(admin, images, 4, headers={"X-Variant": "baseline"})
     assert {r.json()["model"] for r in served} == {first["canary"]}
