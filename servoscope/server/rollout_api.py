@@ -38,7 +38,7 @@ from servoscope.rollout.config import GateConfig, GateConfigError
 from servoscope.rollout.ladder import STEPS_PERCENT, Ladder, State, check_steps
 from servoscope.server.http import error_response, json_response
 from servoscope.server.state import ServerState, state_of
-from servoscope.server.variants import CANARY, Rollout
+from servoscope.rollout.variants import CANARY, Rollout
 
 MAX_START_BYTES = 64 * 1024
 

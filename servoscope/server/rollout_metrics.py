@@ -10,7 +10,7 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from servoscope.server.variants import Rollouts
+from servoscope.rollout.variants import Rollouts
 
 
 class RolloutCollector(Collector):

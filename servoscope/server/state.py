@@ -16,7 +16,7 @@ from servoscope.errors import InvalidParameter, ServoscopeError, Unavailable
 from servoscope.pipeline.service import ModelService, Pipeline
 from servoscope.server.delivery import Probe, probe_of
 from servoscope.server.http import BodyRules, error_response
-from servoscope.server.variants import Rollouts
+from servoscope.rollout.variants import Rollouts
 from servoscope.settings import Settings
 from servoscope.stages import Stage, Timing
 
@@ -60,7 +60,7 @@ class ServerState:
     triton_stats: TritonStats | None = None  # Triton's statistics extension (None: telemetry off)
 
     ingesting: int = 0  # inference requests whose bodies are still arriving
-    rollouts: Rollouts = field(default_factory=Rollouts)  # variants served side by side (server/variants.py)
+    rollouts: Rollouts = field(default_factory=Rollouts)  # variants served side by side (rollout/variants.py)
 
     @property
     def body_rules(self) -> BodyRules:
