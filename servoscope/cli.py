@@ -20,6 +20,7 @@ from servoscope.loadgen import command as load_command
 from servoscope.models import prepare
 from servoscope.models.config import ModelConfigError
 from servoscope.planner import command as plan_command
+from servoscope.rollout import command as rollout_command
 from servoscope.settings import SettingsError, effective, load_settings
 from servoscope.variants import command as model_command
 
@@ -65,7 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     wrap_runtime = drill_faults.runtime_wrapper(settings.faults)
     collectors = [drill_faults.FaultCollector(settings.faults)] if wrap_runtime else []
     pipeline = load_pipeline(settings, wrap_runtime=wrap_runtime)  # fail here, before binding the port
-    serve(create_app(settings, pipeline, collectors=collectors), settings)
+    app = create_app(settings, pipeline, collectors=collectors, delay_runtime=drill_faults.delayed)
+    serve(app, settings)
     return 0
 
 
@@ -144,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
 # None of them imports this module: the command line is the top layer.
 TOOLS: tuple[Tool, ...] = (
     model_command, load_command, drill_command, doctor_command, snapshot_command, fleet_command, plan_command,
+    rollout_command,
 )
 
 

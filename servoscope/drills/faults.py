@@ -27,11 +27,16 @@ from servoscope.settings import Faults
 if TYPE_CHECKING:  # the serve command imports this module: keep it free of ONNX Runtime until a model loads
     from servoscope.pipeline.runtime import Runtime, RuntimeWrapper
 
-__all__ = ["FAULT_GAUGE", "DelayedRuntime", "FaultCollector", "Faults", "runtime_wrapper"]
+__all__ = ["FAULT_GAUGE", "DelayedRuntime", "FaultCollector", "Faults", "delayed", "runtime_wrapper"]
 
 log = logging.getLogger(__name__)
 
 FAULT_GAUGE = "servoscope_fault_injected"
+
+
+def delayed(delay_s: float) -> RuntimeWrapper:
+    """A wrapper that slows every batch by ``delay_s`` (a rollout's slowed variant, for drills)."""
+    return lambda runtime: DelayedRuntime(runtime, delay_s)
 
 
 class DelayedRuntime:

@@ -38,7 +38,8 @@ async def classify(request: Request) -> Response:
     clock = state.clock
     timing = state.arrived(request, "classify")
     try:
-        service = state.accepting().get(request.path_params["name"])
+        named = state.accepting().get(request.path_params["name"])
+        service, variant = state.rollouts.route(named, request.headers, timing)  # the variant, in a rollout
         top_k = service.check_top_k(int_param(request, "top_k", settings.default_top_k))
         media_format(request.headers.get("content-type"))  # 415 before the body is read
         deadline = timing.start + timeout_s(request, settings.request_timeout_s)
@@ -51,7 +52,9 @@ async def classify(request: Request) -> Response:
             result = await service.classify(body, top_k, timing, deadline, rank)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
-        response = json_response(classification_json(result, timing), headers={"Server-Timing": timing.server_timing()})
+        headers = {"Server-Timing": timing.server_timing(), **({"X-Variant": variant} if variant else {})}
+        response = json_response(classification_json(result, timing), headers=headers)
+        state.rollouts.mirror(request.path_params["name"], body, result)
     except Exception as exc:
         response = state.failed([timing], exc, timing.start)
     return state.send_then_record(request, response, [timing])

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from prometheus_client import disable_created_metrics
 from prometheus_client.registry import Collector
@@ -22,10 +22,11 @@ from servoscope.pipeline.decode import DecodeLimits
 from servoscope.pipeline.runtime import RuntimeWrapper
 from servoscope.pipeline.service import Pipeline, build_pipeline
 from servoscope.pipeline.structure import StructureLimits
-from servoscope.server import api, dashboard, grpc_server, openapi, triton, v2
+from servoscope.server import api, dashboard, grpc_server, openapi, rollout_api, triton, v2
 from servoscope.server import observe as observe_routes
 from servoscope.server.http import error_response, json_response
 from servoscope.server.observe import Observability
+from servoscope.server.rollout_metrics import RolloutCollector
 from servoscope.server.state import NoObserver, ServerState
 from servoscope.settings import Settings
 from servoscope.telemetry.gpu import GpuCollector
@@ -101,6 +102,7 @@ def observe(
     ))
     for collector in collectors:
         telemetry.registry.register(collector)
+    telemetry.registry.register(RolloutCollector(state.rollouts))
     app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting)
     monitor.start()
     return monitor
@@ -114,13 +116,16 @@ def create_app(
     env: Mapping[str, str] = os.environ,
     wrap_runtime: RuntimeWrapper | None = None,
     collectors: Sequence[Collector] = (),
+    delay_runtime: Callable[[float], RuntimeWrapper] | None = None,
 ) -> Starlette:
     """The ASGI app. Without a ``pipeline``, one is loaded from the settings at start-up (its
     runtimes wrapped by ``wrap_runtime``, the start-up seam); without ``telemetry``, one is made from
-    the settings (and the OTEL_* variables in ``env``), and ``collectors`` are registered with it."""
+    the settings (and the OTEL_* variables in ``env``), and ``collectors`` are registered with it.
+    ``delay_runtime`` makes the wrapper that slows a rollout's variant by a delay (drills only)."""
     telemetry = telemetry or make_telemetry(settings, clock, env)
     state = ServerState(settings, clock, telemetry or NoObserver())
     state.triton_stats = telemetry.triton if telemetry else None
+    state.delay_runtime = delay_runtime
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -144,6 +149,7 @@ def create_app(
             state.draining = True
             if grpc is not None:  # open calls finish (within the shutdown timeout), new ones are refused
                 await grpc[0].stop(settings.shutdown_timeout_s)
+            await state.rollouts.stop()
             await loaded.stop()
             if monitor is not None:
                 await monitor.stop()
@@ -151,7 +157,8 @@ def create_app(
                 telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes],
+        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes,
+                *rollout_api.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

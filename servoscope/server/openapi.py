@@ -50,6 +50,20 @@ SPEC: dict[str, Any] = {
                         "description": "deadline in milliseconds; answered 504 when it passes",
                         "schema": {"type": "number", "exclusiveMinimum": 0},
                     },
+                    {
+                        "name": "X-Variant",
+                        "in": "header",
+                        "required": False,
+                        "description": "during a rollout: the variant that answers (the answer's X-Variant says which)",
+                        "schema": {"type": "string", "enum": ["baseline", "canary"]},
+                    },
+                    {
+                        "name": "X-Client-Key",
+                        "in": "header",
+                        "required": False,
+                        "description": "during a rollout: a client's key; the same key always gets the same variant",
+                        "schema": {"type": "string", "maxLength": 256},
+                    },
                 ],
                 "requestBody": {
                     "required": True,

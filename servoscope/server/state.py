@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,12 +15,14 @@ from starlette.responses import Response
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ServoscopeError, Unavailable
 from servoscope.pipeline.service import ModelService, Pipeline
+from servoscope.rollout.variants import Rollouts
 from servoscope.server.delivery import Probe, probe_of
 from servoscope.server.http import BodyRules, error_response
 from servoscope.settings import Settings
 from servoscope.stages import Stage, Timing
 
 if TYPE_CHECKING:
+    from servoscope.pipeline.runtime import RuntimeWrapper
     from servoscope.telemetry.triton_stats import TritonStats
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,11 @@ class ServerState:
     open_requests: int = 0  # inference requests arrived and not yet answered (ingesting, admitted or refused)
     model_configs: dict[str, Any] = field(default_factory=dict)
     triton_stats: TritonStats | None = None  # Triton's statistics extension (None: telemetry off)
+    # slows a rollout's variant on purpose (drills); wired by the command line, None: not offered
+    delay_runtime: Callable[[float], RuntimeWrapper] | None = None
 
     ingesting: int = 0  # inference requests whose bodies are still arriving
+    rollouts: Rollouts = field(default_factory=Rollouts)  # variants served side by side (rollout/variants.py)
 
     @property
     def body_rules(self) -> BodyRules:
@@ -138,6 +143,7 @@ class ServerState:
                 timing.delivery_s = delivery_s
         for timing in timings:
             self.observer.record(timing)
+            self.rollouts.recorded(timing)
 
 
 def mark_failed(timings: list[Timing], exc: BaseException) -> None:
