@@ -7,6 +7,7 @@ process it started is asserted gone.
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: a loopback cluster
@@ -23,10 +24,11 @@ import httpx
 import psutil
 import pytest
 
+from servoscope.cli import main
 from servoscope.fleet.plan import FleetPlan
 from servoscope.fleet.ray.fleet import FleetOptions, RayFleet
 from servoscope.settings import load_settings
-from tests.support import CLASSIFY, TEST_SLO_P95_MS, Photo, classify, free_port, top1, wait_for
+from support import CLASSIFY, MODEL, TEST_SLO_P95_MS, Photo, classify, free_port, top1, wait_for
 
 MIN_REPLICAS, MAX_REPLICAS = 2, 3
 LOOPBACK = {"127.0.0.1", "[::ffff:127.0.0.1]"}  # as ss shows a listener's address
@@ -78,7 +80,7 @@ class Load:
 
 @pytest.fixture(scope="module")
 def fleet(model_repository: Path) -> Iterator[RayFleet]:
-    settings = load_settings(None, model_repository=model_repository, slo_p95_ms=float(TEST_SLO_P95_MS))
+    settings = load_settings(None, model_repository=model_repository, models=(MODEL,), slo_p95_ms=float(TEST_SLO_P95_MS))
     plan = FleetPlan.model_validate({
         "replicas": {"min": MIN_REPLICAS, "max": MAX_REPLICAS}, "cpu_cores": 0.5, "queue_wait_target_s": 0.005,
     })
@@ -130,7 +132,11 @@ def test_a_replica_killed_under_load_loses_no_request_and_the_fleet_recovers(
     load = Load(url, photos["chelsea"].jpeg, clients=3)
     try:
         wait_for(lambda: len(load.answers) >= 10, "answers before the kill", 60)
-        os.kill(victim.pid, signal.SIGKILL)  # a crash: no drain, in-flight requests cut off
+        os.kill(victim.pid, signal.SIGSTOP)  # frozen first, so that requests are surely in it when it dies
+        try:
+            wait_for(lambda: fleet.balancer.counters(victim.address).get("scur", 0) > 0, "a request in the frozen replica")
+        finally:
+            os.kill(victim.pid, signal.SIGKILL)  # a crash: no drain, in-flight requests cut off
         wait_for(lambda: victim.address not in fleet.balancer.served(), "the balancer drops the dead replica", 20)
         answered_at_drop = len(load.answers)
         wait_for(lambda: len(load.answers) >= answered_at_drop + 10, "answers after the kill", 60)
@@ -139,12 +145,24 @@ def test_a_replica_killed_under_load_loses_no_request_and_the_fleet_recovers(
     assert load.failures == []
     assert {status for status, _ in load.answers} == {200}, load.answers
     assert {label for _, label in load.answers} <= photos["chelsea"].accepted
+    backend = fleet.balancer.counters()
+    assert backend["wredis"] >= 1, backend  # the cut-off requests were sent again, to the other replica
     recovered = wait_for(lambda: (m := fleet.members()) and len(m) >= len(before) and victim not in m and m,
                          "Ray replaces the killed replica", 90)
     assert victim.pid not in {m.pid for m in recovered}
     wait_for(lambda: sorted(m.address for m in fleet.members()) == fleet.balancer.served(), "the balancer follows", 20)
 
 
+def test_the_doctor_and_snapshot_read_the_fleet_unchanged(fleet: RayFleet, url: str, tmp_path: Path) -> None:
+    snapshot = tmp_path / "snapshot.json"
+    assert main(["snapshot", "--url", url, "-o", str(snapshot)]) == 0
+    assert MODEL in json.loads(snapshot.read_text())["stats"]["models"]
+    assert main(["doctor", "--url", url, "--baseline", str(snapshot)]) == 0
+    with httpx.Client(base_url=url, timeout=30) as client:
+        assert "servoscope_requests_total" in client.get("/metrics").text
+
+
+@pytest.mark.slow  # ~35 s here: Ray's look-back window, then the delays, in both directions
 def test_scales_up_under_load_and_back_down_on_the_queue_wait_signal(
     fleet: RayFleet, url: str, photos: dict[str, Photo]
 ) -> None:

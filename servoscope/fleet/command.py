@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-TARGETS: tuple[str, ...] = ("servoscope.fleet.k8s.command",)
+TARGETS: tuple[str, ...] = ("servoscope.fleet.k8s.command", "servoscope.fleet.ray.command")
 
 
 def add_parser(subparsers: Any) -> None:
-    deploy = subparsers.add_parser("deploy", help="generate a fleet's deployment for an engine (k8s)")
+    deploy = subparsers.add_parser("deploy", help="a fleet on an engine: k8s (manifests, generated) or ray (live)")
     targets = deploy.add_subparsers(dest="target", required=True)
     for target in TARGETS:
         importlib.import_module(target).add_parser(targets)

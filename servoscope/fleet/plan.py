@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from servoscope.settings import Settings, load_settings
 from servoscope.validation import fault_lines, read_json
 
 
@@ -72,3 +73,11 @@ def read_plan(path: Path) -> FleetPlan:
     except ValidationError as exc:
         faults = "\n".join(f"  {line}" for line in fault_lines(exc, "(plan)"))
         raise PlanError(f"plan {path} is not valid:\n{faults}") from None
+
+
+def plan_and_settings(plan_file: Path | None, config_file: Path | None) -> tuple[FleetPlan, Settings]:
+    """The plan (every default without a file) and the settings each replica runs with: those of
+    ``config_file`` and the environment, under the plan's ``settings``. Raises :class:`PlanError`
+    or :class:`servoscope.settings.SettingsError`."""
+    plan = read_plan(plan_file) if plan_file else FleetPlan()
+    return plan, load_settings(config_file, **plan.settings)

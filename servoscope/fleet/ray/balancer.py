@@ -10,6 +10,8 @@ HAProxy's runtime API on a unix socket (no admin port is opened) as :meth:`Balan
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import socket
 import subprocess
@@ -89,7 +91,8 @@ class Balancer:
             conn.connect(str(self.socket_path))
             conn.sendall(line.encode() + b"\n")
             answer = b"".join(iter(lambda: conn.recv(65536), b"")).decode()
-        if any(word in answer for word in ("No such", "Unknown command", "Require", "failed", "invalid")):
+        refused = ("No such", "Unknown command", "Require", "failed", "invalid")
+        if not line.startswith("show ") and any(word in answer for word in refused):
             raise BalancerError(f"haproxy refused {line!r}: {answer.strip()}")
         return answer
 
@@ -100,14 +103,25 @@ class Balancer:
             if address is not None and address not in wanted:
                 self.command(f"set server {BACKEND}/{slot} state maint")
                 self.slots[slot] = None
-        for address in sorted(wanted - set(self.slots.values())):
-            slot = next((s for s, a in self.slots.items() if a is None), None)
-            if slot is None:
+        for address in sorted(wanted - set(self.served())):
+            free = next((s for s, a in self.slots.items() if a is None), None)
+            if free is None:
                 raise BalancerError(f"more replicas than the balancer's {len(self.slots)} slots")
+            slot = free
             host, port = address.rsplit(":", 1)
             self.command(f"set server {BACKEND}/{slot} addr {host} port {port}")
             self.command(f"set server {BACKEND}/{slot} state ready")
             self.slots[slot] = address
+
+    def counters(self, address: str | None = None) -> dict[str, int]:
+        """HAProxy's counters (``show stat``) for the replica at ``address`` (none when it is not served),
+        or the whole backend: ``scur`` (requests in progress), ``wretr`` (retries), ``wredis`` (redispatches) …"""
+        slot = "BACKEND" if address is None else next((s for s, a in self.slots.items() if a == address), None)
+        if slot is None:
+            return {}  # not (or no longer) served
+        rows = csv.DictReader(io.StringIO(self.command("show stat").removeprefix("# ")))
+        row = next(r for r in rows if r["pxname"] == BACKEND and r["svname"] == slot)
+        return {name: int(value) for name, value in row.items() if value and value.isdigit()}
 
     def served(self) -> list[str]:
         return sorted(a for a in self.slots.values() if a is not None)

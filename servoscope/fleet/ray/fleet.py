@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,17 @@ class RayFleet:
         self._stopping = threading.Event()
         self._syncer: threading.Thread | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="servoscope-fleet-")
+        self.registry_name = f"servoscope-fleet-{uuid.uuid4().hex[:12]}"  # this fleet's own: fleets come and go
+        self.registry: ray.actor.ActorHandle | None = None
 
     def start(self) -> None:
         try:
             self._start_ray()
-            self.registry = registry_actor(NAMESPACE)
+            self.registry = registry_actor(self.registry_name, NAMESPACE)
             serve.start(proxy_location="Disabled")
-            deployment = serve.deployment(Replica).options(**replica_options(self.plan, self.options, self.settings))
-            args = (self.settings.model_dump(mode="json"), NAMESPACE, self.options.signal_window_s, self.options.drain_s)
+            deployment = serve.deployment(**replica_options(self.plan, self.options, self.settings))(Replica)
+            args = (self.settings.model_dump(mode="json"), (self.registry_name, NAMESPACE), self.options.signal_window_s,
+                    self.options.drain_s)
             serve.run(deployment.bind(*args), name=APP, route_prefix=None)
             self.balancer = Balancer(
                 Path(self._workdir.name), self.options.host, self.options.port, self.plan.replicas.max * 2,
@@ -137,6 +141,8 @@ class RayFleet:
 
     def members(self) -> list[Member]:
         """The replicas heard from within three health-check periods."""
+        if self.registry is None:
+            return []
         return ray.get(self.registry.live.remote(3 * self.options.health_check_period_s), timeout=10)
 
     def sync(self) -> list[Member]:
@@ -155,7 +161,7 @@ class RayFleet:
     def target_replicas(self) -> int:
         """The replicas Ray Serve runs now (running, not starting or stopping)."""
         deployment = serve.status().applications[APP].deployments["Replica"]
-        return deployment.replica_states.get("RUNNING", 0)
+        return sum(count for state, count in deployment.replica_states.items() if state == "RUNNING")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -165,6 +171,8 @@ class RayFleet:
             self.balancer.stop()
         if ray.is_initialized():
             serve.shutdown()
+            if self.registry is not None:
+                ray.kill(self.registry)
         if self._started_ray:
             ray.shutdown()
         self._workdir.cleanup()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
-REGISTRY_NAME = "servoscope-fleet-registry"
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,8 @@ class Registry:
         return sorted((m for m, at in self._heard.values() if now - at <= max_age_s), key=lambda m: m.replica)
 
 
-def registry_actor(namespace: str) -> ray.actor.ActorHandle:
-    """The fleet's registry in ``namespace``: created by the first caller, found by the others."""
-    remote = ray.remote(num_cpus=0, max_restarts=-1)(Registry)
-    return remote.options(name=REGISTRY_NAME, namespace=namespace, get_if_exists=True).remote()
+def registry_actor(name: str, namespace: str) -> ray.actor.ActorHandle:
+    """The fleet's registry ``name`` in ``namespace``: created by the first caller, found by the others.
+    Restarted by Ray if it fails (empty: the replicas' next heartbeats fill it again)."""
+    remote: Any = ray.remote(num_cpus=0, max_restarts=-1)(Registry)
+    return remote.options(name=name, namespace=namespace, get_if_exists=True).remote()

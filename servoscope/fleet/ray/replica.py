@@ -36,7 +36,9 @@ START_DEADLINE_S = 120.0
 
 
 class Replica:
-    def __init__(self, settings: dict[str, Any], namespace: str, signal_window_s: float, drain_s: float) -> None:
+    def __init__(
+        self, settings: dict[str, Any], registry: tuple[str, str], signal_window_s: float, drain_s: float
+    ) -> None:
         host = ray.util.get_node_ip_address()
         self.settings = Settings(**{**settings, "host": host, "port": 0, "grpc_port": 0})
         self.signal_window_s = signal_window_s
@@ -51,7 +53,7 @@ class Replica:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._serve, args=(sock,), name="servoscope-http", daemon=True)
         self.thread.start()
-        self.registry = registry_actor(namespace)
+        self.registry = registry_actor(*registry)
         self._wait_started()
 
     def _serve(self, sock: socket.socket) -> None:
