@@ -148,7 +148,8 @@ def ray_proxy_cost(requests: int) -> dict[str, float]:
 
 def ray_fleet(replicas: int, body: bytes, window_s: float, ingress_requests: int) -> Iterator[dict[str, float]]:
     settings = load_settings(None, model_repository=ROOT / "models", models=(MODEL,), slo_p95_ms=SLO_P95_MS)
-    plan = FleetPlan.model_validate({"replicas": {"min": replicas, "max": replicas}, "cpu_cores": 0.5})
+    cores = psutil.cpu_count() or 1  # the machine shared out: each replica sized to its share, as one process is to all
+    plan = FleetPlan.model_validate({"replicas": {"min": replicas, "max": replicas}, "cpu_cores": max(1, cores // replicas)})
     fleet = RayFleet(settings, plan, FleetOptions(port=free_port()))
     fleet.start()
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray import serve
 
-from servoscope.fleet.plan import FleetPlan
+from servoscope.fleet.plan import FleetPlan, sized_to_cores
 from servoscope.fleet.ray.balancer import Balancer
 from servoscope.fleet.ray.policy import POLICY_PATH
 from servoscope.fleet.ray.registry import Member, registry_actor
@@ -111,8 +111,8 @@ class RayFleet:
             self.registry = registry_actor(self.registry_name, NAMESPACE)
             serve.start(proxy_location="Disabled")
             deployment = serve.deployment(**replica_options(self.plan, self.options, self.settings))(Replica)
-            args = (self.settings.model_dump(mode="json"), (self.registry_name, NAMESPACE), self.options.signal_window_s,
-                    self.options.drain_s)
+            replica_settings = sized_to_cores(self.settings, self.plan.cpu_cores).model_dump(mode="json")
+            args = (replica_settings, (self.registry_name, NAMESPACE), self.options.signal_window_s, self.options.drain_s)
             serve.run(deployment.bind(*args), name=APP, route_prefix=None)
             self.balancer = Balancer(
                 Path(self._workdir.name), self.options.host, self.options.port, self.plan.replicas.max * 2,
