@@ -32,11 +32,11 @@ import skimage.data
 from PIL import Image
 from ray import serve
 
-from servoscope.fleet.plan import FleetPlan
+from servoscope.fleet.plan import FleetPlan, sized_to_cores
 from servoscope.fleet.ray.fleet import FleetOptions, RayFleet
 from servoscope.loadgen import Endpoint, encode_request, run, summarize
 from servoscope.loadgen.schedule import closed_loop
-from servoscope.settings import load_settings
+from servoscope.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "efficientnet_lite0"
@@ -99,9 +99,12 @@ def throughput(endpoint: Endpoint, body: bytes, window_s: float) -> dict[str, fl
 
 def single_process(body: bytes, window_s: float) -> dict[str, float]:
     port = free_port()
+    sized = sized_to_cores(fleet_settings(), psutil.cpu_count() or 1)  # threads as a replica with every core has
+    threads = ["--preprocess-workers", str(sized.preprocess_workers), "--instances", str(sized.model_overrides.instances),
+               "--intra-op-threads", str(sized.model_overrides.intra_op_threads)]
     argv = [sys.executable, "-m", "servoscope", "serve", "--port", str(port), "--grpc-port", "0",
             "--model-repository", str(ROOT / "models"), "--models", MODEL, "--slo-p95-ms", str(SLO_P95_MS),
-            "--log-level", "warning"]
+            "--log-level", "warning", *threads]
     server = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     try:
         endpoint = Endpoint("127.0.0.1", port)
@@ -146,8 +149,12 @@ def ray_proxy_cost(requests: int) -> dict[str, float]:
         serve.shutdown()
 
 
+def fleet_settings() -> Settings:
+    return load_settings(None, model_repository=ROOT / "models", models=(MODEL,), slo_p95_ms=SLO_P95_MS)
+
+
 def ray_fleet(replicas: int, body: bytes, window_s: float, ingress_requests: int) -> Iterator[dict[str, float]]:
-    settings = load_settings(None, model_repository=ROOT / "models", models=(MODEL,), slo_p95_ms=SLO_P95_MS)
+    settings = fleet_settings()
     cores = psutil.cpu_count() or 1  # the machine shared out: each replica sized to its share, as one process is to all
     plan = FleetPlan.model_validate({"replicas": {"min": replicas, "max": replicas}, "cpu_cores": max(1, cores // replicas)})
     fleet = RayFleet(settings, plan, FleetOptions(port=free_port()))

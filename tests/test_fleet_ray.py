@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: a loopback cluster
-
 import signal
 import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import httpx
 import psutil
@@ -26,8 +23,10 @@ import pytest
 
 from servoscope.cli import main
 from servoscope.fleet.plan import FleetPlan
-from servoscope.fleet.ray.fleet import FleetOptions, RayFleet
 from servoscope.settings import load_settings
+if TYPE_CHECKING:
+    from servoscope.fleet.ray.fleet import RayFleet
+
 from support import CLASSIFY, MODEL, TEST_SLO_P95_MS, Photo, classify, free_port, top1, wait_for
 
 MIN_REPLICAS, MAX_REPLICAS = 2, 3
@@ -80,6 +79,14 @@ class Load:
 
 @pytest.fixture(scope="module")
 def fleet(model_repository: Path) -> Iterator[RayFleet]:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: a loopback cluster
+        yield from started_fleet(model_repository)
+
+
+def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
+    from servoscope.fleet.ray.fleet import FleetOptions, RayFleet  # Ray loads in ~3 s: not at collection
+
     settings = load_settings(None, model_repository=model_repository, models=(MODEL,), slo_p95_ms=float(TEST_SLO_P95_MS))
     plan = FleetPlan.model_validate({
         "replicas": {"min": MIN_REPLICAS, "max": MAX_REPLICAS}, "cpu_cores": 0.5, "queue_wait_target_s": 0.005,
@@ -166,12 +173,12 @@ def test_the_doctor_and_snapshot_read_the_fleet_unchanged(fleet: RayFleet, url: 
 def test_scales_up_under_load_and_back_down_on_the_queue_wait_signal(
     fleet: RayFleet, url: str, photos: dict[str, Photo]
 ) -> None:
-    wait_for(lambda: fleet.target_replicas() == MIN_REPLICAS, "the fleet at its minimum before the load", 90)
+    wait_for(lambda: fleet.running_replicas() == MIN_REPLICAS, "the fleet at its minimum before the load", 90)
     load = Load(url, photos["chelsea"].jpeg, clients=8)
     try:
-        wait_for(lambda: fleet.target_replicas() == MAX_REPLICAS, "a scale-up under load", 60)
+        wait_for(lambda: fleet.running_replicas() == MAX_REPLICAS, "a scale-up under load", 60)
     finally:
         load.finish()
     assert load.failures == []
     assert {status for status, _ in load.answers} == {200}
-    wait_for(lambda: fleet.target_replicas() == MIN_REPLICAS, "a scale-down once the load stopped", 90)
+    wait_for(lambda: fleet.running_replicas() == MIN_REPLICAS, "a scale-down once the load stopped", 90)

@@ -158,7 +158,7 @@ class RayFleet:
             except Exception:  # noqa: BLE001 — the loop's boundary: a failed round is logged, the next one retries
                 log.exception("could not bring the balancer up to date with the replicas")
 
-    def target_replicas(self) -> int:
+    def running_replicas(self) -> int:
         """The replicas Ray Serve runs now (running, not starting or stopping)."""
         deployment = serve.status().applications[APP].deployments["Replica"]
         return sum(count for state, count in deployment.replica_states.items() if state == "RUNNING")
@@ -170,7 +170,10 @@ class RayFleet:
         if self.balancer is not None:  # first: no new requests
             self.balancer.stop()
         if ray.is_initialized():
-            serve.shutdown()
+            if self._started_ray:
+                serve.shutdown()
+            else:  # a cluster we joined: other applications may run on it
+                serve.delete(APP)
             if self.registry is not None:
                 ray.kill(self.registry)
         if self._started_ray:
