@@ -100,8 +100,9 @@ def throughput(endpoint: Endpoint, body: bytes, window_s: float) -> dict[str, fl
 def single_process(body: bytes, window_s: float) -> dict[str, float]:
     port = free_port()
     sized = sized_to_cores(fleet_settings(), psutil.cpu_count() or 1)  # threads as a replica with every core has
-    threads = ["--preprocess-workers", str(sized.preprocess_workers), "--instances", str(sized.model_overrides.instances),
-               "--intra-op-threads", str(sized.model_overrides.intra_op_threads)]
+    overrides = sized.model_overrides
+    threads = ["--preprocess-workers", str(sized.preprocess_workers), "--instances", str(overrides.instances),
+               "--intra-op-threads", str(overrides.intra_op_threads)]
     argv = [sys.executable, "-m", "servoscope", "serve", "--port", str(port), "--grpc-port", "0",
             "--model-repository", str(ROOT / "models"), "--models", MODEL, "--slo-p95-ms", str(SLO_P95_MS),
             "--log-level", "warning", *threads]
@@ -156,7 +157,8 @@ def fleet_settings() -> Settings:
 def ray_fleet(replicas: int, body: bytes, window_s: float, ingress_requests: int) -> Iterator[dict[str, float]]:
     settings = fleet_settings()
     cores = psutil.cpu_count() or 1  # the machine shared out: each replica sized to its share, as one process is to all
-    plan = FleetPlan.model_validate({"replicas": {"min": replicas, "max": replicas}, "cpu_cores": max(1, cores // replicas)})
+    share = max(1, cores // replicas)
+    plan = FleetPlan.model_validate({"replicas": {"min": replicas, "max": replicas}, "cpu_cores": share})
     fleet = RayFleet(settings, plan, FleetOptions(port=free_port()))
     fleet.start()
     try:
@@ -199,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({front['requests']:.0f} requests, {front['errors']:.0f} errors)")
     print(f"  ratio Ray proxy / HAProxy + own front: {proxy['cpu_ms_per_request'] / front['cpu_ms_per_request']:.1f}×")
     print(f"\nclassification throughput, closed loop C={CONCURRENCY}, {args.window:g} s windows:")
-    print(f"  servoscope serve, first and last run: {first['requests_per_s']:.1f} and {last['requests_per_s']:.1f} req/s")
+    print(f"  servoscope serve, first and last run: {first['requests_per_s']:.1f} and "
+          f"{last['requests_per_s']:.1f} req/s")
     for name, figure in (("servoscope serve (mean of both)", single), ("Ray fleet, 1 replica", one),
                          ("Ray fleet, 2 replicas", two)):
         print(f"  {name:32s} {figure['requests_per_s']:7.1f} req/s  p50 {figure['p50_ms']:6.1f} ms  "

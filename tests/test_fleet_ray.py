@@ -87,11 +87,15 @@ def fleet(model_repository: Path) -> Iterator[RayFleet]:
 def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
     from servoscope.fleet.ray.fleet import FleetOptions, RayFleet  # Ray loads in ~3 s: not at collection
 
-    settings = load_settings(None, model_repository=model_repository, models=(MODEL,), slo_p95_ms=float(TEST_SLO_P95_MS))
+    settings = load_settings(
+        None, model_repository=model_repository, models=(MODEL,), slo_p95_ms=float(TEST_SLO_P95_MS)
+    )
     plan = FleetPlan.model_validate({
         "replicas": {"min": MIN_REPLICAS, "max": MAX_REPLICAS}, "cpu_cores": 0.5, "queue_wait_target_s": 0.005,
     })
-    options = FleetOptions(port=free_port(), num_cpus=2, signal_window_s=5.0, upscale_delay_s=1.0, downscale_delay_s=2.0)
+    options = FleetOptions(
+        port=free_port(), num_cpus=2, signal_window_s=5.0, upscale_delay_s=1.0, downscale_delay_s=2.0
+    )
     started = RayFleet(settings, plan, options)
     started.start()
     children = psutil.Process().children(recursive=True)
@@ -102,6 +106,10 @@ def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
         started.stop()
         wait_for(lambda: not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
                  "every process the fleet started has exited", 30)
+
+
+def in_progress(fleet: RayFleet, address: str) -> int:
+    return fleet.balancer.counters(address).get("scur", 0)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +133,9 @@ def test_two_replicas_answer_chelsea_with_a_cat_and_listen_on_loopback_only(
     # Ray Serve 2.60's one exception, in its code and not configurable: each replica opens its
     # inter-deployment gRPC server on [::]:0 (ray/serve/_private/replica.py, _on_initialized).
     replicas = {f"pid={m.pid}," for m in fleet.members()}
-    ray_serve_grpc = [line for line in listening if line.split()[3].startswith("*:") and any(p in line for p in replicas)]
+    ray_serve_grpc = [
+        line for line in listening if line.split()[3].startswith("*:") and any(p in line for p in replicas)
+    ]
     assert len(ray_serve_grpc) <= len(replicas)
     others = [line for line in listening if line not in ray_serve_grpc]
     assert all(line.split()[3].rsplit(":", 1)[0] in LOOPBACK for line in others), "\n".join(others)
@@ -141,7 +151,7 @@ def test_a_replica_killed_under_load_loses_no_request_and_the_fleet_recovers(
         wait_for(lambda: len(load.answers) >= 10, "answers before the kill", 60)
         os.kill(victim.pid, signal.SIGSTOP)  # frozen first, so that requests are surely in it when it dies
         try:
-            wait_for(lambda: fleet.balancer.counters(victim.address).get("scur", 0) > 0, "a request in the frozen replica")
+            wait_for(lambda: in_progress(fleet, victim.address) > 0, "a request in the frozen replica")
         finally:
             os.kill(victim.pid, signal.SIGKILL)  # a crash: no drain, in-flight requests cut off
         wait_for(lambda: victim.address not in fleet.balancer.served(), "the balancer drops the dead replica", 20)

@@ -51,7 +51,9 @@ class FleetOptions:
 
 def autoscaling_config(plan: FleetPlan, options: FleetOptions) -> dict[str, Any]:
     """Ray Serve's autoscaling: servoscope's policy on the queue-wait signal, the plan's bounds."""
-    rule = {"wait_target_s": plan.queue_wait_target_s, "min_replicas": plan.replicas.min, "max_replicas": plan.replicas.max}
+    rule = {
+        "wait_target_s": plan.queue_wait_target_s, "min_replicas": plan.replicas.min, "max_replicas": plan.replicas.max,
+    }
     return {
         "min_replicas": plan.replicas.min,
         "max_replicas": plan.replicas.max,
@@ -112,7 +114,8 @@ class RayFleet:
             serve.start(proxy_location="Disabled")
             deployment = serve.deployment(**replica_options(self.plan, self.options, self.settings))(Replica)
             replica_settings = sized_to_cores(self.settings, self.plan.cpu_cores).model_dump(mode="json")
-            args = (replica_settings, (self.registry_name, NAMESPACE), self.options.signal_window_s, self.options.drain_s)
+            registry = (self.registry_name, NAMESPACE)
+            args = (replica_settings, registry, self.options.signal_window_s, self.options.drain_s)
             serve.run(deployment.bind(*args), name=APP, route_prefix=None)
             self.balancer = Balancer(
                 Path(self._workdir.name), self.options.host, self.options.port, self.plan.replicas.max * 2,
@@ -132,7 +135,9 @@ class RayFleet:
             ray.init(address=self.options.address, namespace=NAMESPACE, log_to_driver=False)
             return
         if not loopback_ready():
-            raise FleetError(f"a local Ray cluster binds to loopback only with {LOOPBACK_ENV}=0 set before Ray is imported")
+            raise FleetError(
+                f"a local Ray cluster binds to loopback only with {LOOPBACK_ENV}=0 set before Ray is imported"
+            )
         ray.init(
             include_dashboard=False, num_cpus=self.options.num_cpus,
             namespace=NAMESPACE, log_to_driver=False,

@@ -49,7 +49,8 @@ class Replica:
         self.state = self.app.state.servoscope
         self.server = DrainingServer(uvicorn_config(self.app, self.settings), self.state)
         sock = socket.create_server((host, 0))
-        self.member = Member(serve.get_replica_context().replica_id.unique_id, f"{host}:{sock.getsockname()[1]}", os.getpid())
+        replica = serve.get_replica_context().replica_id.unique_id
+        self.member = Member(replica, f"{host}:{sock.getsockname()[1]}", os.getpid())
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._serve, args=(sock,), name="servoscope-http", daemon=True)
         self.thread.start()
