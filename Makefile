@@ -30,20 +30,21 @@ model: $(VENV)/.serve-deps
 serve: model
 	$(BIN)/servoscope serve --host 127.0.0.1 --port $(PORT)
 
-# Debian packages the tests drive: chromium (dashboard test), prometheus + promtool (deploy/ test).
-# Installed only when missing; a Prometheus daemon that the package's postinst may start is stopped.
-SYSTEM_BINS := /usr/bin/chromium /usr/bin/prometheus /usr/bin/promtool
+# Debian packages the tests drive: chromium (dashboard test), prometheus + promtool (deploy/ test),
+# haproxy (the balancer of servoscope deploy ray, and its test).
+# Installed only when missing; a Prometheus or HAProxy daemon that a package's postinst may start is stopped.
+SYSTEM_BINS := /usr/bin/chromium /usr/bin/prometheus /usr/bin/promtool /usr/sbin/haproxy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null 2>&1 || echo sudo)
 
 system-deps:
 	@missing=""; for b in $(SYSTEM_BINS); do [ -x "$$b" ] || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
-		echo "installing chromium and prometheus (missing:$$missing)"; \
-		running=$$(pgrep -x prometheus || true); \
+		echo "installing chromium, prometheus and haproxy (missing:$$missing)"; \
+		running=$$({ pgrep -x prometheus; pgrep -x haproxy; } || true); \
 		$(SUDO) apt-get update -q && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium prometheus || exit 1; \
-		for pid in $$(pgrep -x prometheus || true); do \
-			case " $$running " in *" $$pid "*) ;; *) echo "stopping the prometheus daemon the package started ($$pid)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium prometheus haproxy || exit 1; \
+		for pid in $$({ pgrep -x prometheus; pgrep -x haproxy; } || true); do \
+			case " $$running " in *" $$pid "*) ;; *) echo "stopping the daemon the package started ($$pid)"; \
 				$(SUDO) kill $$pid;; esac; \
 		done; \
 	fi

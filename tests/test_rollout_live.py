@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from servoscope.cli import main
-from servoscope.models.quantize import quantize
 from servoscope.rollout.audit import read
+from servoscope.variants.quantize import quantize
 from support import (
     CLASSIFY,
     EXPECTED_TOP1,

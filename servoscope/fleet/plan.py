@@ -18,11 +18,14 @@ over the ones loaded from ``--config`` and the environment, and checked as stric
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from servoscope.resources import plan_threads
+from servoscope.settings import Settings, load_settings
 from servoscope.validation import fault_lines, read_json
 
 
@@ -72,3 +75,24 @@ def read_plan(path: Path) -> FleetPlan:
     except ValidationError as exc:
         faults = "\n".join(f"  {line}" for line in fault_lines(exc, "(plan)"))
         raise PlanError(f"plan {path} is not valid:\n{faults}") from None
+
+
+def plan_and_settings(plan_file: Path | None, config_file: Path | None) -> tuple[FleetPlan, Settings]:
+    """The plan (every default without a file) and the settings each replica runs with: those of
+    ``config_file`` and the environment, under the plan's ``settings``. Raises :class:`PlanError`
+    or :class:`servoscope.settings.SettingsError`."""
+    plan = read_plan(plan_file) if plan_file else FleetPlan()
+    return plan, load_settings(config_file, **plan.settings)
+
+
+def sized_to_cores(settings: Settings, cpu_cores: float) -> Settings:
+    """``settings`` with their thread sizing pinned to a replica's ``cpu_cores`` (at least one): a
+    replica that shares a node (a pod, a Ray replica) would otherwise size its sessions and decoders
+    to every core of the node."""
+    overrides = settings.model_overrides
+    threads = plan_threads(
+        settings.preprocess_workers, overrides.instances or 0, overrides.intra_op_threads or 0,
+        overrides.provider or "cpu", cores=max(1, math.floor(cpu_cores)),
+    )
+    pinned = overrides.model_copy(update={"instances": threads.instances, "intra_op_threads": threads.intra_op_threads})
+    return settings.model_copy(update={"preprocess_workers": threads.preprocess_workers, "model_overrides": pinned})

@@ -11,8 +11,8 @@ from servoscope.fleet.k8s.env import DeployError
 from servoscope.fleet.k8s.monitoring import RulesError, default_rules_file
 from servoscope.fleet.k8s.target import Target, TargetError
 from servoscope.fleet.k8s.write import HPA_DIR, KEDA_DIR, render, write
-from servoscope.fleet.plan import FleetPlan, PlanError, read_plan
-from servoscope.settings import SettingsError, load_settings
+from servoscope.fleet.plan import PlanError, plan_and_settings
+from servoscope.settings import SettingsError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,8 +35,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        plan = read_plan(args.plan) if args.plan else FleetPlan()
-        settings = load_settings(args.config, **plan.settings)
+        plan, settings = plan_and_settings(args.plan, args.config)
         target = Target(args.name, args.namespace, args.image, args.prometheus_url, args.adapter_namespace)
         files = render(settings, plan, target, args.rules or default_rules_file(), str(args.output))
     except (PlanError, SettingsError, TargetError, DeployError, RulesError) as exc:

@@ -15,10 +15,9 @@ Only what differs from the defaults is written, plus what a pod must not leave t
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from servoscope.resources import plan_threads
+from servoscope.fleet.plan import sized_to_cores
 from servoscope.settings import Settings
 
 PREFIX = "SERVOSCOPE_"
@@ -36,16 +35,7 @@ def pod_settings(settings: Settings, cpu_cores: float) -> Settings:
         raise DeployError(f"injected faults are for drills, not a fleet: remove them ({settings.faults.model_dump()})")
     if settings.port == 0:
         raise DeployError("port 0 (any free port) cannot be a container port: set a port")
-    overrides = settings.model_overrides
-    threads = plan_threads(
-        settings.preprocess_workers, overrides.instances or 0, overrides.intra_op_threads or 0,
-        overrides.provider or "cpu", cores=max(1, math.floor(cpu_cores)),
-    )
-    pinned = overrides.model_copy(update={"instances": threads.instances, "intra_op_threads": threads.intra_op_threads})
-    return settings.model_copy(update={
-        "host": POD_HOST, "prepare_default_model": False,
-        "preprocess_workers": threads.preprocess_workers, "model_overrides": pinned,
-    })
+    return sized_to_cores(settings, cpu_cores).model_copy(update={"host": POD_HOST, "prepare_default_model": False})
 
 
 def env_vars(settings: Settings) -> list[dict[str, str]]:
