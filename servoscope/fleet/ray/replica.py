@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import socket
 import threading
@@ -32,8 +33,27 @@ from servoscope.settings import Settings
 from servoscope.stages import TOTAL
 from servoscope.telemetry.recorder import Telemetry
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 START_DEADLINE_S = 120.0
+
+
+def bind_inter_deployment_grpc_to(host: str) -> bool:
+    """Ray Serve 2.60 opens each replica's inter-deployment gRPC server on ``[::]:0``, hard-coded in
+    ``ray/serve/_private/replica.py`` (``_on_initialized``, after the deployment's constructor): on a
+    loopback node, one listener on every interface. Bind it to the node's address instead. False
+    (and nothing changed) when Ray's module no longer calls the helper this replaces."""
+    from ray.serve._private import replica as ray_replica
+
+    original = getattr(ray_replica, "add_port_to_grpc_server", None)
+    if original is None:
+        return False
+
+    def on_node(server: Any, address: str) -> int:
+        return int(original(server, f"{host}:0" if address == "[::]:0" else address))
+
+    ray_replica.add_port_to_grpc_server = on_node
+    return True
 
 
 class Replica:
@@ -41,6 +61,8 @@ class Replica:
         self, settings: dict[str, Any], registry: tuple[str, str], signal_window_s: float, drain_s: float
     ) -> None:
         host = ray.util.get_node_ip_address()
+        if not bind_inter_deployment_grpc_to(host):
+            log.warning("Ray Serve's inter-deployment gRPC server listens on every interface (no hook to bind it)")
         self.settings = Settings(**{**settings, "host": host, "port": 0, "grpc_port": 0})
         self.signal_window_s = signal_window_s
         self.drain_s = drain_s
