@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from servoscope.fleet import ray_command
 from servoscope.fleet.k8s import command as k8s_command
-from servoscope.fleet.ray import command as ray_command
 
 TARGETS = (k8s_command, ray_command)
 

@@ -1,7 +1,10 @@
 """``servoscope deploy ray``: run the fleet on Ray Serve, in the foreground, until SIGINT or SIGTERM;
 then everything it started is stopped (the replicas drain first). Without ``--address`` it starts a
 Ray cluster on this machine bound to 127.0.0.1; with one it joins that cluster (``auto``, or the
-head's ``host:port``) and runs the replicas wherever Ray places them."""
+head's ``host:port``) and runs the replicas wherever Ray places them.
+
+It sits beside ``fleet/ray/``, not in it: the command line imports it at start, and it imports Ray's
+side (the ``fleet`` extra) only when the command runs."""
 
 from __future__ import annotations
 
