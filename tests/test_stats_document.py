@@ -98,6 +98,15 @@ def test_the_migration_fills_only_what_earlier_versions_did_not_record() -> None
     assert raw.get("schema") == 1 and "windows_ago_s" not in raw  # the input is left as it was
 
 
+def test_a_version_1_document_reads_with_its_deployment_unknown() -> None:
+    wire = written().to_json()
+    v1 = {k: v for k, v in wire.items() if k != "deployment"} | {"schema_version": 1}
+    doc = document.read(v1)
+    assert doc.schema_version == document.SCHEMA_VERSION and doc.deployment == document.UNKNOWN_DEPLOYMENT
+    assert doc.models == written().models
+    assert document.read(saved()).deployment.servoscope_version is None  # version-less: unknown too
+
+
 def test_a_snapshot_with_means_keeps_them() -> None:
     raw = saved(DRILLS / "preprocess-starvation" / "degraded.json")
     doc = document.read(raw)
@@ -147,8 +156,8 @@ def test_a_wrong_type_or_unknown_field_is_named() -> None:
 
 def test_an_unknown_version_is_refused_not_guessed() -> None:
     wire = written().to_json()
-    with pytest.raises(document.DocumentError, match="schema_version 2 is not one this servoscope reads"):
-        document.read({**wire, "schema_version": 2})
+    with pytest.raises(document.DocumentError, match="schema_version 3 is not one this servoscope reads"):
+        document.read({**wire, "schema_version": 3})
     with pytest.raises(document.DocumentError, match="JSON object, got list"):
         document.read([wire])
 

@@ -69,12 +69,12 @@ def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
     if args.baseline is None and args.baseline_window is None:
         raise ValueError("--baseline FILE or --baseline-window WINDOW is required with --snapshot or --url")
     doc = json.loads(args.snapshot.read_text()) if args.snapshot is not None else live.fetch_stats(args.url)
-    now = evidence.from_document(doc, args.model, args.window)
     if args.baseline_window is not None:
+        now = evidence.from_document(doc, args.model, args.window)
         if args.baseline_window == now.window:
             raise ValueError(f"--baseline-window {args.baseline_window} is the current window too; name an earlier one")
         return evidence.from_document(doc, now.model, args.baseline_window), now
-    return evidence.load(args.baseline, now.model, args.window or now.window), now
+    return evidence.pair(json.loads(args.baseline.read_text()), doc, args.model, args.window)
 
 
 def _from_prometheus(args: argparse.Namespace) -> tuple[Evidence, Evidence]:

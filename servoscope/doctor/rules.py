@@ -13,13 +13,17 @@ stage; larger inputs fill the preprocess queue; a CPU neighbour lowers capacity 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Callable
 
+from servoscope.doctor import availability, changes, warnings
+from servoscope.doctor.availability import Availability
+from servoscope.doctor.changes import Change
 from servoscope.doctor.evidence import Evidence, Percentiles
+from servoscope.doctor.findings import DELIVERY, Attribution, Finding, Fix, gib, kib, mpx, ms
+from servoscope.doctor.findings import conf as _conf, pct as _pct, ratio as _ratio
+from servoscope.doctor.ingest import slow_uploads
 from servoscope.stages import STAGES, Stage
-
-DELIVERY = "delivery"  # attributed beside the stages: after respond, until the client acknowledged
 
 MIN_SAMPLES = 100  # per window, in the total stage
 MIN_P95_RATIO = 1.10  # a regression is at least 10 % on total P95 …
@@ -27,8 +31,6 @@ MIN_P95_DELTA_S = 0.005  # … and at least 5 ms
 # Traffic (arrivals; else answered + refused) up by this much counts as growth: the incident's +15 % must register,
 # and a rate measured over a window of ~1000 requests is within ±3 % of the offered one.
 MIN_TRAFFIC_GROWTH = 1.05
-
-Scope = Literal["infrastructure", "configuration", "model", "clients"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,35 +49,15 @@ class Confirmation:
 
 
 @dataclass(frozen=True, slots=True)
-class Attribution:
-    deltas_s: dict[str, float]  # per-stage P95 change, seconds
-    shares: dict[str, float]  # of the summed positive P95 increases, 0–1
-    carrier: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Fix:
-    action: str
-    effect: str
-    scope: Scope
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    cause: str
-    summary: str
-    confidence: float
-    evidence: tuple[str, ...]
-    fixes: tuple[Fix, ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True, slots=True)
 class Diagnosis:
     model: str
     window: str
     confirm: Confirmation
     attribution: Attribution
     findings: tuple[Finding, ...]
+    availability: Availability | None = None
+    changes: tuple[Change, ...] = ()  # what was running differently in the current window
+    warnings: tuple[str, ...] = ()  # strong signals below the alarm
 
     @property
     def top(self) -> Finding:
@@ -86,14 +68,21 @@ Rule = Callable[[Evidence, Evidence, Attribution], Finding | None]
 
 
 def diagnose(base: Evidence, now: Evidence) -> Diagnosis:
+    """Latency and availability are each confirmed; a confirmed latency regression is explained by the
+    rules, a confirmed rise in failures by its reasons (after the latency findings, or alone)."""
     confirm = confirm_regression(base, now)
+    served = availability.confirm(base, now)
     attribution = attribute(base, now)
-    if not confirm.significant:
-        findings: tuple[Finding, ...] = (no_regression(confirm),)
-    else:
+    changed = changes.between(base, now)
+    findings: tuple[Finding, ...] = ()
+    if confirm.significant:
         matched = [f for rule in RULES if (f := rule(base, now, attribution)) is not None]
         findings = tuple(matched) or (inconclusive(base, now, attribution),)
-    return Diagnosis(now.model, now.window, confirm, attribution, findings)
+    if served.significant:
+        findings += (availability.finding(served, base, now),)
+    findings = findings or (no_regression(confirm),)
+    said = warnings.below_alarm(base, now, served, changed)
+    return Diagnosis(now.model, now.window, confirm, attribution, findings, served, changed, said)
 
 
 def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
@@ -422,8 +411,8 @@ def slow_clients(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
 
 
 RULES: tuple[Rule, ...] = (
-    memory_pressure, input_drift, cpu_contention, batching_misconfig,
-    slow_inference, preprocess_starvation, traffic_growth, slow_clients,
+    memory_pressure, input_drift, cpu_contention, batching_misconfig, slow_uploads,
+    preprocess_starvation, changes.changed_rule, slow_inference, traffic_growth, slow_clients,
 )
 
 
@@ -478,31 +467,3 @@ def _traffic(base: Evidence, now: Evidence) -> tuple[float, float]:
 def _traffic_ratio(base: Evidence, now: Evidence) -> float:
     then, current = _traffic(base, now)
     return _ratio(current, then)
-
-
-def _ratio(now: float, base: float) -> float:
-    return now / base if base > 0 else (1.0 if now == 0 else float("inf"))
-
-
-def _conf(x: float) -> float:
-    return round(min(max(x, 0.0), 0.95), 2)
-
-
-def _pct(x: float | None) -> str:
-    return "unknown" if x is None else f"{x:.0f}%"
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def kib(n: float) -> str:
-    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
-
-
-def mpx(n: float) -> str:
-    return f"{n / 1e6:.2f} Mpx"
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"

@@ -26,6 +26,7 @@ from servoscope.server.http import error_response, json_response
 from servoscope.server import observe as observe_routes
 from servoscope.server.observe import Observability
 from servoscope.server.state import NoObserver, ServerState
+from servoscope.telemetry import deployment
 from servoscope.telemetry.gpu import GpuCollector
 from servoscope.telemetry.live import LiveCollector
 from servoscope.telemetry.monitor import Monitor
@@ -90,7 +91,8 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     ))
     if state.settings.faults.active():
         telemetry.registry.register(drill_faults.FaultCollector(state.settings.faults))
-    app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting)
+    deployed = deployment.describe(state.settings, pipeline)
+    app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting, deployed)
     monitor.start()
     return monitor
 
