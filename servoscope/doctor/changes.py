@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from servoscope.doctor.evidence import Evidence
-from servoscope.doctor.findings import Attribution, Finding, Fix, conf, ms, ratio
+from servoscope.doctor.findings import Attribution, Finding, Fix, Remedy, Scope, conf, ms, ratio
 from servoscope.telemetry.document import Deployment, ModelDeployment, SettingValue
 
 Kind = Literal["deploy", "config", "capacity", "restart"]
@@ -121,8 +121,9 @@ def changed_rule(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
 
 
 def _revert(c: Change) -> Fix:
-    scope = "model" if c.what in ("model version", "model file bytes") else (
+    scope: Scope = "model" if c.what in ("model version", "model file bytes") else (
         "infrastructure" if c.kind in ("capacity", "deploy") else "configuration"
     )
+    remedy: Remedy = "revert" if c.kind == "deploy" else "baseline-config"
     return Fix(f"revert {c.what} {c.after} → {c.before} (or roll back the deploy)",
-               "P95 back toward the baseline's", scope)  # type: ignore[arg-type]
+               "P95 back toward the baseline's", scope, remedy)

@@ -9,6 +9,11 @@ from typing import Literal
 DELIVERY = "delivery"  # attributed beside the stages: after respond, until the client acknowledged
 
 Scope = Literal["infrastructure", "configuration", "model", "clients"]
+# What a fix changes, for the planner's model to predict its effect (servoscope.doctor.predict).
+Remedy = Literal[
+    "replica+1", "workers+1", "baseline-config", "baseline-inference", "baseline-machine", "baseline-mix",
+    "baseline-batching", "revert",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,8 @@ class Fix:
     action: str
     effect: str
     scope: Scope
+    remedy: Remedy | None = None  # None: an effect the planner's model cannot predict
+    predicted_p95_s: tuple[float, float] | None = None  # (now, after the fix): measured, then predicted
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,10 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
         | {"significant": d.availability.significant},
         "changes": [dataclasses.asdict(c) | {"said": c.describe()} for c in d.changes],
         "warnings": list(d.warnings),
+        "counterfactual": None if d.explanation is None else {
+            "simulated_p95_s": list(d.explanation.simulated_p95_s),
+            "reproduced_p95_s": d.explanation.reproduced_p95_s, "shares": d.explanation.shares,
+        },
     }
 
 
@@ -103,6 +107,8 @@ def _explain(d: Diagnosis) -> RenderableType:
         head.append(f"(confidence {f.confidence:.2f})", style=_confidence_style(f.confidence))
         lines.append(_indent(head, 3))
         lines += [_indent(Text(f"· {e}"), 7) for e in f.evidence]
+    if d.explanation is not None:
+        lines.append(_indent(Text(f"counterfactual — {d.explanation.describe()}", style="dim"), 3))
     return Group(*lines)
 
 

@@ -16,9 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from servoscope.doctor import availability, changes, warnings
+from servoscope.doctor import availability, changes, counterfactual, predict, warnings
 from servoscope.doctor.availability import Availability
 from servoscope.doctor.changes import Change
+from servoscope.doctor.counterfactual import Explanation
 from servoscope.doctor.evidence import Evidence, Percentiles
 from servoscope.doctor.findings import DELIVERY, Attribution, Finding, Fix, gib, kib, mpx, ms
 from servoscope.doctor.findings import conf as _conf, pct as _pct, ratio as _ratio
@@ -58,6 +59,7 @@ class Diagnosis:
     availability: Availability | None = None
     changes: tuple[Change, ...] = ()  # what was running differently in the current window
     warnings: tuple[str, ...] = ()  # strong signals below the alarm
+    explanation: Explanation | None = None  # the planner's counterfactual, for a confirmed latency regression
 
     @property
     def top(self) -> Finding:
@@ -75,14 +77,19 @@ def diagnose(base: Evidence, now: Evidence) -> Diagnosis:
     attribution = attribute(base, now)
     changed = changes.between(base, now)
     findings: tuple[Finding, ...] = ()
+    explained = None
     if confirm.significant:
+        explained = counterfactual.explain(base, now)
         matched = [f for rule in RULES if (f := rule(base, now, attribution)) is not None]
-        findings = tuple(matched) or (inconclusive(base, now, attribution),)
+        if not matched:
+            named = predict.counterfactual_finding(base, now, explained, changed)
+            matched = [named or inconclusive(base, now, attribution)]
+        findings = (predict.with_predictions(matched[0], base, now, explained), *matched[1:])
     if served.significant:
         findings += (availability.finding(served, base, now),)
     findings = findings or (no_regression(confirm),)
     said = warnings.below_alarm(base, now, served, changed)
-    return Diagnosis(now.model, now.window, confirm, attribution, findings, served, changed, said)
+    return Diagnosis(now.model, now.window, confirm, attribution, findings, served, changed, said, explained)
 
 
 def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
@@ -196,10 +203,10 @@ def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None
         ),
         (
             Fix("cap upload size, or have clients resize to the model's input before sending",
-                f"preprocess P95 back toward {ms(pre[0])}", "clients"),
+                f"preprocess P95 back toward {ms(pre[0])}", "clients", "baseline-mix"),
             Fix("keep DCT-scaled JPEG decoding on (it already is) and add preprocess workers or cores meanwhile",
                 f"{now.preprocess_workers} → {now.preprocess_workers + 1} workers shortens the preprocess queue",
-                "infrastructure"),
+                "infrastructure", "workers+1"),
         ),
     )
 
@@ -223,7 +230,7 @@ def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         ),
         (
             Fix("find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
-                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}", "infrastructure"),
+                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}", "infrastructure", "baseline-machine"),
             Fix("set CPU limits/requests so neighbours cannot starve the service",
                 "no repeat on shared hosts", "infrastructure"),
         ),
@@ -251,7 +258,7 @@ def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding
             Fix(f"lower max_queue_delay from ~{wait * 1000:.0f} ms (the batch_wait P95) to 0–5 ms, "
                 f"and cap max_batch_size near the baseline's ({max(base.batch_max_size or 1, 1)})",
                 f"batch_wait P95 back to ~{ms(base.stages['batch_wait'].p95)}, total P95 toward {ms(base.total.p95)}",
-                "configuration"),
+                "configuration", "baseline-batching"),
         ),
     )
 
@@ -279,7 +286,7 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         (
             first_fix,
             Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
-                "queueing in batch_wait collapses", "infrastructure"),
+                "queueing in batch_wait collapses", "infrastructure", "replica+1"),
             Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
                 "per-batch inference time down; accuracy must be re-checked", "model"),
         ),
@@ -300,7 +307,7 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
             "the model itself runs slower at the same load (no GPU: the cores running it are throttled or shared)",
             "no GPU reported: inference runs on the CPU",
             Fix("check the cores: frequency scaling and thermal throttling, CPU steal on a VM, cgroup CPU-quota throttling",
-                back, "infrastructure"),
+                back, "infrastructure", "baseline-inference"),
         )
     was = f"{base.gpu_utilization_percent:.0f}%" if base.gpu_utilization_percent is not None else "unknown"
     clocks = f"SM clock {clock:.0%} of its maximum" if clock is not None else "SM clock unknown"
@@ -310,21 +317,21 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
             f"the GPU is throttled: its clocks are held down ({clocks}), so every batch takes longer",
             line,
             Fix("restore the clocks: cooling and airflow for thermal slowdown, the power limit (nvidia-smi -pl) for "
-                "power capping; move the service off a card that keeps throttling", back, "infrastructure"),
+                "power capping; move the service off a card that keeps throttling", back, "infrastructure", "baseline-inference"),
         )
     if util >= GPU_BUSY_PERCENT:
         return (
             f"the GPU is saturated ({util:.0f}% busy) and each batch takes longer: other work shares the GPU, or the model got heavier",
             line,
             Fix("find what else runs on the GPU (nvidia-smi; the processes in /v1/stats) and move it, or give the model "
-                "a GPU of its own (a dedicated card or a MIG slice)", back, "infrastructure"),
+                "a GPU of its own (a dedicated card or a MIG slice)", back, "infrastructure", "baseline-inference"),
         )
     return (
         f"the GPU waits ({util:.0f}% busy) while inference got slower: the time goes on the host — "
         "CPU work around the kernels, copies between host and device",
         line,
         Fix("profile the host side of inference: CPU contention on the cores feeding the GPU, host↔device copies "
-            "(IO binding), batches too small to keep the GPU busy", back, "infrastructure"),
+            "(IO binding), batches too small to keep the GPU busy", back, "infrastructure", "baseline-inference"),
     )
 
 
@@ -349,7 +356,7 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
         ),
         (
             Fix(f"add preprocess workers ({w[1]} → {max(w[0], w[1] + 1)}) and the cores to run them",
-                f"queue P95 back toward {ms(q[0])}", "infrastructure"),
+                f"queue P95 back toward {ms(q[0])}", "infrastructure", "workers+1"),
         ),
     )
 
@@ -377,7 +384,7 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         (
             Fix(f"add capacity — a replica, or cores for a third instance ({n} → {n + 1} instances' worth): "
                 f"busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
-                f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure"),
+                f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure", "replica+1"),
             Fix("shed low-priority traffic at admission until capacity is added",
                 f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)", "infrastructure"),
         ),
