@@ -25,7 +25,7 @@ class Availability:
     failed_share: tuple[float, float]  # (baseline, now): of requests answered, not 2xx
     answered: tuple[int, int]  # requests the windows answered (counted)
     z: float  # the rise in standard errors (0 when unknown)
-    by_reason: dict[str, float]  # now: refusal reason → per second
+    by_reason: dict[str, float]  # now: refusal reason → refusals in the window
     by_code: dict[str, float]  # now: non-2xx status → answers in the window
 
     @property
@@ -65,8 +65,13 @@ def _counts(e: Evidence) -> tuple[int, int]:
     return round(e.errors_per_s * seconds), round(e.answered_per_s * seconds)
 
 
+def _demand(e: Evidence) -> float:
+    """Requests per second: counted on arrival, else answered (refusals are answers too)."""
+    return e.arrived_per_s if e.arrived_per_s > 0 else e.answered_per_s
+
+
 def finding(a: Availability, base: Evidence, now: Evidence) -> Finding:
-    reasons = ", ".join(f"{r} {v:.1f}/s" for r, v in sorted(a.by_reason.items(), key=lambda kv: -kv[1])) or "none named"
+    reasons = ", ".join(f"{r} {v:.0f}" for r, v in sorted(a.by_reason.items(), key=lambda kv: -kv[1])) or "none named"
     codes = ", ".join(f"{c}: {n:.0f}" for c, n in sorted(a.by_code.items())) or "none"
     timeouts = sum(n for c, n in a.by_code.items() if c in ("408", "504"))
     return Finding(
@@ -77,7 +82,7 @@ def finding(a: Availability, base: Evidence, now: Evidence) -> Finding:
             f"{a.describe()}; {a.z:.0f} standard errors",
             f"refused by reason: {reasons}; failed answers by status: {codes}"
             + (f" ({timeouts:.0f} timeouts)" if timeouts else ""),
-            f"arrivals {base.arrived_per_s:.0f} → {now.arrived_per_s:.0f} req/s; answered 2xx "
+            f"requests {_demand(base):.0f} → {_demand(now):.0f} per second; answered 2xx "
             f"{base.answered_per_s - base.errors_per_s:.0f} → {now.answered_per_s - now.errors_per_s:.0f} req/s",
         ),
         (

@@ -1,6 +1,7 @@
 """Evidence of change between two windows: a deploy (servoscope, its packages, a model's version or
 file, models added or removed), a configuration change (settings, batching, threads) or a capacity
-change (instances, preprocess workers) — and restarts, which change nothing by themselves.
+change (instances, preprocess workers) — and restarts, which change nothing by themselves, and
+other models added or removed (reported, not suspected).
 
 A change is the prime suspect of a regression that follows it: :func:`changed_rule` names it, with
 its measured effect (busy ratios, capacity, the stage that carries the rise); the planner's model
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from servoscope.doctor.evidence import Evidence
-from servoscope.doctor.findings import Attribution, Finding, Fix, Remedy, Scope, conf, ms, ratio
+from servoscope.doctor.findings import Attribution, Finding, Fix, Scope, conf, ms, ratio
 from servoscope.telemetry.document import Deployment, ModelDeployment, SettingValue
 
-Kind = Literal["deploy", "config", "capacity", "restart"]
+Kind = Literal["deploy", "config", "capacity", "restart", "models"]
 # Settings that say where the service listens or how much it logs: not a change to its behaviour.
 IGNORED_SETTINGS = frozenset({"host", "port", "grpc_port", "log_level"})
 CAUSES: dict[Kind, str] = {"deploy": "deploy", "capacity": "capacity-change", "config": "config-change"}
@@ -40,14 +41,15 @@ def between(base: Evidence, now: Evidence) -> tuple[Change, ...]:
         *_compared("capacity", "preprocess workers", base.preprocess_workers, now.preprocess_workers),
     ]
     if base.served_models and now.served_models:
-        found += _compared("deploy", "models served", ", ".join(base.served_models), ", ".join(now.served_models))
+        found += _compared("models", "models served", ", ".join(base.served_models), ", ".join(now.served_models))
     if base.deployment is not None and now.deployment is not None:
         found += _deployments(base.model, base.deployment, now.deployment)
     return tuple(found)
 
 
 def material(changes: tuple[Change, ...]) -> tuple[Change, ...]:
-    return tuple(c for c in changes if c.kind != "restart")
+    """The changes to the diagnosed model's own service: not restarts alone, nor other models coming or going."""
+    return tuple(c for c in changes if c.kind not in ("restart", "models"))
 
 
 def _compared(kind: Kind, what: str, before: object, after: object) -> list[Change]:
@@ -104,8 +106,9 @@ def changed_rule(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
     kind: Kind = next(k for k in ("deploy", "capacity", "config") if k in kinds)  # type: ignore[assignment]
     cap = (base.capacity_per_s, now.capacity_per_s)
     told = "; ".join(c.describe() for c in changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    batching_only = all(c.what.startswith("batching ") for c in changes)  # the batching policy, and nothing else
     return Finding(
-        CAUSES[kind],
+        "batching-misconfig" if batching_only else CAUSES[kind],
         f"a {'deploy' if kind == 'deploy' else kind + ' change'} between the windows: {told}",
         conf(0.6 + 0.2 * min(a.shares.get(a.carrier or "", 0.0), 1.0)),
         (
@@ -116,14 +119,15 @@ def changed_rule(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
             f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} at batch size "
             f"{base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; rise carried by {a.carrier or 'no single stage'}",
         ),
-        tuple(_revert(c) for c in changes[:3]),
+        (_revert(changes, kind),),
     )
 
 
-def _revert(c: Change) -> Fix:
-    scope: Scope = "model" if c.what in ("model version", "model file bytes") else (
-        "infrastructure" if c.kind in ("capacity", "deploy") else "configuration"
-    )
-    remedy: Remedy = "revert" if c.kind == "deploy" else "baseline-config"
-    return Fix(f"revert {c.what} {c.after} → {c.before} (or roll back the deploy)",
-               "P95 back toward the baseline's", scope, remedy)
+def _revert(changes: tuple[Change, ...], kind: Kind) -> Fix:
+    """One fix: put every change back (a deploy: roll it back, inference times and all)."""
+    undo = "; ".join(f"{c.what} {c.after} → {c.before}" for c in changes[:6])
+    model = any(c.what in ("model version", "model file bytes") for c in changes)
+    scope: Scope = "model" if model else "infrastructure" if kind == "capacity" else "configuration"
+    action = f"roll back the deploy ({undo})" if kind == "deploy" else f"revert: {undo}"
+    # the baseline's configuration and its per-batch times: threads and instances set those too
+    return Fix(action, "P95 back toward the baseline's", scope, "revert")

@@ -22,7 +22,7 @@ from servoscope.doctor.rules import diagnose
 
 def add_parser(subparsers: Any) -> None:
     doctor = subparsers.add_parser("doctor", help="diagnose a latency regression: confirm, attribute, explain, prescribe")
-    source = doctor.add_mutually_exclusive_group(required=True)
+    source = doctor.add_mutually_exclusive_group()
     source.add_argument("--snapshot", type=Path, help="current /v1/stats JSON (or a drill or `servoscope snapshot` file)")
     source.add_argument("--url", help="a live service, e.g. http://127.0.0.1:8000: read its /v1/stats now")
     source.add_argument("--prometheus", help="a Prometheus server: read the evidence through PromQL")
@@ -36,6 +36,11 @@ def add_parser(subparsers: Any) -> None:
     prom.add_argument("--at", default="now", help="instant of the current window: RFC 3339, Unix seconds or 'now' (default)")
     prom.add_argument("--baseline-at", help="instant of the baseline window (instead of --baseline)")
     prom.add_argument("--range", default="5m", dest="range_", metavar="RANGE", help="PromQL rate window, e.g. 1m, 5m (default 5m)")
+    check = doctor.add_argument_group("--verify: measure the effect of a fix that was applied")
+    check.add_argument("--verify", action="store_true",
+                       help="diagnose --before against --baseline, then set the first fix's predicted P95 against --after")
+    check.add_argument("--before", type=Path, help="snapshot of the degraded window, before the fix")
+    check.add_argument("--after", type=Path, help="snapshot of a window after the fix")
     doctor.add_argument("--model", help="model to diagnose (default: the busiest)")
     doctor.add_argument("--window", help="stats window: 1m, 5m or before (default: the snapshot's, else 1m)")
     doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
@@ -44,7 +49,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verify:
+        return _verify(args)
     try:
+        if not (args.snapshot or args.url or args.prometheus):
+            raise ValueError("one of --snapshot, --url or --prometheus is required (or --verify)")
         base, now = _evidence(args)
     except (OSError, ValueError) as exc:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
@@ -59,6 +68,28 @@ def run(args: argparse.Namespace) -> int:
 
         written = markdown.write(diagnosis, base, now, args.markdown)
         print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from servoscope.doctor.verify import verify
+
+    try:
+        if args.baseline is None or args.before is None or args.after is None:
+            raise ValueError("--verify needs --baseline, --before and --after (snapshot files)")
+        base, before = evidence.pair(json.loads(args.baseline.read_text()), json.loads(args.before.read_text()),
+                                     args.model, args.window)
+        after = evidence.pair(json.loads(args.before.read_text()), json.loads(args.after.read_text()),
+                              before.model, args.window)[1]
+    except (OSError, ValueError) as exc:
+        print(f"servoscope doctor: {exc}", file=sys.stderr)
+        return 2
+    diagnosis, checked = verify(base, before, after)
+    if args.json:
+        print(json.dumps({"diagnosis": report.to_json(diagnosis), "verify": checked and checked.to_json()}, indent=2))
+    else:
+        print(f"diagnosis: {report.one_line(diagnosis)}")
+        print(checked.describe() if checked else "no prescribed fix carries a predicted effect: nothing to verify")
     return 0
 
 

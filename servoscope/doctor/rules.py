@@ -267,7 +267,8 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
     cap = (base.capacity_per_s, now.capacity_per_s)
     inf = _ratio(now.stages["inference"].p95, base.stages["inference"].p95)
     load = _ratio(now.answered_per_s, base.answered_per_s)
-    if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1:
+    neighbour = now.outside_cpu_cores - base.outside_cpu_cores >= predict.OUTSIDE_CORES  # not the model's own doing
+    if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1 or neighbour:
         return None
     n = now.instances
     summary, device, first_fix = _accelerator(base, now)
