@@ -66,11 +66,12 @@ def _deployments(model: str, base: Deployment, now: Deployment) -> list[Change]:
     found = _compared("deploy", "servoscope", base.servoscope_version, now.servoscope_version)
     for name in sorted(set(base.packages) & set(now.packages)):
         found += _compared("deploy", name, base.packages[name], now.packages[name])
-    if base.process_id is not None and (base.process_id, base.process_started) != (now.process_id, now.process_started):
+    restarted = (base.process_id, base.process_started) != (now.process_id, now.process_started)
+    if base.process_id is not None and restarted:
         found.append(Change("restart", "serving process", f"pid {base.process_id}", f"pid {now.process_id}"))
     found += _settings(base.settings, now.settings)
     if model in base.models and model in now.models:
-        found += _model(base.models[model], now.models[model])
+        found += _model(base.models[model], now.models[model], restarted)
     return found
 
 
@@ -82,7 +83,7 @@ def _settings(base: dict[str, SettingValue], now: dict[str, SettingValue]) -> li
     return found
 
 
-def _model(base: ModelDeployment, now: ModelDeployment) -> list[Change]:
+def _model(base: ModelDeployment, now: ModelDeployment, restarted: bool) -> list[Change]:
     found = [
         *_compared("deploy", "model version", base.version, now.version),
         *_compared("deploy", "model file bytes", base.file_bytes, now.file_bytes),
@@ -92,7 +93,8 @@ def _model(base: ModelDeployment, now: ModelDeployment) -> list[Change]:
     ]
     for key in sorted(set(base.batching) & set(now.batching)):
         found += _compared("config", f"batching {key}", base.batching[key], now.batching[key])
-    if len(base.instance_pids) == len(now.instance_pids) and base.instance_pids != now.instance_pids:
+    # instance processes replaced while the service ran (a restarted service replaces them all: said above)
+    if not restarted and len(base.instance_pids) == len(now.instance_pids) and base.instance_pids != now.instance_pids:
         found.append(Change("restart", "instance processes", str(base.instance_pids), str(now.instance_pids)))
     return found
 

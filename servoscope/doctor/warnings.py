@@ -1,6 +1,6 @@
 """Warnings below the alarm: strong signals an engineer should see before they become the incident,
 reported whatever the confirmation says — CPU used outside the service, swap in use, a throttled
-GPU, refusals rising short of confirmed, a changed deployment."""
+GPU, refusals rising short of confirmed, slow uploads in the tail, a changed deployment."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from servoscope.doctor.findings import ms
 OUTSIDE_CORES = 1.0  # CPU outside the service, in cores
 SLOW_CLOCK = 0.8  # GPU SM clock below this share of its maximum
 LAG_S = 0.05  # event-loop lag P95
+SLOW_TAIL = 10.0  # ingest P99 this many times the baseline's …
+SLOW_TAIL_S = 0.1  # … and at least this long: a few clients upload slowly
 
 
 def below_alarm(base: Evidence, now: Evidence, availability: Availability, changes: tuple[Change, ...]) -> tuple[str, ...]:
@@ -28,5 +30,9 @@ def below_alarm(base: Evidence, now: Evidence, availability: Availability, chang
         said.append(f"refusals and errors rising: {availability.describe()} ({availability.z:.1f} standard errors)")
     if now.event_loop_lag_p95_s >= LAG_S:
         said.append(f"event-loop lag P95 {ms(now.event_loop_lag_p95_s)} (baseline {ms(base.event_loop_lag_p95_s)})")
+    ingest = (base.stages["ingest"].p99, now.stages["ingest"].p99)
+    if now.stages["ingest"].count and ingest[1] >= max(SLOW_TAIL * ingest[0], SLOW_TAIL_S):
+        said.append(f"a few clients upload slowly: ingest P99 {ms(ingest[0])} → {ms(ingest[1])} "
+                    f"(P95 {ms(now.stages['ingest'].p95)}); requests in ingest now {now.ingesting}")
     said += [f"changed between the windows: {c.describe()}" for c in changes]
     return tuple(said)
