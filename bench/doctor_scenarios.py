@@ -16,9 +16,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "efficientnet_lite0"
@@ -126,13 +126,13 @@ def beside(window: Window, port: int) -> Iterator[None]:
             proc.wait()
 
 
-# One client on a slow link: POSTs a 640×480 JPEG (about 60 KB) at the given bytes per second, again and again.
+# One client on a slow link: POSTs a 320×240 JPEG (about 40 KB, like the others') at the given bytes per second, again and again.
 SLOW_UPLOADER = """
 import io, socket, sys, time
 from PIL import Image
 port, rate = int(sys.argv[1]), int(sys.argv[2])
 out = io.BytesIO()
-Image.effect_noise((640, 480), 40).convert("RGB").save(out, "JPEG", quality=85)
+Image.effect_noise((320, 240), 40).convert("RGB").save(out, "JPEG", quality=85)
 body = out.getvalue()
 while True:
     try:

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support import REPO_ROOT
 
 from servoscope.doctor import counterfactual, evidence, report
 from servoscope.doctor.rules import Diagnosis, diagnose
 from servoscope.doctor.verify import verify
-from support import REPO_ROOT
 
 DATA = REPO_ROOT / "tests" / "data" / "doctor"
 DRILLS = REPO_ROOT / "tests" / "data" / "drills"
@@ -173,8 +173,16 @@ def test_verify_on_the_command_line() -> None:
 
 def test_a_few_slow_uploaders_in_the_tail_are_a_warning() -> None:
     """As measured outside the drills: 4 % of requests uploading for 10 s move ingest's P99, not the P95."""
-    base, now = pair("refusals")
+    base, _ = pair("refusals")
     ingest = dataclasses.replace(base.stages["ingest"], p99=10.0)
     d = diagnose(base, dataclasses.replace(base, stages={**base.stages, "ingest": ingest}, ingesting=16))
     assert any(w.startswith("a few clients upload slowly: ingest P99") and "in ingest now 16" in w for w in d.warnings)
     assert not any("upload slowly" in w for w in diagnose(base, base).warnings)
+
+
+def test_measured_slow_uploads_beside_normal_traffic() -> None:
+    """A real pair from bench/doctor_scenarios.py (outside-slow-uploads: 18 separate client processes sending
+    their 160 KiB JPEGs at 16 KiB/s beside 10 req/s of normal traffic, on a busy shared machine)."""
+    d = run("measured-slow-uploads")
+    assert d.top.cause == "slow-uploads", report.to_text(d)
+    assert "the slowest 5 % at about 16 KiB/s" in d.top.evidence[1] and "requests in ingest now 18" in d.top.evidence[1]

@@ -132,7 +132,7 @@ def _batching(e: Evidence) -> BatchingConfig:
         values = {k: v for k, v in named.batching.items() if k in ("max_batch_size", "max_queue_delay_s", "max_queue_size")}
         policy = BatchingConfig.model_validate(values)
     else:
-        policy = BatchingConfig(max_batch_size=max(e.batch_max_size or 1, 1))
+        policy = BatchingConfig.model_validate({"max_batch_size": max(e.batch_max_size or 1, 1)})
     return policy.model_copy(update={"max_batch_size": min(policy.max_batch_size, MAX_BATCH)})
 
 

@@ -128,7 +128,7 @@ def pair(
     base, base_named = stats_document(base_doc)
     now, now_named = stats_document(now_doc)
     now_window = _window(now, window or now_named or DEFAULT_WINDOW)
-    then_window = _window(base, base_window or window or now_window)
+    then_window = _window(base, base_window or window or base_named or now_window)
     both = set(base.models) & set(now.models)
     if model is not None:
         for stats, which in ((base, "baseline"), (now, "current")):

@@ -1,8 +1,9 @@
 """Slow clients on the way in: a rise carried by ``ingest`` (the body arriving) is either clients on
 slow links — each upload's rate fell, requests pile up in ingest, the body-rate rule answers 408 —
 or the server's own ingest stalling: its event loop lags or its CPU is saturated, so it reads
-bodies that are already there too late. The event-loop lag tells them apart: a loop that reads
-late lags by about as much as ingest grew.
+bodies that are already there too late. They are told apart by who is slow: a stall delays every
+request (the event-loop lag grows by about as much as ingest, or the median ingest grows with a
+saturated CPU), slow links only their own requests (the median ingest stays, the tail grows).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from servoscope.doctor.findings import Attribution, Finding, Fix, conf, kib, ms,
 MIN_SHARE = 0.5  # of the rise, carried by ingest
 STALL_LAG_SHARE = 0.5  # event-loop lag rose by at least this share of ingest's rise: the server stalls
 SATURATED_CPU_PERCENT = 95.0
+MEDIAN_RISE = 3.0  # the median ingest this many times the baseline's (and MIN_MEDIAN_RISE_S more): every request
+MIN_MEDIAN_RISE_S = 0.005
 
 
 def upload_rate(e: Evidence) -> float:
@@ -27,14 +30,19 @@ def slow_uploads(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
         return None
     rise = a.deltas_s["ingest"]
     lag = (base.event_loop_lag_p95_s, now.event_loop_lag_p95_s)
-    stalled = lag[1] - lag[0] >= STALL_LAG_SHARE * rise or now.machine_cpu_percent >= SATURATED_CPU_PERCENT
+    median = (base.stages["ingest"].p50, now.stages["ingest"].p50)
+    everyone = median[1] >= max(MEDIAN_RISE * median[0], median[0] + MIN_MEDIAN_RISE_S)
+    saturated = now.machine_cpu_percent >= SATURATED_CPU_PERCENT
+    stalled = lag[1] - lag[0] >= STALL_LAG_SHARE * rise or (everyone and saturated)
     rates = (upload_rate(base), upload_rate(now))
+    tail = now.input_bytes_p95 / now.stages["ingest"].p95 if now.stages["ingest"].p95 > 0 else 0.0
     timeouts = now.by_code.get("408", 0.0)
     ingesting = "unknown" if now.ingesting is None else str(now.ingesting)
     lines = (
         f"ingest P95 {ms(base.stages['ingest'].p95)} → {ms(now.stages['ingest'].p95)}: {share:.0%} of the rise",
         f"median upload {kib(base.input_bytes_p50)} at {kib(rates[0])}/s → {kib(now.input_bytes_p50)} at "
-        f"{kib(rates[1])}/s (×{ratio(rates[1], rates[0]):.2f}); requests in ingest now {ingesting}; "
+        f"{kib(rates[1])}/s (×{ratio(rates[1], rates[0]):.2f}), the slowest 5 % at about {kib(tail)}/s; "
+        f"median ingest {ms(median[0])} → {ms(median[1])}; requests in ingest now {ingesting}; "
         f"408 (body too slow) {timeouts:.0f} in the window",
         f"event-loop lag P95 {ms(lag[0])} → {ms(lag[1])}; machine CPU {base.machine_cpu_percent:.0f}% → "
         f"{now.machine_cpu_percent:.0f}%",

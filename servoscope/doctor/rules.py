@@ -187,7 +187,8 @@ def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | 
 
 def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     px, by = _ratio(now.input_pixels_p95, base.input_pixels_p95), _ratio(now.input_bytes_p95, base.input_bytes_p95)
-    front = sum(a.shares[s] for s in ("ingest", "queue", "preprocess"))
+    # the decode work: ingest (the body arriving) is the link's, not the image's (servoscope.doctor.ingest)
+    front = sum(a.shares[s] for s in ("queue", "preprocess"))
     if max(px, by) < 1.5 or front < 0.3:
         return None
     pre = (base.stages["preprocess"].p95, now.stages["preprocess"].p95)
@@ -198,7 +199,7 @@ def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None
         (
             f"input P95 {kib(base.input_bytes_p95)} → {kib(now.input_bytes_p95)} (×{by:.0f}), "
             f"{mpx(base.input_pixels_p95)} → {mpx(now.input_pixels_p95)} (×{px:.0f})",
-            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; ingest+queue+preprocess carry {front:.0%} of the rise",
+            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; queue+preprocess carry {front:.0%} of the rise",
             f"throughput unchanged-ish: {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
         ),
         (

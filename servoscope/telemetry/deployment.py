@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from servoscope import __version__
 from servoscope.pipeline.service import ModelService, Pipeline

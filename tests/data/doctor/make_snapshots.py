@@ -4,6 +4,9 @@ Each pair (``<scenario>/baseline.json``, ``<scenario>/degraded.json``) is DERIVE
 snapshots in ``tests/data/drills/`` by the edits written below (what each one changes is said in its
 function), then read and written back through the current document types, so every file is a
 version-2 ``/v1/stats`` document with its ``deployment``. Deterministic: no clocks, no randomness.
+
+``measured-slow-uploads/`` is not made here: it was measured, by ``bench/doctor_accuracy.py --only
+outside-slow-uploads`` (separate processes, a real service and clients).
 """
 
 from __future__ import annotations
@@ -11,16 +14,17 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 DRILLS = HERE.parent / "drills"
 sys.path.insert(0, str(HERE.parents[2]))
 
-from servoscope.telemetry import document  # noqa: E402
-from servoscope.telemetry.deployment import flat  # noqa: E402
-from servoscope.settings import Settings  # noqa: E402
+from servoscope.settings import Settings
+from servoscope.telemetry import document
+from servoscope.telemetry.deployment import flat
 
 MODEL = "efficientnet_lite0"
 Doc = dict[str, Any]
