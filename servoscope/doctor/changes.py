@@ -79,8 +79,13 @@ def _settings(base: dict[str, SettingValue], now: dict[str, SettingValue]) -> li
     found = []
     for key in sorted((set(base) & set(now)) - IGNORED_SETTINGS):
         kind: Kind = "capacity" if key in ("model_overrides.instances", "preprocess_workers") else "config"
-        found += _compared(kind, f"setting {key}", base[key], now[key])
+        if base[key] != now[key]:  # a setting's None is a value (unset: the default), not an unknown
+            found.append(Change(kind, f"setting {key}", _said_setting(base[key]), _said_setting(now[key])))
     return found
+
+
+def _said_setting(value: SettingValue) -> str:
+    return "unset" if value is None else _said(value)
 
 
 def _model(base: ModelDeployment, now: ModelDeployment, restarted: bool) -> list[Change]:

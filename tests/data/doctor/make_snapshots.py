@@ -5,8 +5,8 @@ snapshots in ``tests/data/drills/`` by the edits written below (what each one ch
 function), then read and written back through the current document types, so every file is a
 version-2 ``/v1/stats`` document with its ``deployment``. Deterministic: no clocks, no randomness.
 
-``measured-slow-uploads/`` is not made here: it was measured, by ``bench/doctor_accuracy.py --only
-outside-slow-uploads`` (separate processes, a real service and clients).
+``measured-*/`` are not made here: they were measured, by ``bench/doctor_accuracy.py --only
+outside-slow-uploads`` and ``--only outside-one-instance`` (separate processes, a real service and clients).
 """
 
 from __future__ import annotations
