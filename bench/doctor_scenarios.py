@@ -27,7 +27,8 @@ SMALL = "100%:320x240"
 LARGE = "100%:1920x1440"
 BUSY = "while True: pass"
 BURSTY = (  # 3 s busy, 3 s idle
-    "import time\nwhile True:\n    end = time.monotonic() + 3\n    while time.monotonic() < end: pass\n    time.sleep(3)"
+    "import time\nwhile True:\n    end = time.monotonic() + 3\n"
+    "    while time.monotonic() < end: pass\n    time.sleep(3)"
 )
 
 
@@ -126,7 +127,8 @@ def beside(window: Window, port: int) -> Iterator[None]:
             proc.wait()
 
 
-# One client on a slow link: POSTs a 320×240 JPEG (about 40 KB, like the others') at the given bytes per second, again and again.
+# One client on a slow link: POSTs a 320×240 JPEG (about 40 KB, like the others') at the given bytes per
+# second, again and again.
 SLOW_UPLOADER = """
 import io, socket, sys, time
 from PIL import Image

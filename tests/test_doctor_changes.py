@@ -50,7 +50,9 @@ def test_several_models_idle_ones_and_models_coming_and_going_never_raise() -> N
     assert idle.top.cause == "no-regression" and "too few samples (0 vs 0" in idle.confirm.verdict
 
 
-@pytest.mark.parametrize(("model", "missing_from"), [("resnet_int8", "baseline"), ("efficientnet_lite0_fp16", "current")])
+@pytest.mark.parametrize(
+    ("model", "missing_from"), [("resnet_int8", "baseline"), ("efficientnet_lite0_fp16", "current")]
+)
 def test_a_model_in_one_window_only_is_a_clear_error(model: str, missing_from: str) -> None:
     out = cli("--snapshot", str(DATA / "several-models" / "degraded.json"),
               "--baseline", str(DATA / "several-models" / "baseline.json"), "--model", model)
@@ -130,7 +132,8 @@ def test_a_bursty_neighbour_below_the_contention_rules_mark_is_named_by_the_coun
 ])
 def test_the_counterfactual_leads_with_the_factor_that_changed(scenario: str, factor: str) -> None:
     explained = counterfactual.explain(*pair(scenario, DRILLS))
-    assert explained.leading() is not None and explained.leading()[0] == factor, explained.describe()  # type: ignore[index]
+    leading = explained.leading()
+    assert leading is not None and leading[0] == factor, explained.describe()
     assert sum(explained.shares.values()) == pytest.approx(1.0)
 
 

@@ -124,7 +124,8 @@ def changed_rule(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
             f"{now.instances} instances at {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s: capacity "
             f"{cap[0]:.0f} → {cap[1]:.0f} req/s (×{ratio(cap[1], cap[0]):.2f})",
             f"inference P95 {ms(base.stages['inference'].p95)} → {ms(now.stages['inference'].p95)} at batch size "
-            f"{base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; rise carried by {a.carrier or 'no single stage'}",
+            f"{base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; "
+            f"rise carried by {a.carrier or 'no single stage'}",
         ),
         (_revert(changes, kind),),
     )

@@ -81,7 +81,8 @@ class Explanation:
         b, n = self.simulated_p95_s
         ranked = sorted(self.shares.items(), key=lambda kv: -kv[1])
         parts = ", ".join(f"{f} {s:.0%} (alone: {self.reproduced_p95_s[f] * 1000:.0f} ms)" for f, s in ranked if s > 0)
-        return f"planner's model: P95 {b * 1000:.1f} → {n * 1000:.1f} ms simulated; reproduced by {parts or 'no factor'}"
+        said = parts or "no factor"
+        return f"planner's model: P95 {b * 1000:.1f} → {n * 1000:.1f} ms simulated; reproduced by {said}"
 
 
 def conditions(e: Evidence) -> Conditions:
@@ -129,7 +130,8 @@ def moved(factor: str, base: Evidence, now: Evidence) -> bool:
 def _batching(e: Evidence) -> BatchingConfig:
     named = e.deployment.models.get(e.model) if e.deployment is not None else None
     if named is not None and named.batching:
-        values = {k: v for k, v in named.batching.items() if k in ("max_batch_size", "max_queue_delay_s", "max_queue_size")}
+        kept = ("max_batch_size", "max_queue_delay_s", "max_queue_size")
+        values = {k: v for k, v in named.batching.items() if k in kept}
         policy = BatchingConfig.model_validate(values)
     else:
         policy = BatchingConfig.model_validate({"max_batch_size": max(e.batch_max_size or 1, 1)})

@@ -55,7 +55,8 @@ def slow_uploads(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
             lines,
             (
                 Fix("find what blocks the event loop (a synchronous call, a CPU-bound handler) or starves the "
-                    "process of CPU, and move it off the loop", f"ingest P95 back toward {ms(base.stages['ingest'].p95)}",
+                    "process of CPU, and move it off the loop",
+                    f"ingest P95 back toward {ms(base.stages['ingest'].p95)}",
                     "infrastructure"),
             ),
         )

@@ -94,12 +94,14 @@ def counterfactual_finding(
                                                               "configuration", "baseline-config"),))
     if factor == "arrival rate":
         load = ratio(now.arrived_per_s or now.answered_per_s, base.arrived_per_s or base.answered_per_s)
-        return Finding("traffic-growth", f"more traffic (×{load:.2f}) reproduces the regression", conf(0.5 + 0.3 * share),
+        said = f"more traffic (×{load:.2f}) reproduces the regression"
+        return Finding("traffic-growth", said, conf(0.5 + 0.3 * share),
                        (line,), (Fix("add a replica", "queues drain", "infrastructure", "replica+1"),))
     if outside >= OUTSIDE_CORES:
         return Finding(
             "cpu-contention",
-            f"work outside the service (+{outside:.1f} cores on average; bursts run higher) slows the service's own stages",
+            f"work outside the service (+{outside:.1f} cores on average; bursts run higher) slows the service's "
+            "own stages",
             conf(0.5 + 0.3 * share),
             (line, f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores; "
                    f"machine CPU {base.machine_cpu_percent:.0f}% → {now.machine_cpu_percent:.0f}%"),
@@ -107,7 +109,8 @@ def counterfactual_finding(
                  f"P95 toward {ms(base.total.p95)}", "infrastructure", "baseline-machine"),),
         )
     if factor == "image-size mix":
-        return Finding("input-drift", "slower preprocessing of the inputs reproduces the regression", conf(0.4 + 0.3 * share),
+        said = "slower preprocessing of the inputs reproduces the regression"
+        return Finding("input-drift", said, conf(0.4 + 0.3 * share),
                        (line,), (Fix("cap upload size, or have clients resize before sending",
                                      f"preprocess P95 back toward {ms(base.stages['preprocess'].p95)}", "clients",
                                      "baseline-mix"),))

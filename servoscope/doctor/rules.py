@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from servoscope.doctor import availability, changes, counterfactual, predict, warnings
+from servoscope.doctor import availability, below_alarm, changes, counterfactual, predict
 from servoscope.doctor.availability import Availability
 from servoscope.doctor.changes import Change
 from servoscope.doctor.counterfactual import Explanation
@@ -88,7 +88,7 @@ def diagnose(base: Evidence, now: Evidence) -> Diagnosis:
     if served.significant:
         findings += (availability.finding(served, base, now),)
     findings = findings or (no_regression(confirm),)
-    said = warnings.below_alarm(base, now, served, changed)
+    said = below_alarm.warnings(base, now, served, changed)
     return Diagnosis(now.model, now.window, confirm, attribution, findings, served, changed, said, explained)
 
 

@@ -16,7 +16,9 @@ SLOW_TAIL = 10.0  # ingest P99 this many times the baseline's …
 SLOW_TAIL_S = 0.1  # … and at least this long: a few clients upload slowly
 
 
-def below_alarm(base: Evidence, now: Evidence, availability: Availability, changes: tuple[Change, ...]) -> tuple[str, ...]:
+def warnings(
+    base: Evidence, now: Evidence, availability: Availability, changes: tuple[Change, ...]
+) -> tuple[str, ...]:
     said = []
     if now.outside_cpu_cores >= OUTSIDE_CORES:
         said.append(f"outside the service, {now.outside_cpu_cores:.1f} cores of CPU are busy "
@@ -25,7 +27,8 @@ def below_alarm(base: Evidence, now: Evidence, availability: Availability, chang
         said.append(f"swap in use: {now.swap_used_percent:.0f}% (baseline {base.swap_used_percent or 0:.0f}%)")
     if now.gpu_throttle_reasons or (now.gpu_clock_ratio is not None and now.gpu_clock_ratio < SLOW_CLOCK):
         clock = "unknown" if now.gpu_clock_ratio is None else f"{now.gpu_clock_ratio:.0%}"
-        said.append(f"GPU clocks held down: SM clock {clock} of its maximum; {', '.join(now.gpu_throttle_reasons) or 'no reason named'}")
+        reasons = ", ".join(now.gpu_throttle_reasons) or "no reason named"
+        said.append(f"GPU clocks held down: SM clock {clock} of its maximum; {reasons}")
     if availability.rising:
         said.append(f"refusals and errors rising: {availability.describe()} ({availability.z:.1f} standard errors)")
     if now.event_loop_lag_p95_s >= LAG_S:
