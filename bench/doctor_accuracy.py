@@ -1,9 +1,11 @@
 """How often the doctor names the right cause: every drill (short form) run several times, the
-doctor reading only each run's two /v1/stats snapshots, and a no-change case (two windows of the
-same healthy traffic) where the right answer is "no regression".
+doctor reading only each run's two /v1/stats snapshots, a no-change case (two windows of the
+same healthy traffic) where the right answer is "no regression", and the scenarios made outside
+the drill code (``bench/doctor_scenarios.py``: separate processes, other sizes and magnitudes,
+combined faults, changed configs, a deploy, slow uploads, their own no-change control).
 
-    python bench/doctor_accuracy.py              # each scenario once (~6 minutes)
-    python bench/doctor_accuracy.py --repeats 3
+    python bench/doctor_accuracy.py              # every scenario 3 times (long: ~1 hour)
+    python bench/doctor_accuracy.py --repeats 1 --only outside-no-change --window-s 20
 
 Prints the confusion table (true scenario × diagnosed cause). The doctor never sees which drill
 ran: it gets the snapshot files, as it would in production. The snapshots of every run it got wrong
@@ -27,6 +29,9 @@ from servoscope.drills.runner import run_drill
 from servoscope.drills.scenarios import SCENARIOS, Degradation, Scenario
 from servoscope.stages import TOTAL
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import doctor_scenarios
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MISSES = RESULTS / "doctor_accuracy_misses"
@@ -44,8 +49,13 @@ def diagnosed(folder: Path) -> str:
     return diagnose(base, now).top.cause
 
 
-def expected(scenario: str) -> str:
-    return EXPECTED.get(scenario, scenario)
+OUTSIDE = {s.name: s for s in doctor_scenarios.SCENARIOS}
+
+
+def right(scenario: str, cause: str) -> bool:
+    if scenario in OUTSIDE:
+        return cause in OUTSIDE[scenario].expected
+    return cause == EXPECTED.get(scenario, scenario)
 
 
 def keep(folder: Path) -> Path:
@@ -58,29 +68,36 @@ def keep(folder: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window-s", type=float, default=45.0, help="outside scenarios: seconds of load per window")
     parser.add_argument("--only", help="comma-separated scenarios (default: all, and no-change)")
     args = parser.parse_args()
     if not 1 <= args.repeats <= 10:
         parser.error("--repeats must be 1..10")
     scenarios = {**SCENARIOS, NO_CHANGE.name: NO_CHANGE}
-    names = args.only.split(",") if args.only else list(scenarios)
+    names = args.only.split(",") if args.only else [*scenarios, *OUTSIDE]
+    unknown = [n for n in names if n not in scenarios and n not in OUTSIDE]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {sorted([*scenarios, *OUTSIDE])}")
     table: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in names}
     with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as tmp:
         for repeat in range(args.repeats):
             for name in names:
                 folder = Path(tmp) / f"{name}-{repeat}"
-                run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
+                if name in OUTSIDE:
+                    doctor_scenarios.run(OUTSIDE[name], folder, args.window_s)
+                else:
+                    run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
                 cause = diagnosed(folder)
                 table[name][cause] += 1
-                miss = "" if cause == expected(name) else f"  (snapshots kept in {keep(folder).relative_to(ROOT)})"
+                miss = "" if right(name, cause) else f"  (snapshots kept in {keep(folder).relative_to(ROOT)})"
                 print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}{miss}", flush=True)
     causes = sorted({c for counts in table.values() for c in counts})
     print(f"\n{'true scenario':<22} " + " ".join(f"{c[:14]:>14}" for c in causes))
     for name, counts in table.items():
         print(f"{name:<22} " + " ".join(f"{counts.get(c, 0):>14}" for c in causes))
-    right = sum(counts.get(expected(name), 0) for name, counts in table.items())
-    print(f"\nright: {right} of {sum(sum(c.values()) for c in table.values())}")
+    named = sum(n for name, counts in table.items() for cause, n in counts.items() if right(name, cause))
+    print(f"\nright: {named} of {sum(sum(c.values()) for c in table.values())}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "doctor_accuracy.json").write_text(json.dumps({k: dict(v) for k, v in table.items()}, indent=2))
     return 0

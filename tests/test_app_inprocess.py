@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+import servoscope
 from inprocess import ANSWER, CLASSIFY, INFERENCE_S, MODEL, InProcess, jpeg, run_app
 from servoscope.clock import ManualClock
 from servoscope.server.app import create_app
@@ -140,6 +142,14 @@ def test_the_stats_document_the_app_answers_reads_as_the_typed_document(tmp_path
     assert inference is not None and inference.count == 3
     assert inference.p50 == pytest.approx(INFERENCE_S, rel=0.02)  # the sketch's 1 % accuracy
     assert window.throughput.by_code == {"200": 3.0} and window.batches.size_counts == {"1": 3.0}
+    running = document.read(wire).deployment  # what is running: the doctor's evidence of a deploy or config change
+    assert running.servoscope_version == servoscope.__version__ and running.process_id == os.getpid()
+    assert running.process_started is not None and running.process_started <= wire["time"]
+    assert running.settings["max_pending"] == Settings.model_fields["max_pending"].default
+    assert not any(key.startswith("faults") for key in running.settings)  # drill settings stay out
+    assert "onnxruntime" in running.packages and "numpy" in running.packages
+    served = running.models[MODEL]
+    assert served.instances == len(served.instance_pids) >= 1 and served.batching["max_batch_size"] >= 1
 
 
 def test_before_start_up_the_app_answers_503_with_retry_after(tmp_path: Path) -> None:

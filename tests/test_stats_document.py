@@ -105,7 +105,7 @@ V1_NAMES = {*document.V2_MEANS, *document.V2_SYSTEM, *document.V2_GPU_DEVICE}
 def test_version_1_names_are_renamed_and_percents_become_ratios() -> None:
     v1 = document.migrate_unversioned(saved(DRILLS / "preprocess-starvation" / "degraded.json"))
     v2 = document.migrate_v1(v1)
-    assert v1["schema_version"] == 1 and v2["schema_version"] == document.SCHEMA_VERSION == 2
+    assert v1["schema_version"] == 1 and v2["schema_version"] == 2
     assert "queue" in v1["stages"] and "queue" not in v2["stages"] and "preprocess_wait" in v2["stages"]
     waited = v2["models"][MODEL]["windows"]["1m"]["stages"]["preprocess_wait"]
     assert waited == v1["models"][MODEL]["windows"]["1m"]["stages"]["queue"] and waited["count"] > 0
@@ -125,6 +125,14 @@ def test_a_version_1_gpu_reading_is_renamed_in_ratios() -> None:
     migrated = document.migrate_v1({"schema_version": 1, "gpu": {"available": True, "devices": [device]}})
     [device] = migrated["gpu"]["devices"]
     assert device == {"index": 0, "utilization_ratio": 0.87, "memory_utilization_ratio": 0.41}
+
+def test_a_version_2_document_reads_with_its_deployment_unknown() -> None:
+    wire = written().to_json()
+    v2 = {k: v for k, v in wire.items() if k != "deployment"} | {"schema_version": 2}
+    doc = document.read(v2)
+    assert doc.schema_version == document.SCHEMA_VERSION and doc.deployment == document.UNKNOWN_DEPLOYMENT
+    assert doc.models == written().models
+    assert document.read(saved()).deployment.servoscope_version is None  # version-less: unknown too
 
 
 def test_a_snapshot_with_means_keeps_them() -> None:
@@ -176,8 +184,8 @@ def test_a_wrong_type_or_unknown_field_is_named() -> None:
 
 def test_an_unknown_version_is_refused_not_guessed() -> None:
     wire = written().to_json()
-    with pytest.raises(document.DocumentError, match="schema_version 3 is not one this servoscope reads"):
-        document.read({**wire, "schema_version": 3})
+    with pytest.raises(document.DocumentError, match="schema_version 4 is not one this servoscope reads"):
+        document.read({**wire, "schema_version": 4})
     with pytest.raises(document.DocumentError, match="JSON object, got list"):
         document.read([wire])
 

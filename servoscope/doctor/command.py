@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
     doctor = subparsers.add_parser(
         "doctor", help="diagnose a latency regression: confirm, attribute, explain, prescribe"
     )
-    source = doctor.add_mutually_exclusive_group(required=True)
+    source = doctor.add_mutually_exclusive_group()
     source.add_argument(
         "--snapshot", type=Path, help="current /v1/stats JSON (or a drill or `servoscope snapshot` file)"
     )
@@ -46,6 +46,13 @@ def add_parser(subparsers: Any) -> None:
     prom.add_argument(
         "--range", default="5m", dest="range_", metavar="RANGE", help="PromQL rate window, e.g. 1m, 5m (default 5m)"
     )
+    check = doctor.add_argument_group("--verify: measure the effect of a fix that was applied")
+    check.add_argument(
+        "--verify", action="store_true",
+        help="diagnose --before against --baseline, then set the first fix's predicted P95 against --after",
+    )
+    check.add_argument("--before", type=Path, help="snapshot of the degraded window, before the fix")
+    check.add_argument("--after", type=Path, help="snapshot of a window after the fix")
     doctor.add_argument("--model", help="model to diagnose (default: the busiest)")
     doctor.add_argument("--window", help="stats window: 1m, 5m or before (default: the snapshot's, else 1m)")
     doctor.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
@@ -54,7 +61,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verify:
+        return _verify(args)
     try:
+        if not (args.snapshot or args.url or args.prometheus):
+            raise ValueError("one of --snapshot, --url or --prometheus is required (or --verify)")
         base, now = _evidence(args)
     except (OSError, ValueError) as exc:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
@@ -72,6 +83,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from servoscope.doctor.verify import verify
+
+    try:
+        if args.baseline is None or args.before is None or args.after is None:
+            raise ValueError("--verify needs --baseline, --before and --after (snapshot files)")
+        base, before = evidence.pair(json.loads(args.baseline.read_text()), json.loads(args.before.read_text()),
+                                     args.model, args.window)
+        after = evidence.pair(json.loads(args.before.read_text()), json.loads(args.after.read_text()),
+                              before.model, args.window)[1]
+    except (OSError, ValueError) as exc:
+        print(f"servoscope doctor: {exc}", file=sys.stderr)
+        return 2
+    diagnosis, checked = verify(base, before, after)
+    if args.json:
+        print(json.dumps({"diagnosis": report.to_json(diagnosis), "verify": checked and checked.to_json()}, indent=2))
+    else:
+        print(f"diagnosis: {report.one_line(diagnosis)}")
+        print(checked.describe() if checked else "no prescribed fix carries a predicted effect: nothing to verify")
+    return 0
+
+
 def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
     """(baseline, current) from the sources the flags name; ValueError says what is missing."""
     if args.prometheus:
@@ -79,12 +112,12 @@ def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:
     if args.baseline is None and args.baseline_window is None:
         raise ValueError("--baseline FILE or --baseline-window WINDOW is required with --snapshot or --url")
     doc = json.loads(args.snapshot.read_text()) if args.snapshot is not None else live.fetch_stats(args.url)
-    now = evidence.from_document(doc, args.model, args.window)
     if args.baseline_window is not None:
+        now = evidence.from_document(doc, args.model, args.window)
         if args.baseline_window == now.window:
             raise ValueError(f"--baseline-window {args.baseline_window} is the current window too; name an earlier one")
         return evidence.from_document(doc, now.model, args.baseline_window), now
-    return evidence.load(args.baseline, now.model, args.window or now.window), now
+    return evidence.pair(json.loads(args.baseline.read_text()), doc, args.model, args.window)
 
 
 def _from_prometheus(args: argparse.Namespace) -> tuple[Evidence, Evidence]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from servoscope.stages import STAGE_NAMES, TOTAL
 from servoscope.telemetry import document
-from servoscope.telemetry.document import ModelStats, StatsDocument, Summary, SystemMeans
+from servoscope.telemetry.document import Deployment, ModelStats, StatsDocument, Summary, SystemMeans
 from servoscope.telemetry.gpu import SLOWING_REASONS, GpuReading
 
 DEFAULT_WINDOW = "1m"
@@ -66,6 +66,12 @@ class Evidence:
     gpu_utilization_ratio: float | None = None  # the busiest GPU's, 0–1
     gpu_clock_ratio: float | None = None  # its SM clock ÷ the maximum
     gpu_throttle_reasons: tuple[str, ...] = ()  # the slowing reasons NVML gives now
+    by_code: dict[str, float] = field(default_factory=dict)  # HTTP status → answers in the window
+    covered_s: float = 0.0  # seconds the window holds (0: unknown)
+    ingesting: int | None = None  # requests whose bodies are still arriving, all models (None: unknown)
+    input_bytes_p50: float = 0.0
+    deployment: Deployment | None = None  # what was running (None: a source that does not say)
+    served_models: tuple[str, ...] = ()  # every model the document holds
 
     @property
     def total(self) -> Percentiles:
@@ -106,19 +112,47 @@ def load(path: Path, model: str | None = None, window: str | None = None) -> Evi
 def from_document(doc: object, model: str | None = None, window: str | None = None) -> Evidence:
     """Evidence for ``model`` (default: the busiest) over ``window`` from a snapshot or a typed document."""
     stats, named_window = stats_document(doc)
-    window = window or named_window or DEFAULT_WINDOW
-    if window not in stats.windows_s:
-        raise EvidenceError(f"window {window!r} not in snapshot; it has {sorted(stats.windows_s)}")
-    name = model or _busiest_model(stats, window)
+    window = _window(stats, window or named_window or DEFAULT_WINDOW)
+    name = model or busiest_model(stats, window, set(stats.models))
     if name not in stats.models:
         raise EvidenceError(f"model {name!r} not in snapshot; it has {sorted(stats.models)}")
     return _evidence(stats, name, window, stats.models[name])
 
 
-def _busiest_model(stats: StatsDocument, window: str) -> str:
-    if not stats.models:
+def pair(
+    base_doc: object, now_doc: object, model: str | None = None, window: str | None = None,
+    base_window: str | None = None,
+) -> tuple[Evidence, Evidence]:
+    """(baseline, current) evidence of one model: ``model``, else the busiest one both documents serve (a
+    model added or removed between them is a change the doctor reports, not the one it diagnoses)."""
+    base, base_named = stats_document(base_doc)
+    now, now_named = stats_document(now_doc)
+    now_window = _window(now, window or now_named or DEFAULT_WINDOW)
+    then_window = _window(base, base_window or window or base_named or now_window)
+    both = set(base.models) & set(now.models)
+    if model is not None:
+        for stats, which in ((base, "baseline"), (now, "current")):
+            if model not in stats.models:
+                raise EvidenceError(f"model {model!r} is not in the {which} snapshot; it has {sorted(stats.models)}")
+    elif not both:
+        raise EvidenceError(
+            f"the snapshots share no model: baseline {sorted(base.models)}, current {sorted(now.models)}"
+        )
+    name = model or busiest_model(now, now_window, both)
+    return _evidence(base, name, then_window, base.models[name]), _evidence(now, name, now_window, now.models[name])
+
+
+def _window(stats: StatsDocument, window: str) -> str:
+    if window not in stats.windows_s:
+        raise EvidenceError(f"window {window!r} not in snapshot; it has {sorted(stats.windows_s)}")
+    return window
+
+
+def busiest_model(stats: StatsDocument, window: str, among: set[str]) -> str:
+    """The model with the most requests in ``window``, among ``among``; idle ones (no requests) count 0."""
+    if not among:
         raise EvidenceError("snapshot has no models")
-    return max(stats.models, key=lambda m: _percentiles(stats.models[m].windows[window].stages.get(TOTAL)).count)
+    return max(sorted(among), key=lambda m: _percentiles(stats.models[m].windows[window].stages.get(TOTAL)).count)
 
 
 def _evidence(stats: StatsDocument, name: str, window: str, entry: ModelStats) -> Evidence:
@@ -153,6 +187,12 @@ def _evidence(stats: StatsDocument, name: str, window: str, entry: ModelStats) -
         swap_used_ratio=machine.value("swap_used_ratio"),
         arrived_per_s=w.throughput.arrived_per_s,
         **_gpu(stats.gpu, stats.system_means[window]),
+        by_code=dict(w.throughput.by_code),
+        covered_s=w.covered_s,
+        ingesting=stats.ingesting,
+        input_bytes_p50=_percentiles(w.input_bytes).p50,
+        deployment=stats.deployment,
+        served_models=tuple(sorted(stats.models)),
     )
 
 

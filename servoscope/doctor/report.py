@@ -27,6 +27,14 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
         "explain": [_finding_json(f) for f in d.findings],
         "prescribe": [dataclasses.asdict(fix) for fix in d.top.fixes],
         "top": {"cause": d.top.cause, "summary": d.top.summary, "confidence": d.top.confidence},
+        "availability": None if d.availability is None else dataclasses.asdict(d.availability)
+        | {"significant": d.availability.significant},
+        "changes": [dataclasses.asdict(c) | {"said": c.describe()} for c in d.changes],
+        "warnings": list(d.warnings),
+        "counterfactual": None if d.explanation is None else {
+            "simulated_p95_s": list(d.explanation.simulated_p95_s),
+            "reproduced_p95_s": d.explanation.reproduced_p95_s, "shares": d.explanation.shares,
+        },
     }
 
 
@@ -52,7 +60,7 @@ def to_text(d: Diagnosis) -> str:
 def renderable(d: Diagnosis) -> RenderableType:
     return Group(
         Text(f"servoscope doctor — model {d.model}, window {d.window}", style="bold"),
-        _confirm(d), _attribute(d), _explain(d), _prescribe(d),
+        _confirm(d), _attribute(d), _explain(d), _prescribe(d), _warnings(d),
     )
 
 
@@ -69,7 +77,12 @@ def _confirm(d: Diagnosis) -> RenderableType:
         table.add_row(name, ms(b), ms(n))
     table.add_row("samples", str(c.samples[0]), str(c.samples[1]))
     verdict = Text(c.verdict, style="bold red" if c.significant else "green")
-    return Group(_heading("1. Confirm"), _indent(verdict, 3), table)
+    lines: list[RenderableType] = [_heading("1. Confirm"), _indent(verdict, 3), table]
+    if d.availability is not None:
+        a = d.availability
+        said = f"availability: {a.describe()}" + (" — a regression" if a.significant else "")
+        lines.append(_indent(Text(said, style="bold red" if a.significant else "green"), 3))
+    return Group(*lines)
 
 
 def _attribute(d: Diagnosis) -> RenderableType:
@@ -96,6 +109,8 @@ def _explain(d: Diagnosis) -> RenderableType:
         head.append(f"(confidence {f.confidence:.2f})", style=_confidence_style(f.confidence))
         lines.append(_indent(head, 3))
         lines += [_indent(Text(f"· {e}"), 7) for e in f.evidence]
+    if d.explanation is not None:
+        lines.append(_indent(Text(f"counterfactual — {d.explanation.describe()}", style="dim"), 3))
     return Group(*lines)
 
 
@@ -115,6 +130,14 @@ def _prescribe(d: Diagnosis) -> RenderableType:
         )
         lines.append(_indent(Text(f"\n{verdict}"), 3))
     lines.append(_indent(Text(f"\ntop finding: {one_line(d)}", style="bold"), 3))
+    return Group(*lines)
+
+
+def _warnings(d: Diagnosis) -> RenderableType:
+    if not d.warnings:
+        return Group()
+    lines: list[RenderableType] = [_heading("Warnings (below the alarm)")]
+    lines += [_indent(Text(f"! {w}", style="yellow"), 3) for w in d.warnings]
     return Group(*lines)
 
 

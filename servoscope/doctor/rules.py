@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
+from servoscope.doctor import availability, below_alarm, changes, counterfactual, predict
+from servoscope.doctor.availability import Availability
+from servoscope.doctor.changes import Change
+from servoscope.doctor.counterfactual import Explanation
 from servoscope.doctor.evidence import Evidence, Percentiles
+from servoscope.doctor.findings import DELIVERY, Attribution, Finding, Fix, gib, kib, mpx, ms
+from servoscope.doctor.findings import conf as _conf
+from servoscope.doctor.findings import pct as _pct
+from servoscope.doctor.findings import ratio as _ratio
+from servoscope.doctor.ingest import slow_uploads
 from servoscope.stages import STAGES, Stage
-
-DELIVERY = "delivery"  # attributed beside the stages: after respond, until the client acknowledged
 
 MIN_SAMPLES = 100  # per window, in the total stage
 MIN_P95_RATIO = 1.10  # a regression is at least 10 % on total P95 …
@@ -28,8 +34,6 @@ MIN_P95_DELTA_S = 0.005  # … and at least 5 ms
 # Traffic (arrivals; else answered + refused) up by this much counts as growth: the incident's +15 % must register,
 # and a rate measured over a window of ~1000 requests is within ±3 % of the offered one.
 MIN_TRAFFIC_GROWTH = 1.05
-
-Scope = Literal["infrastructure", "configuration", "model", "clients"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,35 +52,16 @@ class Confirmation:
 
 
 @dataclass(frozen=True, slots=True)
-class Attribution:
-    deltas_s: dict[str, float]  # per-stage P95 change, seconds
-    shares: dict[str, float]  # of the summed positive P95 increases, 0–1
-    carrier: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Fix:
-    action: str
-    effect: str
-    scope: Scope
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    cause: str
-    summary: str
-    confidence: float
-    evidence: tuple[str, ...]
-    fixes: tuple[Fix, ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True, slots=True)
 class Diagnosis:
     model: str
     window: str
     confirm: Confirmation
     attribution: Attribution
     findings: tuple[Finding, ...]
+    availability: Availability | None = None
+    changes: tuple[Change, ...] = ()  # what was running differently in the current window
+    warnings: tuple[str, ...] = ()  # strong signals below the alarm
+    explanation: Explanation | None = None  # the planner's counterfactual, for a confirmed latency regression
 
     @property
     def top(self) -> Finding:
@@ -87,14 +72,26 @@ Rule = Callable[[Evidence, Evidence, Attribution], Finding | None]
 
 
 def diagnose(base: Evidence, now: Evidence) -> Diagnosis:
+    """Latency and availability are each confirmed; a confirmed latency regression is explained by the
+    rules, a confirmed rise in failures by its reasons (after the latency findings, or alone)."""
     confirm = confirm_regression(base, now)
+    served = availability.confirm(base, now)
     attribution = attribute(base, now)
-    if not confirm.significant:
-        findings: tuple[Finding, ...] = (no_regression(confirm),)
-    else:
+    changed = changes.between(base, now)
+    findings: tuple[Finding, ...] = ()
+    explained = None
+    if confirm.significant:
+        explained = counterfactual.explain(base, now)
         matched = [f for rule in RULES if (f := rule(base, now, attribution)) is not None]
-        findings = tuple(matched) or (inconclusive(base, now, attribution),)
-    return Diagnosis(now.model, now.window, confirm, attribution, findings)
+        if not matched:
+            named = predict.counterfactual_finding(base, now, explained, changed)
+            matched = [named or inconclusive(base, now, attribution)]
+        findings = (predict.with_predictions(matched[0], base, now, explained), *matched[1:])
+    if served.significant:
+        findings += (availability.finding(served, base, now),)
+    findings = findings or (no_regression(confirm),)
+    said = below_alarm.warnings(base, now, served, changed)
+    return Diagnosis(now.model, now.window, confirm, attribution, findings, served, changed, said, explained)
 
 
 def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
@@ -192,7 +189,8 @@ def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | 
 
 def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     px, by = _ratio(now.input_pixels_p95, base.input_pixels_p95), _ratio(now.input_bytes_p95, base.input_bytes_p95)
-    front = sum(a.shares[s] for s in (Stage.INGEST, Stage.PREPROCESS_WAIT, Stage.PREPROCESS))
+    # the decode work: ingest (the body arriving) is the link's, not the image's (servoscope.doctor.ingest)
+    front = sum(a.shares[s] for s in (Stage.PREPROCESS_WAIT, Stage.PREPROCESS))
     if max(px, by) < 1.5 or front < 0.3:
         return None
     pre = (base.stages[Stage.PREPROCESS].p95, now.stages[Stage.PREPROCESS].p95)
@@ -204,15 +202,15 @@ def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None
             f"input P95 {kib(base.input_bytes_p95)} → {kib(now.input_bytes_p95)} (×{by:.0f}), "
             f"{mpx(base.input_pixels_p95)} → {mpx(now.input_pixels_p95)} (×{px:.0f})",
             f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; "
-            f"ingest+preprocess_wait+preprocess carry {front:.0%} of the rise",
+            f"preprocess_wait+preprocess carry {front:.0%} of the rise",
             f"throughput unchanged-ish: {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
         ),
         (
             Fix("cap upload size, or have clients resize to the model's input before sending",
-                f"preprocess P95 back toward {ms(pre[0])}", "clients"),
+                f"preprocess P95 back toward {ms(pre[0])}", "clients", "baseline-mix"),
             Fix("keep DCT-scaled JPEG decoding on (it already is) and add preprocess workers or cores meanwhile",
                 f"{now.preprocess_workers} → {now.preprocess_workers + 1} workers shortens the preprocess queue",
-                "infrastructure"),
+                "infrastructure", "workers+1"),
         ),
     )
 
@@ -237,7 +235,8 @@ def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         ),
         (
             Fix("find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
-                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}", "infrastructure"),
+                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}", "infrastructure",
+                "baseline-machine"),
             Fix("set CPU limits/requests so neighbours cannot starve the service",
                 "no repeat on shared hosts", "infrastructure"),
         ),
@@ -268,7 +267,7 @@ def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding
                 f"and cap max_batch_size near the baseline's ({max(base.batch_max_size or 1, 1)})",
                 f"batch_wait P95 back to ~{ms(base.stages[Stage.BATCH_WAIT].p95)}, "
                 f"total P95 toward {ms(base.total.p95)}",
-                "configuration"),
+                "configuration", "baseline-batching"),
         ),
     )
 
@@ -277,7 +276,8 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
     cap = (base.capacity_per_s, now.capacity_per_s)
     inf = _ratio(now.stages[Stage.INFERENCE].p95, base.stages[Stage.INFERENCE].p95)
     load = _ratio(now.answered_per_s, base.answered_per_s)
-    if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1:
+    neighbour = now.outside_cpu_cores - base.outside_cpu_cores >= predict.OUTSIDE_CORES  # not the model's own doing
+    if _ratio(cap[1], cap[0]) > 0.67 or inf < 1.5 or load > 1.1 or neighbour:
         return None
     n = now.instances
     summary, device, first_fix = _accelerator(base, now)
@@ -298,7 +298,7 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
             first_fix,
             Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → "
                 f"~{now.busy_ratio * n / (n + 1):.2f}",
-                "queueing in batch_wait collapses", "infrastructure"),
+                "queueing in batch_wait collapses", "infrastructure", "replica+1"),
             Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
                 "per-batch inference time down; accuracy must be re-checked", "model"),
         ),
@@ -323,6 +323,7 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
                 "cgroup CPU-quota throttling",
                 back,
                 "infrastructure",
+                "baseline-inference",
             ),
         )
     was = f"{base.gpu_utilization_ratio:.0%}" if base.gpu_utilization_ratio is not None else "unknown"
@@ -333,7 +334,8 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
             f"the GPU is throttled: its clocks are held down ({clocks}), so every batch takes longer",
             line,
             Fix("restore the clocks: cooling and airflow for thermal slowdown, the power limit (nvidia-smi -pl) for "
-                "power capping; move the service off a card that keeps throttling", back, "infrastructure"),
+                "power capping; move the service off a card that keeps throttling", back, "infrastructure",
+                "baseline-inference"),
         )
     if util >= GPU_BUSY_RATIO:
         return (
@@ -345,6 +347,7 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
                 "or give the model a GPU of its own (a dedicated card or a MIG slice)",
                 back,
                 "infrastructure",
+                "baseline-inference",
             ),
         )
     return (
@@ -352,7 +355,7 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
         "CPU work around the kernels, copies between host and device",
         line,
         Fix("profile the host side of inference: CPU contention on the cores feeding the GPU, host↔device copies "
-            "(IO binding), batches too small to keep the GPU busy", back, "infrastructure"),
+            "(IO binding), batches too small to keep the GPU busy", back, "infrastructure", "baseline-inference"),
     )
 
 
@@ -378,7 +381,7 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
         ),
         (
             Fix(f"add preprocess workers ({w[1]} → {max(w[0], w[1] + 1)}) and the cores to run them",
-                f"preprocess_wait P95 back toward {ms(q[0])}", "infrastructure"),
+                f"preprocess_wait P95 back toward {ms(q[0])}", "infrastructure", "workers+1"),
         ),
     )
 
@@ -407,7 +410,7 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         (
             Fix(f"add capacity — a replica, or cores for a third instance ({n} → {n + 1} instances' worth): "
                 f"busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
-                f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure"),
+                f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure", "replica+1"),
             Fix("refuse low-priority traffic at admission until capacity is added",
                 f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)", "infrastructure"),
         ),
@@ -441,8 +444,8 @@ def slow_clients(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
 
 
 RULES: tuple[Rule, ...] = (
-    memory_pressure, input_drift, cpu_contention, batching_misconfig,
-    slow_inference, preprocess_starvation, traffic_growth, slow_clients,
+    memory_pressure, input_drift, cpu_contention, batching_misconfig, slow_uploads,
+    preprocess_starvation, changes.changed_rule, slow_inference, traffic_growth, slow_clients,
 )
 
 
@@ -508,31 +511,3 @@ def _traffic(base: Evidence, now: Evidence) -> tuple[float, float]:
 def _traffic_ratio(base: Evidence, now: Evidence) -> float:
     then, current = _traffic(base, now)
     return _ratio(current, then)
-
-
-def _ratio(now: float, base: float) -> float:
-    return now / base if base > 0 else (1.0 if now == 0 else float("inf"))
-
-
-def _conf(x: float) -> float:
-    return round(min(max(x, 0.0), 0.95), 2)
-
-
-def _pct(x: float | None) -> str:
-    return "unknown" if x is None else f"{x:.0%}"
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def kib(n: float) -> str:
-    return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MiB"
-
-
-def mpx(n: float) -> str:
-    return f"{n / 1e6:.2f} Mpx"
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"

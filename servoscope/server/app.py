@@ -29,6 +29,7 @@ from servoscope.server.observe import Observability
 from servoscope.server.rollout_metrics import RolloutCollector
 from servoscope.server.state import NoObserver, ServerState
 from servoscope.settings import Settings
+from servoscope.telemetry import deployment
 from servoscope.telemetry.gpu import GpuCollector
 from servoscope.telemetry.live import LiveCollector
 from servoscope.telemetry.monitor import Monitor
@@ -103,7 +104,8 @@ def observe(
     for collector in collectors:
         telemetry.registry.register(collector)
     telemetry.registry.register(RolloutCollector(state.rollouts))
-    app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting)
+    deployed = deployment.describe(state.settings, pipeline)
+    app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting, deployed)
     monitor.start()
     return monitor
 

@@ -14,7 +14,8 @@ from servoscope.errors import ServoscopeError, Unavailable
 from servoscope.pipeline.service import Pipeline
 from servoscope.server.http import JSON, error_response
 from servoscope.server.state import state_of
-from servoscope.telemetry.document import StatsDocument
+from servoscope.telemetry import deployment
+from servoscope.telemetry.document import UNKNOWN_DEPLOYMENT, Deployment, StatsDocument
 from servoscope.telemetry.monitor import Monitor
 from servoscope.telemetry.recorder import Telemetry
 from servoscope.telemetry.stats import stats
@@ -28,6 +29,7 @@ class Observability:
     monitor: Monitor
     pipeline: Pipeline
     ingesting: Callable[[], int] = lambda: 0  # requests whose bodies are still arriving
+    deployed: Deployment = UNKNOWN_DEPLOYMENT  # what is running, read at start
     _cached: tuple[float, StatsDocument, bytes] | None = None
 
     def stats(self) -> StatsDocument:
@@ -40,7 +42,8 @@ class Observability:
     def _computed(self) -> tuple[float, StatsDocument, bytes]:
         now = self.telemetry.clock.now()
         if self._cached is None or now - self._cached[0] > STATS_MAX_AGE_S:
-            doc = stats(self.telemetry, self.pipeline.gauges(), self.monitor.readings, self.ingesting())
+            running = deployment.refreshed(self.deployed, self.pipeline)
+            doc = stats(self.telemetry, self.pipeline.gauges(), self.monitor.readings, self.ingesting(), running)
             self._cached = (now, doc, doc.model_dump_json().encode())
         return self._cached
 

@@ -7,7 +7,8 @@ document, e.g. ``models.resnet.windows.1m.throughput.arrived_per_s``). Fields th
 are typed ``… | None`` and must still be present. Older documents are read through explicit
 migrations: one saved before the document had a ``schema_version`` through
 :func:`migrate_unversioned` (to version 1), a version 1 document through :func:`migrate_v1` (to
-version 2: the names of README's "Names" table).
+version 2: the names of README's "Names" table), a version 2 one through :func:`migrate_v2` (to
+version 3: it had no ``deployment``, every value of it unknown).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from servoscope.telemetry.gpu import GpuReading
 from servoscope.telemetry.system import SystemReading
 from servoscope.validation import fault_lines
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+SettingValue = str | int | float | bool | None
 
 
 class DocumentError(ValueError):
@@ -103,8 +105,38 @@ class SystemMeans(_Frozen):
     gpu_sm_clock_ratio: float | None
 
 
+class ModelDeployment(_Frozen):
+    """What one served model runs as: its version and file, instances and batching; ``None``: unknown."""
+
+    version: str | None
+    file_bytes: int | None  # the model file's size: a new file under the same version shows here
+    instances: int | None
+    intra_op_threads: int | None  # per instance, as sized at start
+    provider: str | None
+    isolation: str | None  # thread or process
+    instance_pids: tuple[int | None, ...]  # the process running each instance
+    batching: dict[str, SettingValue]  # the model's batching policy (max_batch_size, max_queue_delay_s …)
+
+
+class Deployment(_Frozen):
+    """What is running: the evidence of a deploy, a restart or a configuration change between two
+    documents. Documents from before it say ``None`` (unknown) and hold no entries."""
+
+    servoscope_version: str | None
+    packages: dict[str, str]  # distribution → version, for the packages that set the service's speed
+    process_id: int | None
+    process_started: float | None  # wall clock (Unix seconds) the serving process started
+    settings: dict[str, SettingValue]  # the effective settings, nested keys dotted (model_overrides.instances)
+    models: dict[str, ModelDeployment]
+
+
+UNKNOWN_DEPLOYMENT = Deployment(
+    servoscope_version=None, packages={}, process_id=None, process_started=None, settings={}, models={}
+)
+
+
 class StatsDocument(_Frozen):
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     time: float  # wall clock (Unix seconds) when the document was computed
     windows_s: dict[str, float]  # window label → its length
     windows_ago_s: dict[str, float]  # window label → how far back it ends
@@ -116,6 +148,7 @@ class StatsDocument(_Frozen):
     system_means: dict[str, SystemMeans]  # by window
     system: SystemReading | None  # the latest machine sample (None before the first)
     gpu: GpuReading | None
+    deployment: Deployment
 
     @model_validator(mode="after")
     def _windows_and_stages_agree(self) -> StatsDocument:
@@ -142,17 +175,19 @@ def _same_keys(where: str, found: Mapping[str, Any], expected: set[str]) -> None
 
 
 def read(raw: object) -> StatsDocument:
-    """The typed document from its JSON values: version 2 as is, older ones migrated first."""
+    """The typed document from its JSON values: the current version as is, earlier ones migrated first."""
     if not isinstance(raw, Mapping):
         raise DocumentError(f"a /v1/stats document is a JSON object, got {type(raw).__name__}")
     version = raw.get("schema_version")
     if version is None:
-        raw = migrate_v1(migrate_unversioned(raw))
+        raw = migrate_v2(migrate_v1(migrate_unversioned(raw)))
     elif version == 1:
-        raw = migrate_v1(raw)
+        raw = migrate_v2(migrate_v1(raw))
+    elif version == 2:
+        raw = migrate_v2(raw)
     elif version != SCHEMA_VERSION:
         raise DocumentError(
-            f"schema_version {version!r} is not one this servoscope reads ({SCHEMA_VERSION}, 1 or none)"
+            f"schema_version {version!r} is not one this servoscope reads (1 to {SCHEMA_VERSION}, or none)"
         )
     try:
         return StatsDocument.model_validate(raw)
@@ -197,6 +232,11 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(models, Mapping):
         doc["models"] = {name: _migrate_model(entry) for name, entry in models.items()}
     return doc
+
+
+def migrate_v2(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 2 document as version 3: ``deployment`` unknown (``None`` values, no entries)."""
+    return {**raw, "schema_version": 3, "deployment": UNKNOWN_DEPLOYMENT.model_dump(mode="json")}
 
 
 def _migrate_model(entry: Any) -> Any:
@@ -253,7 +293,7 @@ def migrate_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
       :data:`V2_MEANS` (``system_means``), :data:`V2_SYSTEM` (``system``) and
       :data:`V2_GPU_DEVICE` (each of ``gpu.devices``).
     """
-    doc = {**raw, "schema_version": SCHEMA_VERSION}
+    doc = {**raw, "schema_version": 2}
     if isinstance(doc.get("stages"), list):
         doc["stages"] = [V2_STAGES.get(s, s) if isinstance(s, str) else s for s in doc["stages"]]
     if isinstance(doc.get("models"), Mapping):
@@ -303,7 +343,6 @@ def _scaled(value: Any, factor: float) -> Any:
 def json_schema() -> dict[str, Any]:
     """The document's JSON Schema (pinned by a test; readers in other languages can check against it)."""
     return StatsDocument.model_json_schema()
-
 
 
 if __name__ == "__main__":  # python -m servoscope.telemetry.document > docs/stats-document.schema.json

@@ -13,7 +13,9 @@ from servoscope.pipeline.gauges import Gauges
 from servoscope.stages import STAGE_NAMES
 from servoscope.telemetry.document import (
     SCHEMA_VERSION,
+    UNKNOWN_DEPLOYMENT,
     Batches,
+    Deployment,
     ModelStats,
     ModelWindow,
     Preprocess,
@@ -82,7 +84,9 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
     )
 
 
-def stats(t: Telemetry, gauges: Gauges, readings: Readings, ingesting: int = 0) -> StatsDocument:
+def stats(
+    t: Telemetry, gauges: Gauges, readings: Readings, ingesting: int = 0, deployment: Deployment = UNKNOWN_DEPLOYMENT
+) -> StatsDocument:
     models = {
         name: ModelStats(
             queues=Queues(
@@ -115,6 +119,7 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings, ingesting: int = 0) 
         system_means={label: _means(t, seconds, WINDOWS_AGO_S[label]) for label, seconds in WINDOWS_S.items()},
         system=readings.system,
         gpu=readings.gpu,
+        deployment=deployment,
     )
 
 
