@@ -50,16 +50,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else 2
     diagnosis = diagnose(base, now)
+    where = _fleet_scope(args, diagnosis.model, diagnosis.window)
     if args.json:
-        print(json.dumps(report.to_json(diagnosis), indent=2))
+        print(json.dumps(report.to_json(diagnosis) | ({"fleet": where.__dict__} if where else {}), indent=2))
     else:
         report.print_report(diagnosis)
+        if where is not None:
+            print(f"fleet: {where.summary}")
     if args.markdown:
         from servoscope.doctor import markdown
 
         written = markdown.write(diagnosis, base, now, args.markdown)
         print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
+
+
+def _fleet_scope(args: argparse.Namespace, model: str, window: str) -> Any:
+    """One replica or the whole fleet, for a fleet snapshot (``servoscope snapshot --replica``)."""
+    if args.snapshot is None:
+        return None
+    from servoscope.doctor import fleet
+
+    return fleet.scope(json.loads(args.snapshot.read_text()), model, window)
 
 
 def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:

@@ -5,7 +5,12 @@ through the same ones. All times in seconds, rates per second.
 A field that is missing, or of the wrong type, is an error that names the field (its path in the
 document, e.g. ``models.resnet.windows.1m.throughput.arrived_per_s``). Fields that may be unknown
 are typed ``… | None`` and must still be present. Documents saved before the document had a
-``schema_version`` are read through :func:`migrate_unversioned`.
+``schema_version`` are read through :func:`migrate_unversioned`, version 1 through :func:`migrate_v1`.
+
+Version 2 adds the distributions themselves: each window's ``sketches`` (every series it has a
+summary of, as serialized DDSketches, :mod:`servoscope.telemetry.sketchwire`) and each model's
+``lifetime_total`` (the ``total`` of every answered request since start), so a fleet merges
+replicas exactly and an outlier test compares the requests between two reads.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from servoscope.telemetry.gpu import GpuReading
 from servoscope.validation import fault_lines
 from servoscope.telemetry.system import SystemReading
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READ_VERSIONS = (1, 2)  # 1 and unversioned are migrated
 
 
 class DocumentError(ValueError):
@@ -67,6 +73,7 @@ class ModelWindow(_Frozen):
     busy_ratio: dict[str, float]  # model instance → share of the window it ran batches
     input_bytes: Summary | None
     input_pixels: Summary | None
+    sketches: dict[str, str]  # series (a stage, delivery, input_bytes, input_pixels) → its DDSketch; {}: migrated
 
 
 class Queues(_Frozen):
@@ -80,6 +87,7 @@ class ModelStats(_Frozen):
     queues: Queues
     instances: int
     windows: dict[str, ModelWindow]  # every window of the document's ``windows_s``
+    lifetime_total: str | None  # DDSketch of ``total`` over every answered request since start; None: migrated
 
 
 class Preprocess(_Frozen):
@@ -101,7 +109,7 @@ class SystemMeans(_Frozen):
 
 
 class StatsDocument(_Frozen):
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     time: float  # wall clock (Unix seconds) when the document was computed
     windows_s: dict[str, float]  # window label → its length
     windows_ago_s: dict[str, float]  # window label → how far back it ends
@@ -139,14 +147,16 @@ def _same_keys(where: str, found: Mapping[str, Any], expected: set[str]) -> None
 
 
 def read(raw: object) -> StatsDocument:
-    """The typed document from its JSON values: version 1 as is, a version-less one migrated first."""
+    """The typed document from its JSON values: the current version as is, earlier ones migrated first."""
     if not isinstance(raw, Mapping):
         raise DocumentError(f"a /v1/stats document is a JSON object, got {type(raw).__name__}")
     version = raw.get("schema_version")
     if version is None:
         raw = migrate_unversioned(raw)
-    elif version != SCHEMA_VERSION:
-        raise DocumentError(f"schema_version {version!r} is not one this servoscope reads ({SCHEMA_VERSION}, or none)")
+    elif version not in READ_VERSIONS:
+        raise DocumentError(f"schema_version {version!r} is not one this servoscope reads ({READ_VERSIONS}, or none)")
+    if raw.get("schema_version") == 1:
+        raw = migrate_v1(raw)
     try:
         return StatsDocument.model_validate(raw)
     except ValidationError as exc:
@@ -167,7 +177,7 @@ def describe(exc: ValidationError) -> str:
 
 def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A document from before ``schema_version`` (it may say ``"schema": 1``, but its field set grew
-    under that number) as version 1. Only what those versions did not record is filled in, each
+    under that number) as version 1 (:func:`read` then takes it on to the current version). Only what those versions did not record is filled in, each
     the way the doctor read its absence; everything else must be there, as in version 1:
 
     - ``windows_ago_s``: 0 for every window (each ended at ``time``);
@@ -179,7 +189,7 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     """
     doc = {k: v for k, v in raw.items() if k not in ("schema", "drill_answered_by_clients")}
     doc.setdefault("ingesting", None)
-    doc["schema_version"] = SCHEMA_VERSION
+    doc["schema_version"] = 1
     windows = list(doc.get("windows_s") or {})
     doc.setdefault("windows_ago_s", {label: 0.0 for label in windows})
     means = dict(doc.get("system_means") or {})
@@ -189,6 +199,27 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(models, Mapping):
         doc["models"] = {name: _migrate_model(entry) for name, entry in models.items()}
     return doc
+
+
+def migrate_v1(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 1 document as version 2: no sketches were kept (``sketches`` {}, ``lifetime_total``
+    None), so a fleet cannot merge it exactly and says so."""
+    doc = {**raw, "schema_version": SCHEMA_VERSION}
+    models = doc.get("models")
+    if isinstance(models, Mapping):
+        doc["models"] = {name: _without_sketches(entry) for name, entry in models.items()}
+    return doc
+
+
+def _without_sketches(entry: Any) -> Any:
+    if not isinstance(entry, Mapping):
+        return entry
+    out = {"lifetime_total": None, **entry}
+    if isinstance(out.get("windows"), Mapping):
+        out["windows"] = {
+            label: {"sketches": {}, **w} if isinstance(w, Mapping) else w for label, w in out["windows"].items()
+        }
+    return out
 
 
 def _migrate_model(entry: Any) -> Any:

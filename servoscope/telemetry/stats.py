@@ -17,7 +17,10 @@ from servoscope.telemetry.document import (
 )
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import DELIVERY, Telemetry
+from servoscope.telemetry.sketchwire import encode
 from servoscope.telemetry.windows import summary
+
+SERIES_BESIDE_STAGES: tuple[str, ...] = (DELIVERY, "input_bytes", "input_pixels")
 
 WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0, "before": 240.0}
 # How far back each window ends: "before" is the four minutes before the last one — a baseline
@@ -71,7 +74,17 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
         busy_ratio={str(i): t.busy_ratio(model, i, window_s, ago_s) for i in range(instances)},
         input_bytes=_summary(t, (model, "input_bytes"), window_s, ago_s),
         input_pixels=_summary(t, (model, "input_pixels"), window_s, ago_s),
+        sketches=_sketches(t, model, window_s, ago_s),
     )
+
+
+def _sketches(t: Telemetry, model: str, window_s: float, ago_s: float) -> dict[str, str]:
+    out = {}
+    for series in STAGE_NAMES + SERIES_BESIDE_STAGES:
+        sketch = t.sketches.merged((model, series), window_s, ago_s)
+        if sketch is not None and sketch.count:
+            out[series] = encode(sketch)
+    return out
 
 
 def stats(t: Telemetry, gauges: Gauges, readings: Readings, ingesting: int = 0) -> StatsDocument:
@@ -86,6 +99,7 @@ def stats(t: Telemetry, gauges: Gauges, readings: Readings, ingesting: int = 0) 
                 label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label])
                 for label, seconds in WINDOWS_S.items()
             },
+            lifetime_total=encode(t.lifetime[name]) if name in t.lifetime else None,
         )
         for name, g in gauges.models.items()
     }

@@ -1,0 +1,105 @@
+"""The fleet view: every replica's ``/v1/stats``, merged from their sketches, with gray replicas named.
+
+A fleet snapshot (``servoscope snapshot --replica URL --replica URL …``) is a snapshot as
+``servoscope snapshot --url`` writes it — the merged fleet's document under ``"stats"``, so the
+doctor reads it like any other — plus ``"replicas"`` (each replica's own document, by URL) and
+``"outliers"`` (the replicas the gray-replica test flags on the snapshot's window, with its figures).
+
+:func:`watch` runs the sequential test live: it reads each replica's ``lifetime_total`` sketch
+every ``interval_s`` and feeds the detector the requests answered in between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from servoscope.doctor import live
+from servoscope.doctor.evidence import EvidenceError
+from servoscope.fleet.merge import MergeError, merge
+from servoscope.fleet.outliers import Flag, GrayDetector, OutlierRule
+from servoscope.telemetry import sketchwire
+from servoscope.telemetry.document import StatsDocument
+
+MAX_REPLICAS = 64
+OUTLIER_WINDOW = "1m"
+
+
+def read_replicas(urls: Sequence[str], model: str | None = None) -> dict[str, StatsDocument]:
+    """Each replica's document, by URL (only ``model``, when given); LiveError or EvidenceError name the replica."""
+    if not urls or len(urls) > MAX_REPLICAS or len(set(urls)) != len(urls):
+        raise EvidenceError(f"name 1 to {MAX_REPLICAS} distinct replicas, got {list(urls)}")
+    docs = {}
+    for url in urls:
+        doc = live.fetch_stats(url)
+        if model is not None:
+            if model not in doc.models:
+                raise EvidenceError(f"model {model!r} not served at {url}; it serves {sorted(doc.models)}")
+            doc = doc.model_copy(update={"models": {model: doc.models[model]}})
+        docs[url] = doc
+    return docs
+
+
+def outliers(docs: Mapping[str, StatsDocument], model: str, window: str = OUTLIER_WINDOW,
+             rule: OutlierRule = OutlierRule()) -> list[Flag]:
+    """The gray replicas on one window: the sequential test's rule applied to the window as one update."""
+    intervals = {}
+    for url, doc in docs.items():
+        entry = doc.models.get(model)
+        text = entry.windows[window].sketches.get("total") if entry else None
+        if text is not None:
+            intervals[url] = sketchwire.decode(text)
+    return GrayDetector(rule).update(intervals)
+
+
+def fleet_snapshot(urls: Sequence[str], model: str | None = None) -> dict[str, Any]:
+    docs = read_replicas(urls, model)
+    try:
+        merged = merge(docs)
+    except MergeError as exc:
+        raise EvidenceError(str(exc)) from None
+    now = time.time()
+    flags = [(m, flag) for m in merged.models for flag in outliers(docs, m)]
+    return {
+        "url": "fleet of " + ", ".join(urls),
+        "taken_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": now,
+        "model": model,
+        "stats": merged.to_json(),
+        "replicas": {url: doc.to_json() for url, doc in docs.items()},
+        "outliers": [{"model": m, **dataclasses.asdict(f)} for m, f in flags],
+    }
+
+
+def watch(
+    read: Callable[[], Mapping[str, StatsDocument]],
+    model: str,
+    updates: int,
+    wait: Callable[[], None],
+    rule: OutlierRule = OutlierRule(),
+) -> list[Flag]:
+    """Up to ``updates`` updates of the sequential test: ``read()`` the replicas' documents, feed the
+    requests each answered since the last read, ``wait()`` between; stops at the first flag. A
+    replica whose sketch shrank (it restarted) starts again from its new sketch."""
+    detector = GrayDetector(rule)
+    last: dict[str, Any] = {}
+    for _ in range(updates):
+        intervals = {}
+        for url, doc in read().items():
+            text = doc.models[model].lifetime_total if model in doc.models else None
+            if text is None:
+                continue
+            now = sketchwire.decode(text)
+            try:
+                intervals[url] = sketchwire.subtract(now, last[url]) if url in last else None
+            except sketchwire.SketchError:
+                intervals[url] = None
+            last[url] = now
+        flags = detector.update({url: s for url, s in intervals.items() if s is not None})
+        if flags:
+            return flags
+        wait()
+    return []
