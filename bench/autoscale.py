@@ -7,7 +7,7 @@ steady hour, at the issue's 10,000 req/min, for each replica start-up delay aske
 per trace and policy: objective-violation seconds, replica-seconds and scaling-direction
 reversals an hour, then servoscope's ratios against the best of the others.
 
-    python bench/autoscale.py                 # start-up 10 s and 5 s: ~3 min of CPU
+    python bench/autoscale.py                 # start-up 10 s and 5 s: ~3 min of CPU (93 s each)
     python bench/autoscale.py --quick         # shorter traces, start-up 10 s: ~30 s
     python bench/autoscale.py --startup-s 30
 """
@@ -59,6 +59,12 @@ def verdict(rows: list[Row]) -> None:
     print(f"all traces: servoscope {ours_v:.0f} violation s, {ours_r:.0f} replica-s; the best other, {best}: "
           f"{best_v:.0f} violation s ({ratio:.1f}x servoscope's), {best_r:.0f} replica-s "
           f"(servoscope uses {ours_r / best_r:.2f}x)")
+    for trace in dict.fromkeys(r.trace for r in rows):
+        ours = next(r.score for r in rows if r.trace == trace and r.policy == "servoscope")
+        other = min((r for r in rows if r.trace == trace and r.policy != "servoscope"),
+                    key=lambda r: (r.score.violation_s, r.score.replica_s))
+        print(f"{trace}: servoscope {ours.violation_s} violation s, {ours.replica_s:.0f} replica-s; the best other, "
+              f"{other.policy}: {other.score.violation_s}, {other.score.replica_s:.0f}")
     steady = [r for r in rows if r.trace.startswith("steady") and r.policy == "servoscope"]
     if steady:
         print(f"steady: servoscope reverses {steady[0].score.reversals_per_h:.1f} times an hour")

@@ -82,7 +82,7 @@ def serving(replicas: list[FakeReplica]) -> Iterator[list[str]]:
 
 def _server(replica: FakeReplica) -> http.server.ThreadingHTTPServer:
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 — the stdlib's name
+        def do_GET(self) -> None:
             body = json.dumps(replica.document()).encode() if self.path == "/v1/stats" else b"{}"
             self.send_response(200 if self.path == "/v1/stats" else 404)
             self.send_header("Content-Type", "application/json")

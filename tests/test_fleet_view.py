@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ddsketch import DDSketch
-
 from fleet_fakes import MODEL, FakeReplica, serving
+
 from servoscope import cli
 from servoscope.doctor import fleet as doctor_fleet
 from servoscope.fleet.merge import MergeError, merge
@@ -164,3 +164,19 @@ def test_watch_flags_live_from_the_replicas_lifetime_sketches() -> None:
                       wait=lambda: [r.run(5, LIVE_RATE_PER_S) for r in replicas])
     assert [f.replica for f in flags] == [urls[6]]
     assert 0 < flags[0].update <= 6  # within 30 s of the manual clock, at 8 req/s a replica
+
+
+def test_two_reads_of_a_cumulative_sketch_difference_exactly_and_a_restart_is_refused() -> None:
+    earlier, later = DDSketch(RELATIVE_ACCURACY), DDSketch(RELATIVE_ACCURACY)
+    values = np.random.default_rng(5).lognormal(-3, 0.4, 500)
+    for i, v in enumerate(values):
+        later.add(float(v))
+        if i < 200:
+            earlier.add(float(v))
+    between = sketchwire.subtract(sketchwire.decode(sketchwire.encode(later)), earlier)
+    alone = DDSketch(RELATIVE_ACCURACY)
+    for v in values[200:]:
+        alone.add(float(v))
+    assert between.count == 300 and between.get_quantile_value(0.95) == pytest.approx(alone.get_quantile_value(0.95))
+    with pytest.raises(sketchwire.SketchError, match="not one sketch grown"):
+        sketchwire.subtract(earlier, later)

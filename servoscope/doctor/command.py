@@ -10,6 +10,7 @@ another instant (``--baseline-at``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -50,9 +51,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else 2
     diagnosis = diagnose(base, now)
-    where = _fleet_scope(args, diagnosis.model, diagnosis.window)
+    try:
+        where = _fleet_scope(args, diagnosis.model, diagnosis.window)
+    except ValueError as exc:
+        print(f"servoscope doctor: the fleet snapshot's replicas: {exc}", file=sys.stderr)
+        return 2
     if args.json:
-        print(json.dumps(report.to_json(diagnosis) | ({"fleet": where.__dict__} if where else {}), indent=2))
+        print(json.dumps(report.to_json(diagnosis) | ({"fleet": dataclasses.asdict(where)} if where else {}), indent=2))
     else:
         report.print_report(diagnosis)
         if where is not None:
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fleet_scope(args: argparse.Namespace, model: str, window: str) -> Any:
+def _fleet_scope(args: argparse.Namespace, model: str, window: str) -> Any:  # a doctor.fleet.Scope or None
     """One replica or the whole fleet, for a fleet snapshot (``servoscope snapshot --replica``)."""
     if args.snapshot is None:
         return None

@@ -31,6 +31,8 @@ def scope(snapshot: Mapping[str, Any], model: str, window: str = "1m") -> Scope 
     if not isinstance(raw, Mapping) or not raw:
         return None
     docs = {url: document.read(doc) for url, doc in raw.items()}
+    if any(window not in doc.windows_s for doc in docs.values()):
+        raise ValueError(f"a replica's document has no window {window!r}")
     p95 = {}
     for url, doc in docs.items():
         total = doc.models[model].windows[window].stages["total"] if model in doc.models else None

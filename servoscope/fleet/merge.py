@@ -21,7 +21,15 @@ from typing import TypeVar
 
 from servoscope.telemetry import sketchwire
 from servoscope.telemetry.document import (
-    SCHEMA_VERSION, Batches, ModelStats, ModelWindow, Preprocess, Queues, StatsDocument, Summary, SystemMeans,
+    SCHEMA_VERSION,
+    Batches,
+    ModelStats,
+    ModelWindow,
+    Preprocess,
+    Queues,
+    StatsDocument,
+    Summary,
+    SystemMeans,
     Throughput,
 )
 from servoscope.telemetry.windows import QUANTILES
@@ -119,7 +127,7 @@ def _encoded(texts: list[str]) -> str:
 def _summary(encoded: str, parts: Sequence[Summary]) -> Summary:
     sketch = sketchwire.decode(encoded)
     count = sum(p.count for p in parts)
-    quantiles = {f"p{q * 100:g}": sketch.get_quantile_value(q) for q in QUANTILES}
+    quantiles = {f"p{q * 100:g}": float(sketch.get_quantile_value(q) or 0.0) for q in QUANTILES}
     mean = sum(p.mean * p.count for p in parts) / count if count else 0.0
     return Summary(count=count, **quantiles, mean=mean, max=max(p.max for p in parts))
 

@@ -66,6 +66,9 @@ class Flag:
     bar_s: float  # the bar at the flagging update
 
 
+DEFAULT_RULE = OutlierRule()
+
+
 @dataclass
 class _Track:
     statistic: float = 0.0
@@ -78,7 +81,7 @@ class GrayDetector:
     """Feed :meth:`update` with each replica's requests since the last update; it answers the
     replicas flagged by that update (each once; :attr:`flagged` keeps them all)."""
 
-    def __init__(self, rule: OutlierRule = OutlierRule()) -> None:
+    def __init__(self, rule: OutlierRule = DEFAULT_RULE) -> None:
         self.rule = rule
         self.updates = 0
         self.flagged: dict[str, Flag] = {}
@@ -110,6 +113,8 @@ class GrayDetector:
         if others.count < self.rule.min_reference or not sketch.count:
             return None
         bar = others.get_quantile_value(self.rule.quantile)
+        if bar is None:
+            return None
         n, k = sketch.count, sketchwire.count_above(sketch, bar)
         track.statistic = max(0.0, track.statistic + self.rule.llr(n, k))
         track.n, track.k = (0.0, 0.0) if track.statistic == 0 else (track.n + n, track.k + k)

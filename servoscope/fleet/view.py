@@ -20,7 +20,7 @@ from typing import Any
 from servoscope.doctor import live
 from servoscope.doctor.evidence import EvidenceError
 from servoscope.fleet.merge import MergeError, merge
-from servoscope.fleet.outliers import Flag, GrayDetector, OutlierRule
+from servoscope.fleet.outliers import DEFAULT_RULE, Flag, GrayDetector, OutlierRule
 from servoscope.telemetry import sketchwire
 from servoscope.telemetry.document import StatsDocument
 
@@ -44,7 +44,7 @@ def read_replicas(urls: Sequence[str], model: str | None = None) -> dict[str, St
 
 
 def outliers(docs: Mapping[str, StatsDocument], model: str, window: str = OUTLIER_WINDOW,
-             rule: OutlierRule = OutlierRule()) -> list[Flag]:
+             rule: OutlierRule = DEFAULT_RULE) -> list[Flag]:
     """The gray replicas on one window: the sequential test's rule applied to the window as one update."""
     intervals = {}
     for url, doc in docs.items():
@@ -65,7 +65,7 @@ def fleet_snapshot(urls: Sequence[str], model: str | None = None) -> dict[str, A
     flags = [(m, flag) for m in merged.models for flag in outliers(docs, m)]
     return {
         "url": "fleet of " + ", ".join(urls),
-        "taken_at": dt.datetime.fromtimestamp(now, dt.timezone.utc).isoformat(timespec="seconds"),
+        "taken_at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),
         "time": now,
         "model": model,
         "stats": merged.to_json(),
@@ -79,7 +79,7 @@ def watch(
     model: str,
     updates: int,
     wait: Callable[[], None],
-    rule: OutlierRule = OutlierRule(),
+    rule: OutlierRule = DEFAULT_RULE,
 ) -> list[Flag]:
     """Up to ``updates`` updates of the sequential test: ``read()`` the replicas' documents, feed the
     requests each answered since the last read, ``wait()`` between; stops at the first flag. A

@@ -16,7 +16,7 @@ replicas exactly and an outlier test compares the requests between two reads.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -24,7 +24,7 @@ from servoscope.telemetry.gpu import GpuReading
 from servoscope.validation import fault_lines
 from servoscope.telemetry.system import SystemReading
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Final = 2
 READ_VERSIONS = (1, 2)  # 1 and unversioned are migrated
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -39,8 +40,8 @@ def violation_seconds(arrival: np.ndarray, total: np.ndarray, objective_s: float
 
 def reversals(targets: list[tuple[float, int]]) -> int:
     counts = [c for _, c in targets]
-    signs = [np.sign(b - a) for a, b in zip(counts, counts[1:]) if b != a]
-    return sum(1 for a, b in zip(signs, signs[1:]) if a != b)
+    signs = [np.sign(b - a) for a, b in pairwise(counts) if b != a]
+    return sum(1 for a, b in pairwise(signs) if a != b)
 
 
 def score(result: FleetResult, objective_s: float) -> Score:
