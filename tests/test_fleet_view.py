@@ -180,3 +180,15 @@ def test_two_reads_of_a_cumulative_sketch_difference_exactly_and_a_restart_is_re
     assert between.count == 300 and between.get_quantile_value(0.95) == pytest.approx(alone.get_quantile_value(0.95))
     with pytest.raises(sketchwire.SketchError, match="not one sketch grown"):
         sketchwire.subtract(earlier, later)
+
+
+def test_a_replica_with_a_broken_sketch_is_named_by_the_snapshot_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    replicas = fleet(2, seconds=10)
+    broken = replicas[1].document
+    replicas[1].document = lambda: {**broken(), "models": {  # type: ignore[method-assign]
+        MODEL: {**broken()["models"][MODEL], "lifetime_total": "not a sketch"}}}
+    with serving(replicas) as urls:
+        code = cli.main(["snapshot", "--replica", urls[0], "--replica", urls[1], "-o", str(tmp_path / "f.json")])
+    assert code == 2 and "cannot be merged: not a serialized DDSketch" in capsys.readouterr().err

@@ -59,10 +59,10 @@ def fleet_snapshot(urls: Sequence[str], model: str | None = None) -> dict[str, A
     docs = read_replicas(urls, model)
     try:
         merged = merge(docs)
-    except MergeError as exc:
-        raise EvidenceError(str(exc)) from None
+        flags = [(m, flag) for m in merged.models for flag in outliers(docs, m)]
+    except (MergeError, sketchwire.SketchError) as exc:
+        raise EvidenceError(f"the replicas' documents cannot be merged: {exc}") from None
     now = time.time()
-    flags = [(m, flag) for m in merged.models for flag in outliers(docs, m)]
     return {
         "url": "fleet of " + ", ".join(urls),
         "taken_at": dt.datetime.fromtimestamp(now, dt.UTC).isoformat(timespec="seconds"),
