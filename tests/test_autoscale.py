@@ -222,3 +222,9 @@ def test_a_short_comparison_servoscope_is_on_time_through_a_spike_with_fewer_rep
     ours, hpa, ray = (r.score for r in rows)
     assert ours.violation_s * 3 <= min(hpa.violation_s, ray.violation_s)
     assert ours.replica_s <= min(hpa.replica_s, ray.replica_s)
+
+
+def test_servoscope_does_not_reverse_on_steady_load_in_the_fleet() -> None:
+    service, config = example_replica()
+    _, rows = compare((traces.steady(900),), 10.0, service, config, policies=(POLICIES[0],))
+    assert rows[0].score.reversals_per_h == 0 and rows[0].score.violation_s == 0
