@@ -14,9 +14,10 @@ from fleet_fakes import MODEL, FakeReplica, serving
 
 from servoscope import cli
 from servoscope.doctor import fleet as doctor_fleet
+from servoscope.doctor.evidence import EvidenceError
 from servoscope.fleet.merge import MergeError, merge
 from servoscope.fleet.outliers import GrayDetector, OutlierRule
-from servoscope.fleet.view import read_replicas, watch
+from servoscope.fleet.view import fleet_snapshot, read_replicas
 from servoscope.telemetry import document, sketchwire
 from servoscope.telemetry.windows import RELATIVE_ACCURACY
 
@@ -155,17 +156,6 @@ def test_the_doctor_says_the_whole_fleet_when_every_replica_slowed(tmp_path: Pat
     assert said["fleet"]["kind"] == "the whole fleet" and said["confirm"]["p95_ratio"] > 1.3
 
 
-def test_watch_flags_live_from_the_replicas_lifetime_sketches() -> None:
-    """The sequential test live: reads of each replica's cumulative sketch, differenced between reads."""
-    replicas = fleet(seconds=5)
-    replicas[6].slowdown = 1.3
-    with serving(replicas) as urls:
-        flags = watch(lambda: read_replicas(urls), MODEL, updates=12,
-                      wait=lambda: [r.run(5, LIVE_RATE_PER_S) for r in replicas])
-    assert [f.replica for f in flags] == [urls[6]]
-    assert 0 < flags[0].update <= 6  # within 30 s of the manual clock, at 8 req/s a replica
-
-
 def test_two_reads_of_a_cumulative_sketch_difference_exactly_and_a_restart_is_refused() -> None:
     earlier, later = DDSketch(RELATIVE_ACCURACY), DDSketch(RELATIVE_ACCURACY)
     values = np.random.default_rng(5).lognormal(-3, 0.4, 500)
@@ -192,3 +182,15 @@ def test_a_replica_with_a_broken_sketch_is_named_by_the_snapshot_not_a_traceback
     with serving(replicas) as urls:
         code = cli.main(["snapshot", "--replica", urls[0], "--replica", urls[1], "-o", str(tmp_path / "f.json")])
     assert code == 2 and "cannot be merged: not a serialized DDSketch" in capsys.readouterr().err
+
+
+def test_a_watched_fleet_snapshot_flags_live_from_the_replicas_lifetime_sketches_within_30_s() -> None:
+    """The sequential test live: reads of each replica's cumulative sketch, differenced between reads."""
+    replicas = fleet(seconds=5)
+    replicas[2].slowdown = 1.3
+    with serving(replicas) as urls:
+        snap = fleet_snapshot(urls, watch_s=60, wait=lambda: [r.run(5, LIVE_RATE_PER_S) for r in replicas])
+    assert snap["watched"]["model"] == MODEL and [f["replica"] for f in snap["watched"]["flags"]] == [urls[2]]
+    assert 0 < snap["watched"]["flags"][0]["update"] <= 6  # within 30 s of the manual clock, at 8 req/s a replica
+    with pytest.raises(EvidenceError, match="watch for 0 to"):
+        fleet_snapshot(urls, watch_s=-1)

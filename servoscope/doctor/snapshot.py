@@ -23,6 +23,11 @@ def add_parser(subparsers: Any) -> None:
         help="one replica of a fleet (repeat for each): a fleet snapshot, merged from their sketches, gray replicas named",
     )
     snap.add_argument("--model", help="keep only this model (default: every model)")
+    snap.add_argument(
+        "--watch-s", type=float, default=0.0, metavar="SECONDS",
+        help="with --replica: first run the gray-replica test live for up to SECONDS (reads every 5 s; "
+        "stops at the first flag)",
+    )
     snap.add_argument("-o", "--output", type=Path, required=True, help="write the snapshot (JSON) here")
     snap.set_defaults(func=run)
 
@@ -32,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if args.replica:
             from servoscope.fleet.view import fleet_snapshot
 
-            doc = fleet_snapshot(args.replica, args.model)
+            doc = fleet_snapshot(args.replica, args.model, args.watch_s)
         else:
             doc = live.snapshot(args.url, args.model)
     except (OSError, EvidenceError) as exc:

@@ -26,6 +26,8 @@ from servoscope.telemetry.document import StatsDocument
 
 MAX_REPLICAS = 64
 OUTLIER_WINDOW = "1m"
+WATCH_INTERVAL_S = 5.0  # between reads of the live test
+MAX_WATCH_S = 3600.0
 
 
 def read_replicas(urls: Sequence[str], model: str | None = None) -> dict[str, StatsDocument]:
@@ -55,7 +57,14 @@ def outliers(docs: Mapping[str, StatsDocument], model: str, window: str = OUTLIE
     return GrayDetector(rule).update(intervals)
 
 
-def fleet_snapshot(urls: Sequence[str], model: str | None = None) -> dict[str, Any]:
+def fleet_snapshot(
+    urls: Sequence[str], model: str | None = None, watch_s: float = 0.0, wait: Callable[[], None] | None = None
+) -> dict[str, Any]:
+    """The fleet snapshot; with ``watch_s``, first the live test for up to that long (reads every
+    ``WATCH_INTERVAL_S``, or after each ``wait()``), its flags kept under ``"watched"``."""
+    if not 0 <= watch_s <= MAX_WATCH_S:
+        raise EvidenceError(f"watch for 0 to {MAX_WATCH_S:g} s, got {watch_s:g}")
+    watched = _watched(urls, model, watch_s, wait or (lambda: time.sleep(WATCH_INTERVAL_S))) if watch_s else None
     docs = read_replicas(urls, model)
     try:
         merged = merge(docs)
@@ -71,7 +80,24 @@ def fleet_snapshot(urls: Sequence[str], model: str | None = None) -> dict[str, A
         "stats": merged.to_json(),
         "replicas": {url: doc.to_json() for url, doc in docs.items()},
         "outliers": [{"model": m, **dataclasses.asdict(f)} for m, f in flags],
+        **({"watched": watched} if watched is not None else {}),
     }
+
+
+def _watched(urls: Sequence[str], model: str | None, watch_s: float, wait: Callable[[], None]) -> dict[str, Any]:
+    """The live test on ``model`` (default: the model the fleet answered most for since start)."""
+    if model is None:
+        counts: dict[str, float] = {}
+        for doc in read_replicas(urls).values():
+            for name, entry in doc.models.items():
+                text = entry.lifetime_total
+                counts[name] = counts.get(name, 0.0) + (sketchwire.decode(text).count if text else 0.0)
+        if not counts:
+            raise EvidenceError("the replicas serve no model to watch")
+        model = max(counts, key=lambda name: counts[name])
+    updates = max(1, round(watch_s / WATCH_INTERVAL_S))
+    flags = watch(lambda: read_replicas(urls, model), model, updates, wait)
+    return {"model": model, "seconds": watch_s, "flags": [dataclasses.asdict(f) for f in flags]}
 
 
 def watch(
