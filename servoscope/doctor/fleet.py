@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from servoscope.fleet.view import outliers
+from servoscope.fleet.outliers import on_window
 from servoscope.telemetry import document
 
 
@@ -38,7 +38,7 @@ def scope(snapshot: Mapping[str, Any], model: str, window: str = "1m") -> Scope 
         total = doc.models[model].windows[window].stages["total"] if model in doc.models else None
         if total is not None:
             p95[url] = total.p95
-    flagged = tuple(f.replica for f in outliers(docs, model, window))
+    flagged = tuple(f.replica for f in on_window(docs, model, window))
     if not flagged:
         return Scope("the whole fleet", (), p95, f"the whole fleet: no replica of {len(docs)} stands out from the rest")
     kind = "one replica" if len(flagged) == 1 else "some replicas"

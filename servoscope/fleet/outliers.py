@@ -31,6 +31,7 @@ from ddsketch import DDSketch
 from ddsketch.ddsketch import BaseDDSketch
 
 from servoscope.telemetry import sketchwire
+from servoscope.telemetry.document import StatsDocument
 from servoscope.telemetry.windows import RELATIVE_ACCURACY
 
 
@@ -130,3 +131,14 @@ def _pool(sketches: collections.abc.Iterable[BaseDDSketch]) -> BaseDDSketch:
     for sketch in sketches:
         out.merge(sketch)
     return out
+
+
+def on_window(docs: Mapping[str, StatsDocument], model: str, window: str, rule: OutlierRule = DEFAULT_RULE) -> list[Flag]:
+    """The gray replicas on one window of the replicas' documents: the rule applied to the window as one update."""
+    intervals = {}
+    for name, doc in docs.items():
+        entry = doc.models.get(model)
+        text = entry.windows[window].sketches.get("total") if entry else None
+        if text is not None:
+            intervals[name] = sketchwire.decode(text)
+    return GrayDetector(rule).update(intervals)

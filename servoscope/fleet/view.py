@@ -20,12 +20,12 @@ from typing import Any
 from servoscope.doctor import live
 from servoscope.doctor.evidence import EvidenceError
 from servoscope.fleet.merge import MergeError, merge
-from servoscope.fleet.outliers import DEFAULT_RULE, Flag, GrayDetector, OutlierRule
+from servoscope.fleet.outliers import DEFAULT_RULE, Flag, GrayDetector, OutlierRule, on_window
 from servoscope.telemetry import sketchwire
 from servoscope.telemetry.document import StatsDocument
 
 MAX_REPLICAS = 64
-OUTLIER_WINDOW = "1m"
+OUTLIER_WINDOW = "1m"  # the window a fleet snapshot tests
 WATCH_INTERVAL_S = 5.0  # between reads of the live test
 MAX_WATCH_S = 3600.0
 
@@ -45,18 +45,6 @@ def read_replicas(urls: Sequence[str], model: str | None = None) -> dict[str, St
     return docs
 
 
-def outliers(docs: Mapping[str, StatsDocument], model: str, window: str = OUTLIER_WINDOW,
-             rule: OutlierRule = DEFAULT_RULE) -> list[Flag]:
-    """The gray replicas on one window: the sequential test's rule applied to the window as one update."""
-    intervals = {}
-    for url, doc in docs.items():
-        entry = doc.models.get(model)
-        text = entry.windows[window].sketches.get("total") if entry else None
-        if text is not None:
-            intervals[url] = sketchwire.decode(text)
-    return GrayDetector(rule).update(intervals)
-
-
 def fleet_snapshot(
     urls: Sequence[str], model: str | None = None, watch_s: float = 0.0, wait: Callable[[], None] | None = None
 ) -> dict[str, Any]:
@@ -68,7 +56,7 @@ def fleet_snapshot(
     docs = read_replicas(urls, model)
     try:
         merged = merge(docs)
-        flags = [(m, flag) for m in merged.models for flag in outliers(docs, m)]
+        flags = [(m, flag) for m in merged.models for flag in on_window(docs, m, OUTLIER_WINDOW)]
     except (MergeError, sketchwire.SketchError) as exc:
         raise EvidenceError(f"the replicas' documents cannot be merged: {exc}") from None
     now = time.time()
