@@ -10,15 +10,24 @@ reversals an hour, then servoscope's ratios against the best of the others.
     python bench/autoscale.py                 # start-up 10 s and 5 s: ~3 min of CPU (93 s each)
     python bench/autoscale.py --quick         # shorter traces, start-up 10 s: ~30 s
     python bench/autoscale.py --startup-s 30
+    python bench/autoscale.py --profile profile.json    # a replica measured by `servoscope profile`
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from servoscope.fleet.autoscale import traces
-from servoscope.fleet.autoscale.compare import FLEET_RPM, OBJECTIVE_S, Row, compare, example_replica
+from servoscope.fleet.autoscale.compare import (
+    FLEET_RPM,
+    OBJECTIVE_S,
+    Row,
+    compare,
+    example_replica,
+    profile_replica,
+)
 
 
 def main() -> None:
@@ -26,14 +35,15 @@ def main() -> None:
     parser.add_argument("--startup-s", type=float, action="append", help="replica start-up delay (repeat; default 10 and 5)")
     parser.add_argument("--quick", action="store_true", help="traces of 10 min (the steady one too)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", type=Path, help="a `servoscope profile` file (default: a 2-core CPU replica's shape)")
     args = parser.parse_args()
     chosen = (traces.step(600), traces.spike(600), traces.diurnal(600), traces.steady(600)) if args.quick else (
         traces.scenarios()
     )
-    service, config = example_replica()
+    service, config, shares = profile_replica(args.profile) if args.profile else (*example_replica(), (1.0,))
     for startup_s in args.startup_s or ([10.0] if args.quick else [10.0, 5.0]):
         started = time.process_time()
-        cap, rows = compare(chosen, startup_s, service, config, seed=args.seed)
+        cap, rows = compare(chosen, startup_s, service, config, seed=args.seed, shares=shares)
         print(f"\nreplica start-up {startup_s:g} s; {FLEET_RPM:g} req/min; objective P95 {OBJECTIVE_S * 1000:g} ms; "
               f"one replica holds it to {cap.per_s:.1f} req/s ({cap.ongoing:.1f} in progress)")
         print(f"{'trace':16} {'policy':30} {'violation s':>11} {'replica-s':>10} {'reversals/h':>11} {'peak':>5}")

@@ -4,11 +4,16 @@ the comparison that bench/autoscale.py prints in full."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
+from planner_support import profile_dict
 
 from servoscope.fleet.autoscale import baselines, traces
-from servoscope.fleet.autoscale.compare import POLICIES, compare, example_replica
+from servoscope.fleet.autoscale.compare import POLICIES, compare, example_replica, profile_replica
 from servoscope.fleet.autoscale.fleetsim import Fleet, Tick, simulate_fleet
 from servoscope.fleet.autoscale.policy import ObjectivePolicy
 from servoscope.fleet.autoscale.score import reversals, violation_seconds
@@ -228,3 +233,13 @@ def test_servoscope_does_not_reverse_on_steady_load_in_the_fleet() -> None:
     service, config = example_replica()
     _, rows = compare((traces.steady(900),), 10.0, service, config, policies=(POLICIES[0],))
     assert rows[0].score.reversals_per_h == 0 and rows[0].score.violation_s == 0
+
+
+def test_a_measured_profile_drives_the_comparison(tmp_path: Path) -> None:
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(profile_dict()))
+    service, config, shares = profile_replica(path)
+    assert config.instances == 1 and shares == (1.0, 0.0)
+    cap, rows = compare((traces.spike(120),), 5.0, service, config, fleet_rpm=20_000.0, policies=(POLICIES[0],),
+                        shares=shares)
+    assert rows[0].score.peak_replicas == math.ceil(3 * 20_000 / 60 / (cap.per_s * 0.9))  # sized for the spike at once

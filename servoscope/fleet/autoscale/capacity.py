@@ -22,15 +22,18 @@ class Capacity:
     p95_s: float  # its P95 there
 
 
-def at_objective(service: ServiceTimes, config: SimConfig, objective_s: float, seed: int = 0) -> Capacity:
-    """The highest Poisson rate (to 1/2^``STEPS`` of the bound) at which one replica's P95 ≤ objective."""
+def at_objective(
+    service: ServiceTimes, config: SimConfig, objective_s: float, seed: int = 0, shares: tuple[float, ...] = (1.0,)
+) -> Capacity:
+    """The highest Poisson rate (to 1/2^``STEPS`` of the bound) at which one replica's P95 ≤ objective,
+    image-size classes drawn by ``shares``."""
     batch = config.batching.max_batch_size
-    bound = min(config.preprocess_workers / float(np.mean(service.preprocess[0])),
+    bound = min(config.preprocess_workers / service.mean_preprocess_s(shares),
                 config.instances * batch / service.mean_batch_s(batch))
     low, high, best = 0.0, bound, None
     for _ in range(STEPS):
         rate = (low + high) / 2
-        result = _run(service, config, rate, seed)
+        result = _run(service, config, rate, seed, shares)
         total = result[np.isfinite(result)]
         p95 = float(np.quantile(result, 0.95)) if len(total) == len(result) and len(result) else float("inf")
         if p95 <= objective_s:
@@ -42,8 +45,8 @@ def at_objective(service: ServiceTimes, config: SimConfig, objective_s: float, s
     return best
 
 
-def _run(service: ServiceTimes, config: SimConfig, rate: float, seed: int) -> np.ndarray:
+def _run(service: ServiceTimes, config: SimConfig, rate: float, seed: int, shares: tuple[float, ...]) -> np.ndarray:
     times = arrivals.poisson(rate, PROBE_S, seed)
-    result = simulate(times, np.zeros(len(times), dtype=int), service, config, seed=seed)
+    result = simulate(times, arrivals.draw_classes(len(times), shares, seed), service, config, seed=seed)
     keep = result.arrival >= 0.1 * PROBE_S
     return np.where(result.refused[keep], np.inf, result.total[keep])

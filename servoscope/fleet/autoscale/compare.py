@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from servoscope.fleet.autoscale.policy import ObjectivePolicy
 from servoscope.fleet.autoscale.score import Score, score
 from servoscope.fleet.autoscale.traces import Trace
 from servoscope.models.config import BatchingConfig
-from servoscope.planner.service import ServiceTimes, by_size
+from servoscope.planner import profile
+from servoscope.planner.service import ServiceTimes, by_size, from_family
 from servoscope.planner.sim import SimConfig
 
 FLEET_RPM = 10_000.0  # the issue's fleet: 10,000 requests a minute
@@ -48,6 +50,18 @@ def example_replica() -> tuple[ServiceTimes, SimConfig]:
         dispatch=np.asarray([0.0005]),
     )
     return service, SimConfig(2, 1, BatchingConfig(max_batch_size=8, max_queue_delay_s=0.005, max_queue_size=256))
+
+
+def profile_replica(path: Path) -> tuple[ServiceTimes, SimConfig, tuple[float, ...]]:
+    """A replica from a ``servoscope profile`` file: its first family, at the batching it was measured
+    with, and the profile's image mix."""
+    measured = profile.load(path)
+    family = measured.family()
+    service = from_family(family, measured.overheads, family.batching.max_batch_size)
+    shares = [0.0] * len(service.classes)
+    for name, share in measured.mix.items():
+        shares[service.class_index(name)] += share
+    return service, SimConfig(family.preprocess_workers, family.instances, family.batching), tuple(shares)
 
 
 PolicyMaker = Callable[[Capacity, float], Policy]
@@ -79,8 +93,10 @@ def compare(
     fleet_rpm: float = FLEET_RPM,
     policies: Sequence[PolicyMaker] = POLICIES,
     seed: int = 0,
+    shares: tuple[float, ...] = (1.0,),
 ) -> tuple[Capacity, list[Row]]:
-    cap = at_objective(service, config, objective_s, seed)
+    """Every policy through every trace; image-size classes drawn by ``shares`` (one per class of ``service``)."""
+    cap = at_objective(service, config, objective_s, seed, shares)
     base = fleet_rpm / 60.0
     initial = math.ceil(base / (cap.per_s * ObjectivePolicy(cap.per_s, objective_s).up_utilization))
     fleet = Fleet(config, startup_s=startup_s, min_replicas=1, max_replicas=64, initial=initial)
@@ -89,6 +105,6 @@ def compare(
         times = trace.arrivals(base, seed)
         for make in policies:
             policy = make(cap, objective_s)
-            result = simulate_fleet(times, service, fleet, policy, seed)
+            result = simulate_fleet(times, service, fleet, policy, seed, shares)
             rows.append(Row(trace.name, policy.name, score(result, objective_s), len(times)))
     return cap, rows

@@ -26,6 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from servoscope.pipeline.batcher import dispatch_size
+from servoscope.planner.arrivals import draw_classes
 from servoscope.planner.service import ServiceTimes
 from servoscope.planner.sim import MAX_REQUESTS, SimConfig
 
@@ -99,21 +100,26 @@ class FleetResult:
 
 
 def simulate_fleet(
-    arrivals: np.ndarray, service: ServiceTimes, fleet: Fleet, policy: Policy, seed: int = 0
+    arrivals: np.ndarray, service: ServiceTimes, fleet: Fleet, policy: Policy, seed: int = 0,
+    shares: tuple[float, ...] = (1.0,),
 ) -> FleetResult:
-    """Run requests arriving at ``arrivals`` (sorted seconds; image class 0) through the fleet under ``policy``."""
+    """Run requests arriving at ``arrivals`` (sorted seconds), their image-size classes drawn by
+    ``shares`` (one per class of ``service``), through the fleet under ``policy``."""
     n = len(arrivals)
     if n > MAX_REQUESTS:
         raise ValueError(f"at most {MAX_REQUESTS} requests per simulation, got {n}")
-    return _Run(np.asarray(arrivals, dtype=float), service, fleet, policy, seed).run()
+    classes = draw_classes(n, shares, seed)
+    return _Run(np.asarray(arrivals, dtype=float), classes, service, fleet, policy, seed).run()
 
 
 class _Run:
-    def __init__(self, arrivals: np.ndarray, service: ServiceTimes, fleet: Fleet, policy: Policy, seed: int) -> None:
+    def __init__(
+        self, arrivals: np.ndarray, classes: np.ndarray, service: ServiceTimes, fleet: Fleet, policy: Policy, seed: int
+    ) -> None:
         n = len(arrivals)
         rng = np.random.default_rng(seed)
         self.n, self.fleet, self.policy, self.service = n, fleet, policy, service
-        self.pre = service.draw_preprocess(np.zeros(n, dtype=int), rng).tolist()
+        self.pre = service.draw_preprocess(classes, rng).tolist()
         self.draws = rng.random((3, n + 1)).tolist()
         self.hand = service.dispatch.tolist()
         self.inf_t = [t.tolist() for t in service.inference]
@@ -174,6 +180,7 @@ class _Run:
         for k, rep in enumerate(self.replicas):
             if rep.ready_at <= now and not rep.draining and rep.stopped_at is None and rep.outstanding < best_load:
                 best, best_load = k, rep.outstanding
+        assert best >= 0, "scaling keeps the oldest ready replicas: one is always ready"
         rep = self.replicas[best]
         if rep.outstanding >= self.fleet.max_pending:
             return  # refused at admission: done stays inf
