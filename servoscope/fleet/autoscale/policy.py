@@ -8,7 +8,12 @@ a utilization, with the objective's own signal as the alarm and stabilization ag
   (``slow_s``: its noise at 170 req/s is ~1%, far inside the hysteresis band below). A change
   is believed at once when it is beyond noise: the last second's rate above ``jump`` × the slow
   estimate (a spike: 1.5× is > 6 σ of a second's Poisson count at 170 req/s), or a fast EWMA
-  (``fast_s``) above ``drift`` × the slow one (a step).
+  (``fast_s``) above ``drift`` × the slow one (a step). A ramp is met ahead: when the slow
+  estimate rose over the last ``trend_s`` by more than 3 σ of its own noise (σ = rate /
+  √(2 · ``slow_s`` · rate) for Poisson arrivals), demand is that rate of rise carried ``lead_s``
+  ahead (the estimate's lag and a replica's start-up), and at most the fast estimate
+  (a ramp still rising now, not the slow estimate catching up with a spike that is over); not in the first ``trend_s`` + ``slow_s``,
+  while the estimate still settles from its first second.
 - **Up** (at once, every ``period_s``): to ceil(demand / (capacity × ``up_utilization``));
   and when the queue wait (queue + batch_wait) over the last seconds uses more than
   ``queue_budget`` of the objective — the fleet is already late, whatever the rate says — by
@@ -40,6 +45,8 @@ class ObjectivePolicy:
     slow_s: float = 30.0
     jump: float = 1.5
     drift: float = 1.2
+    trend_s: float = 60.0
+    lead_s: float = 45.0
     up_utilization: float = 0.9
     down_utilization: float = 0.75
     queue_budget: float = 0.5
@@ -49,8 +56,9 @@ class ObjectivePolicy:
     _fast: float = field(init=False, default=0.0)
     _slow: float = field(init=False, default=0.0)
     _last: float = field(init=False, default=0.0)
+    _history: collections.deque[tuple[float, float]] = field(init=False, default_factory=collections.deque)
     _wait: float = field(init=False, default=0.0)
-    _started: bool = field(init=False, default=False)
+    _started_at: float | None = field(init=False, default=None)
     _settled_since: float | None = field(init=False, default=None)
     _last_up: float = field(init=False, default=-math.inf)
     _downs: collections.deque[tuple[float, int]] = field(init=False, default_factory=collections.deque)
@@ -70,13 +78,25 @@ class ObjectivePolicy:
             self._settled_since = None
         elif self._settled_since is None:
             self._settled_since = tick.now
-        if not self._started:
+        if self._started_at is None:
             self._fast = self._slow = rate
-            self._started = True
+            self._started_at = tick.now
         self._fast += (rate - self._fast) * (1 - math.exp(-1.0 / self.fast_s))
         self._slow += (rate - self._slow) * (1 - math.exp(-1.0 / self.slow_s))
         if wait is not None:
             self._wait += (wait - self._wait) * (1 - math.exp(-1.0 / self.fast_s))
+        self._history.append((tick.now, self._slow))
+        while self._history[0][0] < tick.now - self.trend_s:
+            self._history.popleft()
+
+    def _rising_per_s(self) -> float:
+        """How fast the slow estimate rose over the last ``trend_s``; 0 within 3 σ of its noise."""
+        (then, before), (now, after) = self._history[0], self._history[-1]
+        noise = math.sqrt(max(after, 1e-9) / (2 * self.slow_s))
+        warming = self._started_at is None or now - self._started_at < self.trend_s + self.slow_s
+        if warming or after - before <= 3 * noise:
+            return 0.0
+        return (after - before) / (now - then)
 
     def replicas_for(self, rate: float, utilization: float) -> int:
         return max(1, math.ceil(rate / (self.capacity_per_s * utilization)))
@@ -90,7 +110,8 @@ class ObjectivePolicy:
             return self._last
         if self._fast > self.drift * self._slow:
             return self._fast
-        return self._slow
+        ahead = self._slow + self._rising_per_s() * self.lead_s if self._history else self._slow
+        return min(ahead, max(self._slow, self._fast))  # a ramp rising now, not the wake of a spike
 
     def decide(self, now: float, current: int) -> int:
         up = self.replicas_for(self.demand(), self.up_utilization)
