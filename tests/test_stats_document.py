@@ -184,8 +184,8 @@ def test_a_wrong_type_or_unknown_field_is_named() -> None:
 
 def test_an_unknown_version_is_refused_not_guessed() -> None:
     wire = written().to_json()
-    with pytest.raises(document.DocumentError, match="schema_version 4 is not one this servoscope reads"):
-        document.read({**wire, "schema_version": 4})
+    with pytest.raises(document.DocumentError, match="schema_version 5 is not one this servoscope reads"):
+        document.read({**wire, "schema_version": 5})
     with pytest.raises(document.DocumentError, match="JSON object, got list"):
         document.read([wire])
 

@@ -10,6 +10,7 @@ another instant (``--baseline-at``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -71,10 +72,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) else 2
     diagnosis = diagnose(base, now)
+    try:
+        where = _fleet_scope(args, diagnosis.model, diagnosis.window)
+    except ValueError as exc:
+        print(f"servoscope doctor: the fleet snapshot's replicas: {exc}", file=sys.stderr)
+        return 2
     if args.json:
-        print(json.dumps(report.to_json(diagnosis), indent=2))
+        print(json.dumps(report.to_json(diagnosis) | ({"fleet": dataclasses.asdict(where)} if where else {}), indent=2))
     else:
         report.print_report(diagnosis)
+        if where is not None:
+            print(f"fleet: {where.summary}")
     if args.markdown:
         from servoscope.doctor import markdown
 
@@ -103,6 +111,14 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"diagnosis: {report.one_line(diagnosis)}")
         print(checked.describe() if checked else "no prescribed fix carries a predicted effect: nothing to verify")
     return 0
+
+def _fleet_scope(args: argparse.Namespace, model: str, window: str) -> Any:  # a doctor.fleet.Scope or None
+    """One replica or the whole fleet, for a fleet snapshot (``servoscope snapshot --replica``)."""
+    if args.snapshot is None:
+        return None
+    from servoscope.doctor import fleet
+
+    return fleet.scope(json.loads(args.snapshot.read_text()), model, window)
 
 
 def _evidence(args: argparse.Namespace) -> tuple[Evidence, Evidence]:

@@ -8,13 +8,17 @@ are typed ``… | None`` and must still be present. Older documents are read thr
 migrations: one saved before the document had a ``schema_version`` through
 :func:`migrate_unversioned` (to version 1), a version 1 document through :func:`migrate_v1` (to
 version 2: the names of README's "Names" table), a version 2 one through :func:`migrate_v2` (to
-version 3: it had no ``deployment``, every value of it unknown).
+version 3: it had no ``deployment``, every value of it unknown), a version 3 one through
+:func:`migrate_v3` (to version 4, which adds the distributions themselves: each window's ``sketches``,
+every series it has a summary of as serialized DDSketches, :mod:`servoscope.telemetry.sketchwire`, and
+each model's ``lifetime_total``, the ``total`` of every answered request since start, so a fleet merges
+replicas exactly and an outlier test compares the requests between two reads).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -22,7 +26,7 @@ from servoscope.telemetry.gpu import GpuReading
 from servoscope.telemetry.system import SystemReading
 from servoscope.validation import fault_lines
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION: Final = 4
 SettingValue = str | int | float | bool | None
 
 
@@ -71,6 +75,7 @@ class ModelWindow(_Frozen):
     busy_ratio: dict[str, float]  # model instance → share of the window it ran batches
     input_bytes: Summary | None
     input_pixels: Summary | None
+    sketches: dict[str, str]  # series (a stage, delivery, input_bytes, input_pixels) → its DDSketch; {}: migrated
 
 
 class Queues(_Frozen):
@@ -84,6 +89,7 @@ class ModelStats(_Frozen):
     queues: Queues
     instances: int
     windows: dict[str, ModelWindow]  # every window of the document's ``windows_s``
+    lifetime_total: str | None  # DDSketch of ``total`` over every answered request since start; None: migrated
 
 
 class Preprocess(_Frozen):
@@ -136,7 +142,7 @@ UNKNOWN_DEPLOYMENT = Deployment(
 
 
 class StatsDocument(_Frozen):
-    schema_version: Literal[3]
+    schema_version: Literal[4]
     time: float  # wall clock (Unix seconds) when the document was computed
     windows_s: dict[str, float]  # window label → its length
     windows_ago_s: dict[str, float]  # window label → how far back it ends
@@ -180,15 +186,13 @@ def read(raw: object) -> StatsDocument:
         raise DocumentError(f"a /v1/stats document is a JSON object, got {type(raw).__name__}")
     version = raw.get("schema_version")
     if version is None:
-        raw = migrate_v2(migrate_v1(migrate_unversioned(raw)))
-    elif version == 1:
-        raw = migrate_v2(migrate_v1(raw))
-    elif version == 2:
-        raw = migrate_v2(raw)
-    elif version != SCHEMA_VERSION:
+        raw = migrate_unversioned(raw)
+    elif version not in MIGRATIONS and version != SCHEMA_VERSION:
         raise DocumentError(
             f"schema_version {version!r} is not one this servoscope reads (1 to {SCHEMA_VERSION}, or none)"
         )
+    while (at := raw.get("schema_version")) in MIGRATIONS:  # each version to the next, up to the current one
+        raw = MIGRATIONS[at](raw)
     try:
         return StatsDocument.model_validate(raw)
     except ValidationError as exc:
@@ -237,6 +241,27 @@ def migrate_unversioned(raw: Mapping[str, Any]) -> dict[str, Any]:
 def migrate_v2(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A version 2 document as version 3: ``deployment`` unknown (``None`` values, no entries)."""
     return {**raw, "schema_version": 3, "deployment": UNKNOWN_DEPLOYMENT.model_dump(mode="json")}
+
+
+def migrate_v3(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A version 3 document as version 4: no sketches were kept (``sketches`` {}, ``lifetime_total``
+    None), so a fleet cannot merge it exactly and says so."""
+    doc = {**raw, "schema_version": 4}
+    models = doc.get("models")
+    if isinstance(models, Mapping):
+        doc["models"] = {name: _without_sketches(entry) for name, entry in models.items()}
+    return doc
+
+
+def _without_sketches(entry: Any) -> Any:
+    if not isinstance(entry, Mapping):
+        return entry
+    out = {"lifetime_total": None, **entry}
+    if isinstance(out.get("windows"), Mapping):
+        out["windows"] = {
+            label: {"sketches": {}, **w} if isinstance(w, Mapping) else w for label, w in out["windows"].items()
+        }
+    return out
 
 
 def _migrate_model(entry: Any) -> Any:
@@ -349,3 +374,7 @@ if __name__ == "__main__":  # python -m servoscope.telemetry.document > docs/sta
     import json
 
     print(json.dumps(json_schema(), indent=1))
+
+
+# Each version's migration to the next: read() applies them in turn up to SCHEMA_VERSION.
+MIGRATIONS: dict[int, Callable[[Mapping[str, Any]], dict[str, Any]]] = {1: migrate_v1, 2: migrate_v2, 3: migrate_v3}

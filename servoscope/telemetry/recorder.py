@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from ddsketch import DDSketch
 from prometheus_client import CollectorRegistry
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
@@ -17,7 +18,7 @@ from servoscope.stages import TOTAL, BatchRecord, Timing
 from servoscope.telemetry.metrics import Metrics
 from servoscope.telemetry.tracing import Tracer
 from servoscope.telemetry.triton_stats import TritonStats
-from servoscope.telemetry.windows import Rolling
+from servoscope.telemetry.windows import RELATIVE_ACCURACY, Rolling
 
 if TYPE_CHECKING:  # the pipeline (and ONNX Runtime) need not load with telemetry
     from servoscope.pipeline.batcher import InstanceRestart
@@ -45,6 +46,7 @@ class Telemetry:
         self.counts = Rolling(clock, COUNT_BUCKET_S, HORIZON_S)
         self._failed: set[str] = set()
         self.answered = 0  # requests recorded since start
+        self.lifetime: dict[str, DDSketch] = {}  # per model: ``total`` of every answered request since start
         self.triton = TritonStats()  # Triton's statistics extension, from the same records
 
     @property
@@ -103,6 +105,7 @@ class Telemetry:
             for stage, seconds in durations.items():
                 m.observe_stage(model, stage, seconds)
                 self.sketches.observe((model, stage), seconds)
+            self.lifetime.setdefault(model, DDSketch(RELATIVE_ACCURACY)).add(total)
             if timing.delivery_s is not None:
                 m.delivery.labels(model).observe(timing.delivery_s)
                 self.sketches.observe((model, DELIVERY), timing.delivery_s)

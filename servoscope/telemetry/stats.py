@@ -27,7 +27,10 @@ from servoscope.telemetry.document import (
 )
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import DELIVERY, Telemetry
+from servoscope.telemetry.sketchwire import encode
 from servoscope.telemetry.windows import summary
+
+SERIES: tuple[str, ...] = (*STAGE_NAMES, DELIVERY, "input_bytes", "input_pixels")  # what a window sketches
 
 WINDOWS_S: dict[str, float] = {"1m": 60.0, "5m": 300.0, "before": 240.0}
 # How far back each window ends: "before" is the four minutes before the last one — a baseline
@@ -42,6 +45,12 @@ def _summary(t: Telemetry, key: tuple[str, str], window_s: float, ago_s: float) 
 
 def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_s: float = 0.0) -> ModelWindow:
     covered = t.counts.covered_s(window_s, ago_s)
+    merged = {series: t.sketches.merged((model, series), window_s, ago_s) for series in SERIES}
+
+    def of(series: str) -> Summary | None:
+        found = summary(merged[series])
+        return None if found is None else Summary(**found)
+
     codes: dict[str, float] = {}
     refused: dict[str, float] = {}
     sizes: dict[str, float] = {}
@@ -61,8 +70,8 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
     batches = sum(sizes.values())
     return ModelWindow(
         covered_s=covered,
-        stages={stage: _summary(t, (model, stage), window_s, ago_s) for stage in STAGE_NAMES},
-        delivery=_summary(t, (model, DELIVERY), window_s, ago_s),
+        stages={stage: of(stage) for stage in STAGE_NAMES},
+        delivery=of(DELIVERY),
         throughput=Throughput(
             # demand: from the first arrival to the last in the window (see Rolling.event_rate)
             arrived_per_s=t.counts.event_rate(("arrived", model), window_s, ago_s),
@@ -79,8 +88,9 @@ def model_window(t: Telemetry, model: str, instances: int, window_s: float, ago_
             size_counts=dict(sorted(sizes.items(), key=lambda kv: int(kv[0]))),
         ),
         busy_ratio={str(i): t.busy_ratio(model, i, window_s, ago_s) for i in range(instances)},
-        input_bytes=_summary(t, (model, "input_bytes"), window_s, ago_s),
-        input_pixels=_summary(t, (model, "input_pixels"), window_s, ago_s),
+        input_bytes=of("input_bytes"),
+        input_pixels=of("input_pixels"),
+        sketches={series: encode(sketch) for series, sketch in merged.items() if sketch is not None and sketch.count},
     )
 
 
@@ -98,6 +108,7 @@ def stats(
                 label: model_window(t, name, g.instances, seconds, WINDOWS_AGO_S[label])
                 for label, seconds in WINDOWS_S.items()
             },
+            lifetime_total=encode(t.lifetime[name]) if name in t.lifetime else None,
         )
         for name, g in gauges.models.items()
     }
