@@ -18,6 +18,7 @@ import numpy as np
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
+from servoscope.models.config import batch_buckets
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, budget_s, in_time
 from servoscope.pipeline.batcher import Batcher, Pending, RestartSink
@@ -27,7 +28,8 @@ from servoscope.pipeline.instance_messages import ChildSpec
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.process_runtime import ProcessRuntime
-from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel
+from servoscope.pipeline.engines import load_runtime
+from servoscope.pipeline.runtime import Instance, InstanceInfo
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
 from servoscope.stages import BatchSink, Stage, Timing
@@ -196,14 +198,7 @@ def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:
     cfg = entry.config
     if cfg.instances.isolation == "process":
         return [process_instance(entry, plan, i) for i in range(plan.instances)]
-    return [
-        Instance(
-            entry.name,
-            i,
-            OnnxModel(entry.model_file, cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name),
-        )
-        for i in range(plan.instances)
-    ]
+    return [Instance(entry.name, i, load_runtime(entry, plan.intra_op_threads)) for i in range(plan.instances)]
 
 
 def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instance:
@@ -216,11 +211,12 @@ def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instanc
 
 
 def warm_up(service: ModelService) -> None:
-    """Run a batch of one and a full batch on every instance before serving: kernels loaded and
-    memory arenas grown, so the first real requests don't pay for it. Checks the output width
-    against the label count. The last instance runs each batch once more, warm, and its time is
-    the cost model's first word on batches (admission can predict from the first request on)."""
-    sizes = sorted({1, service.entry.config.batching.max_batch_size})
+    """Run every batch bucket (1, the preferred sizes, the largest) on every instance before serving:
+    kernels loaded and selected, memory arenas grown, CUDA graphs captured and code compiled, so the
+    first real requests don't pay for it. Checks the output width against the label count. The last
+    instance runs each bucket once more, warm, and its time is the cost model's first word on batches
+    (admission can predict from the first request on)."""
+    sizes = batch_buckets(service.entry.config.batching)
     for instance in service.batcher.instances:
         for size in sizes:
             out = instance.runtime.run(np.zeros((size, *service.spec.shape), dtype=np.float32))
@@ -306,12 +302,12 @@ def build_pipeline(
     services = {}
     for entry in entries:
         cfg = entry.config.instances
-        plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
+        plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, entry.config.accelerator)
         service = ModelService(entry, pool, load_instances(entry, plan), limits, admission, clock)
         warm_up(service)
         log.info(
-            "model %s v%s: %s on %s, %s isolation, batching %s",
-            entry.name, entry.version, plan.describe(),
+            "model %s v%s: %s, engine %s on %s, %s isolation, batching %s",
+            entry.name, entry.version, plan.describe(), entry.config.engine.describe(),
             service.batcher.instances[0].runtime.providers, cfg.isolation, entry.config.batching.model_dump(),
         )
         services[entry.name] = service
