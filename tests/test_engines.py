@@ -12,6 +12,7 @@ import pytest
 import tomli_w
 
 from servoscope.models import repository
+from servoscope.models.compare import Budget, compare, table
 from servoscope.models.config import CONFIG_FILE, EngineConfig, ModelConfig, ModelConfigError, load_config, save_config
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import AdmissionPolicy
@@ -143,3 +144,26 @@ def test_the_default_config_is_onnx_runtime_as_before() -> None:
     config = ModelConfig(name="m")
     assert config.engine.describe() == "onnxruntime" and config.accelerator == "cpu"
     assert EngineConfig(name="torch", device="cuda", precision="fp16").describe() == "torch/cuda/fp16"
+
+
+def test_compare_gives_each_engine_its_agreement_with_onnx_runtime_fp32(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("engines-compare")
+    source = repository.find(model_repository, MODEL)
+    shutil.copytree(source.path, root / MODEL / "1")
+    torch_variant(source, root, TORCH)
+    torch_variant(source, root, f"{TORCH}_bf16", precision="bf16", channels_last=True)
+    report = compare(root, MODEL, budget=Budget(0.3, 5, per_photo=4, noise_draws=1), progress=lambda line: None)
+    rows = {row["engine"]: row for row in report["models"]}
+    assert list(rows) == ["onnxruntime/cpu", "torch/cpu/fp32", "torch/cpu/bf16/channels_last"]
+    assert rows["torch/cpu/fp32"]["threshold"] == 0.995 and rows["torch/cpu/bf16/channels_last"]["threshold"] == 0.99
+    assert rows["torch/cpu/fp32"]["inputs"] >= 60
+    fp32, bf16 = rows["torch/cpu/fp32"], rows["torch/cpu/bf16/channels_last"]
+    assert fp32["top1_agreement"] >= 0.995 and not fp32["sign_off_needed"]
+    # BF16 (7 mantissa bits) flips only inputs whose reference label is itself a toss (±1 grey level of
+    # noise flips it): on the stable ones it agrees; the overall figure decides its sign-off
+    assert bf16["top1_agreement_stable"] >= 0.99 and bf16["top5_containment"] >= 0.99
+    assert bf16["sign_off_needed"] is (bf16["top1_agreement"] < 0.99)
+    assert all(row["p50_ms"] > 0 for row in rows.values())  # measured on its own engine
+    assert "torch/cpu/bf16/channels_last" in table(report).splitlines()[4]

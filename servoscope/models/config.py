@@ -26,6 +26,9 @@ class InputConfig(_Strict):
     resize: int = Field(256, ge=8, le=8192, description="shorter side after resizing, before the center crop")
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    decode: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda: baseline JPEGs decoded, resized and cropped on the GPU (torchvision); the rest on the CPU"
+    )
 
     @model_validator(mode="after")
     def _resize_covers_crop(self) -> InputConfig:

@@ -29,6 +29,7 @@ from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.process_runtime import ProcessRuntime
 from servoscope.pipeline.engines import load_runtime
+from servoscope.pipeline.gpu_decode import FallbackSink, GpuDecoder, torchvision_crops
 from servoscope.pipeline.runtime import Instance, InstanceInfo
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
@@ -73,6 +74,7 @@ class ModelService:
         self.labels = entry.labels()
         cfg = entry.config.input
         self.spec = PreprocessSpec(cfg.size, cfg.resize, cfg.mean, cfg.std)
+        self.gpu_decoder = GpuDecoder(entry.name, torchvision_crops(cfg.decode), self.spec, limits) if cfg.decode != "cpu" else None
         self.pool = pool
         self.limits = limits
         self.policy = policy
@@ -173,7 +175,10 @@ class ModelService:
         self.check_top_k(top_k)
         timing.model = self.name
         timing.input_bytes = len(data)
-        prepared = await self.pool.run(functools.partial(prepare, data, self.limits, self.spec), timing, deadline)
+        job = functools.partial(prepare, data, self.limits, self.spec)
+        if self.gpu_decoder is not None:
+            job = functools.partial(self.gpu_decoder.prepare, data)
+        prepared = await self.pool.run(job, timing, deadline)
         timing.input_pixels = prepared.pixels
         timing.ignored_metadata = prepared.ignored_metadata
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
@@ -274,6 +279,11 @@ class Pipeline:
     def observe_restarts(self, sink: RestartSink) -> None:
         for service in self.services.values():
             service.batcher.on_restart = sink
+
+    def observe_decode_fallbacks(self, sink: FallbackSink) -> None:
+        for service in self.services.values():
+            if service.gpu_decoder is not None:
+                service.gpu_decoder.on_fallback = sink
 
     def gauges(self) -> Gauges:
         models = {

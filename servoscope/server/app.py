@@ -85,6 +85,7 @@ def observe(app: Starlette, telemetry: Telemetry, pipeline: Pipeline, state: Ser
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
+    pipeline.observe_decode_fallbacks(telemetry.record_decode_fallback)
     telemetry.registry.register(LiveCollector(
         telemetry, pipeline.gauges, monitor.readings, lambda: state.in_flight, lambda: state.ingesting
     ))

@@ -82,7 +82,7 @@ class TorchModel:
         rows = len(batch)
         bucket = self.bucket_for(rows)
         with self.torch.inference_mode():
-            x = self.torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+            x = self.torch.from_numpy(batch if batch.flags.writeable else batch.copy())
             if bucket > rows:
                 x = self.torch.cat([x, x.new_zeros((bucket - rows, *x.shape[1:]))])
             x = x.to(self.device, non_blocking=False).contiguous(memory_format=self.layout)
