@@ -154,11 +154,11 @@ def test_compare_gives_each_engine_its_agreement_with_onnx_runtime_fp32(
     shutil.copytree(source.path, root / MODEL / "1")
     torch_variant(source, root, TORCH)
     torch_variant(source, root, f"{TORCH}_bf16", precision="bf16", channels_last=True)
-    report = compare(root, MODEL, budget=Budget(0.3, 5, per_photo=4, noise_draws=1), progress=lambda line: None)
+    report = compare(root, MODEL, budget=Budget(0.2, 3, per_photo=2, noise_draws=1), progress=lambda line: None)
     rows = {row["engine"]: row for row in report["models"]}
     assert list(rows) == ["onnxruntime/cpu", "torch/cpu/fp32", "torch/cpu/bf16/channels_last"]
     assert rows["torch/cpu/fp32"]["threshold"] == 0.995 and rows["torch/cpu/bf16/channels_last"]["threshold"] == 0.99
-    assert rows["torch/cpu/fp32"]["inputs"] >= 60
+    assert rows["torch/cpu/fp32"]["inputs"] >= 40
     fp32, bf16 = rows["torch/cpu/fp32"], rows["torch/cpu/bf16/channels_last"]
     assert fp32["top1_agreement"] >= 0.995 and not fp32["sign_off_needed"]
     # BF16 (7 mantissa bits) flips only inputs whose reference label is itself a toss (±1 grey level of

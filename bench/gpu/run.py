@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -41,7 +42,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class Plan:
 def plan_for(device: str, dry_run: bool) -> Plan:
     if device == "cuda" and not dry_run:
         return Plan("cuda", ("fp32", "fp16", "bf16"), (1, 8, 32, 64, 128), ("none", "cuda_graphs", "torch_compile"),
-                    (64,), 2.0, 1000, 64, 100_000, 60.0, 20, 256)
+                    (64,), 2.0, 1000, 64, 100_000, 45.0, 12, 256)
     modes = ("none", "cuda_graphs") if device == "cuda" else ("none",)
     precisions = ("fp32", "fp16") if device == "cuda" else ("fp32", "bf16")
     return Plan(device, precisions, (1, 4), modes, (), 0.5, 40, 4, 64, 5.0, 3, 4)
@@ -193,14 +194,17 @@ def throughput_section(entry: ModelEntry, plan: Plan) -> dict:
     return {"offline_limit_images_per_s": limit, "rows": rows}
 
 
-def torch_repository(entry: ModelEntry, root: Path, plan: Plan, decode: str = "cpu", max_batch: int | None = None) -> Path:
+def torch_repository(
+    entry: ModelEntry, root: Path, plan: Plan, decode: str = "cpu", max_batch: int | None = None, delay_s: float | None = None
+) -> Path:
     """A repository holding the model on the torch engine as the service would run it on ``plan.device``."""
     target = root / MODEL / "1"
     shutil.copytree(entry.path, target, dirs_exist_ok=True)
     raw = entry.config.model_dump()
     cuda = plan.device == "cuda"
     biggest = max_batch or (64 if cuda else 4)
-    raw["batching"].update(max_batch_size=biggest, max_queue_delay_s=0.002 if cuda else 0.0,
+    delay_s = (0.002 if cuda else 0.0) if delay_s is None else delay_s
+    raw["batching"].update(max_batch_size=biggest, max_queue_delay_s=delay_s,
                            preferred_batch_sizes=tuple(b for b in plan.buckets if b < biggest))
     raw["instances"].update(count=1 if cuda else 0)
     raw["input"]["decode"] = decode
@@ -359,35 +363,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def e2e_section(entry: ModelEntry, plan: Plan, workdir: Path) -> dict:
+@contextlib.contextmanager
+def serving(repo: Path, workdir: Path, name: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """``servoscope serve`` of ``repo`` on a free loopback port, ready; stopped on the way out."""
     import httpx
 
-    runs = {}
-    decodes = ("cpu", "cuda") if plan.device == "cuda" else ("cpu",)
-    for decode in decodes:
-        repo = torch_repository(entry, workdir / f"e2e-{decode}", plan, decode=decode)
-        port = free_port()
-        logfile = workdir / f"serve-{decode}.log"
-        serve = [sys.executable, "-m", "servoscope", "serve", "--host", "127.0.0.1", "--port", str(port),
-                 "--model-repository", str(repo), "--grpc-port", "0"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "SERVOSCOPE_SLO_P95_MS": "60000"}
-        with logfile.open("wb") as sink:
-            server = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    port = free_port()
+    logfile = workdir / f"serve-{name}.log"
+    serve = [sys.executable, "-m", "servoscope", "serve", "--host", "127.0.0.1", "--port", str(port),
+             "--model-repository", str(repo), "--grpc-port", "0"]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the carried wheels
+    env = {**os.environ, "PYTHONPATH": path, "SERVOSCOPE_SLO_P95_MS": "60000"}
+    with logfile.open("wb") as sink:
+        server = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(httpx, port, server, deadline_s=180.0)
+        yield port, env
+    except Exception:
+        log.error("server %s log:\n%s", name, "\n".join(logfile.read_text(errors="replace").splitlines()[-20:]))
+        raise
+    finally:
+        server.terminate()
         try:
-            _wait_ready(httpx, port, server, deadline_s=180.0)
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def e2e_section(entry: ModelEntry, plan: Plan, workdir: Path) -> dict:
+    """Saturated req/s and P95 at 70% of it, CPU then GPU decode; then the batching curve."""
+    runs = {}
+    for decode in ("cpu", "cuda") if plan.device == "cuda" else ("cpu",):
+        repo = torch_repository(entry, workdir / f"e2e-{decode}", plan, decode=decode)
+        with serving(repo, workdir, decode) as (port, env):
             saturated = _load(workdir, env, port, f"{decode}-saturated", plan, "--concurrency", str(plan.e2e_concurrency))
             rate = 0.7 * saturated["throughput_per_s"]["answered"]
             at_70 = _load(workdir, env, port, f"{decode}-70pct", plan, "--rate", f"{rate:.1f}")
-            runs[decode] = {"saturated": saturated, "at_70_percent": at_70, "rate_70_percent": rate,
-                            "p95_ms_at_70_percent": at_70["latency_ms"]["p95"], "target_p95_ms": 15.0}
-        finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            runs.setdefault(decode, {})["server_log_tail"] = logfile.read_text(errors="replace").splitlines()[-5:]
-    return {"runs": runs}
+        runs[decode] = {"saturated": saturated, "at_70_percent": at_70, "rate_70_percent": rate,
+                        "p95_ms_at_70_percent": at_70["latency_ms"]["p95"], "target_p95_ms": 15.0}
+    return {"runs": runs, "batching_curve": batching_curve(entry, plan, workdir)}
+
+
+def batching_curve(entry: ModelEntry, plan: Plan, workdir: Path) -> list[dict]:
+    """Saturated req/s and P95 by max_batch_size and max_queue_delay_s (CPU decode)."""
+    points = ((16, 0.001), (64, 0.002), (128, 0.005)) if plan.device == "cuda" else ((1, 0.0), (4, 0.002))
+    curve = []
+    for max_batch, delay_s in points:
+        repo = torch_repository(entry, workdir / f"curve-{max_batch}", plan, max_batch=max_batch, delay_s=delay_s)
+        with serving(repo, workdir, f"curve-{max_batch}") as (port, env):
+            result = _load(workdir, env, port, f"curve-{max_batch}", plan, "--concurrency", str(plan.e2e_concurrency))
+        curve.append({"max_batch_size": max_batch, "max_queue_delay_s": delay_s,
+                      "answered_per_s": result["throughput_per_s"]["answered"], "p95_ms": result["latency_ms"]["p95"]})
+        log.info("batching %d / %g s: %.0f req/s, P95 %.1f ms", max_batch, delay_s, curve[-1]["answered_per_s"], curve[-1]["p95_ms"])
+    return curve
 
 
 def _load(workdir: Path, env: dict[str, str], port: int, name: str, plan: Plan, *how: str) -> dict:

