@@ -39,7 +39,7 @@ class ThreadPlan:
     def describe(self) -> str:
         return (
             f"{self.preprocess_workers} preprocess workers, {self.instances} instance(s) × "
-            f"{self.intra_op_threads} ONNX Runtime thread(s)"
+            f"{self.intra_op_threads} intra-op thread(s)"
         )
 
 

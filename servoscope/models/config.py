@@ -1,4 +1,4 @@
-"""A model's ``config.toml``: its input preprocessing, output, batching and instances.
+"""A model's ``config.toml``: its input preprocessing, output, batching, instances and engine.
 
 Unknown keys are errors, so a typo never silently falls back to a default.
 """
@@ -26,6 +26,9 @@ class InputConfig(_Strict):
     resize: int = Field(256, ge=8, le=8192, description="shorter side after resizing, before the center crop")
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
+    decode: Literal["cpu", "cuda"] = Field(
+        "cpu", description="cuda: baseline JPEGs decoded, resized and cropped on the GPU (torchvision); the rest on the CPU"
+    )
 
     @model_validator(mode="after")
     def _resize_covers_crop(self) -> InputConfig:
@@ -83,6 +86,58 @@ class InstanceConfig(_Strict):
     )
 
 
+Compile = Literal["none", "cuda_graphs", "torch_compile"]
+PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "torch": "pytorch_libtorch"}  # engine → Triton's platform name
+
+
+class EngineConfig(_Strict):
+    """What runs the model: ONNX Runtime (on ``instances.provider``) or PyTorch (on ``device``)."""
+
+    name: Literal["onnxruntime", "torch"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = Field("cpu", description="torch only; ONNX Runtime runs on instances.provider")
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch only: fp16/bf16 run under autocast")
+    channels_last: bool = Field(False, description="torch only: NHWC memory layout for the weights and each batch")
+    compile: Compile = Field("none", description="torch only: how every batch bucket runs (cuda_graphs: cuda only)")
+    compile_by_batch: dict[int, Compile] = Field(
+        default_factory=dict, description="torch only: per batch bucket, overriding compile"
+    )
+    architecture: str = Field("efficientnet-lite0", description="torch only: the network the weights belong to")
+    weights: str = Field("", description="torch only: a state_dict in the version folder; empty: the prepare extra's")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EngineConfig:
+        if self.name == "onnxruntime":
+            torch_only = {"device": "cpu", "precision": "fp32", "channels_last": False, "compile": "none"}
+            wrong = [f"{key} = {getattr(self, key)!r}" for key, default in torch_only.items() if getattr(self, key) != default]
+            if wrong or self.compile_by_batch or self.weights:
+                raise ValueError(f"engine {', '.join(wrong) or 'compile_by_batch/weights'}: torch only, got onnxruntime")
+            return self
+        if self.precision == "fp16" and self.device != "cuda":
+            raise ValueError("engine.precision fp16 needs device cuda (on the CPU use bf16), got cpu")
+        modes = {self.compile, *self.compile_by_batch.values()}
+        if "cuda_graphs" in modes and self.device != "cuda":
+            raise ValueError(f"engine compile cuda_graphs needs device cuda, got {self.device}")
+        return self
+
+    def compile_for(self, batch_size: int) -> Compile:
+        return self.compile_by_batch.get(batch_size, self.compile)
+
+    @property
+    def platform(self) -> str:
+        return PLATFORMS[self.name]
+
+    def describe(self) -> str:
+        if self.name == "onnxruntime":
+            return "onnxruntime"
+        layout = "/channels_last" if self.channels_last else ""
+        return f"torch/{self.device}/{self.precision}{layout}"
+
+
+def batch_buckets(batching: BatchingConfig) -> tuple[int, ...]:
+    """The batch sizes a model is warmed (and, compiled, captured) at: 1, the preferred sizes, the largest."""
+    return tuple(sorted({1, *batching.preferred_batch_sizes, batching.max_batch_size}))
+
+
 class ModelConfig(_Strict):
     name: str
     description: str = ""
@@ -90,6 +145,26 @@ class ModelConfig(_Strict):
     output: OutputConfig = OutputConfig()
     batching: BatchingConfig = BatchingConfig()
     instances: InstanceConfig = InstanceConfig()
+    engine: EngineConfig = EngineConfig()
+
+    @model_validator(mode="after")
+    def _engine_fits(self) -> ModelConfig:
+        if self.engine.name != "torch":
+            return self
+        if self.instances.provider != "cpu":
+            raise ValueError(f"instances.provider is ONNX Runtime's; engine torch runs on engine.device, got {self.instances.provider!r}")
+        if self.instances.isolation != "thread":
+            raise ValueError(f"engine torch runs in the serving process: instances.isolation must be thread, got {self.instances.isolation!r}")
+        buckets = batch_buckets(self.batching)
+        strays = sorted(set(self.engine.compile_by_batch) - set(buckets))
+        if strays:
+            raise ValueError(f"engine.compile_by_batch names batch sizes {strays} that are no batch bucket {list(buckets)}")
+        return self
+
+    @property
+    def accelerator(self) -> str:
+        """Where inference runs, as the thread plan sizes it: cpu, cuda or tensorrt."""
+        return self.engine.device if self.engine.name == "torch" else self.instances.provider
 
 
 class ModelConfigError(ValueError):

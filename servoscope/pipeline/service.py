@@ -18,17 +18,20 @@ import numpy as np
 
 from servoscope.clock import SYSTEM_CLOCK, Clock
 from servoscope.errors import InvalidParameter, ModelNotFound, Overloaded
+from servoscope.models.config import batch_buckets
 from servoscope.models.repository import ModelEntry
 from servoscope.pipeline.admission import SHARE, AdmissionPolicy, GradientLimit, Priority, admits, budget_s, in_time
 from servoscope.pipeline.batcher import Batcher, BatchPolicy, Queued, RestartSink
 from servoscope.pipeline.cost import Backlog, CostModel, predict_s
 from servoscope.pipeline.decode import DecodeLimits
+from servoscope.pipeline.engines import load_runtime
 from servoscope.pipeline.gauges import Gauges, ModelGauges
+from servoscope.pipeline.gpu_decode import FallbackSink, GpuDecoder, torchvision_crops
 from servoscope.pipeline.instance_messages import ChildSpec
 from servoscope.pipeline.postprocess import Postprocessor, Prediction
 from servoscope.pipeline.preprocess import PreprocessSpec, prepare
 from servoscope.pipeline.process_runtime import ProcessRuntime
-from servoscope.pipeline.runtime import Instance, InstanceInfo, OnnxModel, RuntimeWrapper
+from servoscope.pipeline.runtime import Instance, InstanceInfo, RuntimeWrapper
 from servoscope.pipeline.workers import PreprocessPool
 from servoscope.resources import ThreadPlan, plan_threads
 from servoscope.stages import BatchSink, Stage, Timing
@@ -74,6 +77,7 @@ class ModelService:
         self.labels = entry.labels()
         cfg = entry.config.input
         self.spec = PreprocessSpec(cfg.size, cfg.resize, cfg.mean, cfg.std)
+        self.gpu_decoder = GpuDecoder(entry.name, torchvision_crops(cfg.decode), self.spec, limits) if cfg.decode != "cpu" else None
         self.pool = pool
         self.limits = limits
         self.policy = policy
@@ -184,7 +188,10 @@ class ModelService:
         self.check_top_k(top_k)
         timing.model = self.name
         timing.input_bytes = len(data)
-        prepared = await self.pool.run(functools.partial(prepare, data, self.limits, self.spec), timing, deadline)
+        job = functools.partial(prepare, data, self.limits, self.spec)
+        if self.gpu_decoder is not None:
+            job = functools.partial(self.gpu_decoder.prepare, data)
+        prepared = await self.pool.run(job, timing, deadline)
         timing.input_pixels = prepared.pixels
         timing.ignored_metadata = prepared.ignored_metadata
         future: asyncio.Future[list[Prediction]] = asyncio.get_running_loop().create_future()
@@ -209,14 +216,7 @@ def load_instances(entry: ModelEntry, plan: ThreadPlan) -> list[Instance]:
     cfg = entry.config
     if cfg.instances.isolation == "process":
         return [process_instance(entry, plan, i) for i in range(plan.instances)]
-    return [
-        Instance(
-            entry.name,
-            i,
-            OnnxModel(entry.model_file, cfg.instances.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name),
-        )
-        for i in range(plan.instances)
-    ]
+    return [Instance(entry.name, i, load_runtime(entry, plan.intra_op_threads)) for i in range(plan.instances)]
 
 
 def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instance:
@@ -231,11 +231,12 @@ def process_instance(entry: ModelEntry, plan: ThreadPlan, index: int) -> Instanc
 
 
 def warm_up(service: ModelService) -> None:
-    """Run a batch of one and a full batch on every instance before serving: kernels loaded and
-    memory arenas grown, so the first real requests don't pay for it. Checks the output width
-    against the label count. The last instance runs each batch once more, warm, and its time is
-    the cost model's first word on batches (admission can predict from the first request on)."""
-    sizes = sorted({1, service.entry.config.batching.max_batch_size})
+    """Run every batch bucket (1, the preferred sizes, the largest) on every instance before serving:
+    kernels loaded and selected, memory arenas grown, CUDA graphs captured and code compiled, so the
+    first real requests don't pay for it. Checks the output width against the label count. The last
+    instance runs each bucket once more, warm, and its time is the cost model's first word on batches
+    (admission can predict from the first request on)."""
+    sizes = batch_buckets(service.entry.config.batching)
     for instance in service.batcher.instances:
         for size in sizes:
             out = instance.runtime.run(np.zeros((size, *service.spec.shape), dtype=np.float32))
@@ -273,6 +274,11 @@ class Pipeline:
         for service in self.services.values():
             service.batcher.on_restart = sink
 
+    def observe_decode_fallbacks(self, sink: FallbackSink) -> None:
+        for service in self.services.values():
+            if service.gpu_decoder is not None:
+                service.gpu_decoder.on_fallback = sink
+
     def gauges(self) -> Gauges:
         models = {
             name: ModelGauges(
@@ -302,15 +308,15 @@ def build_pipeline(
     services = {}
     for entry in entries:
         cfg = entry.config.instances
-        plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, cfg.provider)
+        plan = plan_threads(preprocess_workers, cfg.count, cfg.intra_op_threads, entry.config.accelerator)
         service = ModelService(entry, pool, load_instances(entry, plan), limits, admission, clock)
         warm_up(service)
         if wrap_runtime is not None:
             for instance in service.batcher.instances:
                 instance.runtime = wrap_runtime(instance.runtime)
         log.info(
-            "model %s v%s: %s on %s, %s isolation, batching %s",
-            entry.name, entry.version, plan.describe(),
+            "model %s v%s: %s, engine %s on %s, %s isolation, batching %s",
+            entry.name, entry.version, plan.describe(), entry.config.engine.describe(),
             service.batcher.instances[0].runtime.providers, cfg.isolation, entry.config.batching.model_dump(),
         )
         services[entry.name] = service

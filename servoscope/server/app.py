@@ -98,6 +98,7 @@ def observe(
     monitor = Monitor(telemetry, SystemCollector(), GpuCollector())
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
+    pipeline.observe_decode_fallbacks(telemetry.record_decode_fallback)
     telemetry.registry.register(LiveCollector(
         telemetry, pipeline.gauges, monitor.readings, lambda: state.open_requests, lambda: state.ingesting
     ))

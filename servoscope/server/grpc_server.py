@@ -66,7 +66,7 @@ async def model_metadata(
     return pb.ModelMetadataResponse(
         name=service.name,
         versions=[service.version],
-        platform="onnxruntime_onnx",
+        platform=service.entry.config.engine.platform,
         inputs=[tensor(name=INPUT_NAME, datatype="BYTES", shape=INPUT_SHAPE)],
         outputs=[tensor(name=name, datatype=dtype, shape=[-1, -1]) for name, dtype in OUTPUTS.items()],
     )

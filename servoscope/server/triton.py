@@ -36,11 +36,11 @@ def model_config(service: ModelService, settings: Settings) -> dict[str, Any]:
     """The model's configuration as Triton's ``ModelConfig`` (proto field names, JSON numbers)."""
     config = service.entry.config
     batching = config.batching
-    gpu = config.instances.provider in GPU_PROVIDERS
+    gpu = config.accelerator in GPU_PROVIDERS
     return {
         "name": service.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
+        "platform": config.engine.platform,
+        "backend": "pytorch" if config.engine.name == "torch" else "onnxruntime",
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": batching.max_batch_size,
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": [1]}],

@@ -62,7 +62,7 @@ async def model_metadata(request: Request) -> Response:
         {
             "name": service.name,
             "versions": [service.version],
-            "platform": "onnxruntime_onnx",
+            "platform": service.entry.config.engine.platform,
             "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": INPUT_SHAPE}],
             "outputs": [{"name": name, "datatype": dtype, "shape": [-1, -1]} for name, dtype in OUTPUTS.items()],
         }

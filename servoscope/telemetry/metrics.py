@@ -87,6 +87,10 @@ class Metrics:
             "servoscope_instance_restarts", "Model instance processes lost (died or hung) and replaced.",
             ["model"], registry=r,
         )
+        self.decode_fallbacks = Counter(
+            "servoscope_decode_fallbacks", "Images of a model with GPU decode that took the CPU path, by reason.",
+            ["model", "reason"], registry=r,
+        )
         self.loop_lag = Histogram(
             "servoscope_event_loop_lag_seconds", "How late the event loop ran a timer: time it was busy elsewhere.",
             buckets=LOOP_LAG_BUCKETS_S, registry=r,

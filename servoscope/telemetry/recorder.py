@@ -144,6 +144,13 @@ class Telemetry:
         except Exception:
             self._guarded_failure("record_restart")
 
+    def record_decode_fallback(self, model: str, reason: str) -> None:
+        """An image of a model with GPU decode took the CPU path (the FallbackSink)."""
+        try:
+            self.metrics.decode_fallbacks.labels(model, reason).inc()
+        except Exception:
+            self._guarded_failure("record_decode_fallback")
+
     def record_loop_lag(self, seconds: float) -> None:
         self.metrics.loop_lag.observe(seconds)
         self.sketches.observe(("event_loop", "lag"), seconds)

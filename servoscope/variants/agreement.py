@@ -17,7 +17,7 @@ import numpy as np
 
 from servoscope.models.config import ModelConfig
 from servoscope.models.repository import ModelEntry
-from servoscope.pipeline.runtime import OnnxModel
+from servoscope.pipeline.runtime import OnnxModel, Runtime
 from servoscope.resources import available_cores
 from servoscope.variants import samples
 
@@ -31,7 +31,12 @@ def logits(
 ) -> np.ndarray:
     """The model's output for every input, in batches, on a session using every core."""
     model = OnnxModel(model_file, provider, available_cores(), config.input.name, config.output.name)
-    return np.concatenate([model.run(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)])
+    return run_batches(model, tensors, batch_size)
+
+
+def run_batches(runtime: Runtime, tensors: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """``runtime``'s output for every input, in batches of ``batch_size``."""
+    return np.concatenate([runtime.run(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

@@ -5,6 +5,10 @@ layout of sessions, as bench/serve.py measures the offline limit), batch-1 infer
 top-1 agreement and top-5 containment with the reference on the sample set's evaluation inputs
 (labelled by the reference's own top-1), and size on disk. A variant whose agreement is below
 the threshold needs the model owners' sign-off before it ships, and the report says so.
+
+Each row names its engine: a variant may be the reference's own network on another engine (a copy
+of the model whose config says ``engine = "torch"``, with a precision). Such a row is held to the
+engine's bar instead of the threshold: 99.5% top-1 agreement in FP32, 99% in FP16/BF16.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from servoscope.models import repository
-from servoscope.models.config import ModelConfigError
+from servoscope.models.config import EngineConfig, ModelConfigError
 from servoscope.models.repository import ModelEntry
-from servoscope.pipeline.runtime import OnnxModel
+from servoscope.pipeline.engines import load_runtime
+from servoscope.pipeline.runtime import OnnxModel, Runtime
 from servoscope.resources import available_cores, plan_threads
 from servoscope.variants import samples
-from servoscope.variants.agreement import NOISE_DRAWS, agreement, labelled, logits
+from servoscope.variants.agreement import NOISE_DRAWS, agreement, labelled, logits, run_batches
 from servoscope.variants.offline import latency_ms, offline_rate
 
 DEFAULT_THRESHOLD = 0.99
+ENGINE_THRESHOLDS = {"fp32": 0.995, "fp16": 0.99, "bf16": 0.99}  # top-1 agreement of another engine, by precision
 
 
 def model_size_bytes(entry: ModelEntry) -> int:
@@ -55,11 +61,8 @@ class Budget:
 def speed(entry: ModelEntry, images: Sequence[bytes], tensor: np.ndarray, budget: Budget) -> dict:
     """Offline images/s in the serving layout (sessions × threads), and batch-1 inference latency."""
     cfg = entry.config
-    plan = plan_threads(provider=budget.provider)
-    sessions = [
-        OnnxModel(entry.model_file, budget.provider, plan.intra_op_threads, cfg.input.name, cfg.output.name)
-        for _ in range(plan.instances)
-    ]
+    plan = plan_threads(provider=cfg.accelerator if cfg.engine.name == "torch" else budget.provider)
+    sessions = [runtime_of(entry, budget.provider, plan.intra_op_threads) for _ in range(plan.instances)]
     rate = offline_rate(sessions, images, samples.spec_of(cfg), budget.batch_size, budget.duration_s)
     return {
         "images_per_s": rate,
@@ -67,6 +70,23 @@ def speed(entry: ModelEntry, images: Sequence[bytes], tensor: np.ndarray, budget
         "batch_size": budget.batch_size,
         **latency_ms(sessions[0].run, tensor, budget.latency_runs),
     }
+
+
+def runtime_of(entry: ModelEntry, provider: str, threads: int) -> Runtime:
+    """The model on its own engine; ONNX Runtime on ``provider``."""
+    cfg = entry.config
+    if cfg.engine.name == "torch":
+        return load_runtime(entry, threads)
+    return OnnxModel(entry.model_file, provider, threads, cfg.input.name, cfg.output.name)
+
+
+def engine_of(engine: EngineConfig, provider: str) -> str:
+    return f"onnxruntime/{provider}" if engine.name == "onnxruntime" else engine.describe()
+
+
+def threshold_of(engine: EngineConfig, threshold: float) -> float:
+    """A variant's bar: the threshold, or for the reference's network on another engine, that engine's."""
+    return threshold if engine.name == "onnxruntime" else ENGINE_THRESHOLDS[engine.precision]
 
 
 def variants_of(root: Path, reference: ModelEntry, names: Sequence[str] | None) -> list[ModelEntry]:
@@ -104,6 +124,8 @@ def compare(
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     reference = repository.find(root, reference_name)
+    if reference.config.engine.name != "onnxruntime":
+        raise ModelConfigError(f"the reference runs on ONNX Runtime; {reference.name} runs on {reference.config.engine.describe()}")
     variants = variants_of(root, reference, names)
     progress(
         f"comparing {reference.name} with {len(variants)} variant(s): {', '.join(v.name for v in variants) or 'none'}"
@@ -121,16 +143,19 @@ def compare(
             f"[{i}/{len(variants) + 1}] {entry.name}: agreement, then {budget.duration_s:g} s of throughput and "
             f"{budget.latency_runs} latency runs …"
         )
-        out = ref_logits if entry is reference else logits(entry.model_file, entry.config, tensors, budget.provider)
+        out = ref_logits if entry is reference else _logits(entry, tensors, budget.provider)
         agreed = agreement(ref_logits, out, input_names, reference.config.output.kind, stable)
+        bar = threshold_of(entry.config.engine, threshold)
         row = {
             "name": entry.name,
             "version": entry.version,
+            "engine": engine_of(entry.config.engine, budget.provider),
+            "threshold": bar,
             "description": entry.config.description,
             "size_bytes": model_size_bytes(entry),
             **speed(entry, images, tensors[0], budget),
             **agreed,
-            "sign_off_needed": agreed["top1_agreement"] < threshold,
+            "sign_off_needed": agreed["top1_agreement"] < bar,
         }
         progress(
             f"      {row['images_per_s']:.1f} img/s, P50 {row['p50_ms']:.1f} ms, "
@@ -154,6 +179,12 @@ def compare(
     }
 
 
+def _logits(entry: ModelEntry, tensors: np.ndarray, provider: str) -> np.ndarray:
+    if entry.config.engine.name == "onnxruntime":
+        return logits(entry.model_file, entry.config, tensors, provider)
+    return run_batches(runtime_of(entry, provider, available_cores()), tensors)
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -163,11 +194,10 @@ def _cpu_name() -> str:
 
 
 def sign_off_lines(report: dict) -> list[str]:
-    pct = 100 * report["threshold"]
     return [
-        f"SIGN-OFF NEEDED: {row['name']} agrees with {report['reference']} on top-1 for "
-        f"{100 * row['top1_agreement']:.1f}% "
-        f"of {row['inputs']} inputs, below {pct:g}%: the model owners must sign off before it ships."
+        f"SIGN-OFF NEEDED: {row['name']} ({row['engine']}) agrees with {report['reference']} on top-1 for "
+        f"{100 * row['top1_agreement']:.1f}% of {row['inputs']} inputs, below {100 * row['threshold']:g}%: "
+        "the model owners must sign off before it ships."
         for row in report["models"]
         if row["sign_off_needed"]
     ]
@@ -177,6 +207,7 @@ def table(report: dict) -> str:
     """The report as a fixed-width table, then a sign-off line for each variant below the threshold."""
     header = (
         "model",
+        "engine",
         "size MB",
         "img/s",
         "× ref",
@@ -191,6 +222,7 @@ def table(report: dict) -> str:
     for row in report["models"]:
         lines.append((
             row["name"],
+            row["engine"],
             f"{row['size_bytes'] / 1e6:.1f}",
             f"{row['images_per_s']:.1f}",
             f"{row['throughput_ratio']:.2f}",
