@@ -174,8 +174,10 @@ def slow(
 
         beside, slow_statuses = run(both())
     result = {
-        "fast_alone": row(alone), "fast_beside_slow": row(beside),
-        "slow_answered": slow_statuses.count(200), "slow_other": len(slow_statuses) - slow_statuses.count(200),
+        "fast_alone": row(alone),
+        "fast_beside_slow": row(beside),
+        "slow_answered": slow_statuses.count(200),
+        "slow_other": len(slow_statuses) - slow_statuses.count(200),
         "ratio": beside.answered_per_s / max(1e-9, alone.answered_per_s),
     }
     progress(
@@ -225,9 +227,12 @@ def slowloris(images: list[bytes], window_s: float, slo_ms: float, size: int = 1
 
         beside, connected, peak_rss, peak_fds = run(both())
     result = {
-        "alone": row(alone), "beside_crowd": row(beside), "crowd_connected": connected,
+        "alone": row(alone),
+        "beside_crowd": row(beside),
+        "crowd_connected": connected,
         "ratio": beside.answered_per_s / max(1e-9, alone.answered_per_s),
-        "rss_mib": (rss_before / 2**20, peak_rss / 2**20), "fds": (fds_before, peak_fds),
+        "rss_mib": (rss_before / 2**20, peak_rss / 2**20),
+        "fds": (fds_before, peak_fds),
     }
     progress(
         f"  slowloris: {alone.answered_per_s:.1f}/s alone, {beside.answered_per_s:.1f}/s beside {connected} trickling "
@@ -250,8 +255,12 @@ def main() -> int:
     parser.add_argument("--slo-ms", type=float, default=200.0, help="the objective given to every server (default 200)")
     parser.add_argument("--set", default="small", help="image set: small, medium, phone")
     parser.add_argument("--parts", type=lambda t: list(parts(t)), default=["closed", "slow", "slowloris"])
-    parser.add_argument("--clients", type=lambda t: tuple(int(c) for c in t.split(",")), default=CLIENTS,
-                        help="closed-loop sizes (default 4,16,64,256)")
+    parser.add_argument(
+        "--clients",
+        type=lambda t: tuple(int(c) for c in t.split(",")),
+        default=CLIENTS,
+        help="closed-loop sizes (default 4,16,64,256)",
+    )
     parser.add_argument(
         "--modes", type=lambda t: tuple(t.split(",")), default=tuple(MODES), help="time,adaptive,static"
     )

@@ -32,25 +32,35 @@ from servoscope.fleet.autoscale.compare import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--startup-s", type=float, action="append", help="replica start-up delay (repeat; default 10 and 5)")
+    parser.add_argument(
+        "--startup-s", type=float, action="append", help="replica start-up delay (repeat; default 10 and 5)"
+    )
     parser.add_argument("--quick", action="store_true", help="traces of 10 min (the steady one too)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", type=Path, help="a `servoscope profile` file (default: a 2-core CPU replica's shape)")
+    parser.add_argument(
+        "--profile", type=Path, help="a `servoscope profile` file (default: a 2-core CPU replica's shape)"
+    )
     args = parser.parse_args()
-    chosen = (traces.step(600), traces.spike(600), traces.diurnal(600), traces.steady(600)) if args.quick else (
-        traces.scenarios()
+    chosen = (
+        (traces.step(600), traces.spike(600), traces.diurnal(600), traces.steady(600))
+        if args.quick
+        else (traces.scenarios())
     )
     service, config, shares = profile_replica(args.profile) if args.profile else (*example_replica(), (1.0,))
     for startup_s in args.startup_s or ([10.0] if args.quick else [10.0, 5.0]):
         started = time.process_time()
         cap, rows = compare(chosen, startup_s, service, config, seed=args.seed, shares=shares)
-        print(f"\nreplica start-up {startup_s:g} s; {FLEET_RPM:g} req/min; objective P95 {OBJECTIVE_S * 1000:g} ms; "
-              f"one replica holds it to {cap.per_s:.1f} req/s ({cap.ongoing:.1f} in progress)")
+        print(
+            f"\nreplica start-up {startup_s:g} s; {FLEET_RPM:g} req/min; objective P95 {OBJECTIVE_S * 1000:g} ms; "
+            f"one replica holds it to {cap.per_s:.1f} req/s ({cap.ongoing:.1f} in progress)"
+        )
         print(f"{'trace':16} {'policy':30} {'violation s':>11} {'replica-s':>10} {'reversals/h':>11} {'peak':>5}")
         for row in rows:
             s = row.score
-            print(f"{row.trace:16} {row.policy:30} {s.violation_s:11d} {s.replica_s:10.0f} "
-                  f"{s.reversals_per_h:11.1f} {s.peak_replicas:5d}")
+            print(
+                f"{row.trace:16} {row.policy:30} {s.violation_s:11d} {s.replica_s:10.0f} "
+                f"{s.reversals_per_h:11.1f} {s.peak_replicas:5d}"
+            )
         verdict(rows)
         print(f"({time.process_time() - started:.0f} s of CPU)")
 
@@ -66,15 +76,21 @@ def verdict(rows: list[Row]) -> None:
     best = min(totals, key=lambda p: (totals[p][0], totals[p][1]))
     best_v, best_r = totals[best]
     ratio = best_v / ours_v if ours_v else float("inf")
-    print(f"all traces: servoscope {ours_v:.0f} violation s, {ours_r:.0f} replica-s; the best other, {best}: "
-          f"{best_v:.0f} violation s ({ratio:.1f}x servoscope's), {best_r:.0f} replica-s "
-          f"(servoscope uses {ours_r / best_r:.2f}x)")
+    print(
+        f"all traces: servoscope {ours_v:.0f} violation s, {ours_r:.0f} replica-s; the best other, {best}: "
+        f"{best_v:.0f} violation s ({ratio:.1f}x servoscope's), {best_r:.0f} replica-s "
+        f"(servoscope uses {ours_r / best_r:.2f}x)"
+    )
     for trace in dict.fromkeys(r.trace for r in rows):
         ours = next(r.score for r in rows if r.trace == trace and r.policy == "servoscope")
-        other = min((r for r in rows if r.trace == trace and r.policy != "servoscope"),
-                    key=lambda r: (r.score.violation_s, r.score.replica_s))
-        print(f"{trace}: servoscope {ours.violation_s} violation s, {ours.replica_s:.0f} replica-s; the best other, "
-              f"{other.policy}: {other.score.violation_s}, {other.score.replica_s:.0f}")
+        other = min(
+            (r for r in rows if r.trace == trace and r.policy != "servoscope"),
+            key=lambda r: (r.score.violation_s, r.score.replica_s),
+        )
+        print(
+            f"{trace}: servoscope {ours.violation_s} violation s, {ours.replica_s:.0f} replica-s; the best other, "
+            f"{other.policy}: {other.score.violation_s}, {other.score.replica_s:.0f}"
+        )
     steady = [r for r in rows if r.trace.startswith("steady") and r.policy == "servoscope"]
     if steady:
         print(f"steady: servoscope reverses {steady[0].score.reversals_per_h:.1f} times an hour")

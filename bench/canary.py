@@ -174,8 +174,10 @@ def report(scenario: Scenario, out: dict, args: argparse.Namespace, seconds: flo
     if out["k_end"]:
         k_rate, k_median = detected(out["k_first"], within)
         end = np.mean(out["k_end"])
-        k_label = f"false FAIL at end {end:6.2%}, any look {k_rate:6.2%}" if aa else (
-            f"false pass {1 - end:6.2%}, detect ≤{within:,} {k_rate:6.2%} median {k_median:>6}"
+        k_label = (
+            f"false FAIL at end {end:6.2%}, any look {k_rate:6.2%}"
+            if aa
+            else (f"false pass {1 - end:6.2%}, detect ≤{within:,} {k_rate:6.2%} median {k_median:>6}")
         )
         line += f" | Kayenta {k_label}"
     print(line + f"  ({seconds:.0f} s)", flush=True)
@@ -189,7 +191,9 @@ def scenarios(pools: dict[str, np.ndarray]) -> list[Scenario]:
         Scenario("A/A lognormal σ=1 (false FAILs)", "lognormal", None),
         Scenario("recorded ×1.2 (P95 +20%)", "recorded", scale(1.2)),
         Scenario(
-            f"recorded inference +{0.2 * p95 * 1e3:.1f} ms (P95 +20%)", "recorded", add_to_inference(p95),
+            f"recorded inference +{0.2 * p95 * 1e3:.1f} ms (P95 +20%)",
+            "recorded",
+            add_to_inference(p95),
             stage=Stage.INFERENCE,
         ),
         Scenario("recorded tail >P90 stretched (P95 +20%)", "recorded", stretch_tail(recorded)),
@@ -212,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     pools = {"recorded": load_recorded(DATA), "lognormal": lognormal_pool(np.random.default_rng(args.seed))}
     q = np.quantile(pools["recorded"][:, 0], [0.5, 0.95, 0.99]) * 1e3
-    print(f"recorded: {len(pools['recorded']):,} answers, P50 {q[0]:.1f} ms, P95 {q[1]:.1f} ms, P99 {q[2]:.1f} ms; "
-          f"canary share {args.share:.0%}, horizon {args.horizon:,} canary requests, errors {ERROR_RATE:.1%}")
+    print(
+        f"recorded: {len(pools['recorded']):,} answers, P50 {q[0]:.1f} ms, P95 {q[1]:.1f} ms, P99 {q[2]:.1f} ms; "
+        f"canary share {args.share:.0%}, horizon {args.horizon:,} canary requests, errors {ERROR_RATE:.1%}"
+    )
     for i, scenario in enumerate(scenarios(pools)):
         if args.only and args.only not in scenario.name:
             continue

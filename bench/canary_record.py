@@ -44,8 +44,11 @@ def record(rate: float, duration_s: float, out: Path) -> Path:
     np.savez_compressed(out, rate_per_s=np.float64(rate), **columns)
     ok = columns["status"] == 200
     p50, p95, p99 = np.percentile(columns["latency_us"][ok] / 1000.0, [50, 95, 99])
-    print(f"{len(answered)} answered ({ok.sum()} ok) at {rate:g} req/s: P50 {p50:.1f} ms, P95 {p95:.1f} ms, "
-          f"P99 {p99:.1f} ms → {out} ({out.stat().st_size / 1024:.0f} KiB)", file=sys.stderr)
+    print(
+        f"{len(answered)} answered ({ok.sum()} ok) at {rate:g} req/s: P50 {p50:.1f} ms, P95 {p95:.1f} ms, "
+        f"P99 {p99:.1f} ms → {out} ({out.stat().st_size / 1024:.0f} KiB)",
+        file=sys.stderr,
+    )
     return out
 
 

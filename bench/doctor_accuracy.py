@@ -38,7 +38,10 @@ MISSES = RESULTS / "doctor_accuracy_misses"
 # the cause the doctor should name for each scenario (where the names differ)
 EXPECTED = {"image-drift": "input-drift", "no-change": "no-regression"}
 NO_CHANGE = Scenario(
-    "no-change", "nothing: the same healthy traffic twice", TOTAL, "no regression to find",
+    "no-change",
+    "nothing: the same healthy traffic twice",
+    TOTAL,
+    "no regression to find",
     lambda ctx: Degradation("nothing changed", "none", "-", "-"),
 )
 

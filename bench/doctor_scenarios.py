@@ -56,20 +56,35 @@ BASE_RATE = 40.0  # req/s of small images: about a third of a 2-core machine's c
 SLOW_RATE_BYTES_S = 16 * 1024
 SCENARIOS: tuple[OutsideScenario, ...] = (
     OutsideScenario("outside-no-change", frozenset({"no-regression"}), Window(BASE_RATE)),
-    OutsideScenario("outside-neighbour-2-cores", frozenset({"cpu-contention"}),
-                    Window(BASE_RATE, neighbours=(BUSY, BUSY))),
-    OutsideScenario("outside-bursty-neighbour", frozenset({"cpu-contention"}),
-                    Window(BASE_RATE, neighbours=(BURSTY,) * 2)),
+    OutsideScenario(
+        "outside-neighbour-2-cores", frozenset({"cpu-contention"}), Window(BASE_RATE, neighbours=(BUSY, BUSY))
+    ),
+    OutsideScenario(
+        "outside-bursty-neighbour", frozenset({"cpu-contention"}), Window(BASE_RATE, neighbours=(BURSTY,) * 2)
+    ),
     OutsideScenario("outside-traffic-x1.6", frozenset({"traffic-growth"}), Window(1.6 * BASE_RATE)),
     OutsideScenario("outside-larger-images", frozenset({"input-drift"}), Window(BASE_RATE, mix=LARGE)),
-    OutsideScenario("outside-traffic-and-neighbour", frozenset({"traffic-growth", "cpu-contention"}),
-                    Window(1.3 * BASE_RATE, neighbours=(BUSY,))),
-    OutsideScenario("outside-one-instance", frozenset({"capacity-change"}),
-                    Window(BASE_RATE, serve=("--instances", "1", "--intra-op-threads", "1"))),
-    OutsideScenario("outside-batch-delay-50ms", frozenset({"batching-misconfig"}),
-                    Window(BASE_RATE, serve=("--max-queue-delay-ms", "50", "--max-batch-size", "16"))),
-    OutsideScenario("outside-slow-uploads", frozenset({"slow-uploads"}),  # slow ones ~15 % of the requests
-                    Window(BASE_RATE / 4, slow_uploads=18), Window(BASE_RATE / 4)),
+    OutsideScenario(
+        "outside-traffic-and-neighbour",
+        frozenset({"traffic-growth", "cpu-contention"}),
+        Window(1.3 * BASE_RATE, neighbours=(BUSY,)),
+    ),
+    OutsideScenario(
+        "outside-one-instance",
+        frozenset({"capacity-change"}),
+        Window(BASE_RATE, serve=("--instances", "1", "--intra-op-threads", "1")),
+    ),
+    OutsideScenario(
+        "outside-batch-delay-50ms",
+        frozenset({"batching-misconfig"}),
+        Window(BASE_RATE, serve=("--max-queue-delay-ms", "50", "--max-batch-size", "16")),
+    ),
+    OutsideScenario(
+        "outside-slow-uploads",
+        frozenset({"slow-uploads"}),  # slow ones ~15 % of the requests
+        Window(BASE_RATE / 4, slow_uploads=18),
+        Window(BASE_RATE / 4),
+    ),
     OutsideScenario("outside-deploy-int8", frozenset({"deploy", "no-regression"}), Window(BASE_RATE, deploy=True)),
 )
 
@@ -117,8 +132,10 @@ def _ready(port: int) -> bool:
 def beside(window: Window, port: int) -> Iterator[None]:
     """The window's neighbours and slow uploaders, each its own process, stopped after."""
     procs = [subprocess.Popen([sys.executable, "-c", source]) for source in window.neighbours]
-    procs += [subprocess.Popen([sys.executable, "-c", SLOW_UPLOADER, str(port), str(SLOW_RATE_BYTES_S)])
-              for _ in range(window.slow_uploads)]
+    procs += [
+        subprocess.Popen([sys.executable, "-c", SLOW_UPLOADER, str(port), str(SLOW_RATE_BYTES_S)])
+        for _ in range(window.slow_uploads)
+    ]
     try:
         yield
     finally:
@@ -167,11 +184,27 @@ def repository(tmp: Path, deploy: bool) -> Path:
 
 def run_window(window: Window, out: Path, tmp: Path, duration_s: float) -> None:
     with served(window, repository(tmp, window.deploy)) as port, beside(window, port):
-        load = ("--port", str(port), "--rate", f"{window.rate:g}", "--duration", f"{duration_s:g}s", "--quiet",
-                "--mix", window.mix, "--cache-dir", str(tmp / "images"), "--output", str(tmp / "load.json"))
+        load = (
+            "--port",
+            str(port),
+            "--rate",
+            f"{window.rate:g}",
+            "--duration",
+            f"{duration_s:g}s",
+            "--quiet",
+            "--mix",
+            window.mix,
+            "--cache-dir",
+            str(tmp / "images"),
+            "--output",
+            str(tmp / "load.json"),
+        )
         subprocess.run(cli("load", *load), check=True, stdout=subprocess.DEVNULL, timeout=duration_s + 120)
-        subprocess.run(cli("snapshot", "--url", f"http://127.0.0.1:{port}", "--model", MODEL, "-o", str(out)),
-                       check=True, timeout=60)
+        subprocess.run(
+            cli("snapshot", "--url", f"http://127.0.0.1:{port}", "--model", MODEL, "-o", str(out)),
+            check=True,
+            timeout=60,
+        )
 
 
 def run(scenario: OutsideScenario, folder: Path, duration_s: float) -> None:

@@ -73,8 +73,15 @@ def tree_cpu_s() -> dict[int, float]:
     return seconds
 
 
-def closed(endpoint: Endpoint, method: str, path: str, body: bytes, concurrency: int, window_s: float,
-           max_requests: int | None = None) -> Any:
+def closed(
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    body: bytes,
+    concurrency: int,
+    window_s: float,
+    max_requests: int | None = None,
+) -> Any:
     headers = {"Content-Type": "image/jpeg"} if body else {}
     requests = [encode_request(endpoint, method, path, body, headers)]
     extra = {"max_requests": max_requests} if max_requests else {}
@@ -102,11 +109,33 @@ def single_process(body: bytes, window_s: float) -> dict[str, float]:
     port = free_port()
     sized = sized_to_cores(fleet_settings(), psutil.cpu_count() or 1)  # threads as a replica with every core has
     overrides = sized.model_overrides
-    threads = ["--preprocess-workers", str(sized.preprocess_workers), "--instances", str(overrides.instances),
-               "--intra-op-threads", str(overrides.intra_op_threads)]
-    argv = [sys.executable, "-m", "servoscope", "serve", "--port", str(port), "--grpc-port", "0",
-            "--model-repository", str(ROOT / "models"), "--models", MODEL, "--slo-p95-ms", str(SLO_P95_MS),
-            "--log-level", "warning", *threads]
+    threads = [
+        "--preprocess-workers",
+        str(sized.preprocess_workers),
+        "--instances",
+        str(overrides.instances),
+        "--intra-op-threads",
+        str(overrides.intra_op_threads),
+    ]
+    argv = [
+        sys.executable,
+        "-m",
+        "servoscope",
+        "serve",
+        "--port",
+        str(port),
+        "--grpc-port",
+        "0",
+        "--model-repository",
+        str(ROOT / "models"),
+        "--models",
+        MODEL,
+        "--slo-p95-ms",
+        str(SLO_P95_MS),
+        "--log-level",
+        "warning",
+        *threads,
+    ]
     server = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     try:
         endpoint = Endpoint("127.0.0.1", port)
@@ -193,21 +222,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     last = single_process(body, args.window)  # before and after the Ray runs: the machine's drift shows
     single = {k: (first[k] + last[k]) / 2 for k in first}
     load_after = os.getloadavg()[0]
-    print(f"\nmachine: {psutil.cpu_count()} cores; 1-min load average {load_before:.1f} before, {load_after:.1f} after "
-          "(figures from a busy machine are ratios only)")
+    print(
+        f"\nmachine: {psutil.cpu_count()} cores; 1-min load average {load_before:.1f} before, {load_after:.1f} after "
+        "(figures from a busy machine are ratios only)"
+    )
     print("\ningress, CPU per request that does nothing (every process of the path):")
-    print(f"  Ray Serve HTTP proxy → trivial deployment:     {proxy['cpu_ms_per_request']:6.2f} ms  "
-          f"({proxy['requests']:.0f} requests, {proxy['errors']:.0f} errors)")
-    print(f"  HAProxy → servoscope's front in a Ray replica:  {front['cpu_ms_per_request']:6.2f} ms  "
-          f"({front['requests']:.0f} requests, {front['errors']:.0f} errors)")
+    print(
+        f"  Ray Serve HTTP proxy → trivial deployment:     {proxy['cpu_ms_per_request']:6.2f} ms  "
+        f"({proxy['requests']:.0f} requests, {proxy['errors']:.0f} errors)"
+    )
+    print(
+        f"  HAProxy → servoscope's front in a Ray replica:  {front['cpu_ms_per_request']:6.2f} ms  "
+        f"({front['requests']:.0f} requests, {front['errors']:.0f} errors)"
+    )
     print(f"  ratio Ray proxy / HAProxy + own front: {proxy['cpu_ms_per_request'] / front['cpu_ms_per_request']:.1f}×")
     print(f"\nclassification throughput, closed loop C={CONCURRENCY}, {args.window:g} s windows:")
-    print(f"  servoscope serve, first and last run: {first['requests_per_s']:.1f} and "
-          f"{last['requests_per_s']:.1f} req/s")
-    for name, figure in (("servoscope serve (mean of both)", single), ("Ray fleet, 1 replica", one),
-                         ("Ray fleet, 2 replicas", two)):
-        print(f"  {name:32s} {figure['requests_per_s']:7.1f} req/s  p50 {figure['p50_ms']:6.1f} ms  "
-              f"errors {figure['errors']:.0f}  ({figure['requests_per_s'] / single['requests_per_s']:.2f}× single)")
+    print(
+        f"  servoscope serve, first and last run: {first['requests_per_s']:.1f} and {last['requests_per_s']:.1f} req/s"
+    )
+    for name, figure in (
+        ("servoscope serve (mean of both)", single),
+        ("Ray fleet, 1 replica", one),
+        ("Ray fleet, 2 replicas", two),
+    ):
+        print(
+            f"  {name:32s} {figure['requests_per_s']:7.1f} req/s  p50 {figure['p50_ms']:6.1f} ms  "
+            f"errors {figure['errors']:.0f}  ({figure['requests_per_s'] / single['requests_per_s']:.2f}× single)"
+        )
     print(f"  2 replicas / 1 replica: {two['requests_per_s'] / one['requests_per_s']:.2f}×")
     return 0
 

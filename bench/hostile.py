@@ -126,14 +126,18 @@ def report(limited: dict[str, Measured], lifted: dict[str, Measured]) -> None:
     for name, m in limited.items():
         other = lifted[name]
         ratio = f"{other.cpu_ms / m.cpu_ms:6.1f}" if m.cpu_ms > 0 and other.status != m.status else "     ="
-        print(f"{name:40} {m.status:6d} {m.cpu_ms:8.1f} {m.wall_ms:8.1f} {m.rss_growth_mib:8.1f} | "
-              f"{other.status:6d} {other.cpu_ms:8.1f} {ratio}")
+        print(
+            f"{name:40} {m.status:6d} {m.cpu_ms:8.1f} {m.wall_ms:8.1f} {m.rss_growth_mib:8.1f} | "
+            f"{other.status:6d} {other.cpu_ms:8.1f} {ratio}"
+        )
     over = [n for n, m in limited.items() if m.cpu_ms > CPU_BOUND_MS]
     print(f"\ncases over {CPU_BOUND_MS:.0f} ms of server CPU with the limits: {', '.join(over) or 'none'}")
     over_lifted = [f"{n} ({m.cpu_ms:.0f} ms)" for n, m in lifted.items() if m.cpu_ms > CPU_BOUND_MS]
     print(f"… and with the structure limits lifted: {', '.join(over_lifted) or 'none'}")
-    print("CPU is the server process's CPU time per request (all threads), median of the repeats; 'x cpu' is "
-          "lifted ÷ limited where the answer differs (the work a limit refused)")
+    print(
+        "CPU is the server process's CPU time per request (all threads), median of the repeats; 'x cpu' is "
+        "lifted ÷ limited where the answer differs (the work a limit refused)"
+    )
 
 
 def main() -> int:

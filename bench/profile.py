@@ -68,7 +68,8 @@ RULES: tuple[Rule, ...] = (
     Rule("inference", "servoscope/pipeline/process_runtime.py"),
     Rule("postprocess", "servoscope/pipeline/postprocess.py"),
     Rule(
-        "normalize", "servoscope/pipeline/preprocess.py",
+        "normalize",
+        "servoscope/pipeline/preprocess.py",
         ("normalize", "Prepared.write", "Prepared.tensor", "BatchBuffer.fill"),
     ),
     Rule("resize", "servoscope/pipeline/preprocess.py"),  # resize_crop, and the crop's pixels as an array
@@ -113,9 +114,22 @@ COMPONENTS: dict[str, str] = {
     "other": "anything else, and threads py-spy saw no sample of",
 }
 # Native frames of a thread that sleeps (--native: py-spy pauses the threads, and counts sleeping ones too).
-WAITS = ("pthread_cond_timedwait", "pthread_cond_wait", "pthread_cond_clockwait", "sem_wait", "sem_timedwait",
-         "sem_clockwait", "epoll_wait", "epoll_pwait", "poll", "select", "take_gil", "futex_wait", "nanosleep",
-         "PyThread_acquire_lock_timed")
+WAITS = (
+    "pthread_cond_timedwait",
+    "pthread_cond_wait",
+    "pthread_cond_clockwait",
+    "sem_wait",
+    "sem_timedwait",
+    "sem_clockwait",
+    "epoll_wait",
+    "epoll_pwait",
+    "poll",
+    "select",
+    "take_gil",
+    "futex_wait",
+    "nanosleep",
+    "PyThread_acquire_lock_timed",
+)
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 THREAD = re.compile(r"^thread \((?P<tid>0x[0-9a-fA-F]+|\d+)\)")
 
@@ -206,7 +220,7 @@ def account(
         used, waited = max(0.0, end.cpu_s - start.cpu_s), max(0.0, end.waited_s - start.waited_s)
         sampled = threads.get(tid)
         total = sum(sampled.samples.values()) if sampled else 0
-        for component, n in (sampled.samples.items() if total else [("other", 1)]):
+        for component, n in sampled.samples.items() if total else [("other", 1)]:
             seconds[component] += used * n / (total or 1)
         name = sampled.name if sampled else end.name
         report.append(
@@ -222,8 +236,22 @@ async def measure(
     requests = classify_requests(endpoint, images)
     load = asyncio.ensure_future(closed_loop(endpoint, requests, args.concurrency, args.warmup + args.duration + 2.0))
     await asyncio.sleep(args.warmup)
-    spy_argv = ["py-spy", "record", "-p", str(pid), "-r", str(args.rate), "-d", str(args.duration), "--threads",
-                "--subprocesses", "-f", "raw", "-o", str(raw)]
+    spy_argv = [
+        "py-spy",
+        "record",
+        "-p",
+        str(pid),
+        "-r",
+        str(args.rate),
+        "-d",
+        str(args.duration),
+        "--threads",
+        "--subprocesses",
+        "-f",
+        "raw",
+        "-o",
+        str(raw),
+    ]
     spy_argv.append("--native" if args.native else "--nonblocking")  # native stacks need the threads paused
     spy = await asyncio.create_subprocess_exec(
         *spy_argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -240,16 +268,25 @@ async def measure(
     result = await load
     answered = sum(1 for s in result.samples if s.ok and start <= s.done <= end)
     seconds, threads = account(parse_raw(raw.read_text()), before, after)
-    return {"window_s": end - start, "requests": answered, "requests_per_s": answered / (end - start),
-            "errors": sum(1 for s in result.samples if not s.ok), "cpu_s": seconds, "threads": threads}
+    return {
+        "window_s": end - start,
+        "requests": answered,
+        "requests_per_s": answered / (end - start),
+        "errors": sum(1 for s in result.samples if not s.ok),
+        "cpu_s": seconds,
+        "threads": threads,
+    }
 
 
 def per_request(figures: dict[str, Any]) -> dict[str, Any]:
     n = max(1, figures["requests"])
     total = sum(figures["cpu_s"].values())
     ms = {c: 1000 * figures["cpu_s"].get(c, 0.0) / n for c in COMPONENTS}
-    return {"cpu_ms_per_request": ms, "total_cpu_ms_per_request": 1000 * total / n,
-            "share": {c: (figures["cpu_s"].get(c, 0.0) / total if total else 0.0) for c in COMPONENTS}}
+    return {
+        "cpu_ms_per_request": ms,
+        "total_cpu_ms_per_request": 1000 * total / n,
+        "share": {c: (figures["cpu_s"].get(c, 0.0) / total if total else 0.0) for c in COMPONENTS},
+    }
 
 
 def table(name: str, result: dict[str, Any], baseline: dict[str, Any] | None) -> str:
@@ -305,8 +342,16 @@ def main() -> int:
             figures = run(measure(endpoint, pid, images, args, raw))
         results[name] = {**figures, **per_request(figures), "raw": raw.name}
         print(table(name, results[name], baseline.get(name)), end="\n\n", flush=True)
-    report = {"duration_s": args.duration, "concurrency": args.concurrency, "rate": args.rate, "native": args.native,
-              "serve_args": args.serve_args, "loadavg": os.getloadavg(), "components": COMPONENTS, "sets": results}
+    report = {
+        "duration_s": args.duration,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "native": args.native,
+        "serve_args": args.serve_args,
+        "loadavg": os.getloadavg(),
+        "components": COMPONENTS,
+        "sets": results,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
     print(f"figures in {args.output}")

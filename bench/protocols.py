@@ -83,7 +83,8 @@ async def grpc_open_loop(address: str, images: list[bytes], rate: float, duratio
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer", pb.ModelInferRequest.SerializeToString,
+            "/inference.GRPCInferenceService/ModelInfer",
+            pb.ModelInferRequest.SerializeToString,
             pb.ModelInferResponse.FromString,
         )
 
@@ -121,10 +122,30 @@ def perf_analyzer(protocol: str, url: str, data: Path, rate: float, duration_s: 
             report = Path(tmp) / "report.csv"
             window_ms = str(int(1000 * duration_s / 3))  # three windows: what it judges stability by
             subprocess.run(
-                [str(PERF_ANALYZER), "-m", MODEL, "-u", url, "-i", protocol, "--input-data", str(data),
-                 "--request-rate-range", f"{rate:g}", "--measurement-interval", window_ms, "--max-trials", "3",
-                 "--stability-percentage", "999", "-f", str(report)],
-                check=True, capture_output=True, timeout=60 + 3 * duration_s,
+                [
+                    str(PERF_ANALYZER),
+                    "-m",
+                    MODEL,
+                    "-u",
+                    url,
+                    "-i",
+                    protocol,
+                    "--input-data",
+                    str(data),
+                    "--request-rate-range",
+                    f"{rate:g}",
+                    "--measurement-interval",
+                    window_ms,
+                    "--max-trials",
+                    "3",
+                    "--stability-percentage",
+                    "999",
+                    "-f",
+                    str(report),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60 + 3 * duration_s,
             )
             (row,) = list(csv.DictReader(report.open()))
         return int(row["p50 latency"]) / 1000, int(row["p95 latency"]) / 1000
@@ -144,7 +165,10 @@ def row(name: str, measure: Measure, http: httpx.Client, pid: int) -> dict[str, 
     cpu, wall_s = meter.stop(), time.perf_counter() - started
     answered = served(http) - before
     figures = {
-        "row": name, "answered_per_s": answered / wall_s, "p50_ms": p50_ms, "p95_ms": p95_ms,
+        "row": name,
+        "answered_per_s": answered / wall_s,
+        "p50_ms": p50_ms,
+        "p95_ms": p95_ms,
         "server_cpu_ms_per_request": 1000 * cpu.ours_cores * wall_s / max(1, answered),
         "others_cores": cpu.others_cores,
     }

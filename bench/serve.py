@@ -90,8 +90,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-
-
 # ---------------------------------------------------------------- offline limit
 
 
@@ -187,8 +185,19 @@ CAPACITY_FLAGS = ("--admission", "static")
 
 def servoscope_argv(extra: tuple[str, ...] = CAPACITY_FLAGS, model: str = MODEL) -> list[str]:
     return [
-        sys.executable, "-m", "servoscope", "serve", "--grpc-port", "0", "--model-repository", str(ROOT / "models"),
-        "--models", model, "--log-level", "warning", *extra,
+        sys.executable,
+        "-m",
+        "servoscope",
+        "serve",
+        "--grpc-port",
+        "0",
+        "--model-repository",
+        str(ROOT / "models"),
+        "--models",
+        model,
+        "--log-level",
+        "warning",
+        *extra,
     ]
 
 
@@ -236,7 +245,9 @@ def latency_profile(
         f"{steady.errors}"
     )
     return {
-        "unloaded": unloaded.to_json(), "rate_per_s": rate, "loaded": {**loaded.to_json(), "cpu": use.to_json()},
+        "unloaded": unloaded.to_json(),
+        "rate_per_s": rate,
+        "loaded": {**loaded.to_json(), "cpu": use.to_json()},
         "loaded_constant": steady.to_json(),
     }
 

@@ -145,7 +145,13 @@ def parser() -> argparse.ArgumentParser:
 # which registers its command and sets ``func`` (taking the parsed args, returning an exit code).
 # None of them imports this module: the command line is the top layer.
 TOOLS: tuple[Tool, ...] = (
-    model_command, load_command, drill_command, doctor_command, snapshot_command, fleet_command, plan_command,
+    model_command,
+    load_command,
+    drill_command,
+    doctor_command,
+    snapshot_command,
+    fleet_command,
+    plan_command,
     rollout_command,
 )
 

@@ -165,9 +165,14 @@ class _Core:
 
 class Client:
     def __init__(
-        self, base_url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, timeout_s: float = 30.0,
-        policy: RetryPolicy = RetryPolicy(), rng: random.Random | None = None,
-        sleep: Callable[[float], None] = time.sleep, transport: httpx.BaseTransport | None = None,
+        self,
+        base_url: str = DEFAULT_URL,
+        model: str = DEFAULT_MODEL,
+        timeout_s: float = 30.0,
+        policy: RetryPolicy = RetryPolicy(),
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=timeout_s, transport=transport)
         self.core = _Core(model, policy, rng or random.Random(), time.monotonic)
@@ -200,8 +205,12 @@ class Client:
 
 class AsyncClient:
     def __init__(
-        self, base_url: str = DEFAULT_URL, model: str = DEFAULT_MODEL, timeout_s: float = 30.0,
-        policy: RetryPolicy = RetryPolicy(), rng: random.Random | None = None,
+        self,
+        base_url: str = DEFAULT_URL,
+        model: str = DEFAULT_MODEL,
+        timeout_s: float = 30.0,
+        policy: RetryPolicy = RetryPolicy(),
+        rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, transport=transport)

@@ -42,9 +42,7 @@ class Faults(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SERVOSCOPE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="SERVOSCOPE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="port to listen on (0: any free port)")
@@ -81,7 +79,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1, description="largest accepted request body, bytes")
     body_timeout_s: float = Field(
-        60.0, gt=0, le=3600,
+        60.0,
+        gt=0,
+        le=3600,
         description="longest wait for a request's headers, then again for its whole body (then 408; nginx's defaults)",
     )
     min_body_rate_bytes_s: float = Field(

@@ -58,8 +58,15 @@ class FakeReplica:
         self.latencies.append(latency_s)
 
     def document(self) -> dict:
-        model = ModelGauges(pending=0, pending_limit=64, concurrency_limit=64, batch_queue=0, batch_queue_limit=64,
-                            batches_in_flight=0, instances=1)
+        model = ModelGauges(
+            pending=0,
+            pending_limit=64,
+            concurrency_limit=64,
+            batch_queue=0,
+            batch_queue_limit=64,
+            batches_in_flight=0,
+            instances=1,
+        )
         gauges = Gauges(preprocess_queue=0, preprocess_busy=0, preprocess_workers=2, models={MODEL: model})
         return stats(self.telemetry, gauges, Readings()).to_json()
 

@@ -89,7 +89,8 @@ def fake_entry(root: Path, max_batch_size: int) -> ModelEntry:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "labels.txt").write_text("".join(f"class {i}\n" for i in range(CLASSES)))
     config = ModelConfig(
-        name=MODEL, input=InputConfig(size=8, resize=8),
+        name=MODEL,
+        input=InputConfig(size=8, resize=8),
         batching=BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_s=0.0),
     )
     return ModelEntry(MODEL, "1", folder, config)
@@ -113,15 +114,22 @@ async def _run(
     root: Path, scenario: Callable[[InProcess], Awaitable[T]], max_batch_size: int, given: dict[str, Any]
 ) -> T:
     settings = Settings(
-        model_repository=root, models=(MODEL,), default_model=MODEL, prepare_default_model=False,
+        model_repository=root,
+        models=(MODEL,),
+        default_model=MODEL,
+        prepare_default_model=False,
         **{"admission": "static", **given},
     )
     clock = ManualClock(1000.0)
     fake = FakeRuntime(clock)
     pool = PreprocessPool(1, clock)
     service = ModelService(
-        fake_entry(root, max_batch_size), pool, [Instance(MODEL, 0, fake)],
-        DecodeLimits(settings.max_body_bytes, settings.max_image_pixels), admission_policy(settings), clock,
+        fake_entry(root, max_batch_size),
+        pool,
+        [Instance(MODEL, 0, fake)],
+        DecodeLimits(settings.max_body_bytes, settings.max_image_pixels),
+        admission_policy(settings),
+        clock,
     )
     telemetry = Telemetry(clock, CollectorRegistry())
     app = create_app(settings, Pipeline({MODEL: service}, pool), clock, telemetry, env={})

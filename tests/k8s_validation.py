@@ -67,7 +67,9 @@ def core_problems(files: list[Path]) -> list[str]:
     versions = [arg for v in kubernetes_versions() for arg in ("-k", v)]
     done = subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", *versions, *map(str, files)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = (done.stdout + done.stderr).splitlines()
     problems = [line for line in lines if not re.match(r"^INFO .* passed for resource ", line)]
@@ -89,8 +91,11 @@ def strict(schema: Any) -> Any:
     for node in _schemas(schema):
         if isinstance(node.get("pattern"), str):
             node["pattern"] = re.sub(r"^\^(\(\?[a-z]+\))", r"\1^", node["pattern"])
-        if ("properties" in node and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in node
+            and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+        ):
             node["additionalProperties"] = False
     return schema
 

@@ -99,7 +99,6 @@ def test_priority_parsing() -> None:
         Priority.parse("urgent")
 
 
-
 def test_a_models_limit_keeps_a_full_batch_for_every_instance() -> None:
     # Two instances taking batches of 4: under a flood that makes every admitted request wait,
     # the limit stops at 8 (both instances kept busy with full batches), not at a request each.

@@ -53,18 +53,21 @@ def test_an_answer_carries_its_predictions_and_every_stage_in_server_timing(tmp_
     assert body["timings_ms"]["inference"] == pytest.approx(INFERENCE_S * 1000)
 
 
-@pytest.mark.parametrize(("path", "headers", "body", "status", "says"), [
-    ("/v1/models/nope/classify", JPEG, jpeg(), 404, "'nope' is not served"),
-    (CLASSIFY, {"Content-Type": "text/plain"}, b"hello", 415, "'text/plain' is not accepted"),
-    (f"{CLASSIFY}?top_k=0", JPEG, jpeg(), 400, "top_k must be between 1 and 10, got 0"),
-    (f"{CLASSIFY}?top_k=two", JPEG, jpeg(), 400, "top_k must be an integer"),
-    (CLASSIFY, JPEG, b"not a jpeg at all", 400, "image"),
-    (CLASSIFY, JPEG, b"", 400, "empty"),
-    (CLASSIFY, JPEG, bytes(5000), 413, "above the limit of 4096"),
-    (CLASSIFY, {**JPEG, "X-Request-Timeout": "-5"}, jpeg(), 400, "X-Request-Timeout"),
-    (CLASSIFY, {**JPEG, "grpc-timeout": "10x"}, jpeg(), 400, "grpc-timeout"),
-    (CLASSIFY, {**JPEG, "X-Priority": "urgent"}, jpeg(), 400, "priority must be high, normal or low"),
-])
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status", "says"),
+    [
+        ("/v1/models/nope/classify", JPEG, jpeg(), 404, "'nope' is not served"),
+        (CLASSIFY, {"Content-Type": "text/plain"}, b"hello", 415, "'text/plain' is not accepted"),
+        (f"{CLASSIFY}?top_k=0", JPEG, jpeg(), 400, "top_k must be between 1 and 10, got 0"),
+        (f"{CLASSIFY}?top_k=two", JPEG, jpeg(), 400, "top_k must be an integer"),
+        (CLASSIFY, JPEG, b"not a jpeg at all", 400, "image"),
+        (CLASSIFY, JPEG, b"", 400, "empty"),
+        (CLASSIFY, JPEG, bytes(5000), 413, "above the limit of 4096"),
+        (CLASSIFY, {**JPEG, "X-Request-Timeout": "-5"}, jpeg(), 400, "X-Request-Timeout"),
+        (CLASSIFY, {**JPEG, "grpc-timeout": "10x"}, jpeg(), 400, "grpc-timeout"),
+        (CLASSIFY, {**JPEG, "X-Priority": "urgent"}, jpeg(), 400, "priority must be high, normal or low"),
+    ],
+)
 def test_a_bad_request_is_a_json_error_with_its_status(
     tmp_path: Path, path: str, headers: dict[str, str], body: bytes, status: int, says: str
 ) -> None:
@@ -172,8 +175,10 @@ def test_before_start_up_the_app_answers_503_with_retry_after(tmp_path: Path) ->
 def infer_json(images: int, top_k: int = 1) -> dict[str, object]:
     """An Open Inference Protocol request carrying ``images`` JPEGs, base64 in JSON."""
     data = [base64.b64encode(jpeg()).decode()] * images
-    return {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [images], "data": data}],
-            "parameters": {"top_k": top_k}}
+    return {
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [images], "data": data}],
+        "parameters": {"top_k": top_k},
+    }
 
 
 def test_open_inference_protocol_answers_every_image_and_refuses_what_is_wrong(tmp_path: Path) -> None:

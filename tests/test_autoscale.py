@@ -19,8 +19,16 @@ from servoscope.fleet.autoscale.policy import ObjectivePolicy
 from servoscope.fleet.autoscale.score import reversals, violation_seconds
 
 
-def tick(now: float, *, rate: float = 100.0, ongoing: int = 0, busy: float = 0.5, wait: float | None = 0.01,
-         ready: int = 4, target: int = 4) -> Tick:
+def tick(
+    now: float,
+    *,
+    rate: float = 100.0,
+    ongoing: int = 0,
+    busy: float = 0.5,
+    wait: float | None = 0.01,
+    ready: int = 4,
+    target: int = 4,
+) -> Tick:
     return Tick(now, rate, ongoing, busy, wait, None, ready, target)
 
 
@@ -31,6 +39,7 @@ def feed(policy: object, start: float, seconds: int, **kwargs: object) -> float:
 
 
 # --- HPA (kubernetes.io: horizontal-pod-autoscale, "Algorithm details" and "Default Behavior") -------
+
 
 def test_hpa_does_nothing_within_the_10_percent_tolerance_and_scales_by_the_ratio_beyond() -> None:
     hpa = baselines.HPA()
@@ -76,6 +85,7 @@ def test_keda_acts_on_the_metric_polled_every_30_s() -> None:
 
 # --- Knative KPA (knative.dev: autoscaling, config-autoscaler defaults) --------------------------------
 
+
 def test_kpa_stable_mode_sizes_on_the_60_s_mean_concurrency_at_70_percent_of_target() -> None:
     kpa = baselines.KPA(concurrency_target=10)
     assert (kpa.stable_s, kpa.panic_s, kpa.period_s, kpa.panic_threshold) == (60, 6, 2, 2.0)
@@ -98,6 +108,7 @@ def test_kpa_panics_at_twice_the_ready_pods_and_does_not_scale_down_until_a_stab
 
 
 # --- Ray Serve (ray 2.60: autoscaling_policy.py, config.py AutoscalingConfig) ----------------------
+
 
 def test_ray_scales_to_ongoing_over_2_after_30_s_up_and_600_s_down() -> None:
     ray = baselines.RayServe()
@@ -131,6 +142,7 @@ def test_ray_resets_its_delay_when_the_direction_changes() -> None:
 
 
 # --- servoscope's policy -------------------------------------------------------------------------
+
 
 def test_the_objective_policy_holds_still_on_noisy_steady_load_for_an_hour() -> None:
     policy = ObjectivePolicy(capacity_per_s=30.0, objective_s=0.25)
@@ -171,6 +183,7 @@ def test_the_objective_policy_refuses_nonsense() -> None:
 
 
 # --- the fleet simulation and the scores ---------------------------------------------------------
+
 
 class Fixed:
     """A policy that asks for a fixed schedule of replica counts."""
@@ -240,6 +253,7 @@ def test_a_measured_profile_drives_the_comparison(tmp_path: Path) -> None:
     path.write_text(json.dumps(profile_dict()))
     service, config, shares = profile_replica(path)
     assert config.instances == 1 and shares == (1.0, 0.0)
-    cap, rows = compare((traces.spike(120),), 5.0, service, config, fleet_rpm=20_000.0, policies=(POLICIES[0],),
-                        shares=shares)
+    cap, rows = compare(
+        (traces.spike(120),), 5.0, service, config, fleet_rpm=20_000.0, policies=(POLICIES[0],), shares=shares
+    )
     assert rows[0].score.peak_replicas == math.ceil(3 * 20_000 / 60 / (cap.per_s * 0.9))  # sized for the spike at once

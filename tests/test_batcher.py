@@ -344,8 +344,9 @@ def test_batches_in_flight_never_exceed_the_instances(model_path: Path) -> None:
 
 def test_a_full_queue_refuses_with_overloaded(model_path: Path) -> None:
     async def scenario() -> None:
-        h = make_batcher([load(model_path)], ManualClock(), max_batch_size=8, max_queue_delay_s=WAIT_S,
-                         max_queue_size=3)
+        h = make_batcher(
+            [load(model_path)], ManualClock(), max_batch_size=8, max_queue_delay_s=WAIT_S, max_queue_size=3
+        )
         queued = [h.submit(i) for i in range(3)]
         with pytest.raises(Overloaded) as refused:
             h.submit(0)
@@ -454,8 +455,9 @@ def test_a_runtime_exception_reaches_every_request_of_its_batch(
 
 def test_a_runtime_returning_the_wrong_number_of_rows_fails_the_batch(model_path: Path) -> None:
     async def scenario() -> None:
-        h = make_batcher([RowDroppingRuntime(load(model_path))], ManualClock(), max_batch_size=3,
-                         max_queue_delay_s=WAIT_S)
+        h = make_batcher(
+            [RowDroppingRuntime(load(model_path))], ManualClock(), max_batch_size=3, max_queue_delay_s=WAIT_S
+        )
         batch = [h.submit(i) for i in range(3)]
         for queued in batch:
             error = await failed(queued)

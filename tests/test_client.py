@@ -93,7 +93,7 @@ def test_no_retry_past_the_deadline(spawn_server: Callable[..., ServerProcess], 
             Client(srv.url, sleep=lambda s: pytest.fail("retried past the deadline")) as client,
             pytest.raises(errors.Overloaded) as refused,
         ):
-                client.classify(photos["coffee"].jpeg, deadline_s=0.5)  # Retry-After 1 s would pass it
+            client.classify(photos["coffee"].jpeg, deadline_s=0.5)  # Retry-After 1 s would pass it
         assert refused.value.retry_after_s == 1.0
         assert [h.finish() for h in holders] == [200] * 2
     finally:

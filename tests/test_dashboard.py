@@ -33,9 +33,18 @@ from support import CLASSIFY, MODEL, REPO_ROOT, Photo, ServerProcess, wait_for
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--no-proxy-server",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--remote-debugging-port=0", "--remote-allow-origins=*", "--window-size=1400,1000",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-proxy-server",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+    "--remote-allow-origins=*",
+    "--window-size=1400,1000",
 )
 DEADLINE_S = 45.0
 MIN_POINTS = 5  # polls drawn before the charts count as "holding data"
@@ -71,7 +80,8 @@ class Browser:
         self.requested: list[str] = []  # every URL the page asked for
         self.process = subprocess.Popen(
             [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             self._attach(profile)
@@ -248,8 +258,17 @@ def test_dashboard_charts_the_live_service(
     assert stacked[0] == pytest.approx(sum(stage_p95))
     assert stacked[-2] == pytest.approx(stage_p95[0])
     assert stacked[-1] == pytest.approx(shot["stages"]["total"]["p95"])
-    for name in ("total", "throughput", "errors", "queues", "batch-mean", "busy", "cpu", "loop-lag",
-                 *(f"stage-{s}" for s in STAGE_NAMES)):
+    for name in (
+        "total",
+        "throughput",
+        "errors",
+        "queues",
+        "batch-mean",
+        "busy",
+        "cpu",
+        "loop-lag",
+        *(f"stage-{s}" for s in STAGE_NAMES),
+    ):
         assert charts[name]["points"] >= MIN_POINTS, name
     assert charts["throughput"]["latest"][0] > 0  # answered/s
     assert charts["batch-sizes"]["points"] == len(window["batches"]["size_counts"])
@@ -265,9 +284,7 @@ def test_dashboard_charts_the_live_service(
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
 
 
-def test_dashboard_without_telemetry_says_why(
-    spawn_server: Callable[..., ServerProcess], browser: Browser
-) -> None:
+def test_dashboard_without_telemetry_says_why(spawn_server: Callable[..., ServerProcess], browser: Browser) -> None:
     srv = spawn_server("--models", MODEL, env={"SERVOSCOPE_TELEMETRY": "false"})
     browser.call("Page.navigate", url=f"{srv.url}/dashboard")
     shot = browser.wait_for(lambda s: s["state"] == "unavailable", "the page to report /v1/stats unavailable")

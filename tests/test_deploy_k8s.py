@@ -22,10 +22,14 @@ from servoscope.settings import Settings, load_settings
 from support import REPO_ROOT
 
 KINDS = {
-    "deployment.yaml": "Deployment", "service.yaml": "Service", "poddisruptionbudget.yaml": "PodDisruptionBudget",
-    "hpa/hpa.yaml": "HorizontalPodAutoscaler", "hpa/prometheus-adapter.yaml": "ConfigMap",
+    "deployment.yaml": "Deployment",
+    "service.yaml": "Service",
+    "poddisruptionbudget.yaml": "PodDisruptionBudget",
+    "hpa/hpa.yaml": "HorizontalPodAutoscaler",
+    "hpa/prometheus-adapter.yaml": "ConfigMap",
     "podmonitor.yaml": "PodMonitor",
-    "prometheusrule.yaml": "PrometheusRule", "keda/scaledobject.yaml": "ScaledObject",
+    "prometheusrule.yaml": "PrometheusRule",
+    "keda/scaledobject.yaml": "ScaledObject",
 }
 PLAN = {
     "replicas": {"min": 3, "max": 20},
@@ -33,8 +37,11 @@ PLAN = {
     "memory_mib": 3072,
     "queue_wait_target_s": 0.08,
     "drain_delay_s": 15,
-    "settings": {"max_pending": 256, "models": ["efficientnet_lite0"],
-                 "model_overrides": {"isolation": "process", "max_batch_size": 8}},
+    "settings": {
+        "max_pending": 256,
+        "models": ["efficientnet_lite0"],
+        "model_overrides": {"isolation": "process", "max_batch_size": 8},
+    },
 }
 
 
@@ -84,9 +91,20 @@ def test_every_file_written_with_the_defaults_validates(tmp_path: Path) -> None:
 
 def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "servoscope.toml"
-    config.write_text("shutdown_timeout_s = 20.0\nlog_level = \"warning\"\n")
-    out = deploy(tmp_path, "--plan", str(write_plan(tmp_path, PLAN)), "--config", str(config),
-                 "--name", "classify", "--namespace", "vision", "--image", "registry.example/servoscope:1")
+    config.write_text('shutdown_timeout_s = 20.0\nlog_level = "warning"\n')
+    out = deploy(
+        tmp_path,
+        "--plan",
+        str(write_plan(tmp_path, PLAN)),
+        "--config",
+        str(config),
+        "--name",
+        "classify",
+        "--namespace",
+        "vision",
+        "--image",
+        "registry.example/servoscope:1",
+    )
     assert directory_problems(out) == []
 
     pod = pod_spec(out)
@@ -177,8 +195,11 @@ def _adapter_typo(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("name", "change", "found"),
     [
-        ("deployment.yaml", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}),
-         "readinesProbe"),
+        (
+            "deployment.yaml",
+            lambda d: d["spec"]["template"]["spec"]["containers"][0].update(readinesProbe={}),
+            "readinesProbe",
+        ),
         ("hpa/hpa.yaml", lambda d: d["spec"]["behavior"]["scaleUp"].update(stabilizationWindowSeconds="0"), "behavior"),
         ("keda/scaledobject.yaml", lambda d: d["spec"]["triggers"][0].pop("metadata"), "metadata"),
         ("keda/scaledobject.yaml", lambda d: d["spec"].update(pollingIntervalSeconds=15), "pollingIntervalSeconds"),
@@ -199,7 +220,7 @@ def test_the_prometheus_rule_ships_deploy_rules_as_they_are(tmp_path: Path) -> N
     groups = load(deploy(tmp_path), "prometheusrule.yaml")["spec"]["groups"]
     shipped = yaml.safe_load((REPO_ROOT / "deploy" / "prometheus" / "rules.yml").read_text())["groups"]
     assert groups[: len(shipped)] == shipped
-    assert [g["name"] for g in groups[len(shipped):]] == ["servoscope-autoscaling"]
+    assert [g["name"] for g in groups[len(shipped) :]] == ["servoscope-autoscaling"]
 
 
 def instructions(text: str) -> list[tuple[str, str]]:

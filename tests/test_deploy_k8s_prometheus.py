@@ -92,25 +92,39 @@ def autoscaling_tests(out: Path) -> dict[str, Any]:
     return {
         "evaluation_interval": "15s",
         "tests": [
-            {   # pod a waits 0.1875 s a request (0.125 + 0.0625; almost 4 times the 0.05 s target), pod b is
+            {  # pod a waits 0.1875 s a request (0.125 + 0.0625; almost 4 times the 0.05 s target), pod b is
                 # idle: the fleet's mean is a's (b serves nothing), above twice the target; b reads 0, not NaN.
                 # (Rounded to 1/1024, which holds 0.1875 exactly: promtool compares floats exactly.)
                 "interval": "15s",
                 "input_series": [*traffic("a", 32, 0.125, 0.0625), *traffic("b", 0, 0, 0)],
-                "promql_expr_test": [{
-                    "expr": f"round({WAIT_RECORD}, 1 / 1024)", "eval_time": "5m",
-                    "exp_samples": [{"labels": f'{{namespace="{NAMESPACE}", pod="{p}"}}', "value": v}
-                                    for p, v in (("a", 0.1875), ("b", 0))],
-                }],
+                "promql_expr_test": [
+                    {
+                        "expr": f"round({WAIT_RECORD}, 1 / 1024)",
+                        "eval_time": "5m",
+                        "exp_samples": [
+                            {"labels": f'{{namespace="{NAMESPACE}", pod="{p}"}}', "value": v}
+                            for p, v in (("a", 0.1875), ("b", 0))
+                        ],
+                    }
+                ],
                 "alert_rule_test": [
                     {"alertname": alert["alert"], "eval_time": "5m"},  # pending: not yet for 10 minutes
-                    {"alertname": alert["alert"], "eval_time": "15m", "exp_alerts": [{
-                        "exp_labels": fired,
-                        "exp_annotations": {"summary": summary, "description": alert["annotations"]["description"]},
-                    }]},
+                    {
+                        "alertname": alert["alert"],
+                        "eval_time": "15m",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": fired,
+                                "exp_annotations": {
+                                    "summary": summary,
+                                    "description": alert["annotations"]["description"],
+                                },
+                            }
+                        ],
+                    },
                 ],
             },
-            {   # 0.08 s: above the target (the autoscaler's business), below twice it: no alert.
+            {  # 0.08 s: above the target (the autoscaler's business), below twice it: no alert.
                 "interval": "15s",
                 "input_series": traffic("a", 32, 0.05, 0.03),
                 "alert_rule_test": [{"alertname": alert["alert"], "eval_time": "15m"}],

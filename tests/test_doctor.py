@@ -105,8 +105,17 @@ def test_unknown_model_is_a_clear_error() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     pair = DRILLS / "batching-misconfig"
-    cmd = [sys.executable, "-m", "servoscope", "doctor", "--snapshot", str(pair / "degraded.json"),
-           "--baseline", str(pair / "baseline.json"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "servoscope",
+        "doctor",
+        "--snapshot",
+        str(pair / "degraded.json"),
+        "--baseline",
+        str(pair / "baseline.json"),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -241,6 +250,7 @@ def test_gpu_evidence_from_window_means_and_the_latest_reading() -> None:
 def test_a_heavy_baseline_tail_does_not_hide_a_shift_of_the_whole_distribution() -> None:
     """As seen in a short image-drift drill: a baseline whose P99 is twice its P95 widens the P95's
     error past the new P95 (×1.40), but the median moved ×2.8, far beyond its own error."""
+
     def window(p50: float, p95: float, p99: float) -> evidence.Evidence:
         e = evidence.load(DRILLS / "image-drift" / "baseline.json")
         return dataclasses.replace(e, stages={**e.stages, "total": evidence.Percentiles(532, p50, p95, p99)})

@@ -39,8 +39,13 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_several_models_idle_ones_and_models_coming_and_going_never_raise() -> None:
     """INT8 and FP16 variants served and idle; FP16 removed and another model added between the windows."""
-    out = cli("--snapshot", str(DATA / "several-models" / "degraded.json"),
-              "--baseline", str(DATA / "several-models" / "baseline.json"), "--json")
+    out = cli(
+        "--snapshot",
+        str(DATA / "several-models" / "degraded.json"),
+        "--baseline",
+        str(DATA / "several-models" / "baseline.json"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["model"] == "efficientnet_lite0" and doc["top"]["cause"] == "cpu-contention"
@@ -54,8 +59,14 @@ def test_several_models_idle_ones_and_models_coming_and_going_never_raise() -> N
     ("model", "missing_from"), [("resnet_int8", "baseline"), ("efficientnet_lite0_fp16", "current")]
 )
 def test_a_model_in_one_window_only_is_a_clear_error(model: str, missing_from: str) -> None:
-    out = cli("--snapshot", str(DATA / "several-models" / "degraded.json"),
-              "--baseline", str(DATA / "several-models" / "baseline.json"), "--model", model)
+    out = cli(
+        "--snapshot",
+        str(DATA / "several-models" / "degraded.json"),
+        "--baseline",
+        str(DATA / "several-models" / "baseline.json"),
+        "--model",
+        model,
+    )
     assert out.returncode == 2 and f"not in the {missing_from} snapshot" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -126,10 +137,15 @@ def test_a_bursty_neighbour_below_the_contention_rules_mark_is_named_by_the_coun
     assert d.explanation is not None and d.explanation.leading() == ("inference per batch", pytest.approx(1.0))
 
 
-@pytest.mark.parametrize(("scenario", "factor"), [
-    ("traffic-growth", "arrival rate"), ("image-drift", "image-size mix"), ("slow-inference", "inference per batch"),
-    ("preprocess-starvation", "configuration"),
-])
+@pytest.mark.parametrize(
+    ("scenario", "factor"),
+    [
+        ("traffic-growth", "arrival rate"),
+        ("image-drift", "image-size mix"),
+        ("slow-inference", "inference per batch"),
+        ("preprocess-starvation", "configuration"),
+    ],
+)
 def test_the_counterfactual_leads_with_the_factor_that_changed(scenario: str, factor: str) -> None:
     explained = counterfactual.explain(*pair(scenario, DRILLS))
     leading = explained.leading()
@@ -165,8 +181,16 @@ def test_verify_sets_the_predicted_effect_against_the_measured_one() -> None:
 
 def test_verify_on_the_command_line() -> None:
     folder = DATA / "capacity-change"
-    out = cli("--verify", "--baseline", str(folder / "baseline.json"), "--before", str(folder / "degraded.json"),
-              "--after", str(folder / "baseline.json"), "--json")
+    out = cli(
+        "--verify",
+        "--baseline",
+        str(folder / "baseline.json"),
+        "--before",
+        str(folder / "degraded.json"),
+        "--after",
+        str(folder / "baseline.json"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     checked = json.loads(out.stdout)["verify"]
     assert checked["fix"].startswith("revert: instances 1 → 2") and checked["confirmed"] is True

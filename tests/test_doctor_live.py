@@ -62,9 +62,7 @@ def test_snapshot_names_what_is_wrong(spawn_server: Callable[..., ServerProcess]
     assert not out.exists()
 
 
-def test_doctor_on_a_live_misconfigured_service(
-    spawn_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
+def test_doctor_on_a_live_misconfigured_service(spawn_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
     cache = tmp_path / "images"
     baseline = tmp_path / "baseline.json"
     healthy = spawn_server("--models", MODEL, "--admission", "static")

@@ -33,16 +33,26 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]
 
     def start(targets: list[str]) -> Prometheus:
         config = tmp_path / "prometheus.yml"
-        config.write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [{"job_name": "servoscope", "static_configs": [{"targets": targets}]}],
-        }))
+        config.write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                    "scrape_configs": [{"job_name": "servoscope", "static_configs": [{"targets": targets}]}],
+                }
+            )
+        )
         port = free_port()
         log = tmp_path / "prometheus.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(PROMETHEUS), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                 f"--storage.tsdb.path={tmp_path / 'tsdb'}"], stdout=out, stderr=subprocess.STDOUT,
+                [
+                    str(PROMETHEUS),
+                    f"--config.file={config}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         prom = Prometheus(
             f"http://127.0.0.1:{port}", process, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0)
@@ -66,8 +76,24 @@ def prometheus_for(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]
 
 def load(server: ServerProcess, cache: Path, duration: str) -> None:
     port = server.url.rsplit(":", 1)[1]
-    done = servoscope("load", "--port", port, "--model", MODEL, "--cache-dir", str(cache), "--rate", RATE,
-                      "--duration", duration, "--arrivals", "constant", "--mix", "100%:320x240", "--quiet")
+    done = servoscope(
+        "load",
+        "--port",
+        port,
+        "--model",
+        MODEL,
+        "--cache-dir",
+        str(cache),
+        "--rate",
+        RATE,
+        "--duration",
+        duration,
+        "--arrivals",
+        "constant",
+        "--mix",
+        "100%:320x240",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr + server.log_tail()
 
 
@@ -103,8 +129,18 @@ def test_doctor_reads_evidence_through_promql(
     assert base.memory_total_bytes is None and base.batch_max_size is None
     assert base.instances >= 1 and base.cpu_count >= 1 and 0 < base.busy_ratio < 1
 
-    done = servoscope("doctor", "--prometheus", prom.url, "--at", f"{now_at:.3f}", "--baseline-at", f"{base_at:.3f}",
-                      "--range", RANGE, "--json")
+    done = servoscope(
+        "doctor",
+        "--prometheus",
+        prom.url,
+        "--at",
+        f"{now_at:.3f}",
+        "--baseline-at",
+        f"{base_at:.3f}",
+        "--range",
+        RANGE,
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["confirm"]["significant"] is True, doc["confirm"]

@@ -20,5 +20,13 @@ def test_the_baseline_sits_where_plus_15_percent_multiplies_the_window_p95() -> 
     ratios = [window_p95_ms(r, GROWTH * rate, 8.0, s) / window_p95_ms(r, rate, 8.0, s) for s in range(100, 110)]
     assert np.median(ratios) >= 1.5  # draws the placement did not see agree
     lower = placement.fraction - 0.1
-    assert np.median([window_p95_ms(r, GROWTH * lower * placement.saturation_per_s, 8.0, s)
-                      / window_p95_ms(r, lower * placement.saturation_per_s, 8.0, s) for s in range(10)]) < 1.5
+    assert (
+        np.median(
+            [
+                window_p95_ms(r, GROWTH * lower * placement.saturation_per_s, 8.0, s)
+                / window_p95_ms(r, lower * placement.saturation_per_s, 8.0, s)
+                for s in range(10)
+            ]
+        )
+        < 1.5
+    )

@@ -159,9 +159,22 @@ def test_short_drill_shows_its_degradation(name: str, model_repository: Path, tm
     assert on_disk["change"]["injected"] == (name == "slow-inference")
     if name in DOCTOR_NAMES:
         doctor = subprocess.run(
-            [sys.executable, "-m", "servoscope", "doctor", "--json",
-             "--snapshot", str(tmp_path / "degraded.json"), "--baseline", str(tmp_path / "baseline.json")],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "servoscope",
+                "doctor",
+                "--json",
+                "--snapshot",
+                str(tmp_path / "degraded.json"),
+                "--baseline",
+                str(tmp_path / "baseline.json"),
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert doctor.returncode == 0, doctor.stderr
         assert json.loads(doctor.stdout)["top"]["cause"] == DOCTOR_NAMES[name], doctor.stdout

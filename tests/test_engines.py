@@ -54,12 +54,16 @@ def torch_server(torch_repository: Path, tmp_path_factory: pytest.TempPathFactor
     server.stop()
 
 
-def test_the_torch_engine_serves_chelsea_as_a_cat_through_the_real_server(torch_server: ServerProcess, photos: dict[str, Photo]) -> None:
+def test_the_torch_engine_serves_chelsea_as_a_cat_through_the_real_server(
+    torch_server: ServerProcess, photos: dict[str, Photo]
+) -> None:
     with httpx.Client(base_url=torch_server.url, timeout=30.0) as client:
         assert client.get("/v2/health/ready").status_code == 200
         assert client.get(f"/v2/models/{TORCH}").json()["platform"] == "pytorch_libtorch"
         for name in ("chelsea", "coffee"):
-            response = client.post(f"/v1/models/{TORCH}/classify", content=photos[name].jpeg, headers={"Content-Type": "image/jpeg"})
+            response = client.post(
+                f"/v1/models/{TORCH}/classify", content=photos[name].jpeg, headers={"Content-Type": "image/jpeg"}
+            )
             assert response.status_code == 200, response.text
             assert response.json()["predictions"][0]["label"] in photos[name].accepted
     assert "engine torch/cpu/fp32/channels_last" in torch_server.log.read_text()
@@ -89,11 +93,15 @@ class RecordingRuntime:
 
 def test_warm_up_runs_every_bucket_on_every_instance_and_teaches_the_cost_model(torch_repository: Path) -> None:
     entry = repository.find(torch_repository, TORCH)
-    entry = ModelEntry(entry.name, entry.version, entry.path, entry.config.model_copy(update={"engine": EngineConfig()}))
+    entry = ModelEntry(
+        entry.name, entry.version, entry.path, entry.config.model_copy(update={"engine": EngineConfig()})
+    )
     spies = [RecordingRuntime(OnnxModel(entry.model_file, "cpu", 1, "input", "logits")) for _ in range(2)]
     pool = PreprocessPool(1)
     try:
-        service = ModelService(entry, pool, [Instance(TORCH, i, spy) for i, spy in enumerate(spies)], DecodeLimits(), POLICY)
+        service = ModelService(
+            entry, pool, [Instance(TORCH, i, spy) for i, spy in enumerate(spies)], DecodeLimits(), POLICY
+        )
         warm_up(service)
     finally:
         pool.close()
@@ -134,7 +142,9 @@ def test_engine_config_errors_say_what_was_received(tmp_path: Path, engine: dict
         assert word in str(error.value)
 
 
-@pytest.mark.parametrize(("instances", "word"), [({"provider": "cuda"}, "engine.device"), ({"isolation": "process"}, "thread")])
+@pytest.mark.parametrize(
+    ("instances", "word"), [({"provider": "cuda"}, "engine.device"), ({"isolation": "process"}, "thread")]
+)
 def test_the_torch_engine_refuses_onnx_runtime_s_instance_settings(instances: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
         ModelConfig(name="m", instances=instances, engine=EngineConfig(name="torch"))

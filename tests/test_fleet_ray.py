@@ -92,9 +92,13 @@ def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
     settings = load_settings(
         None, model_repository=model_repository, models=(MODEL,), slo_p95_ms=float(TEST_SLO_P95_MS)
     )
-    plan = FleetPlan.model_validate({
-        "replicas": {"min": MIN_REPLICAS, "max": MAX_REPLICAS}, "cpu_cores": 0.5, "queue_wait_target_s": 0.005,
-    })
+    plan = FleetPlan.model_validate(
+        {
+            "replicas": {"min": MIN_REPLICAS, "max": MAX_REPLICAS},
+            "cpu_cores": 0.5,
+            "queue_wait_target_s": 0.005,
+        }
+    )
     options = FleetOptions(
         port=free_port(), num_cpus=2, signal_window_s=5.0, upscale_delay_s=1.0, downscale_delay_s=2.0
     )
@@ -106,8 +110,11 @@ def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
         yield started
     finally:
         started.stop()
-        wait_for(lambda: not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
-                 "every process the fleet started has exited", 30)
+        wait_for(
+            lambda: not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+            "every process the fleet started has exited",
+            30,
+        )
 
 
 def in_progress(fleet: RayFleet, address: str) -> int:
@@ -129,8 +136,11 @@ def test_two_replicas_answer_chelsea_with_a_cat_and_listen_on_loopback_only(
     assert labels <= photos["chelsea"].accepted
     assert len(fleet.members()) == MIN_REPLICAS
     ours = {p.pid for p in psutil.Process().children(recursive=True)} | {os.getpid()}
-    listening = [line for line in subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout.splitlines()
-                 if any(f"pid={pid}," in line for pid in ours)]
+    listening = [
+        line
+        for line in subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout.splitlines()
+        if any(f"pid={pid}," in line for pid in ours)
+    ]
     assert listening, "ss shows none of the fleet's listeners"
     # Every one, Ray Serve's inter-deployment gRPC server included (fleet/ray/replica.py rebinds it
     # from the [::]:0 that Ray Serve 2.60 hard-codes to the node's address).
@@ -161,8 +171,11 @@ def test_a_replica_killed_under_load_loses_no_request_and_the_fleet_recovers(
     assert {label for _, label in load.answers} <= photos["chelsea"].accepted
     backend = fleet.balancer.counters()
     assert backend["wredis"] >= 1, backend  # the cut-off requests were sent again, to the other replica
-    recovered = wait_for(lambda: (m := fleet.members()) and len(m) >= len(before) and victim not in m and m,
-                         "Ray replaces the killed replica", 90)
+    recovered = wait_for(
+        lambda: (m := fleet.members()) and len(m) >= len(before) and victim not in m and m,
+        "Ray replaces the killed replica",
+        90,
+    )
     assert victim.pid not in {m.pid for m in recovered}
     wait_for(lambda: sorted(m.address for m in fleet.members()) == fleet.balancer.served(), "the balancer follows", 20)
 

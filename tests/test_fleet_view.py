@@ -49,7 +49,9 @@ def test_the_merged_percentiles_are_the_pooled_requests_percentiles_not_an_avera
     for q in (0.5, 0.9, 0.95, 0.99):
         assert getattr(total, f"p{q * 100:g}") == pytest.approx(exact.get_quantile_value(q), rel=1e-9)
         assert getattr(total, f"p{q * 100:g}") == pytest.approx(np.quantile(pooled, q), rel=2 * RELATIVE_ACCURACY)
-    assert total.mean == pytest.approx(pooled.mean(), rel=1e-9) and total.max == pytest.approx(pooled.max(), rel=RELATIVE_ACCURACY)
+    assert total.mean == pytest.approx(pooled.mean(), rel=1e-9) and total.max == pytest.approx(
+        pooled.max(), rel=RELATIVE_ACCURACY
+    )
     averaged = np.mean([document.read(r.document()).models[MODEL].windows["1m"].stages["total"].p99 for r in replicas])
     assert abs(averaged - np.quantile(pooled, 0.99)) > 2 * RELATIVE_ACCURACY * np.quantile(pooled, 0.99)
     window = merged.models[MODEL].windows["1m"]
@@ -86,8 +88,9 @@ def test_a_bad_sketch_is_a_clear_error() -> None:
             sketchwire.decode(text)
 
 
-def simulate(seconds: float, seed: int, gray: int | None = None, gray_from_s: float = 0.0,
-             step_s: float = 5.0) -> tuple[GrayDetector, float | None]:
+def simulate(
+    seconds: float, seed: int, gray: int | None = None, gray_from_s: float = 0.0, step_s: float = 5.0
+) -> tuple[GrayDetector, float | None]:
     """A seeded simulation of 8 fake replicas' latencies fed to the detector every ``step_s``;
     from ``gray_from_s``, replica ``gray``'s requests take 1.3 × as long (+30% P95, no errors)."""
     rng = np.random.default_rng(seed)
@@ -150,7 +153,9 @@ def test_fleet_snapshot_over_loopback_names_the_gray_replica_and_the_doctor_says
     assert healthy is not None and healthy.kind == "the whole fleet"
 
 
-def test_the_doctor_says_the_whole_fleet_when_every_replica_slowed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_the_doctor_says_the_whole_fleet_when_every_replica_slowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     replicas = fleet(4)
     with serving(replicas) as urls:
         flags = [a for u in urls for a in ("--replica", u)]
@@ -188,8 +193,12 @@ def test_a_replica_with_a_broken_sketch_is_named_by_the_snapshot_not_a_traceback
 ) -> None:
     replicas = fleet(2, seconds=10)
     broken = replicas[1].document
-    replicas[1].document = lambda: {**broken(), "models": {  # type: ignore[method-assign]
-        MODEL: {**broken()["models"][MODEL], "lifetime_total": "not a sketch"}}}
+    replicas[1].document = lambda: {
+        **broken(),
+        "models": {  # type: ignore[method-assign]
+            MODEL: {**broken()["models"][MODEL], "lifetime_total": "not a sketch"}
+        },
+    }
     with serving(replicas) as urls:
         code = cli.main(["snapshot", "--replica", urls[0], "--replica", urls[1], "-o", str(tmp_path / "f.json")])
     assert code == 2 and "cannot be merged: not a serialized DDSketch" in capsys.readouterr().err

@@ -38,9 +38,18 @@ def _exif(orientation: int) -> bytes:
 
 # Every structure the decoder walks before decoding: scans, segments, chunks, frames and EXIF.
 SEEDS = [
-    _seed("JPEG"), _seed("PNG"), _seed("WEBP"), _seed("PNG", "P"), _seed("JPEG", "CMYK"), _seed("PNG", "LA"),
-    _seed("JPEG", progressive=True), _seed("JPEG", exif=_exif(6)), _seed("PNG", exif=_exif(3)),
-    _seed("PNG", save_all=True), _seed("WEBP", save_all=True), _seed("WEBP", exif=_exif(8)),
+    _seed("JPEG"),
+    _seed("PNG"),
+    _seed("WEBP"),
+    _seed("PNG", "P"),
+    _seed("JPEG", "CMYK"),
+    _seed("PNG", "LA"),
+    _seed("JPEG", progressive=True),
+    _seed("JPEG", exif=_exif(6)),
+    _seed("PNG", exif=_exif(3)),
+    _seed("PNG", save_all=True),
+    _seed("WEBP", save_all=True),
+    _seed("WEBP", exif=_exif(8)),
 ]
 
 

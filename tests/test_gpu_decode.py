@@ -100,7 +100,9 @@ def test_each_odd_image_falls_back_alone_and_is_counted_by_reason(chelsea: np.nd
 
 
 @pytest.mark.parametrize("name", ["coffee", "rocket"])  # clear top-1s (chelsea is a toss between three cats)
-def test_the_device_resize_and_crop_keep_the_cpu_path_s_top1(model_repository: Path, photos: dict[str, Photo], name: str) -> None:
+def test_the_device_resize_and_crop_keep_the_cpu_path_s_top1(
+    model_repository: Path, photos: dict[str, Photo], name: str
+) -> None:
     data = encode(photos[name].pixels, quality=95)
     device = GpuDecoder("m", FakeDeviceCrops(), SPEC, LIMITS).prepare(data)
     cpu = prepare(data, LIMITS, SPEC)

@@ -26,7 +26,19 @@ def load_run():
 
 def dry_run(model_repository: Path, out: Path, sections: str) -> dict[str, dict]:
     run = load_run()
-    status = run.main(["--device", "cpu", "--dry-run", "--out", str(out), "--repository", str(model_repository), "--sections", sections])
+    status = run.main(
+        [
+            "--device",
+            "cpu",
+            "--dry-run",
+            "--out",
+            str(out),
+            "--repository",
+            str(model_repository),
+            "--sections",
+            sections,
+        ]
+    )
     results = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert status == 0, {name: r.get("error") for name, r in results.items()}
     assert (out / "summary.md").is_file() and (out / "run.log").is_file()

@@ -105,9 +105,7 @@ def test_health_and_metadata(triton_client: Client) -> None:
 
 
 @pytest.mark.parametrize("name", CLEAR_TOP1)
-def test_infer_matches_http(
-    triton_client: Client, grpc_server: Grpc, photos: Photos, name: str
-) -> None:
+def test_infer_matches_http(triton_client: Client, grpc_server: Grpc, photos: Photos, name: str) -> None:
     data = photos[name].jpeg
     result = triton_client.infer(MODEL, [image_input([data])], parameters={"top_k": 3})
     assert result.as_numpy("labels").shape == (1, 3) and result.as_numpy("scores").dtype == np.float32

@@ -127,6 +127,7 @@ def test_corpus_file(hostile_client: httpx.Client, name: str) -> None:
 
 def test_unreadable_exif_is_served_and_counted(hostile_client: httpx.Client) -> None:
     """A photo with broken EXIF is served as stored, and the ignored metadata is counted by reason."""
+
     def ignored() -> float:
         text = hostile_client.get("/metrics").text
         return metric_sum(text, "servoscope_image_metadata_ignored_total", reason="exif_unreadable")

@@ -40,6 +40,7 @@ def requests_total(client: httpx.Client) -> float:
 
 def wait_for_count(client: httpx.Client, expected: float) -> float:
     """The counter once it reaches ``expected`` (it is recorded just after each response is sent)."""
+
     def reached() -> float | None:
         value = requests_total(client)
         return value if value >= expected else None
@@ -69,8 +70,21 @@ def test_open_loop_against_the_service_agrees_with_its_counters(
 ) -> None:
     before = requests_total(client)
     result = load(
-        server, cache_dir, tmp_path / "open.json", "--rate", "15", "--step", "20%@1.5s", "--duration", "3s",
-        "--mix", "80%:320x240,20%:160x120", "--png-share", "0.25", "--plot", str(tmp_path / "open.png"),
+        server,
+        cache_dir,
+        tmp_path / "open.json",
+        "--rate",
+        "15",
+        "--step",
+        "20%@1.5s",
+        "--duration",
+        "3s",
+        "--mix",
+        "80%:320x240,20%:160x120",
+        "--png-share",
+        "0.25",
+        "--plot",
+        str(tmp_path / "open.png"),
     )
     check_counts(result, before, client)
     assert result["counts"]["scheduled"] == result["counts"]["sent"]
@@ -220,8 +234,15 @@ def test_a_server_stall_shows_in_every_request_scheduled_during_it(tmp_path: Pat
             endpoint = Endpoint("127.0.0.1", server.sockets[0].getsockname()[1])
             mix = Mix((MixImage(b"x" * 100, "image/jpeg", "x"),), (1.0,), "one test body")
             plan = LoadPlan(
-                endpoint, Target("raw", path="/"), mix, "open", profiles.constant(rate, duration_s),
-                "constant", duration_s=duration_s, timeout_s=10, connections=8,
+                endpoint,
+                Target("raw", path="/"),
+                mix,
+                "open",
+                profiles.constant(rate, duration_s),
+                "constant",
+                duration_s=duration_s,
+                timeout_s=10,
+                connections=8,
             )
             outcome = await execute(plan)
             await asyncio.wait(app.handlers, timeout=5)
@@ -240,4 +261,3 @@ def test_a_server_stall_shows_in_every_request_scheduled_during_it(tmp_path: Pat
     assert earliest.latency_s >= 0.9 * stall_s
     assert result["latency_ms"]["p99"] >= 0.9 * 1000 * stall_s  # the reported P99 includes them
     assert result["latency_ms"]["max"] >= 1000 * earliest.latency_s * 0.999
-

@@ -128,9 +128,7 @@ class TinyServer:
                 reply = str(len(body)).encode()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nServer-Timing: inference;dur=1.500, "
-                    b"total;dur=2.000\r\n"
-                    + f"Content-Length: {len(reply)}\r\n\r\n".encode()
-                    + reply
+                    b"total;dur=2.000\r\n" + f"Content-Length: {len(reply)}\r\n\r\n".encode() + reply
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

@@ -86,7 +86,11 @@ def test_both_models_served_side_by_side(two_model_server: ServerProcess, photos
 def test_model_list_command(two_models: tuple[Path, dict]) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "servoscope", "model", "list", "--repository", str(two_models[0])],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     names = [line.split("\t")[0] for line in out.splitlines()]
     assert names == [MODEL, INT8]

@@ -171,9 +171,7 @@ def test_every_batch_is_what_dispatch_size_says(policy: BatchingConfig) -> None:
     rng = np.random.default_rng(9)
     pre = rng.exponential(0.004, 500)
     infer = {b: rng.gamma(8, (0.002 + 0.0015 * b) / 8, 200) for b in range(1, policy.max_batch_size + 1)}
-    st = ServiceTimes(
-        ("any",), (pre,), (np.zeros(0), *(infer.values())), service.by_size({}, policy.max_batch_size)
-    )
+    st = ServiceTimes(("any",), (pre,), (np.zeros(0), *(infer.values())), service.by_size({}, policy.max_batch_size))
     config = sim.SimConfig(preprocess_workers=3, instances=2, batching=policy)
     result = run(arrivals.poisson(300.0, 20, seed=2), st, config)
     queued_at = result.arrival + result.preprocess_wait + result.preprocess  # when each entered the batcher

@@ -158,8 +158,11 @@ sys.stdin.read()  # until the test kills us
 
 def test_a_child_exits_when_its_parent_dies(entry: ModelEntry) -> None:
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(entry.model_file)], cwd=REPO_ROOT,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", PARENT, str(entry.model_file)],
+        cwd=REPO_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert parent.stdout is not None

@@ -103,8 +103,11 @@ def start_prometheus(
         port = free_port()
         log = workdir / f"prometheus-{port}.log"
         command = [
-            str(PROMETHEUS), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={workdir / f'tsdb-{port}'}", "--storage.tsdb.retention.time=1h",
+            str(PROMETHEUS),
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={workdir / f'tsdb-{port}'}",
+            "--storage.tsdb.retention.time=1h",
         ]
         with log.open("wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -228,9 +231,7 @@ def test_deploy_config_and_rules_pass_promtool() -> None:
         assert "SUCCESS" in output and "FAILED" not in output, output
 
 
-def test_prometheus_agrees_with_stats(
-    stack: tuple[ServerProcess, Prometheus], photos: dict[str, Photo]
-) -> None:
+def test_prometheus_agrees_with_stats(stack: tuple[ServerProcess, Prometheus], photos: dict[str, Photo]) -> None:
     server, prom = stack
     bodies = [photo.jpeg for photo in photos.values()]
     with httpx.Client(base_url=server.url, timeout=30.0) as client:
@@ -238,7 +239,8 @@ def test_prometheus_agrees_with_stats(
         assert client.post(CLASSIFY, content=bodies[0], headers={"Content-Type": "image/jpeg"}).status_code == 200
         wait_for(
             lambda: prom.query(f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total"}}'),
-            "Prometheus scraped the model's stage histograms", DEADLINE_S,
+            "Prometheus scraped the model's stage histograms",
+            DEADLINE_S,
         )
         served = drive_load(server.url, bodies)
         assert served >= 40, f"only {served} requests served under load:\n{server.log_tail()}"
@@ -248,9 +250,13 @@ def test_prometheus_agrees_with_stats(
 
         expected = stats_total()
         wait_for(
-            lambda: [r for r in prom.query(f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total"}}')
-                     if float(r["value"][1]) >= expected],
-            "Prometheus scraped the last request", DEADLINE_S,
+            lambda: [
+                r
+                for r in prom.query(f'servoscope_stage_duration_seconds_count{{model="{MODEL}", stage="total"}}')
+                if float(r["value"][1]) >= expected
+            ],
+            "Prometheus scraped the last request",
+            DEADLINE_S,
         )
 
         def p95_per_stage() -> dict[str, float] | None:

@@ -83,7 +83,10 @@ def _tiny_model(folder: Path, weight: np.ndarray, group: int) -> Path:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", group=group)
     graph = helper.make_graph(
-        [conv], "tiny", [x], [y],
+        [conv],
+        "tiny",
+        [x],
+        [y],
         [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros(weight.shape[0], np.float32), "b")],
     )
     folder.mkdir(parents=True, exist_ok=True)

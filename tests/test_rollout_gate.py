@@ -62,9 +62,7 @@ SMALL = GateConfig(
 
 @pytest.mark.parametrize("alpha", [0.05, 0.2])
 def test_false_fails_stay_below_alpha_looking_after_every_request(alpha: float) -> None:
-    config = GateConfig(
-        canary_share=0.2, alpha=alpha, min_canary_requests=1000, refresh_every=64, baseline_window=1024
-    )
+    config = GateConfig(canary_share=0.2, alpha=alpha, min_canary_requests=1000, refresh_every=64, baseline_window=1024)
     replays = 200
     fails = sum(
         replay(t.canary, t.rows[:, 0], t.failed, config).fail_at is not None
@@ -136,8 +134,13 @@ def mirrored(gate: Gate, n: int, disagreement: float, seed: int) -> list[Verdict
 
 def with_budget(budget: float) -> Gate:
     config = GateConfig(
-        canary_share=0.2, min_canary_requests=10, min_baseline_requests=10, max_disagreement=budget,
-        min_mirrored_requests=200, refresh_every=8, baseline_window=64,
+        canary_share=0.2,
+        min_canary_requests=10,
+        min_baseline_requests=10,
+        max_disagreement=budget,
+        min_mirrored_requests=200,
+        refresh_every=8,
+        baseline_window=64,
     )
     gate = Gate(config)
     stream(gate, traffic(6, 200, 0.2, error_rate=0.0))

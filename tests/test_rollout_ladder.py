@@ -77,7 +77,8 @@ def test_promote_and_abort_are_logged_and_end_the_rollout(tmp_path: Path) -> Non
     assert other.share == 0.0
     lines = read(tmp_path / "audit.jsonl") + read(tmp_path / "b" / "audit.jsonl")
     assert [(line["event"], line.get("by")) for line in lines if line["event"] in ("promoted", "aborted")] == [
-        ("promoted", "alice"), ("aborted", "bob")
+        ("promoted", "alice"),
+        ("aborted", "bob"),
     ]
 
 

@@ -68,8 +68,12 @@ def status(client: httpx.Client) -> dict[str, Any]:
 
 
 def send(
-    client: httpx.Client, images: list[bytes], count: int, workers: int = 4,
-    headers: dict[str, str] | None = None, until: Callable[[], bool] = lambda: False,
+    client: httpx.Client,
+    images: list[bytes],
+    count: int,
+    workers: int = 4,
+    headers: dict[str, str] | None = None,
+    until: Callable[[], bool] = lambda: False,
 ) -> list[httpx.Response]:
     """Up to ``count`` classify requests from ``workers`` threads, stopping early once ``until()``."""
     tickets = itertools.count()
@@ -191,8 +195,14 @@ def test_a_slowed_variant_is_rolled_back_with_no_request_dropped(
 def test_mirrored_requests_are_shed_first_and_change_no_answer(
     admin: httpx.Client, photos: dict[str, Photo], tmp_path: Path
 ) -> None:
-    start(admin, tmp_path / "audit.jsonl", canary={"version": "1", "inference_delay_ms": 250}, steps_percent=[1, 100],
-          mirror_share=1.0, gate=NEVER_DONE)
+    start(
+        admin,
+        tmp_path / "audit.jsonl",
+        canary={"version": "1", "inference_delay_ms": 250},
+        steps_percent=[1, 100],
+        mirror_share=1.0,
+        gate=NEVER_DONE,
+    )
     responses = send(admin, [photos["coffee"].jpeg], 60, workers=6)
     baseline = [r for r in responses if r.headers["x-variant"] == "baseline"]
     assert all(r.status_code == 200 for r in responses) and len(baseline) >= 50
@@ -208,8 +218,12 @@ def test_the_int8_variant_needs_sign_off_and_is_judged_on_disagreement(
     admin: httpx.Client, images: list[bytes], tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    body = {"canary": {"model": INT8}, "steps_percent": [50, 100], "mirror_share": 1.0,
-            "gate": {**SURE, "max_disagreement": 0.25, "min_mirrored_requests": 30}}
+    body = {
+        "canary": {"model": INT8},
+        "steps_percent": [50, 100],
+        "mirror_share": 1.0,
+        "gate": {**SURE, "max_disagreement": 0.25, "min_mirrored_requests": 30},
+    }
     refused = admin.post(ROLLOUT, json={"audit_log": str(audit), **body})
     assert refused.status_code == 400 and "sign-off" in refused.json()["error"]
     start(admin, audit, signoff="vision-models team, ticket ML-1234", **body)

@@ -68,9 +68,7 @@ async def drain_scenario(srv: ServerProcess, uploads: list[tuple[Photo, bytes]])
     return responses, readiness
 
 
-def test_sigterm_drains_open_requests(
-    spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]
-) -> None:
+def test_sigterm_drains_open_requests(spawn_server: Callable[..., ServerProcess], photos: dict[str, Photo]) -> None:
     srv = spawn_server("--models", MODEL)
     names = ["chelsea", "coffee", "rocket", "camera"][:OPEN]
     uploads = [(photos[name], photos[name].encode("PNG", scale=3)) for name in names]

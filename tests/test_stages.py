@@ -19,7 +19,14 @@ def full_timing() -> Timing:
 
 def test_stage_names_are_the_shared_words() -> None:
     assert STAGE_NAMES == (
-        "ingest", "preprocess_wait", "preprocess", "batch_wait", "inference", "postprocess", "respond", "total"
+        "ingest",
+        "preprocess_wait",
+        "preprocess",
+        "batch_wait",
+        "inference",
+        "postprocess",
+        "respond",
+        "total",
     )
     assert str(Stage.BATCH_WAIT) == "batch_wait"
 

@@ -50,8 +50,15 @@ def written() -> document.StatsDocument:
         timing.end(stage, clock.now() + i * 0.01)
     telemetry.record(timing)
     clock.advance(1.0)
-    model = ModelGauges(pending=0, pending_limit=64, concurrency_limit=64, batch_queue=0, batch_queue_limit=64,
-                        batches_in_flight=0, instances=1)
+    model = ModelGauges(
+        pending=0,
+        pending_limit=64,
+        concurrency_limit=64,
+        batch_queue=0,
+        batch_queue_limit=64,
+        batches_in_flight=0,
+        instances=1,
+    )
     gauges = Gauges(preprocess_queue=0, preprocess_busy=0, preprocess_workers=2, models={MODEL: model})
     return stats(telemetry, gauges, Readings())
 
@@ -126,6 +133,7 @@ def test_a_version_1_gpu_reading_is_renamed_in_ratios() -> None:
     [device] = migrated["gpu"]["devices"]
     assert device == {"index": 0, "utilization_ratio": 0.87, "memory_utilization_ratio": 0.41}
 
+
 def test_a_version_2_document_reads_with_its_deployment_unknown() -> None:
     wire = written().to_json()
     v2 = {k: v for k, v in wire.items() if k != "deployment"} | {"schema_version": 2}
@@ -143,12 +151,18 @@ def test_a_snapshot_with_means_keeps_them() -> None:
     assert doc.windows_ago_s["before"] == 60
 
 
-@pytest.mark.parametrize(("path", "named"), [
-    (("models", MODEL, "windows", "1m", "throughput", "ok_per_s"), f"models.{MODEL}.windows.1m.throughput.ok_per_s"),
-    (("system", "cpu_count"), "system.cpu_count"),
-    (("preprocess", "workers"), "preprocess.workers"),
-    (("models", MODEL, "instances"), "models.efficientnet_lite0.instances"),
-])
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        (
+            ("models", MODEL, "windows", "1m", "throughput", "ok_per_s"),
+            f"models.{MODEL}.windows.1m.throughput.ok_per_s",
+        ),
+        (("system", "cpu_count"), "system.cpu_count"),
+        (("preprocess", "workers"), "preprocess.workers"),
+        (("models", MODEL, "instances"), "models.efficientnet_lite0.instances"),
+    ],
+)
 def test_a_missing_field_is_an_error_that_names_it(path: tuple[str, ...], named: str) -> None:
     raw = saved()
     parent = raw

@@ -80,8 +80,8 @@ def test_open_tcp_connections_are_counted_by_status() -> None:
         socket.create_connection(listener.getsockname()) as client,
         listener.accept()[0] as served,
     ):
-            assert client.fileno() >= 0 and served.fileno() >= 0
-            counts = SystemCollector().sample().process_tcp_connections
+        assert client.fileno() >= 0 and served.fileno() >= 0
+        counts = SystemCollector().sample().process_tcp_connections
     assert counts is not None
     assert counts.get("LISTEN", 0) >= 1
     assert counts.get("ESTABLISHED", 0) >= 2  # both ends belong to this process

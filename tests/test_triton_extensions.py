@@ -30,7 +30,9 @@ def test_model_config_in_tritons_shape(triton_client: triton.InferenceServerClie
     assert config["max_batch_size"] == detail["batching"]["max_batch_size"]
     assert config["input"] == [{"name": "image", "data_type": "TYPE_STRING", "format": "FORMAT_NONE", "dims": [1]}]
     assert {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]} == {
-        "labels": ("TYPE_STRING", [-1]), "scores": ("TYPE_FP32", [-1]), "indices": ("TYPE_INT64", [-1]),
+        "labels": ("TYPE_STRING", [-1]),
+        "scores": ("TYPE_FP32", [-1]),
+        "indices": ("TYPE_INT64", [-1]),
     }
     batching = config["dynamic_batching"]
     assert batching["max_queue_delay_microseconds"] == round(detail["batching"]["max_queue_delay_s"] * 1e6)

@@ -87,8 +87,20 @@ class Plan:
 
 def plan_for(device: str, dry_run: bool) -> Plan:
     if device == "cuda" and not dry_run:
-        return Plan("cuda", ("fp32", "fp16", "bf16"), (1, 8, 32, 64, 128), ("none", "cuda_graphs", "torch_compile"),
-                    (64,), 2.0, 1000, 64, 100_000, 45.0, 12, 256)
+        return Plan(
+            "cuda",
+            ("fp32", "fp16", "bf16"),
+            (1, 8, 32, 64, 128),
+            ("none", "cuda_graphs", "torch_compile"),
+            (64,),
+            2.0,
+            1000,
+            64,
+            100_000,
+            45.0,
+            12,
+            256,
+        )
     modes = ("none", "cuda_graphs") if device == "cuda" else ("none",)
     precisions = ("fp32", "fp16") if device == "cuda" else ("fp32", "bf16")
     return Plan(device, precisions, (1, 4), modes, (), 0.5, 40, 4, 64, 5.0, 3, 4)
@@ -162,8 +174,15 @@ def agreement_section(entry: ModelEntry, plan: Plan, per_photo: int) -> dict:
         out = run_batches(torch_model(entry, engine, (16,)), tensors)
         agreed = agreement(reference, out, names)
         agreed.pop("disagreements")
-        rows.append({"engine": engine.describe(), "bar": BARS[precision], "passes": agreed["top1_agreement"] >= BARS[precision],
-                     "max_abs_logit_difference": float(np.abs(out - reference).max()), **agreed})
+        rows.append(
+            {
+                "engine": engine.describe(),
+                "bar": BARS[precision],
+                "passes": agreed["top1_agreement"] >= BARS[precision],
+                "max_abs_logit_difference": float(np.abs(out - reference).max()),
+                **agreed,
+            }
+        )
         log.info("%s: top-1 agreement %.4f on %d inputs", engine.describe(), agreed["top1_agreement"], len(names))
     return {"reference": "onnxruntime/cpu/fp32", "inputs": len(names), "rows": rows}
 
@@ -174,8 +193,13 @@ def throughput_section(entry: ModelEntry, plan: Plan) -> dict:
     for mode in plan.compile_modes:
         buckets = plan.compile_buckets if mode == "torch_compile" else plan.buckets
         for bucket in buckets:
-            engine = EngineConfig(name="torch", device=plan.device, precision=precision, channels_last=True,
-                                  compile_by_batch={bucket: mode})
+            engine = EngineConfig(
+                name="torch",
+                device=plan.device,
+                precision=precision,
+                channels_last=True,
+                compile_by_batch={bucket: mode},
+            )
             model = torch_model(entry, engine, (bucket,))
             batch = np.random.default_rng(bucket).standard_normal((bucket, 3, 224, 224)).astype(np.float32)
             built = time.perf_counter()
@@ -186,8 +210,16 @@ def throughput_section(entry: ModelEntry, plan: Plan) -> dict:
                 model.run(batch)
                 runs += 1
             elapsed = time.perf_counter() - started
-            rows.append({"compile": mode, "batch": bucket, "precision": precision, "build_s": round(build_s, 2),
-                         "images_per_s": runs * bucket / elapsed, "ms_per_batch": 1000 * elapsed / runs})
+            rows.append(
+                {
+                    "compile": mode,
+                    "batch": bucket,
+                    "precision": precision,
+                    "build_s": round(build_s, 2),
+                    "images_per_s": runs * bucket / elapsed,
+                    "ms_per_batch": 1000 * elapsed / runs,
+                }
+            )
             log.info("%s batch %d: %.0f img/s", mode, bucket, rows[-1]["images_per_s"])
     limit = max(row["images_per_s"] for row in rows)
     for row in rows:
@@ -196,7 +228,12 @@ def throughput_section(entry: ModelEntry, plan: Plan) -> dict:
 
 
 def torch_repository(
-    entry: ModelEntry, root: Path, plan: Plan, decode: str = "cpu", max_batch: int | None = None, delay_s: float | None = None
+    entry: ModelEntry,
+    root: Path,
+    plan: Plan,
+    decode: str = "cpu",
+    max_batch: int | None = None,
+    delay_s: float | None = None,
 ) -> Path:
     """A repository holding the model on the torch engine as the service would run it on ``plan.device``."""
     target = root / MODEL / "1"
@@ -205,12 +242,20 @@ def torch_repository(
     cuda = plan.device == "cuda"
     biggest = max_batch or (64 if cuda else 4)
     delay_s = (0.002 if cuda else 0.0) if delay_s is None else delay_s
-    raw["batching"].update(max_batch_size=biggest, max_queue_delay_s=delay_s,
-                           preferred_batch_sizes=tuple(b for b in plan.buckets if b < biggest))
+    raw["batching"].update(
+        max_batch_size=biggest,
+        max_queue_delay_s=delay_s,
+        preferred_batch_sizes=tuple(b for b in plan.buckets if b < biggest),
+    )
     raw["instances"].update(count=1 if cuda else 0)
     raw["input"]["decode"] = decode
-    raw["engine"] = {"name": "torch", "device": plan.device, "precision": "fp16" if cuda else "fp32",
-                     "channels_last": True, "compile": "cuda_graphs" if cuda else "none"}
+    raw["engine"] = {
+        "name": "torch",
+        "device": plan.device,
+        "precision": "fp16" if cuda else "fp32",
+        "channels_last": True,
+        "compile": "cuda_graphs" if cuda else "none",
+    }
     save_config(ModelConfig.model_validate(raw), target / CONFIG_FILE)
     return root
 
@@ -232,7 +277,9 @@ def first_requests_section(entry: ModelEntry, plan: Plan, workdir: Path) -> dict
     from servoscope.stages import Timing
 
     repo = torch_repository(entry, workdir / "first", plan)
-    pipeline = build_pipeline([repository.find(repo, MODEL)], 0, DecodeLimits(), AdmissionPolicy("static", 100_000, 60.0))
+    pipeline = build_pipeline(
+        [repository.find(repo, MODEL)], 0, DecodeLimits(), AdmissionPolicy("static", 100_000, 60.0)
+    )
     service = pipeline.get(MODEL)
     images = small_jpegs(16)
     latencies: list[float] = []
@@ -256,9 +303,18 @@ def first_requests_section(entry: ModelEntry, plan: Plan, workdir: Path) -> dict
     warmed = getattr(service.batcher.instances[0].runtime, "warmed", [])
     asyncio.run(drive())
     p50, top = percentile(latencies, 50), max(latencies)
-    return {"requests": len(latencies), "concurrency": plan.concurrency, "warmed_buckets": sorted(warmed),
-            "first_ms": 1000 * latencies[0], "p50_ms": 1000 * p50, "p99_ms": 1000 * percentile(latencies, 99),
-            "max_ms": 1000 * top, "max_over_p50": top / p50, "target_max_over_p50": 3.0, "passes": top <= 3 * p50}
+    return {
+        "requests": len(latencies),
+        "concurrency": plan.concurrency,
+        "warmed_buckets": sorted(warmed),
+        "first_ms": 1000 * latencies[0],
+        "p50_ms": 1000 * p50,
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "max_ms": 1000 * top,
+        "max_over_p50": top / p50,
+        "target_max_over_p50": 3.0,
+        "passes": top <= 3 * p50,
+    }
 
 
 def _decoder(plan: Plan) -> tuple[Any, str]:
@@ -290,7 +346,9 @@ def phone_photos(count: int) -> list[bytes]:
     rng = np.random.default_rng(21)
     out = []
     for data in images[:count]:
-        big = np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC), np.int16)
+        big = np.asarray(
+            Image.open(io.BytesIO(data)).convert("RGB").resize((4032, 3024), Image.Resampling.BICUBIC), np.int16
+        )
         noisy = np.clip(big + rng.integers(-3, 4, big.shape), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(noisy).save(buffer, "JPEG", quality=90)
@@ -313,15 +371,20 @@ def decode_section(entry: ModelEntry, plan: Plan) -> dict:
     for name, images in sets.items():
         device = decoder.prepare_batch(images)
         cpu = [prepare(data, DecodeLimits(), spec) for data in images]
-        difference = np.abs(np.stack([d.image for d in device]).astype(np.int16) - np.stack([c.image for c in cpu]).astype(np.int16))
+        difference = np.abs(
+            np.stack([d.image for d in device]).astype(np.int16) - np.stack([c.image for c in cpu]).astype(np.int16)
+        )
         top1 = [model.run(np.stack([d.tensor, c.tensor])).argmax(axis=1) for d, c in zip(device, cpu)]
         batch = images * max(1, 32 // len(images))
         gpu_rate = _rate(lambda batch=batch: decoder.prepare_batch(batch), len(batch), plan)
         cpu_rate = _rate(lambda batch=batch: [prepare(d, DecodeLimits(), spec) for d in batch], len(batch), plan)
         result["sets"][name] = {
-            "images": len(images), "mean_abs_difference": float(difference.mean()), "max_abs_difference": int(difference.max()),
+            "images": len(images),
+            "mean_abs_difference": float(difference.mean()),
+            "max_abs_difference": int(difference.max()),
             "top1_same": float(np.mean([a == b for a, b in top1])),
-            "device_images_per_s_one_thread": gpu_rate, "cpu_images_per_s_one_core": cpu_rate,
+            "device_images_per_s_one_thread": gpu_rate,
+            "cpu_images_per_s_one_core": cpu_rate,
             "device_over_cpu_per_core": gpu_rate / cpu_rate,
         }
     result["memory"] = _flatness(decoder, sets["small"], plan, psutil.Process())
@@ -353,9 +416,12 @@ def _flatness(decoder: Any, images: list[bytes], plan: Plan, process: Any) -> di
             gpu = torch.cuda.memory_reserved() if plan.device == "cuda" else 0
             samples.append({"decodes": done, "rss_bytes": process.memory_info().rss, "gpu_reserved_bytes": gpu})
     first, last = samples[min(1, len(samples) - 1)], samples[-1]
-    return {"decodes": done, "samples": samples,
-            "rss_growth_bytes": last["rss_bytes"] - first["rss_bytes"],
-            "gpu_growth_bytes": last["gpu_reserved_bytes"] - first["gpu_reserved_bytes"]}
+    return {
+        "decodes": done,
+        "samples": samples,
+        "rss_growth_bytes": last["rss_bytes"] - first["rss_bytes"],
+        "gpu_growth_bytes": last["gpu_reserved_bytes"] - first["gpu_reserved_bytes"],
+    }
 
 
 def free_port() -> int:
@@ -371,8 +437,20 @@ def serving(repo: Path, workdir: Path, name: str) -> Iterator[tuple[int, dict[st
 
     port = free_port()
     logfile = workdir / f"serve-{name}.log"
-    serve = [sys.executable, "-m", "servoscope", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--model-repository", str(repo), "--grpc-port", "0"]
+    serve = [
+        sys.executable,
+        "-m",
+        "servoscope",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-repository",
+        str(repo),
+        "--grpc-port",
+        "0",
+    ]
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the carried wheels
     env = {**os.environ, "PYTHONPATH": path, "SERVOSCOPE_SLO_P95_MS": "60000"}
     with logfile.open("wb") as sink:
@@ -397,11 +475,18 @@ def e2e_section(entry: ModelEntry, plan: Plan, workdir: Path) -> dict:
     for decode in ("cpu", "cuda") if plan.device == "cuda" else ("cpu",):
         repo = torch_repository(entry, workdir / f"e2e-{decode}", plan, decode=decode)
         with serving(repo, workdir, decode) as (port, env):
-            saturated = _load(workdir, env, port, f"{decode}-saturated", plan, "--concurrency", str(plan.e2e_concurrency))
+            saturated = _load(
+                workdir, env, port, f"{decode}-saturated", plan, "--concurrency", str(plan.e2e_concurrency)
+            )
             rate = 0.7 * saturated["throughput_per_s"]["answered"]
             at_70 = _load(workdir, env, port, f"{decode}-70pct", plan, "--rate", f"{rate:.1f}")
-        runs[decode] = {"saturated": saturated, "at_70_percent": at_70, "rate_70_percent": rate,
-                        "p95_ms_at_70_percent": at_70["latency_ms"]["p95"], "target_p95_ms": 15.0}
+        runs[decode] = {
+            "saturated": saturated,
+            "at_70_percent": at_70,
+            "rate_70_percent": rate,
+            "p95_ms_at_70_percent": at_70["latency_ms"]["p95"],
+            "target_p95_ms": 15.0,
+        }
     return {"runs": runs, "batching_curve": batching_curve(entry, plan, workdir)}
 
 
@@ -413,17 +498,45 @@ def batching_curve(entry: ModelEntry, plan: Plan, workdir: Path) -> list[dict]:
         repo = torch_repository(entry, workdir / f"curve-{max_batch}", plan, max_batch=max_batch, delay_s=delay_s)
         with serving(repo, workdir, f"curve-{max_batch}") as (port, env):
             result = _load(workdir, env, port, f"curve-{max_batch}", plan, "--concurrency", str(plan.e2e_concurrency))
-        curve.append({"max_batch_size": max_batch, "max_queue_delay_s": delay_s,
-                      "answered_per_s": result["throughput_per_s"]["answered"], "p95_ms": result["latency_ms"]["p95"]})
-        log.info("batching %d / %g s: %.0f req/s, P95 %.1f ms", max_batch, delay_s, curve[-1]["answered_per_s"], curve[-1]["p95_ms"])
+        curve.append(
+            {
+                "max_batch_size": max_batch,
+                "max_queue_delay_s": delay_s,
+                "answered_per_s": result["throughput_per_s"]["answered"],
+                "p95_ms": result["latency_ms"]["p95"],
+            }
+        )
+        log.info(
+            "batching %d / %g s: %.0f req/s, P95 %.1f ms",
+            max_batch,
+            delay_s,
+            curve[-1]["answered_per_s"],
+            curve[-1]["p95_ms"],
+        )
     return curve
 
 
 def _load(workdir: Path, env: dict[str, str], port: int, name: str, plan: Plan, *how: str) -> dict:
     """One ``servoscope load`` run of small JPEGs; its result without the per-request lists."""
     result = workdir / f"load-{name}.json"
-    load = [sys.executable, "-m", "servoscope", "load", "--port", str(port), *how, "--duration", f"{plan.e2e_s}s",
-            "--mix", "100%:320x240", "--cache-dir", str(workdir / "images"), "-o", str(result), "--quiet"]
+    load = [
+        sys.executable,
+        "-m",
+        "servoscope",
+        "load",
+        "--port",
+        str(port),
+        *how,
+        "--duration",
+        f"{plan.e2e_s}s",
+        "--mix",
+        "100%:320x240",
+        "--cache-dir",
+        str(workdir / "images"),
+        "-o",
+        str(result),
+        "--quiet",
+    ]
     subprocess.run(load, cwd=ROOT, env=env, check=True, timeout=plan.e2e_s + 120)
     return {k: v for k, v in json.loads(result.read_text()).items() if k not in ("latency_histogram", "timeline")}
 
@@ -463,8 +576,11 @@ class NvmlSampler:
         self.stop.set()
         self.thread.join(5)
         available = any(r.get("available") for r in self.readings)
-        return {"available": available, "reason": None if available else (self.readings or [{}])[-1].get("reason"),
-                "readings": self.readings}
+        return {
+            "available": available,
+            "reason": None if available else (self.readings or [{}])[-1].get("reason"),
+            "readings": self.readings,
+        }
 
 
 def summary(out: Path, results: dict[str, dict], plan: Plan) -> None:
@@ -473,17 +589,26 @@ def summary(out: Path, results: dict[str, dict], plan: Plan) -> None:
         status = "failed: " + result["error"] if "error" in result else "ok"
         lines.append(f"- **{name}** ({result.get('seconds', 0)} s): {status}")
     agreement_rows = results.get("agreement.json", {}).get("rows", [])
-    lines += [f"  - {r['engine']}: top-1 agreement {100 * r['top1_agreement']:.2f}% (bar {100 * r['bar']:g}%)" for r in agreement_rows]
+    lines += [
+        f"  - {r['engine']}: top-1 agreement {100 * r['top1_agreement']:.2f}% (bar {100 * r['bar']:g}%)"
+        for r in agreement_rows
+    ]
     first = results.get("first_requests.json", {})
     if "max_over_p50" in first:
-        lines.append(f"  - first {first['requests']} requests: max {first['max_ms']:.1f} ms = {first['max_over_p50']:.2f} × P50")
+        lines.append(
+            f"  - first {first['requests']} requests: max {first['max_ms']:.1f} ms = {first['max_over_p50']:.2f} × P50"
+        )
     for decode, run in results.get("e2e.json", {}).get("runs", {}).items():
         if "saturated" in run:
-            lines.append(f"  - e2e, {decode} decode: {run['saturated']['throughput_per_s']['answered']:.0f} req/s saturated, "
-                         f"P95 {run['p95_ms_at_70_percent']:.1f} ms at 70% (target ≤ 15 ms; ≥ 5,000 req/s)")
+            lines.append(
+                f"  - e2e, {decode} decode: {run['saturated']['throughput_per_s']['answered']:.0f} req/s saturated, "
+                f"P95 {run['p95_ms_at_70_percent']:.1f} ms at 70% (target ≤ 15 ms; ≥ 5,000 req/s)"
+            )
     for name, result in results.get("decode.json", {}).get("sets", {}).items():
-        lines.append(f"  - decode, {name}: {result['device_over_cpu_per_core']:.2f}× the CPU path per core, "
-                     f"mean |Δ| {result['mean_abs_difference']:.2f} grey levels, top-1 same {100 * result['top1_same']:.0f}%")
+        lines.append(
+            f"  - decode, {name}: {result['device_over_cpu_per_core']:.2f}× the CPU path per core, "
+            f"mean |Δ| {result['mean_abs_difference']:.2f} grey levels, top-1 same {100 * result['top1_same']:.0f}%"
+        )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -497,8 +622,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", default="agreement,throughput,first_requests,decode,e2e")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "run.log")])
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "run.log")],
+    )
     plan = plan_for(args.device, args.dry_run)
     repo = args.repository or (CARRY / "models" if (CARRY / "models").is_dir() else ROOT / "models")
     entry = reference_entry(repo)

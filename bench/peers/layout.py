@@ -69,7 +69,7 @@ def describe(server: str, layout: Layout) -> str:
     return {
         "servoscope": f"{n} instance(s) × {t} thread(s), {available_cores()} shared decode workers (as shipped)",
         "naive": f"one session at ONNX Runtime's default {t} thread(s) (one per physical core), batch 1, "
-                 "from a thread pool",
+        "from a thread pool",
         "triton": f"{n} bound callable(s): instance_group KIND_CPU count {n}, {t} thread(s) each",
         "ray": f"num_replicas={n}, each num_cpus={t} and a {t}-thread session",
         "litserve": f"workers_per_device={n} (accelerator cpu), each a {t}-thread session",

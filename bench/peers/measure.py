@@ -54,8 +54,6 @@ def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-
-
 async def first_answer(
     endpoint: Endpoint, request: EncodedRequest, process: subprocess.Popen[bytes], deadline_s: float
 ) -> Response:

@@ -94,10 +94,13 @@ PEERS: dict[str, Peer] = {
         "triton", "triton", HERE / "triton_server.py", triton_request, triton_top1, library_path=(LIBPYTHON_DIR,)
     ),
     "ray": Peer(
-        "ray", "ray", HERE / "ray_server.py", raw_jpeg("/classify"), predictions_top1,
+        "ray",
+        "ray",
+        HERE / "ray_server.py",
+        raw_jpeg("/classify"),
+        predictions_top1,
         # A local-only node on 127.0.0.1 (see ray_server.py); and no usage-stats reporting.
         {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"},
     ),
     "litserve": Peer("litserve", "litserve", HERE / "litserve_server.py", litserve_request, predictions_top1),
 }
-

@@ -93,7 +93,11 @@ def launched(argv: list[str], port: int, environment: dict[str, str], log_path: 
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*argv, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd, env={**os.environ, **environment}, stdout=log, stderr=log, start_new_session=True,
+            cwd=cwd,
+            env={**os.environ, **environment},
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         watch = TreeWatch(process.pid)
         watch.start()

@@ -82,10 +82,19 @@ START_DEADLINE_S = 300.0  # Ray and Triton take tens of seconds to start on 2 bu
 def model_spec(entry: ModelEntry, layout: Layout) -> ModelSpec:
     cfg = entry.config
     return ModelSpec(
-        name=entry.name, model_file=str(entry.model_file), labels_file=str(entry.path / cfg.output.labels),
-        input_name=cfg.input.name, output_name=cfg.output.name, kind=cfg.output.kind, size=cfg.input.size,
-        resize=cfg.input.resize, mean=cfg.input.mean, std=cfg.input.std,
-        instances=layout.instances, threads=layout.threads, census_dir="",
+        name=entry.name,
+        model_file=str(entry.model_file),
+        labels_file=str(entry.path / cfg.output.labels),
+        input_name=cfg.input.name,
+        output_name=cfg.output.name,
+        kind=cfg.output.kind,
+        size=cfg.input.size,
+        resize=cfg.input.resize,
+        mean=cfg.input.mean,
+        std=cfg.input.std,
+        instances=layout.instances,
+        threads=layout.threads,
+        census_dir="",
     )
 
 
@@ -212,7 +221,8 @@ def parse_args() -> argparse.Namespace:
         "--duration", type=float, help="closed-loop window, seconds (default 8, quick 3); open loops run twice as long"
     )
     parser.add_argument(
-        "--sets", default="medium,phone",
+        "--sets",
+        default="medium,phone",
         help=f"image sets, comma-separated, from {', '.join(SETS)} (default: the ~640×480 and the phone-photo set)",
     )
     peers = [name for name in PEERS if name != "servoscope"]
@@ -220,12 +230,15 @@ def parse_args() -> argparse.Namespace:
         "--only", default=",".join(peers), help=f"peers, comma-separated, from {peers} (servoscope always runs)"
     )
     parser.add_argument(
-        "--layout", default=AUTO,
+        "--layout",
+        default=AUTO,
         help="the peers' model instances x ONNX Runtime threads each: 1x2, 2x1, ... or auto, servoscope's own plan "
         f"for this machine (here {parse_layout(AUTO)}); servoscope runs as shipped, the naive server as it is",
     )
     parser.add_argument(
-        "--variant", choices=("fp32", "int8"), default="fp32",
+        "--variant",
+        choices=("fp32", "int8"),
+        default="fp32",
         help="the model servoscope serves: fp32, as the peers, or its INT8 variant (`servoscope model quantize`); "
         "the peers serve FP32 either way",
     )
@@ -286,8 +299,10 @@ def main() -> int:
         sets[name] = bench_set(job, args.only)
     report = {
         "machine": {
-            "cores": available_cores(), "python": platform.python_version(),
-            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "cores": available_cores(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
         },
         "windows_s": dataclasses.asdict(windows),
         "models": {"servoscope": servoscope_model, "peers": entry.name},

@@ -41,6 +41,7 @@ from triton_handshake import patch
 
 def infer_function(classifier: BatchClassifier) -> Callable[..., dict[str, np.ndarray]]:
     """PyTriton's batched callable: rows of JPEG bytes in, top-k labels and scores out."""
+
     @batch
     def infer(image: np.ndarray) -> dict[str, np.ndarray]:
         tops = classifier.classify([bytes(row[0]) for row in image])

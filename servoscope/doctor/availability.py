@@ -86,8 +86,11 @@ def finding(a: Availability, base: Evidence, now: Evidence) -> Finding:
             f"{base.answered_per_s - base.errors_per_s:.0f} → {now.answered_per_s - now.errors_per_s:.0f} req/s",
         ),
         (
-            Fix("find what the refusals protect: the queue or ingest limit they hit (by reason above), and add the "
+            Fix(
+                "find what the refusals protect: the queue or ingest limit they hit (by reason above), and add the "
                 "capacity behind it, or have clients back off (Retry-After)",
-                "refusals back toward the baseline's share", "infrastructure"),
+                "refusals back toward the baseline's share",
+                "infrastructure",
+            ),
         ),
     )

@@ -36,7 +36,8 @@ def add_parser(subparsers: Any) -> None:
         "--baseline", type=Path, help="baseline /v1/stats JSON (or a drill or `servoscope snapshot` file)"
     )
     baseline.add_argument(
-        "--baseline-window", metavar="WINDOW",
+        "--baseline-window",
+        metavar="WINDOW",
         help="baseline from the same document's window WINDOW, e.g. 'before' (the 4 minutes before the last one)",
     )
     prom = doctor.add_argument_group("with --prometheus")
@@ -49,7 +50,8 @@ def add_parser(subparsers: Any) -> None:
     )
     check = doctor.add_argument_group("--verify: measure the effect of a fix that was applied")
     check.add_argument(
-        "--verify", action="store_true",
+        "--verify",
+        action="store_true",
         help="diagnose --before against --baseline, then set the first fix's predicted P95 against --after",
     )
     check.add_argument("--before", type=Path, help="snapshot of the degraded window, before the fix")
@@ -97,10 +99,12 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         if args.baseline is None or args.before is None or args.after is None:
             raise ValueError("--verify needs --baseline, --before and --after (snapshot files)")
-        base, before = evidence.pair(json.loads(args.baseline.read_text()), json.loads(args.before.read_text()),
-                                     args.model, args.window)
-        after = evidence.pair(json.loads(args.before.read_text()), json.loads(args.after.read_text()),
-                              before.model, args.window)[1]
+        base, before = evidence.pair(
+            json.loads(args.baseline.read_text()), json.loads(args.before.read_text()), args.model, args.window
+        )
+        after = evidence.pair(
+            json.loads(args.before.read_text()), json.loads(args.after.read_text()), before.model, args.window
+        )[1]
     except (OSError, ValueError) as exc:
         print(f"servoscope doctor: {exc}", file=sys.stderr)
         return 2
@@ -111,6 +115,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"diagnosis: {report.one_line(diagnosis)}")
         print(checked.describe() if checked else "no prescribed fix carries a predicted effect: nothing to verify")
     return 0
+
 
 def _fleet_scope(args: argparse.Namespace, model: str, window: str) -> Any:  # a doctor.fleet.Scope or None
     """One replica or the whole fleet, for a fleet snapshot (``servoscope snapshot --replica``)."""

@@ -122,9 +122,12 @@ def moved(factor: str, base: Evidence, now: Evidence) -> bool:
         then, current = base.stages[stage].p50, now.stages[stage].p50
     n = (base.stages[stage].count, now.stages[stage].count)
     # the median of n samples: its rank is uncertain by √(0.25/n); about as much, relative, in value
-    return min(n) > 0 and current > 0 and then > 0 and abs(math.log(current / then)) >= 2 * math.sqrt(
-        0.25 / n[0] + 0.25 / n[1]
-    ) * 2
+    return (
+        min(n) > 0
+        and current > 0
+        and then > 0
+        and abs(math.log(current / then)) >= 2 * math.sqrt(0.25 / n[0] + 0.25 / n[1]) * 2
+    )
 
 
 def _batching(e: Evidence) -> BatchingConfig:
@@ -152,8 +155,9 @@ def simulated_p95_s(c: Conditions, seed: int = 0) -> float:
     post = (np.zeros(0), *(np.full(1, c.postprocess_s) for _ in sizes))
     service = ServiceTimes(("window",), (c.preprocess_s,), inference, post)
     times = arrivals.poisson(c.rate_per_s, REQUESTS / c.rate_per_s, seed)[:REQUESTS]
-    result = simulate(times, np.zeros(len(times), dtype=int), service, SimConfig(c.workers, c.instances, c.batching),
-                      seed=seed)
+    result = simulate(
+        times, np.zeros(len(times), dtype=int), service, SimConfig(c.workers, c.instances, c.batching), seed=seed
+    )
     keep = (result.arrival >= WARMUP_SHARE * float(times[-1])) & ~result.refused if len(times) else result.refused
     totals = result.total[keep]
     return float(np.percentile(totals, 95)) if len(totals) else 0.0

@@ -120,7 +120,10 @@ def from_document(doc: object, model: str | None = None, window: str | None = No
 
 
 def pair(
-    base_doc: object, now_doc: object, model: str | None = None, window: str | None = None,
+    base_doc: object,
+    now_doc: object,
+    model: str | None = None,
+    window: str | None = None,
     base_window: str | None = None,
 ) -> tuple[Evidence, Evidence]:
     """(baseline, current) evidence of one model: ``model``, else the busiest one both documents serve (a

@@ -11,8 +11,14 @@ DELIVERY = "delivery"  # attributed beside the stages: after respond, until the 
 Scope = Literal["infrastructure", "configuration", "model", "clients"]
 # What a fix changes, for the planner's model to predict its effect (servoscope.doctor.predict).
 Remedy = Literal[
-    "replica+1", "workers+1", "baseline-config", "baseline-inference", "baseline-machine", "baseline-mix",
-    "baseline-batching", "revert",
+    "replica+1",
+    "workers+1",
+    "baseline-config",
+    "baseline-inference",
+    "baseline-machine",
+    "baseline-mix",
+    "baseline-batching",
+    "revert",
 ]
 
 

@@ -54,10 +54,12 @@ def slow_uploads(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
             conf(0.5 + 0.3 * share),
             lines,
             (
-                Fix("find what blocks the event loop (a synchronous call, a CPU-bound handler) or starves the "
+                Fix(
+                    "find what blocks the event loop (a synchronous call, a CPU-bound handler) or starves the "
                     "process of CPU, and move it off the loop",
                     f"ingest P95 back toward {ms(base.stages['ingest'].p95)}",
-                    "infrastructure"),
+                    "infrastructure",
+                ),
             ),
         )
     return Finding(
@@ -66,10 +68,16 @@ def slow_uploads(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
         conf(0.6 + 0.3 * share),
         lines,
         (
-            Fix("put a buffering proxy in front (it receives slow uploads and hands over whole bodies), and keep "
+            Fix(
+                "put a buffering proxy in front (it receives slow uploads and hands over whole bodies), and keep "
                 "the body-rate rule (min_body_rate_bytes_s) so slow senders cannot hold ingest places",
-                f"ingest P95 back toward {ms(base.stages['ingest'].p95)} for everyone else", "infrastructure"),
-            Fix("have clients resize before upload (smaller bodies on slow links)",
-                "shorter uploads on the same links", "clients"),
+                f"ingest P95 back toward {ms(base.stages['ingest'].p95)} for everyone else",
+                "infrastructure",
+            ),
+            Fix(
+                "have clients resize before upload (smaller bodies on slow links)",
+                "shorter uploads on the same links",
+                "clients",
+            ),
         ),
     )

@@ -20,9 +20,18 @@ def write(d: Diagnosis, base: Evidence, now: Evidence, path: Path) -> tuple[Path
 
 def to_markdown(d: Diagnosis, base: Evidence, now: Evidence, plot_name: str | None = None) -> str:
     c, a = d.confirm, d.attribution
-    lines = [f"# servoscope doctor — {d.model}", "", f"**Top finding:** `{d.top.cause}` "
-             f"(confidence {d.top.confidence:.2f}) — {d.top.summary}", "", "## 1. Confirm", "", c.verdict, "",
-             "| total | baseline | now |", "|---|---:|---:|"]
+    lines = [
+        f"# servoscope doctor — {d.model}",
+        "",
+        f"**Top finding:** `{d.top.cause}` (confidence {d.top.confidence:.2f}) — {d.top.summary}",
+        "",
+        "## 1. Confirm",
+        "",
+        c.verdict,
+        "",
+        "| total | baseline | now |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {name} | {ms(b)} | {ms(n)} |" for name, (b, n) in (("P50", c.p50), ("P95", c.p95), ("P99", c.p99))]
     lines += [
         "",
@@ -43,8 +52,10 @@ def to_markdown(d: Diagnosis, base: Evidence, now: Evidence, plot_name: str | No
             f"| {stage} | {ms(base.stages[stage].p95)} | {ms(now.stages[stage].p95)} | {cells[0]} | {cells[1]} |"
         )
     mark = " **◀**" if a.carrier == DELIVERY else ""
-    lines.append(f"| {DELIVERY} (after total) | {ms(base.delivery.p95)} | {ms(now.delivery.p95)} | "
-                 f"{a.deltas_s[DELIVERY] * 1000:+.1f} ms | {a.shares[DELIVERY]:.0%}{mark} |")
+    lines.append(
+        f"| {DELIVERY} (after total) | {ms(base.delivery.p95)} | {ms(now.delivery.p95)} | "
+        f"{a.deltas_s[DELIVERY] * 1000:+.1f} ms | {a.shares[DELIVERY]:.0%}{mark} |"
+    )
     if plot_name:
         lines += ["", f"![per-stage P95, baseline vs now]({plot_name})"]
     lines += ["", "## 3. Explain", ""]

@@ -89,34 +89,70 @@ def counterfactual_finding(
     line = explained.describe()
     if factor == "configuration" or material(changes):
         told = "; ".join(c.describe() for c in material(changes)) or "the batching or capacity the windows show"
-        return Finding("config-change", f"a changed configuration reproduces the regression: {told}",
-                       conf(0.5 + 0.3 * share), (line,), (Fix("revert the change", "P95 back toward the baseline's",
-                                                              "configuration", "baseline-config"),))
+        return Finding(
+            "config-change",
+            f"a changed configuration reproduces the regression: {told}",
+            conf(0.5 + 0.3 * share),
+            (line,),
+            (Fix("revert the change", "P95 back toward the baseline's", "configuration", "baseline-config"),),
+        )
     if factor == "arrival rate":
         load = ratio(now.arrived_per_s or now.answered_per_s, base.arrived_per_s or base.answered_per_s)
         said = f"more traffic (×{load:.2f}) reproduces the regression"
-        return Finding("traffic-growth", said, conf(0.5 + 0.3 * share),
-                       (line,), (Fix("add a replica", "queues drain", "infrastructure", "replica+1"),))
+        return Finding(
+            "traffic-growth",
+            said,
+            conf(0.5 + 0.3 * share),
+            (line,),
+            (Fix("add a replica", "queues drain", "infrastructure", "replica+1"),),
+        )
     if outside >= OUTSIDE_CORES:
         return Finding(
             "cpu-contention",
             f"work outside the service (+{outside:.1f} cores on average; bursts run higher) slows the service's "
             "own stages",
             conf(0.5 + 0.3 * share),
-            (line, f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores; "
-                   f"machine CPU {base.machine_cpu_utilization_ratio:.0%} → {now.machine_cpu_utilization_ratio:.0%}"),
-            (Fix("find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
-                 f"P95 toward {ms(base.total.p95)}", "infrastructure", "baseline-machine"),),
+            (
+                line,
+                f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores; "
+                f"machine CPU {base.machine_cpu_utilization_ratio:.0%} → {now.machine_cpu_utilization_ratio:.0%}",
+            ),
+            (
+                Fix(
+                    "find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
+                    f"P95 toward {ms(base.total.p95)}",
+                    "infrastructure",
+                    "baseline-machine",
+                ),
+            ),
         )
     if factor == "image-size mix":
         said = "slower preprocessing of the inputs reproduces the regression"
-        return Finding("input-drift", said, conf(0.4 + 0.3 * share),
-                       (line,), (Fix("cap upload size, or have clients resize before sending",
-                                     f"preprocess P95 back toward {ms(base.stages['preprocess'].p95)}", "clients",
-                                     "baseline-mix"),))
+        return Finding(
+            "input-drift",
+            said,
+            conf(0.4 + 0.3 * share),
+            (line,),
+            (
+                Fix(
+                    "cap upload size, or have clients resize before sending",
+                    f"preprocess P95 back toward {ms(base.stages['preprocess'].p95)}",
+                    "clients",
+                    "baseline-mix",
+                ),
+            ),
+        )
     return Finding(
-        "slow-inference", "each batch takes longer at the same batch size, and that reproduces the regression",
-        conf(0.4 + 0.3 * share), (line,),
-        (Fix("check the cores and the model: frequency scaling, CPU quota, a heavier model file",
-             f"inference P95 back toward {ms(base.stages['inference'].p95)}", "infrastructure", "baseline-inference"),),
+        "slow-inference",
+        "each batch takes longer at the same batch size, and that reproduces the regression",
+        conf(0.4 + 0.3 * share),
+        (line,),
+        (
+            Fix(
+                "check the cores and the model: frequency scaling, CPU quota, a heavier model file",
+                f"inference P95 back toward {ms(base.stages['inference'].p95)}",
+                "infrastructure",
+                "baseline-inference",
+            ),
+        ),
     )

@@ -70,8 +70,10 @@ class PromSource:
             k: self.by("stage", _quantile(v, "servoscope_stage_duration_seconds", m, r, "stage"), at)
             for k, v in QUANTILES.items()
         }
-        stages = {s: Percentiles(counts.get(s, 0.0), q["p50"].get(s, 0.0), q["p95"].get(s, 0.0), q["p99"].get(s, 0.0))
-                  for s in STAGE_NAMES}
+        stages = {
+            s: Percentiles(counts.get(s, 0.0), q["p50"].get(s, 0.0), q["p95"].get(s, 0.0), q["p99"].get(s, 0.0))
+            for s in STAGE_NAMES
+        }
         one = lambda expr: self.scalar(expr, at)  # noqa: E731
         delivery = Percentiles(
             one(f"sum(increase(servoscope_response_delivery_seconds_count{{{m}}}[{r}]))"),
@@ -88,16 +90,19 @@ class PromSource:
             refused_per_s=one(f"sum(rate(servoscope_refused_total{{{m}}}[{r}]))"),
             errors_per_s=one(f'sum(rate(servoscope_requests_total{{{m}, code!~"2.."}}[{r}]))'),
             refused_by_reason={k: v for k, v in refused.items() if v > 0},
-            batch_mean_size=one(f"sum(rate(servoscope_batch_size_sum{{{m}}}[{r}])) / "
-                                f"sum(rate(servoscope_batch_size_count{{{m}}}[{r}]))"),
+            batch_mean_size=one(
+                f"sum(rate(servoscope_batch_size_sum{{{m}}}[{r}])) / sum(rate(servoscope_batch_size_count{{{m}}}[{r}]))"
+            ),
             batch_max_size=None,
             busy_ratio=one(busiest),
             instances=int(one(f"max(count by (instance) (servoscope_model_busy_seconds_total{{{m}}}))")) or 1,
             input_bytes_p95=one(_quantile(0.95, "servoscope_input_bytes", m, r)),
             input_pixels_p95=one(_quantile(0.95, "servoscope_input_pixels", m, r)),
             preprocess_workers=int(one("max(sum by (instance) (servoscope_preprocess_workers))")),
-            event_loop_lag_p95_s=one("max(histogram_quantile(0.95, sum by (le, instance) "
-                                     f"(rate(servoscope_event_loop_lag_seconds_bucket[{r}]))))"),
+            event_loop_lag_p95_s=one(
+                "max(histogram_quantile(0.95, sum by (le, instance) "
+                f"(rate(servoscope_event_loop_lag_seconds_bucket[{r}]))))"
+            ),
             cpu_count=int(one("max(count by (instance) (servoscope_system_cpu_core_utilization_ratio))")) or 1,
             machine_cpu_utilization_ratio=one(f"max(avg_over_time(servoscope_system_cpu_utilization_ratio[{r}]))"),
             process_cpu_cores=one(f"max(avg_over_time(servoscope_process_cpu_cores[{r}]))"),
@@ -121,7 +126,8 @@ class PromSource:
         )
         reasons = self.by("reason", f"max by (reason) (max_over_time(servoscope_gpu_throttle_reason[{r}]))", at)
         return {
-            "gpu_utilization_ratio": util, "gpu_clock_ratio": clock,
+            "gpu_utilization_ratio": util,
+            "gpu_clock_ratio": clock,
             "gpu_throttle_reasons": tuple(sorted(k for k, v in reasons.items() if v > 0 and k in SLOWING_REASONS)),
         }
 

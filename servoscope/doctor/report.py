@@ -27,13 +27,17 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
         "explain": [_finding_json(f) for f in d.findings],
         "prescribe": [dataclasses.asdict(fix) for fix in d.top.fixes],
         "top": {"cause": d.top.cause, "summary": d.top.summary, "confidence": d.top.confidence},
-        "availability": None if d.availability is None else dataclasses.asdict(d.availability)
-        | {"significant": d.availability.significant},
+        "availability": None
+        if d.availability is None
+        else dataclasses.asdict(d.availability) | {"significant": d.availability.significant},
         "changes": [dataclasses.asdict(c) | {"said": c.describe()} for c in d.changes],
         "warnings": list(d.warnings),
-        "counterfactual": None if d.explanation is None else {
+        "counterfactual": None
+        if d.explanation is None
+        else {
             "simulated_p95_s": list(d.explanation.simulated_p95_s),
-            "reproduced_p95_s": d.explanation.reproduced_p95_s, "shares": d.explanation.shares,
+            "reproduced_p95_s": d.explanation.reproduced_p95_s,
+            "shares": d.explanation.shares,
         },
     }
 
@@ -60,7 +64,11 @@ def to_text(d: Diagnosis) -> str:
 def renderable(d: Diagnosis) -> RenderableType:
     return Group(
         Text(f"servoscope doctor — model {d.model}, window {d.window}", style="bold"),
-        _confirm(d), _attribute(d), _explain(d), _prescribe(d), _warnings(d),
+        _confirm(d),
+        _attribute(d),
+        _explain(d),
+        _prescribe(d),
+        _warnings(d),
     )
 
 

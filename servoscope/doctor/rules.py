@@ -108,20 +108,29 @@ def confirm_regression(base: Evidence, now: Evidence) -> Confirmation:
     elif ratio >= MIN_P95_RATIO and n.p95 - b.p95 >= MIN_P95_DELTA_S and median_moved(b, n):
         # a heavy tail in either window widens the P95's error; the median, known far more precisely,
         # shows the whole distribution moved
-        significant, verdict = True, (
-            f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)}), and the median with it: "
-            f"P50 ×{_ratio(n.p50, b.p50):.2f} ({ms(b.p50)} → {ms(n.p50)})"
+        significant, verdict = (
+            True,
+            (
+                f"regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)}), and the median with it: "
+                f"P50 ×{_ratio(n.p50, b.p50):.2f} ({ms(b.p50)} → {ms(n.p50)})"
+            ),
         )
     elif late[1] - late[0] >= max(MIN_P95_DELTA_S, (MIN_P95_RATIO - 1) * (b.p95 + late[0])):
-        significant, verdict = True, (
-            f"regression after the server's stages: delivery P95 {ms(late[0])} → {ms(late[1])} "
-            f"while total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
+        significant, verdict = (
+            True,
+            (
+                f"regression after the server's stages: delivery P95 {ms(late[0])} → {ms(late[1])} "
+                f"while total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)})"
+            ),
         )
     else:
         lo, hi = p95_bounds(n), p95_bounds(b)
-        significant, verdict = False, (
-            f"no significant regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)}; 95 % bounds "
-            f"{ms(hi[0])}–{ms(hi[1])} → {ms(lo[0])}–{ms(lo[1])})"
+        significant, verdict = (
+            False,
+            (
+                f"no significant regression: total P95 ×{ratio:.2f} ({ms(b.p95)} → {ms(n.p95)}; 95 % bounds "
+                f"{ms(hi[0])}–{ms(hi[1])} → {ms(lo[0])}–{ms(lo[1])})"
+            ),
         )
     return Confirmation(significant, (b.p50, n.p50), (b.p95, n.p95), (b.p99, n.p99), samples, verdict, late)
 
@@ -179,10 +188,16 @@ def memory_pressure(base: Evidence, now: Evidence, a: Attribution) -> Finding | 
             _cpu_line(base, now),
         ),
         (
-            Fix("find the process that took the memory and cap it (cgroup/container memory limit)",
-                f"available memory back to ~{gib(base.memory_available_bytes)}", "infrastructure"),
-            Fix("give the service its own memory reservation or a node with more RAM",
-                "no page-cache eviction or reclaim stalls under the service", "infrastructure"),
+            Fix(
+                "find the process that took the memory and cap it (cgroup/container memory limit)",
+                f"available memory back to ~{gib(base.memory_available_bytes)}",
+                "infrastructure",
+            ),
+            Fix(
+                "give the service its own memory reservation or a node with more RAM",
+                "no page-cache eviction or reclaim stalls under the service",
+                "infrastructure",
+            ),
         ),
     )
 
@@ -201,16 +216,22 @@ def input_drift(base: Evidence, now: Evidence, a: Attribution) -> Finding | None
         (
             f"input P95 {kib(base.input_bytes_p95)} → {kib(now.input_bytes_p95)} (×{by:.0f}), "
             f"{mpx(base.input_pixels_p95)} → {mpx(now.input_pixels_p95)} (×{px:.0f})",
-            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; "
-            f"preprocess_wait+preprocess carry {front:.0%} of the rise",
+            f"preprocess P95 {ms(pre[0])} → {ms(pre[1])}; preprocess_wait+preprocess carry {front:.0%} of the rise",
             f"throughput unchanged-ish: {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
         ),
         (
-            Fix("cap upload size, or have clients resize to the model's input before sending",
-                f"preprocess P95 back toward {ms(pre[0])}", "clients", "baseline-mix"),
-            Fix("keep DCT-scaled JPEG decoding on (it already is) and add preprocess workers or cores meanwhile",
+            Fix(
+                "cap upload size, or have clients resize to the model's input before sending",
+                f"preprocess P95 back toward {ms(pre[0])}",
+                "clients",
+                "baseline-mix",
+            ),
+            Fix(
+                "keep DCT-scaled JPEG decoding on (it already is) and add preprocess workers or cores meanwhile",
                 f"{now.preprocess_workers} → {now.preprocess_workers + 1} workers shortens the preprocess queue",
-                "infrastructure", "workers+1"),
+                "infrastructure",
+                "workers+1",
+            ),
         ),
     )
 
@@ -234,11 +255,17 @@ def cpu_contention(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
             f"capacity (throughput / busy) {cap[0]:.0f} → {cap[1]:.0f} req/s; {_spread(a)}",
         ),
         (
-            Fix("find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
-                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}", "infrastructure",
-                "baseline-machine"),
-            Fix("set CPU limits/requests so neighbours cannot starve the service",
-                "no repeat on shared hosts", "infrastructure"),
+            Fix(
+                "find the neighbour process and move it, or pin the service to dedicated cores (cpuset)",
+                f"capacity back to ~{cap[0]:.0f} req/s, P95 toward {ms(base.total.p95)}",
+                "infrastructure",
+                "baseline-machine",
+            ),
+            Fix(
+                "set CPU limits/requests so neighbours cannot starve the service",
+                "no repeat on shared hosts",
+                "infrastructure",
+            ),
         ),
     )
 
@@ -263,11 +290,14 @@ def batching_misconfig(base: Evidence, now: Evidence, a: Attribution) -> Finding
             f"model busy ratio only {now.busy_ratio:.2f} at {now.answered_per_s:.0f} req/s: not saturated",
         ),
         (
-            Fix(f"lower max_queue_delay from ~{wait * 1000:.0f} ms (the batch_wait P95) to 0–5 ms, "
+            Fix(
+                f"lower max_queue_delay from ~{wait * 1000:.0f} ms (the batch_wait P95) to 0–5 ms, "
                 f"and cap max_batch_size near the baseline's ({max(base.batch_max_size or 1, 1)})",
                 f"batch_wait P95 back to ~{ms(base.stages[Stage.BATCH_WAIT].p95)}, "
                 f"total P95 toward {ms(base.total.p95)}",
-                "configuration", "baseline-batching"),
+                "configuration",
+                "baseline-batching",
+            ),
         ),
     )
 
@@ -296,11 +326,18 @@ def slow_inference(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
         ),
         (
             first_fix,
-            Fix(f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → "
+            Fix(
+                f"add a replica (or a faster accelerator): busy {now.busy_ratio:.2f} → "
                 f"~{now.busy_ratio * n / (n + 1):.2f}",
-                "queueing in batch_wait collapses", "infrastructure", "replica+1"),
-            Fix("if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
-                "per-batch inference time down; accuracy must be re-checked", "model"),
+                "queueing in batch_wait collapses",
+                "infrastructure",
+                "replica+1",
+            ),
+            Fix(
+                "if the model itself got heavier: quantize to INT8 or distil — needs the ML owners' sign-off",
+                "per-batch inference time down; accuracy must be re-checked",
+                "model",
+            ),
         ),
     )
 
@@ -333,9 +370,13 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
         return (
             f"the GPU is throttled: its clocks are held down ({clocks}), so every batch takes longer",
             line,
-            Fix("restore the clocks: cooling and airflow for thermal slowdown, the power limit (nvidia-smi -pl) for "
-                "power capping; move the service off a card that keeps throttling", back, "infrastructure",
-                "baseline-inference"),
+            Fix(
+                "restore the clocks: cooling and airflow for thermal slowdown, the power limit (nvidia-smi -pl) for "
+                "power capping; move the service off a card that keeps throttling",
+                back,
+                "infrastructure",
+                "baseline-inference",
+            ),
         )
     if util >= GPU_BUSY_RATIO:
         return (
@@ -354,8 +395,13 @@ def _accelerator(base: Evidence, now: Evidence) -> tuple[str, str, Fix]:
         f"the GPU waits ({util:.0%} busy) while inference got slower: the time goes on the host — "
         "CPU work around the kernels, copies between host and device",
         line,
-        Fix("profile the host side of inference: CPU contention on the cores feeding the GPU, host↔device copies "
-            "(IO binding), batches too small to keep the GPU busy", back, "infrastructure", "baseline-inference"),
+        Fix(
+            "profile the host side of inference: CPU contention on the cores feeding the GPU, host↔device copies "
+            "(IO binding), batches too small to keep the GPU busy",
+            back,
+            "infrastructure",
+            "baseline-inference",
+        ),
     )
 
 
@@ -380,8 +426,12 @@ def preprocess_starvation(base: Evidence, now: Evidence, a: Attribution) -> Find
             f"inputs unchanged (P95 {kib(now.input_bytes_p95)}); no outside CPU; model busy {now.busy_ratio:.2f}",
         ),
         (
-            Fix(f"add preprocess workers ({w[1]} → {max(w[0], w[1] + 1)}) and the cores to run them",
-                f"preprocess_wait P95 back toward {ms(q[0])}", "infrastructure", "workers+1"),
+            Fix(
+                f"add preprocess workers ({w[1]} → {max(w[0], w[1] + 1)}) and the cores to run them",
+                f"preprocess_wait P95 back toward {ms(q[0])}",
+                "infrastructure",
+                "workers+1",
+            ),
         ),
     )
 
@@ -408,11 +458,18 @@ def traffic_growth(base: Evidence, now: Evidence, a: Attribution) -> Finding | N
             f"batch size {base.batch_mean_size:.1f} → {now.batch_mean_size:.1f}; {_spread(a)}",
         ),
         (
-            Fix(f"add capacity — a replica, or cores for a third instance ({n} → {n + 1} instances' worth): "
+            Fix(
+                f"add capacity — a replica, or cores for a third instance ({n} → {n + 1} instances' worth): "
                 f"busy {now.busy_ratio:.2f} → ~{now.busy_ratio * n / (n + 1):.2f}",
-                f"queues drain; P95 toward {ms(base.total.p95)}", "infrastructure", "replica+1"),
-            Fix("refuse low-priority traffic at admission until capacity is added",
-                f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)", "infrastructure"),
+                f"queues drain; P95 toward {ms(base.total.p95)}",
+                "infrastructure",
+                "replica+1",
+            ),
+            Fix(
+                "refuse low-priority traffic at admission until capacity is added",
+                f"keep busy under ~0.7 (≈ {0.7 * now.capacity_per_s:.0f} req/s)",
+                "infrastructure",
+            ),
         ),
     )
 
@@ -434,18 +491,32 @@ def slow_clients(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
             f"traffic {base.answered_per_s:.0f} → {now.answered_per_s:.0f} req/s",
         ),
         (
-            Fix("find the slow readers (client versions, regions, response sizes such as a large top_k); "
+            Fix(
+                "find the slow readers (client versions, regions, response sizes such as a large top_k); "
                 "put a buffering proxy in front so slow readers do not hold connections",
-                f"delivery P95 back toward {ms(d[0])}", "clients"),
-            Fix("set send timeouts and keep answers small (ask for fewer classes)",
-                "bounded time per slow connection", "infrastructure"),
+                f"delivery P95 back toward {ms(d[0])}",
+                "clients",
+            ),
+            Fix(
+                "set send timeouts and keep answers small (ask for fewer classes)",
+                "bounded time per slow connection",
+                "infrastructure",
+            ),
         ),
     )
 
 
 RULES: tuple[Rule, ...] = (
-    memory_pressure, input_drift, cpu_contention, batching_misconfig, slow_uploads,
-    preprocess_starvation, changes.changed_rule, slow_inference, traffic_growth, slow_clients,
+    memory_pressure,
+    input_drift,
+    cpu_contention,
+    batching_misconfig,
+    slow_uploads,
+    preprocess_starvation,
+    changes.changed_rule,
+    slow_inference,
+    traffic_growth,
+    slow_clients,
 )
 
 
@@ -461,8 +532,13 @@ def no_regression(c: Confirmation) -> Finding:
             "if clients still report slowness, it lies beyond what the server can see: the client itself, "
             "connection set-up, or the network on the way in",
         ),
-        (Fix("measure at the client (delivery time, connection reuse, network path) before changing the service",
-             "locates latency the server's telemetry cannot see", "clients"),),
+        (
+            Fix(
+                "measure at the client (delivery time, connection reuse, network path) before changing the service",
+                "locates latency the server's telemetry cannot see",
+                "clients",
+            ),
+        ),
     )
 
 
@@ -496,8 +572,10 @@ def _spread(a: Attribution) -> str:
 
 
 def _cpu_line(base: Evidence, now: Evidence) -> str:
-    return (f"machine CPU {base.machine_cpu_utilization_ratio:.0%} → {now.machine_cpu_utilization_ratio:.0%}, "
-            f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores")
+    return (
+        f"machine CPU {base.machine_cpu_utilization_ratio:.0%} → {now.machine_cpu_utilization_ratio:.0%}, "
+        f"outside the service {base.outside_cpu_cores:.2f} → {now.outside_cpu_cores:.2f} cores"
+    )
 
 
 def _traffic(base: Evidence, now: Evidence) -> tuple[float, float]:

@@ -19,12 +19,18 @@ def add_parser(subparsers: Any) -> None:
     source = snap.add_mutually_exclusive_group(required=True)
     source.add_argument("--url", help="the service, e.g. http://127.0.0.1:8000")
     source.add_argument(
-        "--replica", action="append", metavar="URL",
-        help="one replica of a fleet (repeat for each): a fleet snapshot, merged from their sketches, gray replicas named",
+        "--replica",
+        action="append",
+        metavar="URL",
+        help="one replica of a fleet (repeat for each): a fleet snapshot, merged from their sketches, "
+        "gray replicas named",
     )
     snap.add_argument("--model", help="keep only this model (default: every model)")
     snap.add_argument(
-        "--watch-s", type=float, default=0.0, metavar="SECONDS",
+        "--watch-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
         help="with --replica: first run the gray-replica test live for up to SECONDS (reads every 5 s; "
         "stops at the first flag)",
     )

@@ -44,8 +44,14 @@ class Verification:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"fix": self.fix.action, "before_p95_s": self.before_s, "predicted_p95_s": self.predicted_s,
-                "after_p95_s": self.after_s, "error": self.error, "confirmed": self.confirmed}
+        return {
+            "fix": self.fix.action,
+            "before_p95_s": self.before_s,
+            "predicted_p95_s": self.predicted_s,
+            "after_p95_s": self.after_s,
+            "error": self.error,
+            "confirmed": self.confirmed,
+        }
 
 
 def verify(base: Evidence, before: Evidence, after: Evidence) -> tuple[Diagnosis, Verification | None]:

@@ -69,8 +69,15 @@ def compare(baseline: dict[str, Any], degraded: dict[str, Any]) -> dict[str, Any
 
 
 def write_report(
-    scenario: Scenario, change: Degradation, capacity: Capacity, baseline: dict[str, Any], degraded: dict[str, Any],
-    restored: dict[str, Any], out_dir: Path, form: str, elapsed_s: float,
+    scenario: Scenario,
+    change: Degradation,
+    capacity: Capacity,
+    baseline: dict[str, Any],
+    degraded: dict[str, Any],
+    restored: dict[str, Any],
+    out_dir: Path,
+    form: str,
+    elapsed_s: float,
 ) -> dict[str, Any]:
     comparison = compare(baseline, degraded)
     affected = comparison["stages"][scenario.stage]
@@ -79,13 +86,20 @@ def write_report(
         "form": form,
         "changes": scenario.changes,
         "change": {
-            "what": change.what, "parameter": change.parameter, "baseline": change.baseline_value,
-            "degraded": change.degraded_value, "injected": change.injected,
+            "what": change.what,
+            "parameter": change.parameter,
+            "baseline": change.baseline_value,
+            "degraded": change.degraded_value,
+            "injected": change.injected,
             "neighbours": [n.argv()[3:] for n in change.neighbours],
         },
         "expected_stage": scenario.stage,
-        "affected": {"stage": scenario.stage, "baseline_p95_ms": affected["baseline_ms"]["p95"],
-                     "degraded_p95_ms": affected["degraded_ms"]["p95"], "p95_ratio": affected["p95_ratio"]},
+        "affected": {
+            "stage": scenario.stage,
+            "baseline_p95_ms": affected["baseline_ms"]["p95"],
+            "degraded_p95_ms": affected["degraded_ms"]["p95"],
+            "p95_ratio": affected["p95_ratio"],
+        },
         "capacity": capacity.to_json(),
         "baseline_traffic": baseline["traffic"],
         "degraded_traffic": degraded["traffic"],
@@ -109,17 +123,22 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
     c, a, ch = report["comparison"], report["affected"], report["change"]
     injected = " **(INJECTED fault)**" if ch["injected"] else ""
     lines = [
-        f"# Drill `{report['scenario']}` ({report['form']} form)", "",
-        f"**Changed{injected}:** {ch['what']}  ", f"`{ch['parameter']}`: {ch['baseline']} → {ch['degraded']}", "",
+        f"# Drill `{report['scenario']}` ({report['form']} form)",
+        "",
+        f"**Changed{injected}:** {ch['what']}  ",
+        f"`{ch['parameter']}`: {ch['baseline']} → {ch['degraded']}",
+        "",
         f"**Affected stage `{a['stage']}`: P95 {_ms(a['baseline_p95_ms'])} ms → {_ms(a['degraded_p95_ms'])} ms "
-        f"(×{a['p95_ratio']:.2f})**", "",
+        f"(×{a['p95_ratio']:.2f})**",
+        "",
         f"Capacity (closed loop): {report['capacity']['max_rps']:.1f} req/s; knee "
         f"{report['capacity']['knee_rps']:.1f} req/s "
         f"at {report['capacity']['knee_concurrency']} clients.  ",
         f"Baseline traffic: {report['baseline_traffic']['description']}.  ",
         f"Degraded traffic: {report['degraded_traffic']['description']}.  ",
         f"Each window ran on a freshly started service; server figures are its `/v1/stats` `{report['stats_window']}` "
-        "window (`baseline.json`, `degraded.json`).", "",
+        "window (`baseline.json`, `degraded.json`).",
+        "",
         "| stage | P50 base | P50 degr | P95 base | P95 degr | P95 × | P99 base | P99 degr |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -130,10 +149,18 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             f"{_ms(s['p95_ratio']) if not math.isnan(s['p95_ratio']) else '–'} | {_ms(b['p99'])} | "
             f"{_ms(d.get('p99'))} |"
         )
-    lines += ["", "(ms; `client:*` are measured by the drill's clients from each request's scheduled send time.)", "",
-              "| figure | baseline | degraded |", "|---|---:|---:|"]
-    for name, pair in {**c["throughput"], **{f"queue {k} (mean/max)": v for k, v in c["queues"].items()},
-                       **{f"CPU cores: {k}": v for k, v in c["cpu_cores"].items()}}.items():
+    lines += [
+        "",
+        "(ms; `client:*` are measured by the drill's clients from each request's scheduled send time.)",
+        "",
+        "| figure | baseline | degraded |",
+        "|---|---:|---:|",
+    ]
+    for name, pair in {
+        **c["throughput"],
+        **{f"queue {k} (mean/max)": v for k, v in c["queues"].items()},
+        **{f"CPU cores: {k}": v for k, v in c["cpu_cores"].items()},
+    }.items():
         lines.append(f"| {name} | {_fmt(pair[0])} | {_fmt(pair[1])} |")
     lines.append(f"| busy ratio per instance | {_fmt(c['busy_ratio'][0])} | {_fmt(c['busy_ratio'][1])} |")
     r = report["restored"]

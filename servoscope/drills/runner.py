@@ -105,4 +105,3 @@ def restore(repository: Path, scenario: Scenario, out_dir: Path, neighbour_pids:
         "batching": config["models"][DEFAULT_MODEL]["batching"],
         "preprocess_workers": config["service"]["preprocess_workers"],
     }
-

@@ -27,6 +27,7 @@ BASELINE_FLAGS: tuple[str, ...] = ("--admission", "static")
 MIN_WINDOW_REQUESTS = 200  # per window: the doctor asks for 100 answered, with room for warm-up
 MAX_STRETCHED_WINDOW_S = 40.0  # a window (and the service's start) must still fit the 1 min stats window
 
+
 @dataclass(frozen=True, slots=True)
 class Context:
     """What a scenario knows when it degrades: the capacity run, the baseline window, the drill form."""
@@ -79,7 +80,10 @@ def _growth(ctx: Context) -> Degradation:
         f"request rate +15% from a baseline the planner placed at {placed.get('fraction', math.nan):.2f} of "
         f"saturation, where +15% crosses the knee ({placed.get('knee_fraction', math.nan):.2f}; closed-loop "
         f"capacity {ctx.capacity.max_rps:.1f} req/s)",
-        "rate_per_s", f"{ctx.baseline.rate_per_s:.1f}", f"{t.rate_per_s:.1f}", traffic=t,
+        "rate_per_s",
+        f"{ctx.baseline.rate_per_s:.1f}",
+        f"{t.rate_per_s:.1f}",
+        traffic=t,
     )
 
 
@@ -87,7 +91,10 @@ def _drift(ctx: Context) -> Degradation:
     t = dataclasses.replace(ctx.baseline, mix=DRIFTED)
     return Degradation(
         "upload mix shifts to larger images: 30% phone photos 4032×3024 (~3 MB) among 320×240 thumbnails",
-        "image mix", "100% small 320×240", "70% small 320×240 + 30% phone 4032×3024", traffic=t,
+        "image mix",
+        "100% small 320×240",
+        "70% small 320×240 + 30% phone 4032×3024",
+        traffic=t,
     )
 
 
@@ -96,15 +103,21 @@ def _cpu(ctx: Context) -> Degradation:
     seconds = ctx.window_s + 60
     return Degradation(
         f"{cores} busy-loop processes (one per core, normal priority) beside the service",
-        "neighbour CPU burners", "0", str(cores), neighbours=tuple(NeighbourSpec("cpu", seconds) for _ in range(cores)),
+        "neighbour CPU burners",
+        "0",
+        str(cores),
+        neighbours=tuple(NeighbourSpec("cpu", seconds) for _ in range(cores)),
     )
 
 
 def _batching(ctx: Context) -> Degradation:
     return Degradation(
         "batcher delay set far too high: max_queue_delay 200 ms with max_batch_size 64",
-        "max_queue_delay_ms / max_batch_size", "0 / 4 (model config)", "200 / 64",
-        flags=("--max-queue-delay-ms", "200", "--max-batch-size", "64"), same_config=False,
+        "max_queue_delay_ms / max_batch_size",
+        "0 / 4 (model config)",
+        "200 / 64",
+        flags=("--max-queue-delay-ms", "200", "--max-batch-size", "64"),
+        same_config=False,
     )
 
 
@@ -127,7 +140,11 @@ def _starvation(ctx: Context) -> Degradation:
     cores = available_cores()
     return Degradation(
         f"preprocess workers cut to 1 (from {cores}, one per core) under a phone-photo load",
-        "preprocess_workers", f"{cores} (one per core)", "1", flags=("--preprocess-workers", "1"), same_config=False,
+        "preprocess_workers",
+        f"{cores} (one per core)",
+        "1",
+        flags=("--preprocess-workers", "1"),
+        same_config=False,
     )
 
 
@@ -138,7 +155,9 @@ def _memory(ctx: Context) -> Degradation:
     return Degradation(
         f"a neighbour process holds {nbytes / gib:.1f} GiB of the {available / gib:.1f} GiB available "
         "(≥ 4 GiB always left free) and keeps sweeping over its pages",
-        "memory held by a neighbour", "0 GiB", f"{nbytes / gib:.1f} GiB",
+        "memory held by a neighbour",
+        "0 GiB",
+        f"{nbytes / gib:.1f} GiB",
         neighbours=(NeighbourSpec("memory", ctx.window_s + 90, nbytes),),
     )
 
@@ -151,7 +170,10 @@ def _slow_clients(ctx: Context) -> Degradation:
     return Degradation(
         f"{100 * ctx.baseline.slow_share:g}% of clients (asking top_k {ctx.baseline.slow_top_k}, ~60 KB answers) "
         f"now {SLOW_READER.describe()}",
-        "slow-reading clients", "0%", f"{100 * ctx.baseline.slow_share:g}%", traffic=t,
+        "slow-reading clients",
+        "0%",
+        f"{100 * ctx.baseline.slow_share:g}%",
+        traffic=t,
     )
 
 
@@ -159,46 +181,68 @@ SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
         Scenario(
-            "traffic-growth", "request rate +15% from a baseline the planner places so that +15% crosses the knee",
-            TOTAL, "queues form everywhere once the rate nears capacity: total (and the queues) rise",
-            _growth, placed=True,
+            "traffic-growth",
+            "request rate +15% from a baseline the planner places so that +15% crosses the knee",
+            TOTAL,
+            "queues form everywhere once the rate nears capacity: total (and the queues) rise",
+            _growth,
+            placed=True,
         ),
         Scenario(
-            "image-drift", "upload mix shifts from 320×240 thumbnails to 30% phone photos (4032×3024)",
-            Stage.PREPROCESS, "decoding a 12 MP JPEG costs far more than a thumbnail: preprocess (then queue) rise",
-            _drift, load_fraction=0.4,
+            "image-drift",
+            "upload mix shifts from 320×240 thumbnails to 30% phone photos (4032×3024)",
+            Stage.PREPROCESS,
+            "decoding a 12 MP JPEG costs far more than a thumbnail: preprocess (then queue) rise",
+            _drift,
+            load_fraction=0.4,
         ),
         Scenario(
-            "cpu-contention", "one busy-loop process per core, normal priority, beside the service",
-            Stage.INFERENCE, "inference and decode threads get a share of the cores: inference (and batch_wait) rise",
+            "cpu-contention",
+            "one busy-loop process per core, normal priority, beside the service",
+            Stage.INFERENCE,
+            "inference and decode threads get a share of the cores: inference (and batch_wait) rise",
             _cpu,
         ),
         Scenario(
             "batching-misconfig",
             "batcher max_queue_delay 200 ms with max_batch_size 64 (baseline: the model's 0 ms / 4)",
-            Stage.BATCH_WAIT, "requests sit in the batcher waiting for company: batch_wait rises", _batching,
+            Stage.BATCH_WAIT,
+            "requests sit in the batcher waiting for company: batch_wait rises",
+            _batching,
         ),
         Scenario(
-            "slow-inference", "INJECTED inference delay per batch (stands in for a throttled or shared accelerator)",
-            Stage.INFERENCE, "the instance is busy longer per batch: inference (and batch_wait) rise", _slow_inference,
+            "slow-inference",
+            "INJECTED inference delay per batch (stands in for a throttled or shared accelerator)",
+            Stage.INFERENCE,
+            "the instance is busy longer per batch: inference (and batch_wait) rise",
+            _slow_inference,
         ),
         Scenario(
-            "preprocess-starvation", "preprocess workers cut to 1 under a phone-photo load",
-            Stage.PREPROCESS_WAIT, "requests wait for the one decode worker: queue rises", _starvation, mix=PHONE,
+            "preprocess-starvation",
+            "preprocess workers cut to 1 under a phone-photo load",
+            Stage.PREPROCESS_WAIT,
+            "requests wait for the one decode worker: queue rises",
+            _starvation,
+            mix=PHONE,
             load_fraction=0.8,
         ),
         Scenario(
             "memory-pressure",
             "a neighbour holds most of the available memory (never all but 4 GiB) and keeps touching it",
-            TOTAL, "no swap here: the squeeze shows as memory-bandwidth and CPU contention, a little in every "
+            TOTAL,
+            "no swap here: the squeeze shows as memory-bandwidth and CPU contention, a little in every "
             "stage (queue, batch_wait, inference): total rises",
             _memory,
         ),
         Scenario(
-            "slow-clients", "25% of clients (top_k 1000, ~60 KB answers) read slowly through a 4 KB receive buffer",
-            "client:delivery", "the answer leaves the server at once (kernel buffers hold it): only the client-side "
+            "slow-clients",
+            "25% of clients (top_k 1000, ~60 KB answers) read slowly through a 4 KB receive buffer",
+            "client:delivery",
+            "the answer leaves the server at once (kernel buffers hold it): only the client-side "
             "delivery time (client latency − server total) rises",
-            _slow_clients, slow_share=0.25, slow_top_k=1000,
+            _slow_clients,
+            slow_share=0.25,
+            slow_top_k=1000,
         ),
     )
 }

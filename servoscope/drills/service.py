@@ -89,8 +89,23 @@ class Service:
 
 def serve_command(repository: Path, port: int, flags: tuple[str, ...]) -> list[str]:
     return [
-        sys.executable, "-m", "servoscope", "serve", "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0",
-        "--model-repository", str(repository), "--models", DEFAULT_MODEL, "--log-level", "warning", *flags,
+        sys.executable,
+        "-m",
+        "servoscope",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        "0",
+        "--model-repository",
+        str(repository),
+        "--models",
+        DEFAULT_MODEL,
+        "--log-level",
+        "warning",
+        *flags,
     ]
 
 

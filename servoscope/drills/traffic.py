@@ -64,8 +64,13 @@ class Traffic:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "mix": dict(self.mix), "rate_per_s": self.rate_per_s, "duration_s": self.duration_s, "top_k": self.top_k,
-            "slow_share": self.slow_share, "slow_top_k": self.slow_top_k, "reader": self.reader.describe(),
+            "mix": dict(self.mix),
+            "rate_per_s": self.rate_per_s,
+            "duration_s": self.duration_s,
+            "top_k": self.top_k,
+            "slow_share": self.slow_share,
+            "slow_top_k": self.slow_top_k,
+            "reader": self.reader.describe(),
             "description": self.describe(),
         }
 
@@ -102,8 +107,12 @@ class Capacity:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "max_rps": self.max_rps, "knee_rps": self.knee_rps, "knee_concurrency": self.knee_concurrency,
-            "points": list(self.points), "placed_rps": self.placed_rps, "placement": self.placement,
+            "max_rps": self.max_rps,
+            "knee_rps": self.knee_rps,
+            "knee_concurrency": self.knee_concurrency,
+            "points": list(self.points),
+            "placed_rps": self.placed_rps,
+            "placement": self.placement,
         }
 
 
@@ -150,11 +159,16 @@ async def _sample_gauges(endpoint: Endpoint, stop: asyncio.Event, out: list[dict
         while not stop.is_set() and len(out) < MAX_GAUGE_SAMPLES:
             doc = json.loads((await conn.send(request, 10.0)).body)
             model = doc["models"][DEFAULT_MODEL]["queues"]
-            out.append({
-                "t_s": time.perf_counter() - start, "preprocess_queue": doc["preprocess"]["queue"],
-                "preprocess_busy": doc["preprocess"]["busy"], "batch_queue": model["batch_queue"],
-                "pending": model["pending"], "batches_in_flight": model["batches_in_flight"],
-            })
+            out.append(
+                {
+                    "t_s": time.perf_counter() - start,
+                    "preprocess_queue": doc["preprocess"]["queue"],
+                    "preprocess_busy": doc["preprocess"]["busy"],
+                    "batch_queue": model["batch_queue"],
+                    "pending": model["pending"],
+                    "batches_in_flight": model["batches_in_flight"],
+                }
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
     finally:

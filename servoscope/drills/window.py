@@ -120,9 +120,11 @@ def measure(service: Service, traffic: Traffic, neighbour_pids: list[int]) -> tu
         "gauges": gauge_summary(load.gauges),
         "gauge_series": load.gauges,
         "cpu_cores": {
-            "service": use["service"].ours_cores, "drill_client": use["drill_client"].ours_cores,
+            "service": use["service"].ours_cores,
+            "drill_client": use["drill_client"].ours_cores,
             "neighbours": use["neighbours"].ours_cores if neighbour_pids else 0.0,
-            "machine_busy": use["service"].busy_cores, "steal": use["service"].steal_cores,
+            "machine_busy": use["service"].busy_cores,
+            "steal": use["service"].steal_cores,
         },
         "neighbour_pids": neighbour_pids,
     }

@@ -65,7 +65,9 @@ def merge(docs: Mapping[str, StatsDocument]) -> StatsDocument:
             workers=sum(d.preprocess.workers for d in docs.values()),
         ),
         ingesting=_sum_known([d.ingesting for d in docs.values()]),
-        event_loop_lag_s={label: _worst([d.event_loop_lag_s[label] for d in docs.values()]) for label in first.windows_s},
+        event_loop_lag_s={
+            label: _worst([d.event_loop_lag_s[label] for d in docs.values()]) for label in first.windows_s
+        },
         system_means={label: _means([d.system_means[label] for d in docs.values()]) for label in first.windows_s},
         system=None,
         gpu=None,
@@ -79,14 +81,18 @@ def _deployment(parts: Sequence[Deployment]) -> Deployment:
     first = parts[0]
     started = [p.process_started for p in parts if p.process_started is not None]
     return Deployment(
-        servoscope_version=first.servoscope_version if all(p.servoscope_version == first.servoscope_version
-                                                              for p in parts) else None,
+        servoscope_version=first.servoscope_version
+        if all(p.servoscope_version == first.servoscope_version for p in parts)
+        else None,
         packages={k: v for k, v in first.packages.items() if all(p.packages.get(k) == v for p in parts)},
         process_id=None,  # one per replica
         process_started=max(started) if len(started) == len(parts) else None,
         settings={k: v for k, v in first.settings.items() if all(p.settings.get(k) == v for p in parts)},
-        models={m: d.model_copy(update={"instance_pids": ()}) for m, d in first.models.items()
-                if all(_alike(p.models.get(m), d) for p in parts)},
+        models={
+            m: d.model_copy(update={"instance_pids": ()})
+            for m, d in first.models.items()
+            if all(_alike(p.models.get(m), d) for p in parts)
+        },
     )
 
 

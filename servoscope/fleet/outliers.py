@@ -133,7 +133,9 @@ def _pool(sketches: collections.abc.Iterable[BaseDDSketch]) -> BaseDDSketch:
     return out
 
 
-def on_window(docs: Mapping[str, StatsDocument], model: str, window: str, rule: OutlierRule = DEFAULT_RULE) -> list[Flag]:
+def on_window(
+    docs: Mapping[str, StatsDocument], model: str, window: str, rule: OutlierRule = DEFAULT_RULE
+) -> list[Flag]:
     """The gray replicas on one window of the replicas' documents: the rule applied to the window as one update."""
     intervals = {}
     for name, doc in docs.items():

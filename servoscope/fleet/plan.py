@@ -55,11 +55,15 @@ class FleetPlan(_Strict):
         2048, ge=256, le=4 * 1024 * 1024, description="memory each replica requests (and is limited to)"
     )
     queue_wait_target_s: float = Field(
-        0.05, ge=0.001, le=60,
+        0.05,
+        ge=0.001,
+        le=60,
         description="autoscaling target: mean time a request waits (preprocess_wait + batch_wait) per replica",
     )
     drain_delay_s: int = Field(
-        10, ge=0, le=600,
+        10,
+        ge=0,
+        le=600,
         description="preStop sleep: time for endpoints to drop the pod before SIGTERM starts the drain",
     )
     settings: dict[str, Any] = Field(default_factory=dict, description="servoscope settings for every replica")
@@ -91,8 +95,11 @@ def sized_to_cores(settings: Settings, cpu_cores: float) -> Settings:
     to every core of the node."""
     overrides = settings.model_overrides
     threads = plan_threads(
-        settings.preprocess_workers, overrides.instances or 0, overrides.intra_op_threads or 0,
-        overrides.provider or "cpu", cores=max(1, math.floor(cpu_cores)),
+        settings.preprocess_workers,
+        overrides.instances or 0,
+        overrides.intra_op_threads or 0,
+        overrides.provider or "cpu",
+        cores=max(1, math.floor(cpu_cores)),
     )
     pinned = overrides.model_copy(update={"instances": threads.instances, "intra_op_threads": threads.intra_op_threads})
     return settings.model_copy(update={"preprocess_workers": threads.preprocess_workers, "model_overrides": pinned})

@@ -24,7 +24,8 @@ REPORT_PERIOD_S = 2.0
 
 def add_parser(subparsers: Any) -> None:
     ray = subparsers.add_parser(
-        "ray", help="run the fleet live on Ray Serve, HAProxy in front (foreground; Ctrl-C stops it all)",
+        "ray",
+        help="run the fleet live on Ray Serve, HAProxy in front (foreground; Ctrl-C stops it all)",
     )
     ray.add_argument("--address", help="an existing Ray cluster to join (default: start one on 127.0.0.1)")
     ray.add_argument("--config", type=Path, help="servoscope settings (TOML, as serve's; and SERVOSCOPE_*)")
@@ -43,8 +44,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"servoscope deploy ray: {exc}", file=sys.stderr)
         return 2
     if args.replicas is not None and not plan.replicas.min <= args.replicas <= plan.replicas.max:
-        print(f"servoscope deploy ray: --replicas must be within the plan's {plan.replicas.min} … {plan.replicas.max}, "
-              f"got {args.replicas}", file=sys.stderr)
+        print(
+            f"servoscope deploy ray: --replicas must be within the plan's {plan.replicas.min} … {plan.replicas.max}, "
+            f"got {args.replicas}",
+            file=sys.stderr,
+        )
         return 2
     if args.address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: see fleet.py
@@ -54,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"servoscope deploy ray: needs Ray Serve ({exc}): pip install 'servoscope[fleet]'", file=sys.stderr)
         return 2
 
-    options = FleetOptions(host=args.host, port=args.port, address=args.address, replicas=args.replicas,
-                           num_cpus=args.num_cpus)
+    options = FleetOptions(
+        host=args.host, port=args.port, address=args.address, replicas=args.replicas, num_cpus=args.num_cpus
+    )
     fleet = RayFleet(settings, plan, options)
     try:
         fleet.start()

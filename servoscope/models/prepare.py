@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from servoscope.models import repository as model_repository
+from servoscope.models import torch_weights
 from servoscope.models.config import CONFIG_FILE, MODEL_FILE, BatchingConfig, InputConfig, ModelConfig, save_config
 from servoscope.models.labels import imagenet_labels
-from servoscope.models import torch_weights
 
 log = logging.getLogger(__name__)
 

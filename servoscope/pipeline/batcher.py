@@ -319,7 +319,11 @@ class Batcher:
         again = [p for p in waiting if p.attempts < MAX_ATTEMPTS]
         log.warning(
             "model %s instance %d lost a batch of %d: %d requests queued again, %d answered 503",
-            self.model, instance.index, len(batch), len(again), len(waiting) - len(again),
+            self.model,
+            instance.index,
+            len(batch),
+            len(again),
+            len(waiting) - len(again),
         )
         for p in waiting:
             if p.attempts >= MAX_ATTEMPTS:

@@ -150,5 +150,7 @@ def _resize_crop(F: Any, image: Any, spec: PreprocessSpec) -> np.ndarray:
     resized = F.interpolate(
         box[None].float(), size=(spec.size, spec.size), mode="bilinear", antialias=True, align_corners=False
     )
-    pixels: np.ndarray = resized[0].round_().clamp_(0, 255).to(dtype=image.dtype).permute(1, 2, 0).contiguous().cpu().numpy()
+    pixels: np.ndarray = (
+        resized[0].round_().clamp_(0, 255).to(dtype=image.dtype).permute(1, 2, 0).contiguous().cpu().numpy()
+    )
     return pixels

@@ -210,7 +210,12 @@ class ProcessRuntime:
         self._child = self._spawn()
         log.warning(
             "model instance %s: process %s %s (%s); replacement %d is process %s",
-            self.label, pid, why, describe_exit(code), self.restarts, self._child.process.pid,
+            self.label,
+            pid,
+            why,
+            describe_exit(code),
+            self.restarts,
+            self._child.process.pid,
         )
         raise InstanceLost(
             f"model instance {self.label}: its process {pid} {why} ({describe_exit(code)}); it is being replaced"

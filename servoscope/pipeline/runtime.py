@@ -73,9 +73,7 @@ def providers_for(provider: str) -> list[str]:
         raise RuntimeError_(f"unknown provider {provider!r}; choose one of {sorted(PROVIDERS)}")
     available = ort.get_available_providers()
     if wanted[0] not in available:
-        raise RuntimeError_(
-            f"provider {provider!r} needs {wanted[0]}, but this ONNX Runtime offers only {available}"
-        )
+        raise RuntimeError_(f"provider {provider!r} needs {wanted[0]}, but this ONNX Runtime offers only {available}")
     return [p for p in wanted if p in available]
 
 
@@ -96,7 +94,12 @@ class OnnxModel:
     None picks it by provider)."""
 
     def __init__(
-        self, path: Path, provider: str, intra_op_threads: int, input_name: str, output_name: str,
+        self,
+        path: Path,
+        provider: str,
+        intra_op_threads: int,
+        input_name: str,
+        output_name: str,
         io_binding: bool | None = None,
     ) -> None:
         try:

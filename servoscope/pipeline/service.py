@@ -77,7 +77,9 @@ class ModelService:
         self.labels = entry.labels()
         cfg = entry.config.input
         self.spec = PreprocessSpec(cfg.size, cfg.resize, cfg.mean, cfg.std)
-        self.gpu_decoder = GpuDecoder(entry.name, torchvision_crops(cfg.decode), self.spec, limits) if cfg.decode != "cpu" else None
+        self.gpu_decoder = (
+            GpuDecoder(entry.name, torchvision_crops(cfg.decode), self.spec, limits) if cfg.decode != "cpu" else None
+        )
         self.pool = pool
         self.limits = limits
         self.policy = policy
@@ -282,8 +284,13 @@ class Pipeline:
     def gauges(self) -> Gauges:
         models = {
             name: ModelGauges(
-                s.pending, s.max_pending, s.limit, s.batcher.depth, s.batcher.policy.max_queue_size,
-                s.batcher.batches_in_flight, len(s.batcher.instances),
+                s.pending,
+                s.max_pending,
+                s.limit,
+                s.batcher.depth,
+                s.batcher.policy.max_queue_size,
+                s.batcher.batches_in_flight,
+                len(s.batcher.instances),
             )
             for name, s in self.services.items()
         }
@@ -316,8 +323,13 @@ def build_pipeline(
                 instance.runtime = wrap_runtime(instance.runtime)
         log.info(
             "model %s v%s: %s, engine %s on %s, %s isolation, batching %s",
-            entry.name, entry.version, plan.describe(), entry.config.engine.describe(),
-            service.batcher.instances[0].runtime.providers, cfg.isolation, entry.config.batching.model_dump(),
+            entry.name,
+            entry.version,
+            plan.describe(),
+            entry.config.engine.describe(),
+            service.batcher.instances[0].runtime.providers,
+            cfg.isolation,
+            entry.config.batching.model_dump(),
         )
         services[entry.name] = service
     return Pipeline(services, pool)

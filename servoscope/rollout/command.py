@@ -17,7 +17,11 @@ from servoscope.rollout.ladder import STEPS_PERCENT
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 60.0  # loading a canary variant takes a few seconds
 GATE_FLAGS = (
-    "min_canary_requests", "min_baseline_requests", "min_mirrored_requests", "refresh_every", "baseline_window"
+    "min_canary_requests",
+    "min_baseline_requests",
+    "min_mirrored_requests",
+    "refresh_every",
+    "baseline_window",
 )
 
 
@@ -31,8 +35,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     start.add_argument("--max-batch-size", type=int, help="the variant's batching: largest batch")
     start.add_argument("--max-queue-delay-ms", type=float, help="the variant's batching: longest wait for more")
     start.add_argument("--instances", type=int, help="the variant's model instances")
-    start.add_argument("--inject-inference-delay-ms", type=float, default=0.0,
-                       help="slow the variant's every batch on purpose (a drill's injected fault)")
+    start.add_argument(
+        "--inject-inference-delay-ms",
+        type=float,
+        default=0.0,
+        help="slow the variant's every batch on purpose (a drill's injected fault)",
+    )
     start.add_argument("--steps", default=",".join(f"{s:g}" for s in STEPS_PERCENT), help="percent per step")
     start.add_argument("--mirror", type=float, default=0.0, help="share of baseline requests mirrored to the canary")
     start.add_argument("--max-disagreement", type=float, help="top-1 disagreement budget on mirrored requests")
@@ -58,8 +66,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def start_body(args: argparse.Namespace) -> dict[str, Any]:
-    overrides = {"max_batch_size": args.max_batch_size, "instances": args.instances,
-                 "max_queue_delay_s": None if args.max_queue_delay_ms is None else args.max_queue_delay_ms / 1000.0}
+    overrides = {
+        "max_batch_size": args.max_batch_size,
+        "instances": args.instances,
+        "max_queue_delay_s": None if args.max_queue_delay_ms is None else args.max_queue_delay_ms / 1000.0,
+    }
     gate: dict[str, Any] = {name: getattr(args, name) for name in GATE_FLAGS if getattr(args, name) is not None}
     for name in ("max_disagreement", "alpha"):
         if getattr(args, name) is not None:
@@ -71,11 +82,18 @@ def start_body(args: argparse.Namespace) -> dict[str, Any]:
             f"servoscope rollout: --steps must be percentages separated by commas, got {args.steps!r}"
         ) from None
     return {
-        "canary": {"model": args.canary_model, "version": args.canary_version,
-                   "overrides": {k: v for k, v in overrides.items() if v is not None},
-                   "inference_delay_ms": args.inject_inference_delay_ms},
-        "steps_percent": steps, "mirror_share": args.mirror, "audit_log": str(args.audit_log.resolve()),
-        "signoff": args.signoff, "gate": gate, "seed": args.seed,
+        "canary": {
+            "model": args.canary_model,
+            "version": args.canary_version,
+            "overrides": {k: v for k, v in overrides.items() if v is not None},
+            "inference_delay_ms": args.inject_inference_delay_ms,
+        },
+        "steps_percent": steps,
+        "mirror_share": args.mirror,
+        "audit_log": str(args.audit_log.resolve()),
+        "signoff": args.signoff,
+        "gate": gate,
+        "seed": args.seed,
     }
 
 
@@ -117,8 +135,13 @@ def _shown(status: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def watch(
-    client: httpx.Client, path: str, timeout_s: float, out: TextIO, shown: tuple[Any, ...] = (),
-    pause_s: float = 0.25, every_s: float = 5.0,
+    client: httpx.Client,
+    path: str,
+    timeout_s: float,
+    out: TextIO,
+    shown: tuple[Any, ...] = (),
+    pause_s: float = 0.25,
+    every_s: float = 5.0,
 ) -> dict[str, Any]:
     """Poll the status until the rollout ends or ``timeout_s``: a line at each change of state, step or
     outcome (``shown``: the one already shown), and one every ``every_s`` between them."""

@@ -80,10 +80,14 @@ def _threshold_coefficients(
     canary_exceed = np.where(possible, canary_exceed, exceed)  # a harmless stand-in, masked later
     above = rho * canary_exceed / (rho * canary_exceed + (1.0 - rho) * exceed)
     below = rho * (1.0 - canary_exceed) / (rho * (1.0 - canary_exceed) + (1.0 - rho) * (1.0 - exceed))
-    per_count = np.stack([
-        np.log(above / rho), np.log((1.0 - above) / (1.0 - rho)),
-        np.log(below / rho), np.log((1.0 - below) / (1.0 - rho)),
-    ])  # (4, Q, R)
+    per_count = np.stack(
+        [
+            np.log(above / rho),
+            np.log((1.0 - above) / (1.0 - rho)),
+            np.log(below / rho),
+            np.log((1.0 - below) / (1.0 - rho)),
+        ]
+    )  # (4, Q, R)
     return per_count, possible
 
 

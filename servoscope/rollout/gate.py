@@ -151,7 +151,6 @@ class Gate:
         return [f"{have} of {need} {what}" for what, have, need in wanted if have < need]
 
     def _pass_reason(self) -> str:
-        return (
-            f"no regression after {self._requests[1]} canary and {self._requests[0]} baseline requests"
-            + (f" and {self._mirrored} mirrored" if self.config.max_disagreement is not None else "")
+        return f"no regression after {self._requests[1]} canary and {self._requests[0]} baseline requests" + (
+            f" and {self._mirrored} mirrored" if self.config.max_disagreement is not None else ""
         )

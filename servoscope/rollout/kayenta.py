@@ -188,7 +188,9 @@ def classify(
 
 
 def judge(
-    metrics: Sequence[MetricPair], pass_threshold: float = 95.0, marginal_threshold: float = 75.0,
+    metrics: Sequence[MetricPair],
+    pass_threshold: float = 95.0,
+    marginal_threshold: float = 75.0,
     rng: np.random.Generator | None = None,
 ) -> Judgement:
     """The canary's score and classification over ``metrics`` (one group, equal weights)."""

@@ -47,9 +47,7 @@ class RunningQuantiles:
             self._current = np.quantile(filled, self._quantiles, axis=0)
 
 
-def threshold_path(
-    baseline_rows: Array, quantiles: Sequence[float], window: int, refresh_every: int
-) -> Array:
+def threshold_path(baseline_rows: Array, quantiles: Sequence[float], window: int, refresh_every: int) -> Array:
     """Thresholds after each refresh, shape ``(refreshes, len(quantiles), width)``: refresh ``j`` (from
     0) happens after baseline row ``(j + 1) * refresh_every - 1`` and uses the ``window`` rows before it."""
     rows = np.asarray(baseline_rows, dtype=np.float64)

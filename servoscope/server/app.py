@@ -54,8 +54,13 @@ def load_pipeline(
     if not entries:
         raise repository.ModelConfigError(f"no models in repository {root}: run `servoscope model prepare`")
     return build_pipeline(
-        entries, settings.preprocess_workers, decode_limits(settings), admission_policy(settings), clock,
-        settings.preprocess_nice, wrap_runtime,
+        entries,
+        settings.preprocess_workers,
+        decode_limits(settings),
+        admission_policy(settings),
+        clock,
+        settings.preprocess_nice,
+        wrap_runtime,
     )
 
 
@@ -99,9 +104,11 @@ def observe(
     pipeline.observe_batches(telemetry.record_batch)
     pipeline.observe_restarts(telemetry.record_restart)
     pipeline.observe_decode_fallbacks(telemetry.record_decode_fallback)
-    telemetry.registry.register(LiveCollector(
-        telemetry, pipeline.gauges, monitor.readings, lambda: state.open_requests, lambda: state.ingesting
-    ))
+    telemetry.registry.register(
+        LiveCollector(
+            telemetry, pipeline.gauges, monitor.readings, lambda: state.open_requests, lambda: state.ingesting
+        )
+    )
     for collector in collectors:
         telemetry.registry.register(collector)
     telemetry.registry.register(RolloutCollector(state.rollouts))
@@ -160,8 +167,15 @@ def create_app(
                 telemetry.shutdown()
 
     app = Starlette(
-        routes=[*api.routes, *triton.routes, *v2.routes, *observe_routes.routes, *openapi.routes, *dashboard.routes,
-                *rollout_api.routes],
+        routes=[
+            *api.routes,
+            *triton.routes,
+            *v2.routes,
+            *observe_routes.routes,
+            *openapi.routes,
+            *dashboard.routes,
+            *rollout_api.routes,
+        ],
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

@@ -71,6 +71,7 @@ def early_retry_hold_s(last: LastRefusal | None, signature: tuple[bytes, int], n
         return 0.0
     return min(max(0.0, last.retry_at_s - now_s), MAX_EARLY_RETRY_HOLD_S)
 
+
 # The inference routes, as the app routes them: one table, the app's (api.py, v2.py).
 INFERENCE_ROUTES: tuple[Route, ...] = (*api.inference_routes, *v2.inference_routes)
 

@@ -72,9 +72,7 @@ async def model_metadata(
     )
 
 
-async def model_config_call(
-    state: ServerState, request: pb.ModelConfigRequest, context: Any
-) -> pb.ModelConfigResponse:
+async def model_config_call(state: ServerState, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
     service = state.service(request.name, request.version or None)
     response = pb.ModelConfigResponse()
     json_format.ParseDict(model_config(service, state.settings), response.config)

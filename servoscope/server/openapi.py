@@ -40,7 +40,9 @@ SPEC: dict[str, Any] = {
                 "parameters": [
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
                     {
-                        "name": "top_k", "in": "query", "required": False,
+                        "name": "top_k",
+                        "in": "query",
+                        "required": False,
                         "schema": {"type": "integer", "minimum": 1, "default": 5},
                     },
                     {

@@ -160,14 +160,28 @@ async def start(request: Request) -> Response:
             state.rollouts.starting.discard(name)
         _serve(state, baseline, canary)
         audit = AuditLog(Path(spec.audit_log), state.clock)
-        described = {"model": name, "baseline": baseline.name, "canary": canary.name, "signoff": spec.signoff,
-                     "canary_spec": spec.canary.model_dump(mode="json"), "mirror_share": spec.mirror_share}
+        described = {
+            "model": name,
+            "baseline": baseline.name,
+            "canary": canary.name,
+            "signoff": spec.signoff,
+            "canary_spec": spec.canary.model_dump(mode="json"),
+            "mirror_share": spec.mirror_share,
+        }
         try:
             ladder = Ladder(ladder_steps, gate, audit, **described)
         except OSError as exc:
             raise InvalidParameter(f"cannot write the audit log {spec.audit_log!r}: {exc.strerror}") from None
-        rollout = Rollout(name, baseline, canary, ladder, state.clock, spec.mirror_share,
-                          salt=random.randbytes(16), rng=random.Random(spec.seed))
+        rollout = Rollout(
+            name,
+            baseline,
+            canary,
+            ladder,
+            state.clock,
+            spec.mirror_share,
+            salt=random.randbytes(16),
+            rng=random.Random(spec.seed),
+        )
         state.rollouts.by_model[name] = rollout
         return json_response(rollout.status(), 201)
     except ServoscopeError as exc:
@@ -222,8 +236,15 @@ def judge(rollout: Rollout) -> dict[str, Any]:
     """What Argo's Web metric and Flagger's webhook get: the verdict and the rollout's state."""
     status = rollout.status()
     verdict = status["verdict"]
-    return {"outcome": verdict["outcome"], "state": status["state"], "share": status["share"],
-            "reason": verdict["reason"], "check": verdict["check"], "stage": verdict["stage"], "verdict": verdict}
+    return {
+        "outcome": verdict["outcome"],
+        "state": status["state"],
+        "share": status["share"],
+        "reason": verdict["reason"],
+        "check": verdict["check"],
+        "stage": verdict["stage"],
+        "verdict": verdict,
+    }
 
 
 async def argo_verdict(request: Request) -> Response:

@@ -67,8 +67,18 @@ HEAD_TOO_LARGE = f"request line and headers above {MAX_HEAD_BYTES} bytes"
 # attributes of its request cycle they read. tests/test_uvicorn_hooks.py checks each against the
 # installed uvicorn and names the one that is gone.
 UVICORN_HOOKS = (
-    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_url", "on_header",
-    "on_headers_complete", "on_body", "on_message_complete", "on_response_complete", "send_400_response", "shutdown",
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_message_begin",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_body",
+    "on_message_complete",
+    "on_response_complete",
+    "send_400_response",
+    "shutdown",
 )
 UVICORN_CALLS = ("_unset_keepalive_if_required", "timeout_keep_alive_handler")
 UVICORN_STATE = ("loop", "parser", "timeout_keep_alive", "timeout_keep_alive_task", "cycle", "url", "headers", "scope")

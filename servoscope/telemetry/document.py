@@ -285,7 +285,11 @@ def _migrate_window(window: Any) -> Any:
 
 
 V1_MEANS = (
-    "cpu_percent", "process_cpu_percent", "memory_available_bytes", "swap_used_percent", "gpu_utilization_percent",
+    "cpu_percent",
+    "process_cpu_percent",
+    "memory_available_bytes",
+    "swap_used_percent",
+    "gpu_utilization_percent",
     "gpu_sm_clock_ratio",
 )
 # Version 1 → 2: one name per concept, and ratios (0–1) as in Prometheus instead of percents.
@@ -338,7 +342,8 @@ def _stages_v2(entry: Any) -> Any:
         return entry
     windows = {
         label: {**w, "stages": {V2_STAGES.get(k, k): v for k, v in w["stages"].items()}}
-        if isinstance(w, Mapping) and isinstance(w.get("stages"), Mapping) else w
+        if isinstance(w, Mapping) and isinstance(w.get("stages"), Mapping)
+        else w
         for label, w in entry["windows"].items()
     }
     return {**entry, "windows": windows}

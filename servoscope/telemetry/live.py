@@ -132,7 +132,8 @@ class LiveCollector(Collector):
                     family.add_metric([str(d.index)], value * scale)
             yield family
         reasons = GaugeMetricFamily(
-            "servoscope_gpu_throttle_reason", "1 for each reason the GPU's clocks are held below their maximum now.",
+            "servoscope_gpu_throttle_reason",
+            "1 for each reason the GPU's clocks are held below their maximum now.",
             labels=["gpu", "reason"],
         )
         for d in reading.devices:

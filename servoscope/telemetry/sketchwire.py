@@ -76,7 +76,9 @@ def decode(text: str) -> BaseDDSketch:
         raise SketchError("a sketch's counts must be >= 0")
     expected = DDSketch(RELATIVE_ACCURACY)._mapping
     if message.mapping.gamma != expected.gamma or message.mapping.interpolation != pb.IndexMapping.NONE:
-        raise SketchError(f"a sketch of gamma {message.mapping.gamma} does not merge with this one's ({expected.gamma})")
+        raise SketchError(
+            f"a sketch of gamma {message.mapping.gamma} does not merge with this one's ({expected.gamma})"
+        )
     return BaseDDSketch(
         mapping=KeyMappingProto.from_proto(message.mapping),
         store=_store(message.positiveValues),

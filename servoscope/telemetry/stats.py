@@ -100,7 +100,9 @@ def stats(
     models = {
         name: ModelStats(
             queues=Queues(
-                pending=g.pending, batch_queue=g.batch_queue, batches_in_flight=g.batches_in_flight,
+                pending=g.pending,
+                batch_queue=g.batch_queue,
+                batches_in_flight=g.batches_in_flight,
                 concurrency_limit=g.concurrency_limit,
             ),
             instances=g.instances,

@@ -52,7 +52,14 @@ class BatchStats:
 
 
 INFERENCE_FIELDS = (
-    "success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss",
+    "success",
+    "fail",
+    "queue",
+    "compute_input",
+    "compute_infer",
+    "compute_output",
+    "cache_hit",
+    "cache_miss",
 )
 STAGE_FIELDS: dict[str, tuple[Stage, ...]] = {
     "queue": (Stage.PREPROCESS_WAIT, Stage.BATCH_WAIT),

@@ -71,7 +71,9 @@ def agreement(
         "top1_agreement_stable": _mean(agree[stable]),
         "disagreements": [
             {
-                "input": names[i], "reference": int(ref_top1[i]), "variant": int(var_top5[i, 0]),
+                "input": names[i],
+                "reference": int(ref_top1[i]),
+                "variant": int(var_top5[i, 0]),
                 "reference_p": round(float(confidence[i]), 3),
             }
             for i in np.flatnonzero(~agree)

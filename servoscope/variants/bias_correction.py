@@ -78,9 +78,13 @@ def correct_biases(
     model = onnx.load(str(source))
     initializers = {i.name: i for i in model.graph.initializer}
     layers = [
-        n for n in model.graph.node
-        if n.op_type in ("Conv", "Gemm") and n.name not in exclude and len(n.input) > 2
-        and n.input[1] in initializers and n.input[2] in initializers
+        n
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm")
+        and n.name not in exclude
+        and len(n.input) > 2
+        and n.input[1] in initializers
+        and n.input[2] in initializers
     ]
     means = input_means(model, list(dict.fromkeys(n.input[0] for n in layers)), input_name, inputs)
     qmax = 64 if reduce_range else 127

@@ -125,7 +125,10 @@ def _quantize_flags(quant: argparse.ArgumentParser) -> None:
     knobs.add_argument("--weights", choices=["int8", "uint8", "int16"], default=d.weights)
     knobs.add_argument("--reduce-range", action="store_true", help="7-bit weights, for CPUs without VNNI")
     knobs.add_argument(
-        "--exclude", action="append", default=list(d.exclude), metavar="NODE",
+        "--exclude",
+        action="append",
+        default=list(d.exclude),
+        metavar="NODE",
         help="keep a node in FP32: a node name, or stem (first Conv), head (last Gemm/MatMul), softmax; repeatable",
     )
     knobs.add_argument(
@@ -136,7 +139,9 @@ def _quantize_flags(quant: argparse.ArgumentParser) -> None:
     )
     knobs.add_argument("--symmetric-activations", action="store_true")
     knobs.add_argument(
-        "--bias-correction", action=argparse.BooleanOptionalAction, default=d.bias_correction,
+        "--bias-correction",
+        action=argparse.BooleanOptionalAction,
+        default=d.bias_correction,
         help="fold the mean error of INT8 weights into the biases (int8 weights only)",
     )
 

@@ -103,7 +103,8 @@ def variants_of(root: Path, reference: ModelEntry, names: Sequence[str] | None) 
         return chosen
     labels = reference.labels()
     return [
-        e for e in repository.discover(root)
+        e
+        for e in repository.discover(root)
         if e.name != reference.name and e.config.input == reference.config.input and e.labels() == labels
     ]
 
@@ -125,7 +126,9 @@ def compare(
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     reference = repository.find(root, reference_name)
     if reference.config.engine.name != "onnxruntime":
-        raise ModelConfigError(f"the reference runs on ONNX Runtime; {reference.name} runs on {reference.config.engine.describe()}")
+        raise ModelConfigError(
+            f"the reference runs on ONNX Runtime; {reference.name} runs on {reference.config.engine.describe()}"
+        )
     variants = variants_of(root, reference, names)
     progress(
         f"comparing {reference.name} with {len(variants)} variant(s): {', '.join(v.name for v in variants) or 'none'}"
@@ -220,19 +223,21 @@ def table(report: dict) -> str:
     )
     lines = [header]
     for row in report["models"]:
-        lines.append((
-            row["name"],
-            row["engine"],
-            f"{row['size_bytes'] / 1e6:.1f}",
-            f"{row['images_per_s']:.1f}",
-            f"{row['throughput_ratio']:.2f}",
-            f"{row['p50_ms']:.1f}",
-            f"{row['p95_ms']:.1f}",
-            f"{100 * row['top1_agreement']:.1f}%",
-            f"{100 * row['top1_agreement_stable']:.1f}%" if row["top1_agreement_stable"] is not None else "-",
-            f"{100 * row['top5_containment']:.1f}%",
-            "NEEDED" if row["sign_off_needed"] else "-",
-        ))
+        lines.append(
+            (
+                row["name"],
+                row["engine"],
+                f"{row['size_bytes'] / 1e6:.1f}",
+                f"{row['images_per_s']:.1f}",
+                f"{row['throughput_ratio']:.2f}",
+                f"{row['p50_ms']:.1f}",
+                f"{row['p95_ms']:.1f}",
+                f"{100 * row['top1_agreement']:.1f}%",
+                f"{100 * row['top1_agreement_stable']:.1f}%" if row["top1_agreement_stable"] is not None else "-",
+                f"{100 * row['top5_containment']:.1f}%",
+                "NEEDED" if row["sign_off_needed"] else "-",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = [
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))) for line in lines

@@ -41,7 +41,16 @@ CALIBRATION_MAX_PER_PHOTO = 48  # evaluation never uses any of these, whatever t
 # The calibration photos: everyday subjects and the textures a camera sees. The others
 # (immunohistochemistry, hubble, retina, coins, … china, flower, grace_hopper) are evaluation only.
 CALIBRATION_PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "camera", "moon", "brick", "grass", "cell",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "motorcycle_left",
+    "camera",
+    "moon",
+    "brick",
+    "grass",
+    "cell",
 )
 
 
@@ -82,9 +91,24 @@ SOURCES: dict[str, Callable[[], np.ndarray]] = {
     **{
         name: _skimage(name)
         for name in (
-            "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-            "motorcycle_left", "motorcycle_right", "retina", "camera", "coins", "moon", "clock",
-            "brick", "grass", "gravel", "cell", "colorwheel",
+            "astronaut",
+            "chelsea",
+            "coffee",
+            "rocket",
+            "hubble_deep_field",
+            "immunohistochemistry",
+            "motorcycle_left",
+            "motorcycle_right",
+            "retina",
+            "camera",
+            "coins",
+            "moon",
+            "clock",
+            "brick",
+            "grass",
+            "gravel",
+            "cell",
+            "colorwheel",
         )
     },
     "china": _sklearn(0),

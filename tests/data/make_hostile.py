@@ -34,7 +34,6 @@ ESPRESSO = ["espresso"]
 TRIPOD = ["tripod"]  # the grayscale cameraman
 
 
-
 @dataclass(frozen=True)
 class Case:
     name: str  # file name in the corpus
@@ -167,43 +166,126 @@ def bombs() -> list[Case]:
     text_bomb = png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(bytes(8 << 20), 9))
     icc_bomb = png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(64 << 20), 9))
     return [
-        Case("bomb_png_60000x60000.png", "PNG header claiming 3.6 gigapixels in 70 bytes", "image/png",
-             refused(413, "pixel"), png_raw(60000, 60000, 8, 2, b"\0")),
-        Case("bomb_png_10000x10000.png", "PNG claiming 100 MP: above the service's 50 MP limit", "image/png",
-             refused(413, "10000x10000"), png_raw(10000, 10000, 8, 2, b"\0")),
-        Case("bomb_png_7000x7000_empty.png", "PNG claiming 49 MP (within the limit) with no pixel data",
-             "image/png", refused(400, "truncated"), png_raw(7000, 7000, 8, 2, b"")),
-        Case("bomb_png_7000x7000_zeros.png", "zlib bomb within the limit: 49 MB of zeros in 48 KB, a valid image",
-             "image/png", ok("decoded: within the pixel limit"), png_raw(7000, 7000, 8, 0, bytes(7001 * 7000))),
-        Case("bomb_png_ztxt.png", "PNG whose zTXt text chunk inflates to 8 MB", "image/png",
-             refused(400, "too large"), small_png(text_bomb)),
-        Case("bomb_png_iccp.png", "PNG whose iCCP colour profile inflates to 64 MB", "image/png",
-             refused(400, "too large"), small_png(icc_bomb)),
-        Case("bomb_jpeg_65500x65500.jpg", "JPEG SOF claiming 4.3 gigapixels in 600 bytes", "image/jpeg",
-             refused(413, "pixel"), patch_jpeg_size(tiny_jpeg, 65500, 65500)),
-        Case("bomb_jpeg_10000x10000.jpg", "JPEG claiming 100 MP", "image/jpeg",
-             refused(413, "10000x10000"), patch_jpeg_size(tiny_jpeg, 10000, 10000)),
-        Case("bomb_jpeg_7000x7000.jpg", "baseline JPEG claiming 49 MP with 8x8 pixels of data", "image/jpeg",
-             refused(400, "truncated"), patch_jpeg_size(tiny_jpeg, 7000, 7000)),
-        Case("bomb_jpeg_progressive_7000x7000.jpg", "progressive JPEG claiming 49 MP with 8x8 pixels of data",
-             "image/jpeg", refused(400, "truncated"), patch_jpeg_size(tiny_progressive, 7000, 7000)),
-        Case("bomb_jpeg_flat_4000x3000.jpg", "a complete flat grey 12 MP JPEG: the most pixels per byte a real "
-             "one carries", "image/jpeg", ok("decoded at 1/8 scale (DCT scaling)"),
-             encode(Image.new("RGB", (4000, 3000), (128, 128, 128)), "JPEG", quality=50, progressive=True)),
-        Case("bomb_webp_anim_canvas_16384.webp", "animated WebP: one 1x1 frame on a 268 MP canvas", "image/webp",
-             refused(413, "pixel"), animated_canvas(16384)),
-        Case("bomb_webp_anim_canvas_10000.webp", "animated WebP: one 1x1 frame on a 100 MP canvas", "image/webp",
-             refused(413, "10000x10000"), animated_canvas(10000)),
-        Case("bomb_webp_vp8x_16384.webp", "still WebP whose VP8X header claims 268 MP", "image/webp",
-             refused(413, "pixel"), webp(vp8x(16384, 16384), pixel)),
-        Case("bomb_webp_vp8_16383.webp", "lossy WebP key frame claiming 16383x16383", "image/webp",
-             refused(413, "pixel"), vp8_claiming(16383)),
-        Case("bomb_webp_vp8_10000.webp", "lossy WebP key frame claiming 10000x10000", "image/webp",
-             refused(413, "10000x10000"), vp8_claiming(10000)),
-        Case("bomb_gif_65535.gif", "GIF claiming 65535x65535, sent as image/gif", "image/gif",
-             refused(415, "image/gif"), gif_bomb),
-        Case("bomb_gif_65535_as_png.gif", "the same GIF sent as image/png", "image/png",
-             refused(415, "GIF"), gif_bomb),
+        Case(
+            "bomb_png_60000x60000.png",
+            "PNG header claiming 3.6 gigapixels in 70 bytes",
+            "image/png",
+            refused(413, "pixel"),
+            png_raw(60000, 60000, 8, 2, b"\0"),
+        ),
+        Case(
+            "bomb_png_10000x10000.png",
+            "PNG claiming 100 MP: above the service's 50 MP limit",
+            "image/png",
+            refused(413, "10000x10000"),
+            png_raw(10000, 10000, 8, 2, b"\0"),
+        ),
+        Case(
+            "bomb_png_7000x7000_empty.png",
+            "PNG claiming 49 MP (within the limit) with no pixel data",
+            "image/png",
+            refused(400, "truncated"),
+            png_raw(7000, 7000, 8, 2, b""),
+        ),
+        Case(
+            "bomb_png_7000x7000_zeros.png",
+            "zlib bomb within the limit: 49 MB of zeros in 48 KB, a valid image",
+            "image/png",
+            ok("decoded: within the pixel limit"),
+            png_raw(7000, 7000, 8, 0, bytes(7001 * 7000)),
+        ),
+        Case(
+            "bomb_png_ztxt.png",
+            "PNG whose zTXt text chunk inflates to 8 MB",
+            "image/png",
+            refused(400, "too large"),
+            small_png(text_bomb),
+        ),
+        Case(
+            "bomb_png_iccp.png",
+            "PNG whose iCCP colour profile inflates to 64 MB",
+            "image/png",
+            refused(400, "too large"),
+            small_png(icc_bomb),
+        ),
+        Case(
+            "bomb_jpeg_65500x65500.jpg",
+            "JPEG SOF claiming 4.3 gigapixels in 600 bytes",
+            "image/jpeg",
+            refused(413, "pixel"),
+            patch_jpeg_size(tiny_jpeg, 65500, 65500),
+        ),
+        Case(
+            "bomb_jpeg_10000x10000.jpg",
+            "JPEG claiming 100 MP",
+            "image/jpeg",
+            refused(413, "10000x10000"),
+            patch_jpeg_size(tiny_jpeg, 10000, 10000),
+        ),
+        Case(
+            "bomb_jpeg_7000x7000.jpg",
+            "baseline JPEG claiming 49 MP with 8x8 pixels of data",
+            "image/jpeg",
+            refused(400, "truncated"),
+            patch_jpeg_size(tiny_jpeg, 7000, 7000),
+        ),
+        Case(
+            "bomb_jpeg_progressive_7000x7000.jpg",
+            "progressive JPEG claiming 49 MP with 8x8 pixels of data",
+            "image/jpeg",
+            refused(400, "truncated"),
+            patch_jpeg_size(tiny_progressive, 7000, 7000),
+        ),
+        Case(
+            "bomb_jpeg_flat_4000x3000.jpg",
+            "a complete flat grey 12 MP JPEG: the most pixels per byte a real one carries",
+            "image/jpeg",
+            ok("decoded at 1/8 scale (DCT scaling)"),
+            encode(Image.new("RGB", (4000, 3000), (128, 128, 128)), "JPEG", quality=50, progressive=True),
+        ),
+        Case(
+            "bomb_webp_anim_canvas_16384.webp",
+            "animated WebP: one 1x1 frame on a 268 MP canvas",
+            "image/webp",
+            refused(413, "pixel"),
+            animated_canvas(16384),
+        ),
+        Case(
+            "bomb_webp_anim_canvas_10000.webp",
+            "animated WebP: one 1x1 frame on a 100 MP canvas",
+            "image/webp",
+            refused(413, "10000x10000"),
+            animated_canvas(10000),
+        ),
+        Case(
+            "bomb_webp_vp8x_16384.webp",
+            "still WebP whose VP8X header claims 268 MP",
+            "image/webp",
+            refused(413, "pixel"),
+            webp(vp8x(16384, 16384), pixel),
+        ),
+        Case(
+            "bomb_webp_vp8_16383.webp",
+            "lossy WebP key frame claiming 16383x16383",
+            "image/webp",
+            refused(413, "pixel"),
+            vp8_claiming(16383),
+        ),
+        Case(
+            "bomb_webp_vp8_10000.webp",
+            "lossy WebP key frame claiming 10000x10000",
+            "image/webp",
+            refused(413, "10000x10000"),
+            vp8_claiming(10000),
+        ),
+        Case(
+            "bomb_gif_65535.gif",
+            "GIF claiming 65535x65535, sent as image/gif",
+            "image/gif",
+            refused(415, "image/gif"),
+            gif_bomb,
+        ),
+        Case("bomb_gif_65535_as_png.gif", "the same GIF sent as image/png", "image/png", refused(415, "GIF"), gif_bomb),
     ]
 
 
@@ -224,42 +306,114 @@ def broken(rng: np.random.Generator) -> list[Case]:
         scan[at] = 0xFF if at % 2 else 0x00
     return [
         Case("zero_bytes.jpg", "an empty body", "image/jpeg", refused(400, "empty"), b""),
-        Case("truncated_jpeg_half.jpg", "the first half of a JPEG", "image/jpeg", refused(400, "truncated"),
-             jpeg[: len(jpeg) // 2]),
-        Case("truncated_jpeg_header.jpg", "the first 40 bytes of a JPEG", "image/jpeg", refused(400, "corrupt"),
-             jpeg[:40]),
-        Case("truncated_png_half.png", "the first half of a PNG", "image/png", refused(400, "truncated"),
-             png[: len(png) // 2]),
-        Case("truncated_png_signature.png", "a PNG signature and nothing else", "image/png",
-             refused(400, "not a PNG"), png[:8]),
-        Case("truncated_webp_half.webp", "the first half of a WebP", "image/webp", refused(400, "corrupt"),
-             still[: len(still) // 2]),
-        Case("corrupt_png_ihdr_crc.png", "PNG whose IHDR checksum is wrong", "image/png",
-             refused(400, "not a PNG"), bytes(bad_crc)),
-        Case("corrupt_png_zlib.png", "PNG whose IDAT is not a zlib stream", "image/png",
-             refused(400, "broken data stream"), bad_zlib),
-        Case("corrupt_png_zero_width.png", "PNG whose IHDR says 0 pixels wide", "image/png",
-             refused(400, "not a PNG"), png_raw(0, 8, 8, 2, b"")),
-        Case("corrupt_jpeg_scan.jpg", "JPEG with its entropy-coded data overwritten", "image/jpeg",
-             refused(400, "broken data stream"), bytes(scan)),
-        Case("corrupt_jpeg_garbage.jpg", "a JPEG start marker followed by random bytes", "image/jpeg",
-             refused(400, "not a JPEG"), b"\xff\xd8" + noise),
-        Case("corrupt_webp_garbage.webp", "a RIFF/WEBP/VP8 header followed by random bytes", "image/webp",
-             refused(400, "corrupt"), b"RIFF" + struct.pack("<I", 3004) + b"WEBPVP8 " + noise),
-        Case("corrupt_webp_riff_size.webp", "WebP whose RIFF size claims 1 GB", "image/webp",
-             refused(400, "corrupt"), still[:4] + struct.pack("<I", 10**9) + still[8:]),
-        Case("random_bytes.jpg", "3000 random bytes sent as image/jpeg", "image/jpeg",
-             refused(400, "not a JPEG"), noise),
-        Case("corrupt_jpeg_exif_garbage.jpg", "a valid JPEG (JFIF, 72 dpi) whose APP1 Exif segment holds garbage "
-             "(no TIFF header)", "image/jpeg",
-             ok("served as stored: the unreadable EXIF is ignored and counted", ESPRESSO),
-             with_app1(jpeg_72dpi, b"Exif\0\0" + noise[:200])),
-        Case("corrupt_jpeg_exif_ifd.jpg", "a valid JPEG (JFIF, 72 dpi) whose EXIF directory claims 60000 entries "
-             "past its end", "image/jpeg", ok("served as stored: the unreadable EXIF is ignored", ESPRESSO),
-             with_app1(jpeg_72dpi, b"Exif\0\0II*\0\x08\0\0\0" + struct.pack("<H", 60000) + noise[:60])),
-        Case("corrupt_png_exif_garbage.png", "a valid PNG whose eXIf chunk holds garbage", "image/png",
-             ok("served as stored: the unreadable EXIF is ignored and counted", ESPRESSO),
-             png_with_chunk(png, png_chunk(b"eXIf", noise[:300]))),
+        Case(
+            "truncated_jpeg_half.jpg",
+            "the first half of a JPEG",
+            "image/jpeg",
+            refused(400, "truncated"),
+            jpeg[: len(jpeg) // 2],
+        ),
+        Case(
+            "truncated_jpeg_header.jpg",
+            "the first 40 bytes of a JPEG",
+            "image/jpeg",
+            refused(400, "corrupt"),
+            jpeg[:40],
+        ),
+        Case(
+            "truncated_png_half.png",
+            "the first half of a PNG",
+            "image/png",
+            refused(400, "truncated"),
+            png[: len(png) // 2],
+        ),
+        Case(
+            "truncated_png_signature.png",
+            "a PNG signature and nothing else",
+            "image/png",
+            refused(400, "not a PNG"),
+            png[:8],
+        ),
+        Case(
+            "truncated_webp_half.webp",
+            "the first half of a WebP",
+            "image/webp",
+            refused(400, "corrupt"),
+            still[: len(still) // 2],
+        ),
+        Case(
+            "corrupt_png_ihdr_crc.png",
+            "PNG whose IHDR checksum is wrong",
+            "image/png",
+            refused(400, "not a PNG"),
+            bytes(bad_crc),
+        ),
+        Case(
+            "corrupt_png_zlib.png",
+            "PNG whose IDAT is not a zlib stream",
+            "image/png",
+            refused(400, "broken data stream"),
+            bad_zlib,
+        ),
+        Case(
+            "corrupt_png_zero_width.png",
+            "PNG whose IHDR says 0 pixels wide",
+            "image/png",
+            refused(400, "not a PNG"),
+            png_raw(0, 8, 8, 2, b""),
+        ),
+        Case(
+            "corrupt_jpeg_scan.jpg",
+            "JPEG with its entropy-coded data overwritten",
+            "image/jpeg",
+            refused(400, "broken data stream"),
+            bytes(scan),
+        ),
+        Case(
+            "corrupt_jpeg_garbage.jpg",
+            "a JPEG start marker followed by random bytes",
+            "image/jpeg",
+            refused(400, "not a JPEG"),
+            b"\xff\xd8" + noise,
+        ),
+        Case(
+            "corrupt_webp_garbage.webp",
+            "a RIFF/WEBP/VP8 header followed by random bytes",
+            "image/webp",
+            refused(400, "corrupt"),
+            b"RIFF" + struct.pack("<I", 3004) + b"WEBPVP8 " + noise,
+        ),
+        Case(
+            "corrupt_webp_riff_size.webp",
+            "WebP whose RIFF size claims 1 GB",
+            "image/webp",
+            refused(400, "corrupt"),
+            still[:4] + struct.pack("<I", 10**9) + still[8:],
+        ),
+        Case(
+            "random_bytes.jpg", "3000 random bytes sent as image/jpeg", "image/jpeg", refused(400, "not a JPEG"), noise
+        ),
+        Case(
+            "corrupt_jpeg_exif_garbage.jpg",
+            "a valid JPEG (JFIF, 72 dpi) whose APP1 Exif segment holds garbage (no TIFF header)",
+            "image/jpeg",
+            ok("served as stored: the unreadable EXIF is ignored and counted", ESPRESSO),
+            with_app1(jpeg_72dpi, b"Exif\0\0" + noise[:200]),
+        ),
+        Case(
+            "corrupt_jpeg_exif_ifd.jpg",
+            "a valid JPEG (JFIF, 72 dpi) whose EXIF directory claims 60000 entries past its end",
+            "image/jpeg",
+            ok("served as stored: the unreadable EXIF is ignored", ESPRESSO),
+            with_app1(jpeg_72dpi, b"Exif\0\0II*\0\x08\0\0\0" + struct.pack("<H", 60000) + noise[:60]),
+        ),
+        Case(
+            "corrupt_png_exif_garbage.png",
+            "a valid PNG whose eXIf chunk holds garbage",
+            "image/png",
+            ok("served as stored: the unreadable EXIF is ignored and counted", ESPRESSO),
+            png_with_chunk(png, png_chunk(b"eXIf", noise[:300])),
+        ),
     ]
 
 
@@ -270,38 +424,85 @@ def mislabelled() -> list[Case]:
     coffee = photo("coffee")
     jpeg = encode(coffee, "JPEG", quality=85)
     html = b"<!doctype html><html><body><script>alert(1)</script></body></html>\n"
-    laughs = b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">' + b"".join(
-        b'<!ENTITY %s "%s">' % (bytes([98 + i]), (b"&%s;" % bytes([97 + i])) * 10) for i in range(8)
-    ) + b']><svg xmlns="http://www.w3.org/2000/svg">&i;</svg>'
+    laughs = (
+        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+        + b"".join(b'<!ENTITY %s "%s">' % (bytes([98 + i]), (b"&%s;" % bytes([97 + i])) * 10) for i in range(8))
+        + b']><svg xmlns="http://www.w3.org/2000/svg">&i;</svg>'
+    )
     pdf = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
     eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n%%EOF\n"
     heic = struct.pack(">I", 24) + b"ftypheic" + struct.pack(">I", 0) + b"mif1heic" + bytes(64)
     by_bytes = "served by its bytes: the declared image type names another accepted format"
     return [
-        Case("magic_png_as_jpeg.png", "a PNG sent as image/jpeg", "image/jpeg",
-             ok(by_bytes, ESPRESSO), encode(coffee, "PNG")),
+        Case(
+            "magic_png_as_jpeg.png",
+            "a PNG sent as image/jpeg",
+            "image/jpeg",
+            ok(by_bytes, ESPRESSO),
+            encode(coffee, "PNG"),
+        ),
         Case("magic_jpeg_as_webp.jpg", "a JPEG sent as image/webp", "image/webp", ok(by_bytes, ESPRESSO), jpeg),
-        Case("magic_webp_as_png.webp", "a WebP sent as image/png", "image/png", ok(by_bytes, ESPRESSO),
-             encode(coffee, "WEBP", quality=80)),
-        Case("magic_bmp_as_jpeg.bmp", "a BMP sent as image/jpeg", "image/jpeg", refused(415, "BMP"),
-             encode(photo("coffee", (32, 24)), "BMP")),
+        Case(
+            "magic_webp_as_png.webp",
+            "a WebP sent as image/png",
+            "image/png",
+            ok(by_bytes, ESPRESSO),
+            encode(coffee, "WEBP", quality=80),
+        ),
+        Case(
+            "magic_bmp_as_jpeg.bmp",
+            "a BMP sent as image/jpeg",
+            "image/jpeg",
+            refused(415, "BMP"),
+            encode(photo("coffee", (32, 24)), "BMP"),
+        ),
         Case("magic_html_as_jpeg.html", "an HTML page sent as image/jpeg", "image/jpeg", refused(415, "HTML"), html),
-        Case("magic_svg_laughs_as_png.svg", "an SVG entity-expansion bomb sent as image/png", "image/png",
-             refused(415, "SVG"), laughs),
+        Case(
+            "magic_svg_laughs_as_png.svg",
+            "an SVG entity-expansion bomb sent as image/png",
+            "image/png",
+            refused(415, "SVG"),
+            laughs,
+        ),
         Case("magic_pdf_as_jpeg.pdf", "a PDF document sent as image/jpeg", "image/jpeg", refused(415, "PDF"), pdf),
         Case("magic_eps_as_png.eps", "an EPS document sent as image/png", "image/png", refused(415, "EPS"), eps),
-        Case("magic_heic_as_jpeg.heic", "a HEIC file's header (an iPhone photo) sent as image/jpeg", "image/jpeg",
-             refused(415, "HEIC"), heic),
-        Case("magic_garbage_as_png.bin", "bytes of no known format sent as image/png", "image/png",
-             refused(400, "not a JPEG, PNG or WebP"), bytes(range(7, 250)) * 4),
-        Case("magic_svg_laughs.svg", "the same SVG sent as image/svg+xml", "image/svg+xml",
-             refused(415, "image/svg+xml"), laughs),
+        Case(
+            "magic_heic_as_jpeg.heic",
+            "a HEIC file's header (an iPhone photo) sent as image/jpeg",
+            "image/jpeg",
+            refused(415, "HEIC"),
+            heic,
+        ),
+        Case(
+            "magic_garbage_as_png.bin",
+            "bytes of no known format sent as image/png",
+            "image/png",
+            refused(400, "not a JPEG, PNG or WebP"),
+            bytes(range(7, 250)) * 4,
+        ),
+        Case(
+            "magic_svg_laughs.svg",
+            "the same SVG sent as image/svg+xml",
+            "image/svg+xml",
+            refused(415, "image/svg+xml"),
+            laughs,
+        ),
         Case("type_missing.jpg", "a good JPEG sent with no Content-Type", None, refused(415, "Content-Type"), jpeg),
-        Case("type_octet_stream.jpg", "a good JPEG sent as application/octet-stream", "application/octet-stream",
-             refused(415, "application/octet-stream"), jpeg),
+        Case(
+            "type_octet_stream.jpg",
+            "a good JPEG sent as application/octet-stream",
+            "application/octet-stream",
+            refused(415, "application/octet-stream"),
+            jpeg,
+        ),
         Case("type_text_html.jpg", "a good JPEG sent as text/html", "text/html", refused(415, "text/html"), jpeg),
-        Case("type_jpeg_with_params.jpg", "a good JPEG sent as 'Image/JPEG; charset=binary'",
-             "Image/JPEG; charset=binary", ok("served: media type parameters and case ignored", ESPRESSO), jpeg),
+        Case(
+            "type_jpeg_with_params.jpg",
+            "a good JPEG sent as 'Image/JPEG; charset=binary'",
+            "Image/JPEG; charset=binary",
+            ok("served: media type parameters and case ignored", ESPRESSO),
+            jpeg,
+        ),
     ]
 
 
@@ -314,16 +515,41 @@ def polyglots() -> list[Case]:
     archive = zip_archive("payload.html", html * 20)
     comment = jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(html) + 2) + html + jpeg[2:]
     return [
-        Case("polyglot_jpeg_zip.jpg", "a valid JPEG with a ZIP archive appended (also a valid ZIP)", "image/jpeg",
-             ok("classified on the JPEG; trailing bytes ignored", ESPRESSO), jpeg + archive),
-        Case("polyglot_jpeg_html_comment.jpg", "a valid JPEG carrying an HTML page in a COM segment", "image/jpeg",
-             ok("classified on the JPEG; the comment is ignored", ESPRESSO), comment),
-        Case("polyglot_png_trailing_html.png", "a valid PNG with HTML after IEND", "image/png",
-             ok("classified on the PNG; trailing bytes ignored", ESPRESSO), encode(coffee, "PNG") + html),
-        Case("polyglot_zip_then_jpeg.zip", "a ZIP archive with a JPEG after it", "image/jpeg",
-             refused(415, "ZIP"), archive + jpeg),
-        Case("polyglot_gifar_as_png.gif", "a GIF with a ZIP appended, sent as image/png", "image/png",
-             refused(415, "GIF"), encode(photo("coffee", (48, 32)).convert("P"), "GIF") + archive),
+        Case(
+            "polyglot_jpeg_zip.jpg",
+            "a valid JPEG with a ZIP archive appended (also a valid ZIP)",
+            "image/jpeg",
+            ok("classified on the JPEG; trailing bytes ignored", ESPRESSO),
+            jpeg + archive,
+        ),
+        Case(
+            "polyglot_jpeg_html_comment.jpg",
+            "a valid JPEG carrying an HTML page in a COM segment",
+            "image/jpeg",
+            ok("classified on the JPEG; the comment is ignored", ESPRESSO),
+            comment,
+        ),
+        Case(
+            "polyglot_png_trailing_html.png",
+            "a valid PNG with HTML after IEND",
+            "image/png",
+            ok("classified on the PNG; trailing bytes ignored", ESPRESSO),
+            encode(coffee, "PNG") + html,
+        ),
+        Case(
+            "polyglot_zip_then_jpeg.zip",
+            "a ZIP archive with a JPEG after it",
+            "image/jpeg",
+            refused(415, "ZIP"),
+            archive + jpeg,
+        ),
+        Case(
+            "polyglot_gifar_as_png.gif",
+            "a GIF with a ZIP appended, sent as image/png",
+            "image/png",
+            refused(415, "GIF"),
+            encode(photo("coffee", (48, 32)).convert("P"), "GIF") + archive,
+        ),
     ]
 
 
@@ -334,22 +560,43 @@ def multi_frame() -> list[Case]:
     first = "first frame classified; later frames never decoded"
     gif = encode(coffee.convert("P"), "GIF", save_all=True, append_images=[rocket.convert("P")], duration=100)
     small = (96, 64)
-    tiff = encode(photo("coffee", small), "TIFF", save_all=True, append_images=[photo("rocket", small)],
-                  compression="tiff_deflate")
+    tiff = encode(
+        photo("coffee", small),
+        "TIFF",
+        save_all=True,
+        append_images=[photo("rocket", small)],
+        compression="tiff_deflate",
+    )
     return [
-        Case("animated_webp.webp", "animated WebP: coffee, then a rocket", "image/webp",
-             ok(first, ESPRESSO),
-             encode(coffee, "WEBP", save_all=True, append_images=[rocket], quality=80, duration=100)),
-        Case("animated_png.png", "APNG: coffee, then a rocket", "image/png",
-             ok(first, ESPRESSO), encode(coffee, "PNG", save_all=True, append_images=[rocket], compress_level=9)),
-        Case("multi_picture_jpeg.mpo", "MPO (multi-picture JPEG): coffee, then a rocket", "image/jpeg",
-             ok(first, ESPRESSO), encode(coffee, "MPO", save_all=True, append_images=[rocket], quality=80)),
+        Case(
+            "animated_webp.webp",
+            "animated WebP: coffee, then a rocket",
+            "image/webp",
+            ok(first, ESPRESSO),
+            encode(coffee, "WEBP", save_all=True, append_images=[rocket], quality=80, duration=100),
+        ),
+        Case(
+            "animated_png.png",
+            "APNG: coffee, then a rocket",
+            "image/png",
+            ok(first, ESPRESSO),
+            encode(coffee, "PNG", save_all=True, append_images=[rocket], compress_level=9),
+        ),
+        Case(
+            "multi_picture_jpeg.mpo",
+            "MPO (multi-picture JPEG): coffee, then a rocket",
+            "image/jpeg",
+            ok(first, ESPRESSO),
+            encode(coffee, "MPO", save_all=True, append_images=[rocket], quality=80),
+        ),
         Case("animated_gif.gif", "animated GIF sent as image/gif", "image/gif", refused(415, "image/gif"), gif),
         Case("animated_gif_as_webp.gif", "animated GIF sent as image/webp", "image/webp", refused(415, "GIF"), gif),
-        Case("multi_page_tiff.tiff", "two-page TIFF sent as image/tiff", "image/tiff",
-             refused(415, "image/tiff"), tiff),
-        Case("multi_page_tiff_as_jpeg.tiff", "two-page TIFF sent as image/jpeg", "image/jpeg",
-             refused(415, "TIFF"), tiff),
+        Case(
+            "multi_page_tiff.tiff", "two-page TIFF sent as image/tiff", "image/tiff", refused(415, "image/tiff"), tiff
+        ),
+        Case(
+            "multi_page_tiff_as_jpeg.tiff", "two-page TIFF sent as image/jpeg", "image/jpeg", refused(415, "TIFF"), tiff
+        ),
     ]
 
 
@@ -357,8 +604,7 @@ def modes() -> list[Case]:
     """Legitimate images in every colour mode and depth: all served (200)."""
     coffee, camera = photo("coffee"), photo("camera", (224, 224))
     pixels = np.asarray(coffee).astype(np.uint16) * 257
-    rgb16 = png_raw(coffee.width, coffee.height, 16, 2,
-                    b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels))
+    rgb16 = png_raw(coffee.width, coffee.height, 16, 2, b"".join(b"\0" + row.astype(">u2").tobytes() for row in pixels))
     alpha = coffee.convert("RGBA")
     mask = np.full((coffee.height, coffee.width), 255, np.uint8)
     mask[:12], mask[-12:], mask[:, :12], mask[:, -12:] = 0, 0, 0, 0  # a transparent frame around the photo
@@ -366,24 +612,60 @@ def modes() -> list[Case]:
     palette = coffee.quantize(256, dither=Image.Dither.NONE)
     served = "served: converted to 8-bit RGB"
     return [
-        Case("mode_cmyk.jpg", "CMYK JPEG", "image/jpeg", ok(served, ESPRESSO),
-             encode(coffee.convert("CMYK"), "JPEG", quality=90)),
-        Case("mode_grayscale.jpg", "grayscale JPEG", "image/jpeg", ok(served, TRIPOD),
-             encode(camera, "JPEG", quality=90)),
-        Case("mode_progressive.jpg", "progressive JPEG", "image/jpeg", ok(served, ESPRESSO),
-             encode(coffee, "JPEG", quality=85, progressive=True)),
+        Case(
+            "mode_cmyk.jpg",
+            "CMYK JPEG",
+            "image/jpeg",
+            ok(served, ESPRESSO),
+            encode(coffee.convert("CMYK"), "JPEG", quality=90),
+        ),
+        Case(
+            "mode_grayscale.jpg", "grayscale JPEG", "image/jpeg", ok(served, TRIPOD), encode(camera, "JPEG", quality=90)
+        ),
+        Case(
+            "mode_progressive.jpg",
+            "progressive JPEG",
+            "image/jpeg",
+            ok(served, ESPRESSO),
+            encode(coffee, "JPEG", quality=85, progressive=True),
+        ),
         Case("mode_rgb16.png", "16-bit-per-channel RGB PNG", "image/png", ok(served, ESPRESSO), rgb16),
-        Case("mode_gray16.png", "16-bit grayscale PNG", "image/png", ok(served, TRIPOD),
-             encode(Image.fromarray(np.asarray(camera).astype(np.uint16) * 257), "PNG")),
+        Case(
+            "mode_gray16.png",
+            "16-bit grayscale PNG",
+            "image/png",
+            ok(served, TRIPOD),
+            encode(Image.fromarray(np.asarray(camera).astype(np.uint16) * 257), "PNG"),
+        ),
         Case("mode_palette.png", "palette PNG", "image/png", ok(served, ESPRESSO), encode(palette, "PNG")),
-        Case("mode_palette_transparent.png", "palette PNG with a transparent index", "image/png",
-             ok("served: transparency composited on white", ESPRESSO), encode(palette, "PNG", transparency=0)),
-        Case("mode_rgba.png", "RGBA PNG with a transparent border", "image/png",
-             ok("served: transparency composited on white", ESPRESSO), encode(alpha, "PNG")),
-        Case("mode_rgba.webp", "lossless RGBA WebP with a transparent border", "image/webp",
-             ok("served: transparency composited on white", ESPRESSO), encode(alpha, "WEBP", lossless=True)),
-        Case("mode_la.png", "grayscale + alpha PNG", "image/png",
-             ok("served: transparency composited on white", TRIPOD), encode(camera.convert("LA"), "PNG")),
+        Case(
+            "mode_palette_transparent.png",
+            "palette PNG with a transparent index",
+            "image/png",
+            ok("served: transparency composited on white", ESPRESSO),
+            encode(palette, "PNG", transparency=0),
+        ),
+        Case(
+            "mode_rgba.png",
+            "RGBA PNG with a transparent border",
+            "image/png",
+            ok("served: transparency composited on white", ESPRESSO),
+            encode(alpha, "PNG"),
+        ),
+        Case(
+            "mode_rgba.webp",
+            "lossless RGBA WebP with a transparent border",
+            "image/webp",
+            ok("served: transparency composited on white", ESPRESSO),
+            encode(alpha, "WEBP", lossless=True),
+        ),
+        Case(
+            "mode_la.png",
+            "grayscale + alpha PNG",
+            "image/png",
+            ok("served: transparency composited on white", TRIPOD),
+            encode(camera.convert("LA"), "PNG"),
+        ),
         Case("mode_bilevel.png", "1-bit PNG", "image/png", ok(served), encode(camera.convert("1"), "PNG")),
     ]
 
@@ -395,12 +677,26 @@ def orientations() -> list[Case]:
     cases = []
     for n in range(1, 9):
         data = encode(stored_for(coffee, n), "JPEG", quality=90, exif=exif(n))
-        cases.append(Case(f"orientation_{n}.jpg", f"JPEG with EXIF orientation {n}", "image/jpeg",
-                          ok(f"served upright: EXIF orientation {n} applied", ESPRESSO, upright=upright), data))
+        cases.append(
+            Case(
+                f"orientation_{n}.jpg",
+                f"JPEG with EXIF orientation {n}",
+                "image/jpeg",
+                ok(f"served upright: EXIF orientation {n} applied", ESPRESSO, upright=upright),
+                data,
+            )
+        )
     for fmt, ext, media in (("PNG", "png", "image/png"), ("WEBP", "webp", "image/webp")):
         data = encode(stored_for(coffee, 6), fmt, exif=exif(6))
-        cases.append(Case(f"orientation_6.{ext}", f"{fmt} with EXIF orientation 6", media,
-                          ok("served upright: EXIF orientation 6 applied", ESPRESSO, upright=upright), data))
+        cases.append(
+            Case(
+                f"orientation_6.{ext}",
+                f"{fmt} with EXIF orientation 6",
+                media,
+                ok("served upright: EXIF orientation 6 applied", ESPRESSO, upright=upright),
+                data,
+            )
+        )
     return cases
 
 
@@ -417,35 +713,84 @@ def work() -> list[Case]:
     anmf = riff_chunk(b"ANMF", u24(0) * 4 + u24(100) + b"\0" + frame)
     vp8x = riff_chunk(b"VP8X", bytes([0x02, 0, 0, 0]) + u24(0) + u24(0))
     return [
-        Case("work_jpeg_scans_10000.jpg", "progressive JPEG (6 MP) with 10,000 scans, nearly all empty",
-             "image/jpeg", refused(413, "scans"), flat[:-2] + empty_scan * 10_000 + flat[-2:]),
-        Case("work_jpeg_segments_20000.jpg", "JPEG with 20,000 empty comment segments before its scan",
-             "image/jpeg", refused(413, "segments"), jpeg[:2] + com * 20_000 + jpeg[2:]),
-        Case("work_jpeg_restart_every_mcu.jpg", "JPEG with a restart marker after every MCU (legitimate)",
-             "image/jpeg", ok("served: restart markers are the decoder's own work", ESPRESSO),
-             encode(coffee, "JPEG", quality=85, restart_marker_blocks=1)),
-        Case("work_jpeg_restart_flood.jpg", "JPEG with 100,000 stray restart markers after its scan", "image/jpeg",
-             ok("served: stray markers after the scan are skipped in C", ESPRESSO),
-             jpeg[:-2] + b"\xff\xd0" * 100_000 + jpeg[-2:]),
-        Case("work_jpeg_icc_200k.jpg", "JPEG carrying a 200 KB ICC profile (4 APP2 segments)", "image/jpeg",
-             ok("served: the profile is within the metadata limit and never applied", ESPRESSO),
-             encode(coffee, "JPEG", quality=85, icc_profile=icc_profile(200_000))),
-        Case("work_jpeg_metadata_over_limit.jpg", "JPEG carrying 300 KB of comments, above the test server's "
-             "256 KiB metadata limit", "image/jpeg", refused(413, "metadata"),
-             jpeg[:2] + comment_segments(300_000) + jpeg[2:]),
-        Case("work_jpeg_xmp_laughs.jpg", "JPEG whose XMP packet is an entity-expansion (billion laughs) bomb",
-             "image/jpeg", ok("served: XMP is never parsed", ESPRESSO), with_app1(jpeg, xmp_laughs())),
-        Case("work_png_idat_8000.png", "PNG whose pixels come in 8,000 tiny IDAT chunks", "image/png",
-             refused(413, "chunks"), tiny_idat_png(8000)),
-        Case("work_png_text_8000.png", "PNG with 8,000 small tEXt chunks", "image/png", refused(413, "chunks"),
-             png_with_chunk(encode(coffee, "PNG"), *[png_chunk(b"tEXt", b"k\0v")] * 8000)),
-        Case("work_apng_frames_2000.png", "APNG with 2,000 frames", "image/png", refused(413, "frames"),
-             apng(2000)),
-        Case("work_webp_frames_2000.webp", "animated WebP with 2,000 frames", "image/webp",
-             refused(413, "frames"), webp(vp8x, riff_chunk(b"ANIM", struct.pack("<IH", 0, 0)), *[anmf] * 2000)),
-        Case("work_orientation_panorama.jpg", "a 5040x160 panorama stored turned (160x5040), EXIF orientation 6",
-             "image/jpeg", ok("served upright: the orientation swaps the long side", ESPRESSO, upright=[5040, 160]),
-             encode(stored_for(panorama(coffee, 21), 6), "JPEG", quality=75, exif=exif(6))),
+        Case(
+            "work_jpeg_scans_10000.jpg",
+            "progressive JPEG (6 MP) with 10,000 scans, nearly all empty",
+            "image/jpeg",
+            refused(413, "scans"),
+            flat[:-2] + empty_scan * 10_000 + flat[-2:],
+        ),
+        Case(
+            "work_jpeg_segments_20000.jpg",
+            "JPEG with 20,000 empty comment segments before its scan",
+            "image/jpeg",
+            refused(413, "segments"),
+            jpeg[:2] + com * 20_000 + jpeg[2:],
+        ),
+        Case(
+            "work_jpeg_restart_every_mcu.jpg",
+            "JPEG with a restart marker after every MCU (legitimate)",
+            "image/jpeg",
+            ok("served: restart markers are the decoder's own work", ESPRESSO),
+            encode(coffee, "JPEG", quality=85, restart_marker_blocks=1),
+        ),
+        Case(
+            "work_jpeg_restart_flood.jpg",
+            "JPEG with 100,000 stray restart markers after its scan",
+            "image/jpeg",
+            ok("served: stray markers after the scan are skipped in C", ESPRESSO),
+            jpeg[:-2] + b"\xff\xd0" * 100_000 + jpeg[-2:],
+        ),
+        Case(
+            "work_jpeg_icc_200k.jpg",
+            "JPEG carrying a 200 KB ICC profile (4 APP2 segments)",
+            "image/jpeg",
+            ok("served: the profile is within the metadata limit and never applied", ESPRESSO),
+            encode(coffee, "JPEG", quality=85, icc_profile=icc_profile(200_000)),
+        ),
+        Case(
+            "work_jpeg_metadata_over_limit.jpg",
+            "JPEG carrying 300 KB of comments, above the test server's 256 KiB metadata limit",
+            "image/jpeg",
+            refused(413, "metadata"),
+            jpeg[:2] + comment_segments(300_000) + jpeg[2:],
+        ),
+        Case(
+            "work_jpeg_xmp_laughs.jpg",
+            "JPEG whose XMP packet is an entity-expansion (billion laughs) bomb",
+            "image/jpeg",
+            ok("served: XMP is never parsed", ESPRESSO),
+            with_app1(jpeg, xmp_laughs()),
+        ),
+        Case(
+            "work_png_idat_8000.png",
+            "PNG whose pixels come in 8,000 tiny IDAT chunks",
+            "image/png",
+            refused(413, "chunks"),
+            tiny_idat_png(8000),
+        ),
+        Case(
+            "work_png_text_8000.png",
+            "PNG with 8,000 small tEXt chunks",
+            "image/png",
+            refused(413, "chunks"),
+            png_with_chunk(encode(coffee, "PNG"), *[png_chunk(b"tEXt", b"k\0v")] * 8000),
+        ),
+        Case("work_apng_frames_2000.png", "APNG with 2,000 frames", "image/png", refused(413, "frames"), apng(2000)),
+        Case(
+            "work_webp_frames_2000.webp",
+            "animated WebP with 2,000 frames",
+            "image/webp",
+            refused(413, "frames"),
+            webp(vp8x, riff_chunk(b"ANIM", struct.pack("<IH", 0, 0)), *[anmf] * 2000),
+        ),
+        Case(
+            "work_orientation_panorama.jpg",
+            "a 5040x160 panorama stored turned (160x5040), EXIF orientation 6",
+            "image/jpeg",
+            ok("served upright: the orientation swaps the long side", ESPRESSO, upright=[5040, 160]),
+            encode(stored_for(panorama(coffee, 21), 6), "JPEG", quality=75, exif=exif(6)),
+        ),
     ]
 
 
@@ -498,8 +843,12 @@ def apng(frames: int) -> bytes:
     def fctl(sequence: int) -> bytes:
         return png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", sequence, 8, 8, 0, 0, 1, 10, 0, 0))
 
-    chunks = [png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)),
-              png_chunk(b"acTL", struct.pack(">II", frames, 0)), fctl(0), png_chunk(b"IDAT", raw)]
+    chunks = [
+        png_chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0)),
+        png_chunk(b"acTL", struct.pack(">II", frames, 0)),
+        fctl(0),
+        png_chunk(b"IDAT", raw),
+    ]
     for n in range(1, frames):
         chunks += [fctl(2 * n - 1), png_chunk(b"fdAT", struct.pack(">I", 2 * n) + raw)]
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks) + png_chunk(b"IEND", b"")
@@ -514,9 +863,7 @@ def panorama(image: Image.Image, copies: int) -> Image.Image:
 
 def corpus() -> list[Case]:
     rng = np.random.default_rng(SEED)
-    return [
-        *bombs(), *broken(rng), *mislabelled(), *polyglots(), *multi_frame(), *modes(), *orientations(), *work()
-    ]
+    return [*bombs(), *broken(rng), *mislabelled(), *polyglots(), *multi_frame(), *modes(), *orientations(), *work()]
 
 
 def write(out: Path, make: Callable[[], list[Case]] = corpus) -> dict[str, Any]:

@@ -28,8 +28,10 @@ def at_objective(
     """The highest Poisson rate (to 1/2^``STEPS`` of the bound) at which one replica's P95 ≤ objective,
     image-size classes drawn by ``shares``."""
     batch = config.batching.max_batch_size
-    bound = min(config.preprocess_workers / service.mean_preprocess_s(shares),
-                config.instances * batch / service.mean_batch_s(batch))
+    bound = min(
+        config.preprocess_workers / service.mean_preprocess_s(shares),
+        config.instances * batch / service.mean_batch_s(batch),
+    )
     low, high, best = 0.0, bound, None
     for _ in range(STEPS):
         rate = (low + high) / 2

@@ -4,8 +4,9 @@ Each replica is the planner's replica (servoscope.planner.sim): a preprocess poo
 then the server's own batcher (``dispatch_size``) feeding N instances, with service times drawn
 from a profile. A least-outstanding-requests balancer (HAProxy's ``leastconn``, Ray's
 power-of-two-choices in the limit) sends each arrival to the ready replica with the fewest
-requests in progress; a replica holding ``max_pending`` refuses (429). Every ``TICK_S`` the fleet's telemetry of the last tick is handed to the
-policy (:class:`Tick`); every ``policy.period_s`` the policy names the replica count it wants:
+requests in progress; a replica holding ``max_pending`` refuses (429). Every ``TICK_S`` the
+fleet's telemetry of the last tick is handed to the policy (:class:`Tick`); every
+``policy.period_s`` the policy names the replica count it wants:
 
 - up: new replicas start at once and take traffic ``startup_s`` later (pod scheduling, image,
   model load); they count as replica-seconds from the start;
@@ -100,7 +101,11 @@ class FleetResult:
 
 
 def simulate_fleet(
-    arrivals: np.ndarray, service: ServiceTimes, fleet: Fleet, policy: Policy, seed: int = 0,
+    arrivals: np.ndarray,
+    service: ServiceTimes,
+    fleet: Fleet,
+    policy: Policy,
+    seed: int = 0,
     shares: tuple[float, ...] = (1.0,),
 ) -> FleetResult:
     """Run requests arriving at ``arrivals`` (sorted seconds), their image-size classes drawn by
@@ -162,8 +167,9 @@ class _Run:
             else:
                 break
         end = max(self.end, self.targets[-1][0])
-        replica_s = sum((r.stopped_at if r.stopped_at is not None else end) - max(0.0, r.started_at)
-                        for r in self.replicas)
+        replica_s = sum(
+            (r.stopped_at if r.stopped_at is not None else end) - max(0.0, r.started_at) for r in self.replicas
+        )
         total = np.asarray(self.done) + self.service.respond_s - self.arrivals
         return FleetResult(self.arrivals, total, replica_s, self.targets, end)
 
@@ -258,16 +264,18 @@ class _Run:
         ready = [r for r in self.replicas if r.ready_at <= now and r.stopped_at is None and not r.draining]
         capacity = len(ready) * self.fleet.replica.instances * TICK_S
         lat = self.tick_latencies
-        self.policy.observe(Tick(
-            now=now,
-            arrived_per_s=self.tick_arrived / TICK_S,
-            ongoing=sum(r.outstanding for r in self.replicas if r.stopped_at is None),
-            busy_ratio=min(1.0, self.tick_busy / capacity) if capacity else 1.0,
-            queue_wait_s=self.tick_wait_sum / self.tick_waits_n if self.tick_waits_n else None,
-            p95_s=float(np.quantile(lat, 0.95)) if lat else None,
-            ready=len(ready),
-            target=self.targets[-1][1],
-        ))
+        self.policy.observe(
+            Tick(
+                now=now,
+                arrived_per_s=self.tick_arrived / TICK_S,
+                ongoing=sum(r.outstanding for r in self.replicas if r.stopped_at is None),
+                busy_ratio=min(1.0, self.tick_busy / capacity) if capacity else 1.0,
+                queue_wait_s=self.tick_wait_sum / self.tick_waits_n if self.tick_waits_n else None,
+                p95_s=float(np.quantile(lat, 0.95)) if lat else None,
+                ready=len(ready),
+                target=self.targets[-1][1],
+            )
+        )
         self.tick_arrived = self.tick_waits_n = 0
         self.tick_wait_sum = self.tick_busy = 0.0
         self.tick_latencies = []

@@ -12,8 +12,8 @@ a utilization, with the objective's own signal as the alarm and stabilization ag
   estimate rose over the last ``trend_s`` by more than 3 σ of its own noise (σ = rate /
   √(2 · ``slow_s`` · rate) for Poisson arrivals), demand is that rate of rise carried ``lead_s``
   ahead (the estimate's lag and a replica's start-up), and at most the fast estimate
-  (a ramp still rising now, not the slow estimate catching up with a spike that is over); not in the first ``trend_s`` + ``slow_s``,
-  while the estimate still settles from its first second.
+  (a ramp still rising now, not the slow estimate catching up with a spike that is over); not in
+  the first ``trend_s`` + ``slow_s``, while the estimate still settles from its first second.
 - **Up** (at once, every ``period_s``): to ceil(demand / (capacity × ``up_utilization``));
   and when the queue wait (queue + batch_wait) over the last seconds uses more than
   ``queue_budget`` of the objective — the fleet is already late, whatever the rate says — by

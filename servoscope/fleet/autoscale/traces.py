@@ -43,8 +43,12 @@ def step(duration_s: float = 1200.0, growth: float = 0.15) -> Trace:
 
 def spike(duration_s: float = 600.0, factor: float = 3.0, length_s: float = 60.0) -> Trace:
     at = duration_s / 2
-    return Trace(f"spike {factor:g}x {length_s:g} s", duration_s,
-                 lambda t: np.where((t >= at) & (t < at + length_s), factor, 1.0), factor)
+    return Trace(
+        f"spike {factor:g}x {length_s:g} s",
+        duration_s,
+        lambda t: np.where((t >= at) & (t < at + length_s), factor, 1.0),
+        factor,
+    )
 
 
 def diurnal(duration_s: float = 3600.0) -> Trace:

@@ -60,13 +60,15 @@ def hpa(plan: FleetPlan, target: Target) -> dict[str, Any]:
             "scaleTargetRef": _scale_target(target),
             "minReplicas": plan.replicas.min,
             "maxReplicas": plan.replicas.max,
-            "metrics": [{
-                "type": "Pods",
-                "pods": {
-                    "metric": {"name": WAIT_METRIC},
-                    "target": {"type": "AverageValue", "averageValue": quantity(plan.queue_wait_target_s)},
-                },
-            }],
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": WAIT_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": quantity(plan.queue_wait_target_s)},
+                    },
+                }
+            ],
             "behavior": behavior(),
         },
     }
@@ -116,15 +118,17 @@ def scaled_object(plan: FleetPlan, target: Target) -> dict[str, Any]:
             "maxReplicaCount": plan.replicas.max,
             "pollingInterval": KEDA_POLLING_S,
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": behavior()}},
-            "triggers": [{
-                "type": "prometheus",
-                "name": "queue-wait",
-                "metricType": "Value",
-                "metadata": {
-                    "serverAddress": target.prometheus_url,
-                    "query": keda_query(target),
-                    "threshold": f"{plan.queue_wait_target_s:g}",
-                },
-            }],
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "name": "queue-wait",
+                    "metricType": "Value",
+                    "metadata": {
+                        "serverAddress": target.prometheus_url,
+                        "query": keda_query(target),
+                        "threshold": f"{plan.queue_wait_target_s:g}",
+                    },
+                }
+            ],
         },
     }

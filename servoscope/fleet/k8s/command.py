@@ -17,7 +17,8 @@ from servoscope.settings import SettingsError
 
 def add_parser(subparsers: Any) -> None:
     k8s = subparsers.add_parser(
-        "k8s", help="Kubernetes manifests (Deployment, Service, HPA and adapter rules or KEDA, PodMonitor, "
+        "k8s",
+        help="Kubernetes manifests (Deployment, Service, HPA and adapter rules or KEDA, PodMonitor, "
         "PrometheusRule) and a Containerfile",
     )
     k8s.add_argument("-o", "--output", type=Path, default=Path("k8s"), help="directory to write (default: k8s)")
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {len(written)} files to {args.output}/: {', '.join(sorted(files))}", file=sys.stderr)
     out = args.output
-    print(f"apply: kubectl apply -f {out}/ -f {out}/{HPA_DIR}/  (with KEDA: {out}/{KEDA_DIR}/ for the second)",
-          file=sys.stderr)
+    print(
+        f"apply: kubectl apply -f {out}/ -f {out}/{HPA_DIR}/  (with KEDA: {out}/{KEDA_DIR}/ for the second)",
+        file=sys.stderr,
+    )
     return 0

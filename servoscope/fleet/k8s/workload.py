@@ -47,7 +47,9 @@ def resources(plan: FleetPlan) -> dict[str, Any]:
 def _probe(path: str, period_s: int, failures: int, timeout_s: int) -> dict[str, Any]:
     return {
         "httpGet": {"path": path, "port": PORT_NAME},
-        "periodSeconds": period_s, "timeoutSeconds": timeout_s, "failureThreshold": failures,
+        "periodSeconds": period_s,
+        "timeoutSeconds": timeout_s,
+        "failureThreshold": failures,
     }
 
 
@@ -64,8 +66,12 @@ def container(settings: Settings, plan: FleetPlan, image: str) -> dict[str, Any]
         "livenessProbe": _probe("/v2/health/live", 10, 3, 5),
         "lifecycle": {"preStop": {"sleep": {"seconds": plan.drain_delay_s}}},
         "securityContext": {
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "runAsUser": UID, "runAsGroup": UID, "capabilities": {"drop": ["ALL"]},
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [{"name": name, "mountPath": path} for name, path, _ in _volumes(settings, plan)],
     }
@@ -87,13 +93,20 @@ def deployment(settings: Settings, plan: FleetPlan, target: Target) -> dict[str,
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": grace_period_s(plan, settings),
         "securityContext": {
-            "runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "fsGroup": UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "topologySpreadConstraints": [{
-            "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": target.selector()},
-        }],
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": target.selector()},
+            }
+        ],
         "containers": [container(settings, plan, target.image)],
         "volumes": [{"name": name, "emptyDir": source} for name, _, source in _volumes(settings, plan)],
     }

@@ -35,12 +35,16 @@ def manifests(settings: Settings, plan: FleetPlan, target: Target, rules_file: P
         Manifest("service.yaml", service_note, workload.service(pod, target)),
         Manifest("poddisruptionbudget.yaml", _doc(workload.disruption_budget), workload.disruption_budget(target)),
         Manifest(f"{HPA_DIR}/hpa.yaml", _doc(autoscaling), autoscaling.hpa(plan, target)),
-        Manifest(f"{HPA_DIR}/prometheus-adapter.yaml", _doc(autoscaling.adapter_configmap),
-                 autoscaling.adapter_configmap(target)),
+        Manifest(
+            f"{HPA_DIR}/prometheus-adapter.yaml",
+            _doc(autoscaling.adapter_configmap),
+            autoscaling.adapter_configmap(target),
+        ),
         Manifest("podmonitor.yaml", _doc(monitoring.pod_monitor), monitoring.pod_monitor(target)),
         Manifest("prometheusrule.yaml", _doc(monitoring), monitoring.prometheus_rule(plan, target, rules_file)),
-        Manifest(f"{KEDA_DIR}/scaledobject.yaml", _doc(autoscaling.scaled_object),
-                 autoscaling.scaled_object(plan, target)),
+        Manifest(
+            f"{KEDA_DIR}/scaledobject.yaml", _doc(autoscaling.scaled_object), autoscaling.scaled_object(plan, target)
+        ),
     ]
 
 

@@ -52,7 +52,9 @@ class FleetOptions:
 def autoscaling_config(plan: FleetPlan, options: FleetOptions) -> dict[str, Any]:
     """Ray Serve's autoscaling: servoscope's policy on the queue-wait signal, the plan's bounds."""
     rule = {
-        "wait_target_s": plan.queue_wait_target_s, "min_replicas": plan.replicas.min, "max_replicas": plan.replicas.max,
+        "wait_target_s": plan.queue_wait_target_s,
+        "min_replicas": plan.replicas.min,
+        "max_replicas": plan.replicas.max,
     }
     return {
         "min_replicas": plan.replicas.min,
@@ -118,7 +120,10 @@ class RayFleet:
             args = (replica_settings, registry, self.options.signal_window_s, self.options.drain_s)
             serve.run(deployment.bind(*args), name=APP, route_prefix=None)
             self.balancer = Balancer(
-                Path(self._workdir.name), self.options.host, self.options.port, self.plan.replicas.max * 2,
+                Path(self._workdir.name),
+                self.options.host,
+                self.options.port,
+                self.plan.replicas.max * 2,
                 self.settings.shutdown_timeout_s,
             )
             self.sync()
@@ -139,8 +144,10 @@ class RayFleet:
                 f"a local Ray cluster binds to loopback only with {LOOPBACK_ENV}=0 set before Ray is imported"
             )
         ray.init(
-            include_dashboard=False, num_cpus=self.options.num_cpus,
-            namespace=NAMESPACE, log_to_driver=False,
+            include_dashboard=False,
+            num_cpus=self.options.num_cpus,
+            namespace=NAMESPACE,
+            log_to_driver=False,
         )
         self._started_ray = True
 

@@ -107,8 +107,9 @@ class Replica:
         telemetry, pipeline = self.telemetry, self.state.pipeline
         if telemetry is None or pipeline is None:
             return {}
-        return replica_signal(telemetry, {name: len(s.batcher.instances) for name, s in pipeline.services.items()},
-                              self.signal_window_s)
+        return replica_signal(
+            telemetry, {name: len(s.batcher.instances) for name, s in pipeline.services.items()}, self.signal_window_s
+        )
 
     async def __del__(self) -> None:
         self.registry.leave.remote(self.member.replica)

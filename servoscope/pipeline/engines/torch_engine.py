@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from servoscope.models.config import EngineConfig
 from servoscope.models import torch_weights
+from servoscope.models.config import EngineConfig
 from servoscope.pipeline.runtime import RuntimeError_
 
 CUDA_GRAPH_WARM_RUNS = 3  # eager runs on a side stream before capture (cuDNN picks its kernels)

@@ -38,15 +38,29 @@ def deployed(doc: Doc, instances: int = 2, version: str = "1", file_bytes: int =
     """What a server started with default settings, but ``instances``, would write."""
     settings = flat(Settings(model_overrides={"instances": instances}).model_dump(mode="json", exclude={"faults"}))
     doc["deployment"] = {
-        "servoscope_version": "0.1.0", "packages": {"onnxruntime": "1.20.1", "numpy": "2.1.3"},
-        "process_id": pid, "process_started": doc["time"] - 600.0, "settings": settings,
-        "models": {name: {
-            "version": version if name == MODEL else "1", "file_bytes": file_bytes, "instances": instances,
-            "intra_op_threads": max(1, 2 // instances), "provider": "cpu", "isolation": "thread",
-            "instance_pids": [pid] * instances,
-            "batching": {"max_batch_size": 4, "max_queue_delay_s": 0.002, "preferred_batch_sizes": "[]",
-                         "max_queue_size": 256},
-        } for name in doc["models"]},
+        "servoscope_version": "0.1.0",
+        "packages": {"onnxruntime": "1.20.1", "numpy": "2.1.3"},
+        "process_id": pid,
+        "process_started": doc["time"] - 600.0,
+        "settings": settings,
+        "models": {
+            name: {
+                "version": version if name == MODEL else "1",
+                "file_bytes": file_bytes,
+                "instances": instances,
+                "intra_op_threads": max(1, 2 // instances),
+                "provider": "cpu",
+                "isolation": "thread",
+                "instance_pids": [pid] * instances,
+                "batching": {
+                    "max_batch_size": 4,
+                    "max_queue_delay_s": 0.002,
+                    "preferred_batch_sizes": "[]",
+                    "max_queue_size": 256,
+                },
+            }
+            for name in doc["models"]
+        },
     }
     return doc
 
@@ -57,8 +71,15 @@ def idle_model(like: Doc) -> Doc:
     for window in entry["windows"].values():
         window["stages"] = dict.fromkeys(window["stages"])
         window["delivery"] = window["input_bytes"] = window["input_pixels"] = None
-        window["throughput"] = {"arrived_per_s": 0.0, "answered_per_s": 0.0, "ok_per_s": 0.0, "errors_per_s": 0.0,
-                                "refused_per_s": 0.0, "by_code": {}, "refused_by_reason": {}}
+        window["throughput"] = {
+            "arrived_per_s": 0.0,
+            "answered_per_s": 0.0,
+            "ok_per_s": 0.0,
+            "errors_per_s": 0.0,
+            "refused_per_s": 0.0,
+            "by_code": {},
+            "refused_by_reason": {},
+        }
         window["batches"] = {"per_s": 0.0, "mean_size": None, "size_counts": {}}
         window["busy_ratio"] = dict.fromkeys(window["busy_ratio"], 0.0)
     return entry
@@ -119,8 +140,14 @@ def slow_uploads() -> tuple[Doc, Doc]:
     window = now["models"][MODEL]["windows"]["1m"]
     for stage in ("ingest", "total"):
         summary = window["stages"][stage]
-        summary.update(p50=summary["p50"] + 0.4, p90=summary["p90"] + 1.6, p95=summary["p95"] + 2.0,
-                       p99=summary["p99"] + 2.6, max=summary["max"] + 3.0, mean=summary["mean"] + 0.6)
+        summary.update(
+            p50=summary["p50"] + 0.4,
+            p90=summary["p90"] + 1.6,
+            p95=summary["p95"] + 2.0,
+            p99=summary["p99"] + 2.6,
+            max=summary["max"] + 3.0,
+            mean=summary["mean"] + 0.6,
+        )
     window["throughput"]["by_code"]["408"] = 12.0
     now["ingesting"] = 18
     return deployed(base), deployed(now)
@@ -141,8 +168,12 @@ def below_alarm() -> tuple[Doc, Doc]:
 
 
 SCENARIOS: dict[str, Callable[[], tuple[Doc, Doc]]] = {
-    "several-models": several_models, "capacity-change": capacity_change, "deploy": deploy,
-    "refusals": refusals, "slow-uploads": slow_uploads, "below-alarm": below_alarm,
+    "several-models": several_models,
+    "capacity-change": capacity_change,
+    "deploy": deploy,
+    "refusals": refusals,
+    "slow-uploads": slow_uploads,
+    "below-alarm": below_alarm,
 }
 
 
