@@ -300,7 +300,7 @@ def first_requests_section(entry: ModelEntry, plan: Plan, workdir: Path) -> dict
         finally:
             await pipeline.stop()
 
-    warmed = getattr(service.batcher.instances[0].runtime, "warmed", [])
+    warmed = list(getattr(service.batcher.instances[0].runtime, "warmed", []))  # before the first request
     asyncio.run(drive())
     p50, top = percentile(latencies, 50), max(latencies)
     return {
