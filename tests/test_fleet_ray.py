@@ -102,9 +102,10 @@ def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
     options = FleetOptions(
         port=free_port(), num_cpus=2, signal_window_s=5.0, upscale_delay_s=1.0, downscale_delay_s=2.0
     )
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # e.g. the session's own servers
     started = RayFleet(settings, plan, options)
     started.start()
-    children = psutil.Process().children(recursive=True)
+    children = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     try:
         wait_for(lambda: len(started.balancer.served()) == MIN_REPLICAS, "the balancer serves both replicas", 60)
         yield started
@@ -113,7 +114,7 @@ def started_fleet(model_repository: Path) -> Iterator[RayFleet]:
         wait_for(
             lambda: not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
             "every process the fleet started has exited",
-            90,  # Ray's workers and agents exit in their own time after ray.shutdown (35 s seen under load)
+            60,  # Ray's workers and agents exit in their own time after ray.shutdown
         )
 
 
