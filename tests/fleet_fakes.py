@@ -17,11 +17,11 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from servoscope.clock import ManualClock
-from servoscope.pipeline.service import Gauges, ModelGauges
 from servoscope.stages import STAGES, Timing
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import Telemetry
 from servoscope.telemetry.stats import stats
+from support import idle_gauges
 
 MODEL = "efficientnet_lite0"
 START_S = 1000.0
@@ -58,17 +58,7 @@ class FakeReplica:
         self.latencies.append(latency_s)
 
     def document(self) -> dict:
-        model = ModelGauges(
-            pending=0,
-            pending_limit=64,
-            concurrency_limit=64,
-            batch_queue=0,
-            batch_queue_limit=64,
-            batches_in_flight=0,
-            instances=1,
-        )
-        gauges = Gauges(preprocess_queue=0, preprocess_busy=0, preprocess_workers=2, models={MODEL: model})
-        return stats(self.telemetry, gauges, Readings()).to_json()
+        return stats(self.telemetry, idle_gauges(MODEL), Readings()).to_json()
 
 
 @contextmanager

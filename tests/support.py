@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from servoscope.models.prepare import DEFAULT_MODEL
+from servoscope.pipeline.gauges import Gauges, ModelGauges
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL = DEFAULT_MODEL
@@ -240,3 +241,17 @@ def assert_error(response: httpx.Response, status: int, *words: str) -> str:
     for word in words:
         assert word.lower() in message.lower(), f"{word!r} not in error message {message!r}"
     return message
+
+
+def idle_gauges(model: str) -> Gauges:
+    """The gauges of a service at rest (nothing pending or queued), serving ``model`` on one instance."""
+    idle = ModelGauges(
+        pending=0,
+        pending_limit=64,
+        concurrency_limit=64,
+        batch_queue=0,
+        batch_queue_limit=64,
+        batches_in_flight=0,
+        instances=1,
+    )
+    return Gauges(preprocess_queue=0, preprocess_busy=0, preprocess_workers=2, models={model: idle})

@@ -13,13 +13,12 @@ from prometheus_client import CollectorRegistry
 
 from servoscope.clock import ManualClock
 from servoscope.doctor import evidence
-from servoscope.pipeline.gauges import Gauges, ModelGauges
 from servoscope.stages import STAGE_NAMES, STAGES, Timing
 from servoscope.telemetry import document
 from servoscope.telemetry.monitor import Readings
 from servoscope.telemetry.recorder import Telemetry
 from servoscope.telemetry.stats import WINDOWS_S, stats
-from support import REPO_ROOT
+from support import REPO_ROOT, idle_gauges
 
 SCHEMA = REPO_ROOT / "docs" / "stats-document.schema.json"
 DRILLS = REPO_ROOT / "tests" / "data" / "drills"
@@ -50,17 +49,7 @@ def written() -> document.StatsDocument:
         timing.end(stage, clock.now() + i * 0.01)
     telemetry.record(timing)
     clock.advance(1.0)
-    model = ModelGauges(
-        pending=0,
-        pending_limit=64,
-        concurrency_limit=64,
-        batch_queue=0,
-        batch_queue_limit=64,
-        batches_in_flight=0,
-        instances=1,
-    )
-    gauges = Gauges(preprocess_queue=0, preprocess_busy=0, preprocess_workers=2, models={MODEL: model})
-    return stats(telemetry, gauges, Readings())
+    return stats(telemetry, idle_gauges(MODEL), Readings())
 
 
 def test_the_schema_is_pinned() -> None:

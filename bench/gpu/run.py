@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from servoscope.drills.service import serve_command  # noqa: E402
 from servoscope.models import repository  # noqa: E402
 from servoscope.models.config import CONFIG_FILE, EngineConfig, ModelConfig, save_config  # noqa: E402
 from servoscope.models.repository import ModelEntry  # noqa: E402
@@ -437,20 +438,7 @@ def serving(repo: Path, workdir: Path, name: str) -> Iterator[tuple[int, dict[st
 
     port = free_port()
     logfile = workdir / f"serve-{name}.log"
-    serve = [
-        sys.executable,
-        "-m",
-        "servoscope",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model-repository",
-        str(repo),
-        "--grpc-port",
-        "0",
-    ]
+    serve = serve_command(repo, port, ())  # the drills' own command line for a loopback server
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the carried wheels
     env = {**os.environ, "PYTHONPATH": path, "SERVOSCOPE_SLO_P95_MS": "60000"}
     with logfile.open("wb") as sink:
