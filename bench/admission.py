@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 
 from serve import RESULTS, ROOT, classify_requests, progress, server, servoscope_argv
-from servoscope.loadgen.client import Endpoint, run
+from servoscope.loadgen.client import EXPECT_CONTINUE_BYTES, Endpoint, run
 from servoscope.loadgen.images import image_set
 from servoscope.loadgen.retrying import Population, RetryPolicy, retrying_closed_loop
 from servoscope.loadgen.schedule import percentile
@@ -78,13 +78,14 @@ def closed(
     slo_ms: float,
     clients_list: tuple[int, ...] = CLIENTS,
     modes: tuple[str, ...] = tuple(MODES),
+    expect_continue_bytes: int | None = EXPECT_CONTINUE_BYTES,
 ) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for mode in modes:
         flags = MODES[mode]
         argv = servoscope_argv((*flags, "--slo-p95-ms", str(slo_ms)))
         with server(mode, argv, RESULTS / f"admission-{mode}.log") as (endpoint, pid):
-            requests = classify_requests(endpoint, images)
+            requests = classify_requests(endpoint, images, expect_continue_bytes)
             serving, loading = psutil.Process(pid), psutil.Process()
             run(retrying_closed_loop(endpoint, requests, 8, 2.0, RetryPolicy()))  # warm-up
             for clients in clients_list:
@@ -134,8 +135,10 @@ async def paced_upload(endpoint: Endpoint, request: Any, rate_bytes_s: float, en
             writer.write(data[at : at + piece])
             await writer.drain()
             await asyncio.sleep(piece / rate_bytes_s)
-        head = await reader.readuntil(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1])
+        status = 100
+        while status == 100:  # a large body's head asked for 100 Continue, which came before its answer
+            status = int((await reader.readuntil(b"\r\n\r\n")).split(b" ", 2)[1])
+        return status
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return 0
     finally:
@@ -264,14 +267,21 @@ def main() -> int:
     parser.add_argument(
         "--modes", type=lambda t: tuple(t.split(",")), default=tuple(MODES), help="time,adaptive,static"
     )
+    parser.add_argument(
+        "--no-expect",
+        action="store_true",
+        help="closed loops send every body at once (default: a body of 1 MiB or more waits for 100 Continue)",
+    )
     args = parser.parse_args()
     window_s = 4.0 if args.quick else 8.0
     images = image_set(args.set, RESULTS / "images")
     results: dict[str, Any] = {"set": args.set, "slo_ms": args.slo_ms, "window_s": window_s}
+    results["expect_continue"] = not args.no_expect
     if "closed" in args.parts:
         if not set(args.modes) <= set(MODES) or min(args.clients) < 1:
             parser.error(f"--modes are {', '.join(MODES)}; --clients are positive")
-        results["closed"] = closed(images, window_s, args.slo_ms, args.clients, args.modes)
+        expect = None if args.no_expect else EXPECT_CONTINUE_BYTES
+        results["closed"] = closed(images, window_s, args.slo_ms, args.clients, args.modes, expect)
         print_closed(results["closed"], args.slo_ms)
     if "slow" in args.parts:
         results["slow"] = slow(images, window_s, args.slo_ms)

@@ -50,6 +50,7 @@ from servoscope.loadgen import (
     summarize,
 )
 from servoscope.loadgen.capacity import best_closed_loop
+from servoscope.loadgen.client import EXPECT_CONTINUE_BYTES
 from servoscope.loadgen.cpu import CpuMeter
 from servoscope.loadgen.images import SETS, image_set
 from servoscope.loadgen.schedule import LATE_S
@@ -208,8 +209,12 @@ def naive_argv(entry: ModelEntry) -> list[str]:
 # ---------------------------------------------------------------- HTTP measurements
 
 
-def classify_requests(endpoint: Endpoint, images: list[bytes]) -> list[EncodedRequest]:
-    return [encode_request(endpoint, "POST", CLASSIFY_PATH, img, {"Content-Type": "image/jpeg"}) for img in images]
+def classify_requests(
+    endpoint: Endpoint, images: list[bytes], expect_continue_bytes: int | None = EXPECT_CONTINUE_BYTES
+) -> list[EncodedRequest]:
+    """One request per image; bodies of ``expect_continue_bytes`` or more wait for 100 Continue (None: never)."""
+    jpeg = {"Content-Type": "image/jpeg"}
+    return [encode_request(endpoint, "POST", CLASSIFY_PATH, img, jpeg, expect_continue_bytes) for img in images]
 
 
 def saturation(endpoint: Endpoint, pid: int, images: list[bytes], windows: Windows, label: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from servoscope.loadgen import (
     sequential,
     summarize,
 )
+from servoscope.loadgen import client as client_module
 from servoscope.loadgen.client import parse_head
 from servoscope.loadgen.stats import stage_means_ms
 
@@ -108,6 +109,7 @@ class TinyServer:
     """Answers every request with the length of its body; waits ``delay_s`` first (to model service time)."""
 
     delay_s: float = 0.0
+    expect: str = "continue"  # to Expect: 100-continue — "continue", "refuse" (429 and close) or "ignore" (silence)
     connections: int = 0
     bodies: list[bytes] = field(default_factory=list)
     handlers: set[asyncio.Task[None]] = field(default_factory=set)
@@ -121,6 +123,13 @@ class TinyServer:
             for _ in range(10_000):
                 head = await reader.readuntil(b"\r\n\r\n")
                 _, headers = parse_head(b"HTTP/1.1 200 OK\r\n" + head.split(b"\r\n", 1)[1])
+                if headers.get("expect") == "100-continue" and self.expect == "refuse":
+                    writer.write(b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+                    await reader.read()  # until the client closes: it must not send the body
+                    return
+                if headers.get("expect") == "100-continue" and self.expect == "continue":
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.bodies.append(body)
                 if self.delay_s:
@@ -138,8 +147,8 @@ class TinyServer:
 
 
 @contextlib.asynccontextmanager
-async def tiny_server(delay_s: float = 0.0) -> AsyncIterator[tuple[TinyServer, Endpoint]]:
-    app = TinyServer(delay_s)
+async def tiny_server(delay_s: float = 0.0, expect: str = "continue") -> AsyncIterator[tuple[TinyServer, Endpoint]]:
+    app = TinyServer(delay_s, expect)
     server = await asyncio.start_server(app.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
@@ -163,6 +172,29 @@ def test_client_posts_and_reads_status_headers_and_body_on_one_keep_alive_connec
         assert first.headers["content-type"] == "text/plain"
         assert app.connections == 1
         assert app.bodies == [b"x" * 100_000] * 2
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("expect", ["continue", "refuse", "ignore"])
+def test_a_large_body_is_sent_once_the_server_asks_for_it(expect: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body of EXPECT_CONTINUE_BYTES or more waits for 100 Continue: sent after it, never sent when the
+    server answers first (the connection is closed then), sent anyway when the server says nothing."""
+    monkeypatch.setattr(client_module, "EXPECT_CONTINUE_WAIT_S", 0.2)
+
+    async def main() -> None:
+        async with tiny_server(expect=expect) as (app, endpoint):
+            small = encode_request(endpoint, "POST", "/", b"s" * 1000)
+            large = encode_request(endpoint, "POST", "/", b"L" * client_module.EXPECT_CONTINUE_BYTES)
+            assert b"Expect: 100-continue" in large.head and b"Expect" not in small.head
+            conn = await Connection.open(endpoint)
+            response = await conn.send(large, timeout_s=10)
+            conn.close()
+        if expect == "refuse":
+            assert (response.status, conn.closed, app.bodies) == (429, True, [])
+        else:
+            assert (response.status, response.body) == (200, str(len(large.body)).encode())
+            assert app.bodies == [large.body]
 
     asyncio.run(main())
 

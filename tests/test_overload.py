@@ -6,6 +6,7 @@ request counts against the limit once its body has arrived, so a slow body holds
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +14,23 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from servoscope.loadgen.client import Connection, Endpoint, encode_request, run
 from servoscope.pipeline.batcher import Lanes, Queued
 from servoscope.server import api, v2
 from servoscope.server.door import INFERENCE_ROUTES, LastRefusal, early_retry_hold_s, inference_target
 from servoscope.stages import Timing
-from support import CLASSIFY, INFER, MODEL, Photo, ServerProcess, assert_error, metric_sum, metric_value, wait_for
+from support import (
+    CLASSIFY,
+    EXPECTED_TOP1,
+    INFER,
+    MODEL,
+    Photo,
+    ServerProcess,
+    assert_error,
+    metric_sum,
+    metric_value,
+    wait_for,
+)
 
 
 def classify_head(host: str, length: int, extra: str = "") -> bytes:
@@ -226,6 +239,50 @@ def test_the_same_request_sent_again_before_its_retry_after_is_refused_when_that
         assert a.post(CLASSIFY, content=body[:-1], **jpeg).status_code == 429  # another request
         assert early_retries(b) == 1
     assert [r.finish() for r in holders] == [200] * 10
+
+
+def test_a_request_waiting_for_100_continue_is_refused_before_its_body_is_sent(
+    holding_server: ServerProcess, held: Callable[[str], HeldRequest], photos: dict[str, Photo]
+) -> None:
+    """A client that announces its body with Expect: 100-continue is refused from its head: no 100, a 429
+    that closes the connection, which the server closes (its linger) though the body never comes. The
+    load generator's client, sending a body that large the same way, is refused without sending it."""
+    holders = [held("high") for _ in range(10)]
+    wait_pending(holding_server, 10)
+    body = photos["coffee"].jpeg
+    expect = "Expect: 100-continue\r\n"
+    received = send_until_closed(holding_server, lambda host: classify_head(host, len(body), expect))
+    assert received.startswith(b"HTTP/1.1 429 ") and received.count(b"HTTP/1.1") == 1, received
+    assert b"connection: close" in received.lower() and b"retry-after: 1" in received
+
+    host, port = holding_server.url.removeprefix("http://").split(":")
+    endpoint = Endpoint(host, int(port))
+
+    async def refused() -> tuple[int, bool]:
+        conn = await Connection.open(endpoint)
+        jpeg = {"Content-Type": "image/jpeg"}
+        response = await conn.send(encode_request(endpoint, "POST", CLASSIFY, body, jpeg, expect_continue_bytes=0))
+        return response.status, conn.closed
+
+    assert run(refused()) == (429, True)
+    assert [r.finish() for r in holders] == [200] * 10
+
+
+def test_a_request_waiting_for_100_continue_is_asked_for_its_body_when_admitted(
+    server: ServerProcess, photos: dict[str, Photo]
+) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    endpoint = Endpoint(host, int(port))
+    jpeg = {"Content-Type": "image/jpeg"}
+    request = encode_request(endpoint, "POST", CLASSIFY, photos["chelsea"].jpeg, jpeg, expect_continue_bytes=0)
+
+    async def twice() -> list[tuple[int, bool]]:
+        conn = await Connection.open(endpoint)
+        answers = [await conn.send(request) for _ in range(2)]  # the connection stays usable
+        conn.close()
+        return [(a.status, json.loads(a.body)["predictions"][0]["label"] in EXPECTED_TOP1["chelsea"]) for a in answers]
+
+    assert run(twice()) == [(200, True)] * 2
 
 
 def test_an_early_retry_is_held_for_the_rest_of_its_retry_after_at_most_a_second() -> None:

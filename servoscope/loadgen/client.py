@@ -18,6 +18,11 @@ T = TypeVar("T")
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# A body this large is sent only once the server has asked for it (``Expect: 100-continue``), as curl
+# does for large uploads: a refusal then costs no upload. Without an answer within the wait, the body
+# is sent anyway (curl's ``--expect100-timeout`` default, 1 s).
+EXPECT_CONTINUE_BYTES = 1024 * 1024
+EXPECT_CONTINUE_WAIT_S = 1.0
 
 
 class ClientError(Exception):
@@ -68,20 +73,32 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class EncodedRequest:
-    """A request's bytes, built once and sent many times: the head, then the body as is."""
+    """A request's bytes, built once and sent many times: the head, then the body as is — after the
+    server's ``100 Continue`` when the head carries ``Expect: 100-continue``."""
 
     head: bytes
     body: bytes
+    expect_continue: bool = False
 
 
 def encode_request(
-    endpoint: Endpoint, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    endpoint: Endpoint,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    expect_continue_bytes: int | None = EXPECT_CONTINUE_BYTES,
 ) -> EncodedRequest:
+    """The request's bytes; a body of ``expect_continue_bytes`` or more waits for the server's
+    ``100 Continue`` (None: never)."""
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/', got {path!r}")
     lines = [f"{method} {path} HTTP/1.1", f"Host: {endpoint.host}:{endpoint.port}", f"Content-Length: {len(body)}"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    return EncodedRequest(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body)
+    expect = expect_continue_bytes is not None and len(body) >= expect_continue_bytes
+    if expect:
+        lines.append("Expect: 100-continue")
+    return EncodedRequest(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), body, expect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,20 +157,40 @@ class Connection:
 
     async def _exchange(self, request: EncodedRequest) -> Response:
         self._writer.write(request.head)
-        if request.body:
+        body_sent = not request.expect_continue
+        if body_sent and request.body:
             self._writer.write(request.body)
         await self._writer.drain()
+        head = None if body_sent else await self._final_before_continue()
+        if head is None:
+            if not body_sent:
+                self._writer.write(request.body)
+                await self._writer.drain()
+                body_sent = True
+            head = await self._read_head()
+        status, headers = parse_head(head)
+        body = await self._read_body(headers)
+        if not body_sent or headers.get("connection", "").lower() == "close":
+            self.close()  # a body announced and never sent leaves the connection unusable
+        return Response(status, headers, body)
+
+    async def _final_before_continue(self) -> bytes | None:
+        """The head of a final answer the server sent instead of ``100 Continue``; None once it asked
+        for the body, or when it said nothing within :data:`EXPECT_CONTINUE_WAIT_S`."""
         try:
-            head = await self._reader.readuntil(b"\r\n\r\n")
+            async with asyncio.timeout(EXPECT_CONTINUE_WAIT_S):
+                head = await self._read_head()
+        except TimeoutError:
+            return None  # readuntil keeps a partial head buffered: it is read again after the body
+        return None if parse_head(head)[0] == 100 else head
+
+    async def _read_head(self) -> bytes:
+        try:
+            return await self._reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             raise ProtocolError(f"response head exceeds {MAX_HEAD_BYTES} bytes") from None
         except asyncio.IncompleteReadError:
             raise ProtocolError("the server closed the connection before responding") from None
-        status, headers = parse_head(head)
-        body = await self._read_body(headers)
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return Response(status, headers, body)
 
     async def _read_body(self, headers: dict[str, str]) -> bytes:
         if "transfer-encoding" in headers:

@@ -81,7 +81,17 @@ UVICORN_HOOKS = (
     "shutdown",
 )
 UVICORN_CALLS = ("_unset_keepalive_if_required", "timeout_keep_alive_handler")
-UVICORN_STATE = ("loop", "parser", "timeout_keep_alive", "timeout_keep_alive_task", "cycle", "url", "headers", "scope")
+UVICORN_STATE = (
+    "loop",
+    "parser",
+    "timeout_keep_alive",
+    "timeout_keep_alive_task",
+    "cycle",
+    "url",
+    "headers",
+    "scope",
+    "expect_100_continue",
+)
 UVICORN_CYCLE_STATE = ("transport", "more_body", "response_complete")
 
 
@@ -107,9 +117,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     And it has a door (``server/door.py``): once a request's head is parsed, an inference request the
     model is certain to refuse is answered 429 there, its body discarded as it arrives, and no ASGI
-    task is started for it. The refusal of a request sent again before its ``Retry-After`` had
-    passed is held until then (one second at most); another request on the connection, or the
-    server's shutdown, sends it at once, so answers still leave in order and none is lost.
+    task is started for it. A request that waits for ``100 Continue`` is refused before its body is
+    sent, and the connection closed (the body it announced never comes). The refusal of a request
+    sent again before its ``Retry-After`` had passed is held until then (one second at most); another
+    request on the connection, or the server's shutdown, sends it at once, so answers still leave in
+    order and none is lost.
     """
 
     head_timeout_s: float = 10.0
@@ -183,7 +195,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _answered_at_door(self) -> bool:
         idle = self.cycle is None or self.cycle.response_complete  # else answers must wait their turn
-        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        # A client that waits for 100 Continue will not send the body it announced: the refusal closes
+        # the connection (a body sent anyway is discarded first), the upload is never made.
+        keep_alive = (
+            self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive() and not self.expect_100_continue
+        )
         refused = self.door.arrived(self.parser.get_method(), self.url, self.headers, idle, keep_alive)  # type: ignore[union-attr]
         if refused is None:
             return False
