@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from servoscope.doctor import counterfactual, evidence, report
+from servoscope.doctor import changes, counterfactual, evidence, report
 from servoscope.doctor.rules import Diagnosis, diagnose
 from servoscope.doctor.verify import verify
 from support import REPO_ROOT
@@ -80,6 +80,21 @@ def test_a_capacity_change_is_the_prime_suspect_and_its_revert_is_predicted() ->
     now_s, after_s = revert.predicted_p95_s
     assert now_s == d.confirm.p95[1] and after_s < 0.1 * now_s  # back near the baseline's 34 ms
     assert "predicted (planner's model): P95 1309.9 ms →" in revert.effect
+
+
+def test_a_change_of_the_batching_policy_alone_is_a_batching_misconfiguration() -> None:
+    """The drill sets batching through model_overrides: the setting and the model's effective batching
+    both change; that is still the batching policy and nothing else. Another change beside it is not."""
+    said = (
+        changes.Change("config", "setting model_overrides.max_batch_size", "unset", "64"),
+        changes.Change("config", "batching max_batch_size", "4", "64"),
+        changes.Change("config", "batching max_queue_delay_s", "0.0", "0.2"),
+    )
+    assert changes.batching_only(said)
+    assert changes.batching_only(said[1:])
+    assert not changes.batching_only(said[:1])  # a setting whose effect on the model is not known
+    assert not changes.batching_only((*said, changes.Change("config", "setting max_pending", "512", "64")))
+    assert not changes.batching_only((*said, changes.Change("config", "setting model_overrides.instances", "2", "1")))
 
 
 def test_a_deploy_of_another_model_version_is_named_with_a_rollback() -> None:

@@ -104,6 +104,17 @@ def _model(base: ModelDeployment, now: ModelDeployment, restarted: bool) -> list
     return found
 
 
+def batching_only(changes: tuple[Change, ...]) -> bool:
+    """The batching policy changed, and nothing else: the model's effective batching, and the settings
+    (``model_overrides.<key>``) that set the same keys."""
+    keys = {c.what.removeprefix("batching ") for c in changes if c.what.startswith("batching ")}
+    setting = "setting model_overrides."
+    return bool(keys) and all(
+        c.what.startswith("batching ") or (c.what.startswith(setting) and c.what.removeprefix(setting) in keys)
+        for c in changes
+    )
+
+
 def changed_rule(base: Evidence, now: Evidence, a: Attribution) -> Finding | None:
     """A deploy, configuration or capacity change between the windows, with its measured effect."""
     changes = material(between(base, now))
@@ -113,9 +124,8 @@ def changed_rule(base: Evidence, now: Evidence, a: Attribution) -> Finding | Non
     kind: Kind = next(k for k in ("deploy", "capacity", "config") if k in kinds)  # type: ignore[assignment]
     cap = (base.capacity_per_s, now.capacity_per_s)
     told = "; ".join(c.describe() for c in changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
-    batching_only = all(c.what.startswith("batching ") for c in changes)  # the batching policy, and nothing else
     return Finding(
-        "batching-misconfig" if batching_only else CAUSES[kind],
+        "batching-misconfig" if batching_only(changes) else CAUSES[kind],
         f"a {'deploy' if kind == 'deploy' else kind + ' change'} between the windows: {told}",
         conf(0.6 + 0.2 * min(a.shares.get(a.carrier or "", 0.0), 1.0)),
         (
