@@ -142,17 +142,20 @@ def verdict(rows: list[Row]) -> str:
 
 
 def floor(rows: list[Row], floors: list[Row]) -> None:
-    """The largest ratio any reactive policy can reach here: the best other's violations over the oracle's."""
-    sums = totals(rows)
+    """The largest ratio any reactive policy can reach here: the best other's violations over the oracle's,
+    over all traces and on the spike alone (where the violations are)."""
     best = best_other(rows)
-    best_v, ours_v = sums[best][0], sums["servoscope"][0]
-    oracle_v, oracle_r = totals(floors)[floors[0].policy]
-    reachable = best_v / oracle_v if oracle_v else float("inf")
-    print(
-        f"floor: the oracle {oracle_v:.0f} violation s, {oracle_r:.0f} replica-s; the best other / the oracle = "
-        f"{reachable:.1f}x, the most any reactive policy can reach ({'at or above' if reachable >= GOAL else 'below'} "
-        f"the {GOAL:g}x goal); servoscope {ours_v:.0f} = the oracle + {ours_v - oracle_v:.0f}"
-    )
+    for label, keep in (("all traces", lambda trace: True), ("the spike", lambda trace: trace.startswith("spike"))):
+        sums = totals([r for r in rows if keep(r.trace)])
+        oracle_v = totals([r for r in floors if keep(r.trace)])[floors[0].policy][0]
+        best_v, ours_v = sums[best][0], sums["servoscope"][0]
+        reachable = best_v / oracle_v if oracle_v else float("inf")
+        side = "at or above" if reachable >= GOAL else "below"
+        print(
+            f"floor, {label}: the oracle {oracle_v:.0f} violation s; {best} / the oracle = {reachable:.1f}x, the "
+            f"most any reactive policy can reach ({side} the {GOAL:g}x goal); servoscope {ours_v:.0f} "
+            f"({best_v / max(ours_v, 1):.1f}x)"
+        )
 
 
 def sweep(
@@ -164,7 +167,8 @@ def sweep(
         f"{'start-up s':>10} {'oracle':>6} {'servoscope':>10} {'best other':>10} {'spike best':>10} "
         f"{'reachable':>9} {'servoscope':>10}"
     )
-    first: tuple[float, bool] | None = None
+    first: float | None = None
+    ours_first: float | None = None
     for startup_s in SWEEP_S:
         run = setup(startup_s, service, config, seed=seed, shares=shares)
         rows = compare((spike,), run, POLICIES)
@@ -177,12 +181,13 @@ def sweep(
             f"{reachable:8.1f}x {achieved:9.1f}x"
         )
         if reachable >= GOAL and first is None:
-            first = (startup_s, achieved >= GOAL)
-    if first:
-        print(
-            f">= {GOAL:g}x is reachable at a start-up of {first[0]:g} s (the longest of the sweep); servoscope "
-            f"{'reaches' if first[1] else 'does not reach'} it there"
-        )
+            first = startup_s
+        if achieved >= GOAL and ours_first is None:
+            ours_first = startup_s
+    print(
+        f">= {GOAL:g}x is reachable from a start-up of {first or 0:g} s down (the longest of the sweep); "
+        f"servoscope reaches it from {ours_first or 0:g} s down (0: nowhere in the sweep)"
+    )
 
 
 if __name__ == "__main__":
