@@ -16,6 +16,7 @@ from servoscope.doctor import snapshot as snapshot_command
 from servoscope.drills import command as drill_command
 from servoscope.drills import faults as drill_faults
 from servoscope.fleet import command as fleet_command
+from servoscope.fleet import view_command as fleet_view_command
 from servoscope.loadgen import command as load_command
 from servoscope.models import prepare
 from servoscope.models.config import ModelConfigError
@@ -151,6 +152,7 @@ TOOLS: tuple[Tool, ...] = (
     doctor_command,
     snapshot_command,
     fleet_command,
+    fleet_view_command,
     plan_command,
     rollout_command,
 )

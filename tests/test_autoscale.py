@@ -13,7 +13,7 @@ import pytest
 
 from planner_support import profile_dict
 from servoscope.fleet.autoscale import baselines, traces
-from servoscope.fleet.autoscale.compare import POLICIES, compare, example_replica, profile_replica
+from servoscope.fleet.autoscale.compare import POLICIES, compare, example_replica, profile_replica, setup
 from servoscope.fleet.autoscale.fleetsim import Fleet, Tick, simulate_fleet
 from servoscope.fleet.autoscale.policy import ObjectivePolicy
 from servoscope.fleet.autoscale.score import reversals, violation_seconds
@@ -159,12 +159,28 @@ def test_the_objective_policy_jumps_to_a_spike_at_once_and_comes_down_only_after
     now = feed(policy, 0, 120, rate=170.0, ready=7, target=7)
     assert policy.decide(now, 7) == 7
     now = feed(policy, now, 1, rate=510.0, ready=7, target=7)
-    assert policy.decide(now, 7) == 19  # ceil(510 / 27) on the first second
-    counts, current = [], 19
+    assert policy.decide(now, 7) == 7 + 19  # ceil(510 / 27) on the first second, on top of the 7 left with the backlog
+    now = feed(policy, now, 1, rate=510.0, ready=7, target=26)
+    assert policy.decide(now, 26) == 26  # only the first second of the jump adds the ones there
+    counts, current = [], 26
+    for _ in range(30):  # the new replicas serve, the backlog is answered: the 7 come back off
+        now = feed(policy, now, 1, rate=510.0, ready=current, target=current)
+        counts.append(current := policy.decide(now, current))
+    above_noise = math.ceil((510 + 3 * math.sqrt(510)) / 27)
+    assert counts[:9] == [26] * 9 and set(counts[12:]) == {above_noise}  # once settled, 3 σ above the jump's rate
     for _ in range(300):
         now = feed(policy, now, 1, rate=170.0, ready=current, target=current)
         counts.append(current := policy.decide(now, current))
-    assert counts[:119] == [19] * 119 and counts[-1] < 19 and reversals([(0, 7), (1, 19), (2, counts[-1])]) == 1
+    down_at = next(i for i, c in enumerate(counts) if i > 12 and c < above_noise)
+    assert down_at + 2 >= 120 and counts[-1] < above_noise  # 120 s after the scale-up at the earliest
+    assert reversals([(0, 7), *((i + 1, c) for i, c in enumerate([26, *counts]))]) == 1
+
+
+def test_without_jump_on_top_the_policy_sizes_a_jump_for_its_rate_alone() -> None:
+    policy = ObjectivePolicy(capacity_per_s=30.0, objective_s=0.25, jump_on_top=False)
+    now = feed(policy, 0, 120, rate=170.0, ready=7, target=7)
+    now = feed(policy, now, 1, rate=510.0, ready=7, target=7)
+    assert policy.decide(now, 7) == 19
 
 
 def test_the_objective_policy_raises_the_alarm_on_queue_wait_once_settled() -> None:
@@ -236,7 +252,7 @@ def test_reversals_count_changes_of_direction() -> None:
 def test_a_short_comparison_servoscope_is_on_time_through_a_spike_with_fewer_replica_seconds() -> None:
     service, config = example_replica()
     makers = (POLICIES[0], POLICIES[1], POLICIES[4])  # servoscope, HPA, Ray Serve
-    _, rows = compare((traces.spike(240),), 5.0, service, config, fleet_rpm=6000.0, policies=makers)
+    rows = compare((traces.spike(240),), setup(5.0, service, config, fleet_rpm=6000.0), makers)
     ours, hpa, ray = (r.score for r in rows)
     assert ours.violation_s * 3 <= min(hpa.violation_s, ray.violation_s)
     assert ours.replica_s <= min(hpa.replica_s, ray.replica_s)
@@ -244,7 +260,7 @@ def test_a_short_comparison_servoscope_is_on_time_through_a_spike_with_fewer_rep
 
 def test_servoscope_does_not_reverse_on_steady_load_in_the_fleet() -> None:
     service, config = example_replica()
-    _, rows = compare((traces.steady(900),), 10.0, service, config, policies=(POLICIES[0],))
+    rows = compare((traces.steady(900),), setup(10.0, service, config), (POLICIES[0],))
     assert rows[0].score.reversals_per_h == 0 and rows[0].score.violation_s == 0
 
 
@@ -253,7 +269,7 @@ def test_a_measured_profile_drives_the_comparison(tmp_path: Path) -> None:
     path.write_text(json.dumps(profile_dict()))
     service, config, shares = profile_replica(path)
     assert config.instances == 1 and shares == (1.0, 0.0)
-    cap, rows = compare(
-        (traces.spike(120),), 5.0, service, config, fleet_rpm=20_000.0, policies=(POLICIES[0],), shares=shares
-    )
-    assert rows[0].score.peak_replicas == math.ceil(3 * 20_000 / 60 / (cap.per_s * 0.9))  # sized for the spike at once
+    run = setup(5.0, service, config, fleet_rpm=20_000.0, shares=shares)
+    rows = compare((traces.spike(120),), run, (POLICIES[0],))
+    for_spike = math.ceil(3 * 20_000 / 60 / (run.capacity.per_s * 0.9))
+    assert rows[0].score.peak_replicas == run.fleet.initial + for_spike  # sized for the spike at once, on top

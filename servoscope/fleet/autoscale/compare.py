@@ -4,7 +4,8 @@ Each run starts right-sized for the base rate (the planner's count at ``up_utili
 policy is judged on how it follows the traffic, not on where it starts. Every policy is told
 what it would be told in production: servoscope's the planner's capacity; KPA its concurrency
 target from the same capacity (Little's law); Ray Serve its default ``target_ongoing_requests``
-of 2, and, in a second row, the planner's concurrency instead; HPA and KEDA their targets.
+of 2, and, in a second row, the planner's concurrency instead; HPA and KEDA their targets; the
+HPA that ``servoscope deploy k8s`` writes runs from its own manifest (:mod:`.hpa_v2`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from servoscope.fleet.autoscale import baselines
+from servoscope.fleet.autoscale import baselines, bounds
 from servoscope.fleet.autoscale.capacity import Capacity, at_objective
 from servoscope.fleet.autoscale.fleetsim import Fleet, Policy, simulate_fleet
+from servoscope.fleet.autoscale.hpa_v2 import generated
 from servoscope.fleet.autoscale.policy import ObjectivePolicy
 from servoscope.fleet.autoscale.score import Score, score
 from servoscope.fleet.autoscale.traces import Trace
+from servoscope.fleet.plan import FleetPlan
 from servoscope.models.config import BatchingConfig
 from servoscope.planner import profile
 from servoscope.planner.service import ServiceTimes, by_size, from_family
@@ -29,6 +32,9 @@ from servoscope.planner.sim import SimConfig
 
 FLEET_RPM = 10_000.0  # the issue's fleet: 10,000 requests a minute
 OBJECTIVE_S = 0.25
+MAX_REPLICAS = 64
+# The plan a user of this fleet would write: the default plan, with room for the fleet's largest size.
+PLAN = FleetPlan.model_validate({"replicas": {"max": MAX_REPLICAS}})
 
 
 def example_replica() -> tuple[ServiceTimes, SimConfig]:
@@ -73,6 +79,7 @@ POLICIES: tuple[PolicyMaker, ...] = (
     lambda cap, objective_s: baselines.KPA(cap.ongoing),
     lambda cap, objective_s: baselines.RayServe(),
     lambda cap, objective_s: baselines.RayServe(target_ongoing=cap.ongoing, name="Ray Serve (planner's target)"),
+    lambda cap, objective_s: generated(PLAN),
 )
 
 
@@ -84,27 +91,62 @@ class Row:
     cpu_requests: int
 
 
-def compare(
-    traces: Sequence[Trace],
+@dataclass(frozen=True)
+class Setup:
+    """One comparison's fixed parts: the replica, its capacity, the fleet every run starts from."""
+
+    service: ServiceTimes
+    capacity: Capacity
+    fleet: Fleet
+    base_per_s: float
+    objective_s: float
+    seed: int
+    shares: tuple[float, ...]
+
+    def run(self, times: np.ndarray, policy: Policy) -> Score:
+        result = simulate_fleet(times, self.service, self.fleet, policy, self.seed, self.shares)
+        return score(result, self.objective_s)
+
+
+def setup(
     startup_s: float,
     service: ServiceTimes,
     config: SimConfig,
     objective_s: float = OBJECTIVE_S,
     fleet_rpm: float = FLEET_RPM,
-    policies: Sequence[PolicyMaker] = POLICIES,
     seed: int = 0,
     shares: tuple[float, ...] = (1.0,),
-) -> tuple[Capacity, list[Row]]:
-    """Every policy through every trace; image-size classes drawn by ``shares`` (one per class of ``service``)."""
+) -> Setup:
+    """The fleet right-sized for ``fleet_rpm``; image-size classes drawn by ``shares`` (one per class)."""
     cap = at_objective(service, config, objective_s, seed, shares)
     base = fleet_rpm / 60.0
     initial = math.ceil(base / (cap.per_s * ObjectivePolicy(cap.per_s, objective_s).up_utilization))
-    fleet = Fleet(config, startup_s=startup_s, min_replicas=1, max_replicas=64, initial=initial)
+    fleet = Fleet(config, startup_s=startup_s, min_replicas=1, max_replicas=MAX_REPLICAS, initial=initial)
+    return Setup(service, cap, fleet, base, objective_s, seed, shares)
+
+
+def compare(traces: Sequence[Trace], run: Setup, policies: Sequence[PolicyMaker] = POLICIES) -> list[Row]:
+    """Every policy through every trace."""
     rows = []
     for trace in traces:
-        times = trace.arrivals(base, seed)
+        times = trace.arrivals(run.base_per_s, run.seed)
         for make in policies:
-            policy = make(cap, objective_s)
-            result = simulate_fleet(times, service, fleet, policy, seed, shares)
-            rows.append(Row(trace.name, policy.name, score(result, objective_s), len(times)))
-    return cap, rows
+            policy = make(run.capacity, run.objective_s)
+            rows.append(Row(trace.name, policy.name, run.run(times, policy), len(times)))
+    return rows
+
+
+def oracle(traces: Sequence[Trace], run: Setup) -> list[Row]:
+    """The oracle (:class:`.bounds.Oracle`) through every trace: the floor of every reactive policy."""
+    rows = []
+    for trace in traces:
+        times = trace.arrivals(run.base_per_s, run.seed)
+        policy = bounds.Oracle(bounds.trace_rate(trace, run.base_per_s), run.capacity.per_s)
+        rows.append(Row(trace.name, policy.name, run.run(times, policy), len(times)))
+    return rows
+
+
+def provisioned(trace: Trace, run: Setup) -> bounds.Provisioned:
+    """The fewest replicas held steady through ``trace`` that leave no violation second."""
+    times = trace.arrivals(run.base_per_s, run.seed)
+    return bounds.pre_provisioned(times, run.service, run.fleet, run.objective_s, run.seed, run.shares)

@@ -14,7 +14,11 @@ a utilization, with the objective's own signal as the alarm and stabilization ag
   ahead (the estimate's lag and a replica's start-up), and at most the fast estimate
   (a ramp still rising now, not the slow estimate catching up with a spike that is over); not in
   the first ``trend_s`` + ``slow_s``, while the estimate still settles from its first second.
-- **Up** (at once, every ``period_s``): to ceil(demand / (capacity × ``up_utilization``));
+- **Up** (at once, every ``period_s``): to ceil(demand / (capacity × ``up_utilization``)); at the
+  first second of a jump the fleet cannot carry, that many *on top of* the replicas asked for
+  (``jump_on_top``): those are left with the backlog that builds while the new ones start, and a
+  least-outstanding balancer sends them nothing new until it is answered, so the new ones alone
+  must carry the new rate (the oracle's rule, :mod:`.bounds`, one measured second late);
   and when the queue wait (queue + batch_wait) over the last seconds uses more than
   ``queue_budget`` of the objective — the fleet is already late, whatever the rate says — by
   at least ``alarm_step`` more than now, once every replica asked for has been serving for
@@ -53,6 +57,7 @@ class ObjectivePolicy:
     alarm_step: float = 0.25  # +25% replicas (at least one) on the queue-wait alarm
     down_window_s: float = 120.0
     settle_s: float = 10.0
+    jump_on_top: bool = True  # on a jump, the new replicas on top of the ones asked for (see Up)
     _fast: float = field(init=False, default=0.0)
     _slow: float = field(init=False, default=0.0)
     _last: float = field(init=False, default=0.0)
@@ -62,6 +67,8 @@ class ObjectivePolicy:
     _settled_since: float | None = field(init=False, default=None)
     _last_up: float = field(init=False, default=-math.inf)
     _downs: collections.deque[tuple[float, int]] = field(init=False, default_factory=collections.deque)
+    _jumping: bool = field(init=False, default=False)
+    _on_top: int = field(init=False, default=0)  # replicas added for a jump's backlog, until it is answered
 
     def __post_init__(self) -> None:
         if not (self.capacity_per_s > 0 and self.objective_s > 0):
@@ -115,7 +122,20 @@ class ObjectivePolicy:
 
     def decide(self, now: float, current: int) -> int:
         up = self.replicas_for(self.demand(), self.up_utilization)
-        if self._wait > self.queue_budget * self.objective_s and self._settled(now):
+        late = self._wait > self.queue_budget * self.objective_s and self._settled(now)
+        if self._on_top:  # the replicas added for a jump's backlog answer the lateness: no alarm
+            if self._settled(now) and not late:  # the backlog answered: the jump's own count, above its noise
+                above_noise = self._fast + 3 * math.sqrt(self._fast)  # 3 σ of a second's Poisson count
+                wanted = max(up, current - self._on_top, self.replicas_for(above_noise, self.up_utilization))
+                self._on_top = 0
+                return min(current, wanted)
+            late = False
+        jumping = self._last > self.jump * self._slow
+        if jumping and not self._jumping and self.jump_on_top and current < up:
+            self._on_top = current  # the first second of a jump: the replicas there hold its backlog
+            up += current
+        self._jumping = jumping
+        if late:
             up = max(up, current + max(1, math.ceil(self.alarm_step * current)))
         if up > current:
             self._last_up = now
