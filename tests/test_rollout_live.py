@@ -144,10 +144,14 @@ def test_the_split_by_header_sticky_key_and_weight(admin: httpx.Client, images: 
     verdict = now["verdict"]  # the gate counts the weighted draws only: pinned and sticky requests are not random
     assert verdict["canary_requests"] + verdict["baseline_requests"] == 40
     metrics = admin.get("/metrics").text
-    assert metric_sum(metrics, "servoscope_requests_total", model=CANARY) >= 6
+    assert metric_sum(metrics, "servoscope_requests_total", model=CANARY, variant="canary") >= 6
+    assert metric_sum(metrics, "servoscope_stage_duration_seconds_count", model=MODEL, variant="baseline") > 0
+    assert metric_value(metrics, "servoscope_requests_pending", model=CANARY, variant="canary") == 0
+    assert metric_value(metrics, "servoscope_queue_depth", queue="batch", model=MODEL, variant="baseline") == 0
     assert metric_sum(metrics, "servoscope_rollout_requests_total", model=MODEL) == routed
     assert metric_value(metrics, "servoscope_rollout_canary_share", model=MODEL) == 0.5
-    assert CANARY in admin.get("/v1/stats").json()["models"]
+    per_model = admin.get("/v1/stats").json()["models"]
+    assert per_model[CANARY]["variant"] == "canary" and per_model[MODEL]["variant"] == "baseline"
 
 
 def v2_infer(client: httpx.Client, image: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -144,6 +144,15 @@ class Rollouts:
         self._routed[id(timing)] = (rollout, assignment)
         return rollout.service(assignment.variant), assignment.variant
 
+    def variant_of(self, name: str) -> str:
+        """A served model's part in a rollout (``baseline``, ``canary``), or "": its metrics' ``variant`` label."""
+        for rollout in self.by_model.values():
+            if name == rollout.canary.name:
+                return CANARY
+            if name == rollout.baseline.name:
+                return BASELINE
+        return ""
+
     def recorded(self, timing: Timing) -> None:
         """A request's record, once its answer is sent (every routed request comes here once)."""
         routed = self._routed.pop(id(timing), None)
