@@ -26,7 +26,7 @@ def walks_crossing(rho: float, tau: float, walks: int, failures: int, seed: int)
 def test_the_exact_chance_matches_the_walk_and_stays_below_alpha(rho: float, alpha: float) -> None:
     tau = bin_boundary(rho, alpha, RATIOS)
     assert 0.0 < tau <= boundary(alpha)
-    exact = false_fail_bound(evidence_table(rho, RATIOS, 512), rho, tau)
+    exact = false_fail_bound(evidence_table(rho, RATIOS, 256), rho, tau)
     assert exact <= alpha
     walks = 10_000
     seen = walks_crossing(rho, tau, walks, 200, seed=20)
@@ -39,7 +39,7 @@ def test_the_boundary_spends_the_alpha_ville_leaves() -> None:
     alpha = 0.01 / 3
     tau = bin_boundary(0.05, alpha, RATIOS)
     assert tau < boundary(alpha) - 0.3  # Ville's bound, by the lumps the evidence moves in, spends about half
-    assert false_fail_bound(evidence_table(0.05, RATIOS, 512), 0.05, tau - 0.05) > alpha  # and no lower will do
+    assert false_fail_bound(evidence_table(0.05, RATIOS, 256), 0.05, tau - 0.05) > alpha  # and no lower will do
 
 
 def test_no_share_of_alpha_never_fails() -> None:

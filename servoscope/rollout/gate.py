@@ -29,7 +29,7 @@ import numpy as np
 
 from servoscope.rollout.config import GateConfig
 from servoscope.rollout.evidence import bin_log_e, boundary, rate_log_e, threshold_log_e
-from servoscope.rollout.label_walk import bin_boundary
+from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import COLUMNS, Observation
 from servoscope.rollout.thresholds import RunningQuantiles
 from servoscope.rollout.verdict import Check, Evidence, Outcome, Verdict
@@ -42,6 +42,7 @@ class Gate:
 
     def __init__(self, config: GateConfig) -> None:
         self.config = config
+        error_boundary(config)  # computed here, once per setting, rather than at the first request judged
         self._thresholds = RunningQuantiles(
             config.latency_quantiles, len(COLUMNS), config.baseline_window, config.refresh_every
         )
@@ -90,7 +91,7 @@ class Gate:
         errors = float(bin_log_e(self._failed[1], self._failed[0], rho, c.error_ratios))
         out = [
             Evidence(Check.LATENCY, latency, boundary(c.alpha_latency)),
-            Evidence(Check.ERRORS, errors, bin_boundary(rho, c.alpha_errors, c.error_ratios)),
+            Evidence(Check.ERRORS, errors, error_boundary(c)),
         ]
         if c.max_disagreement is not None:
             disagreement = float(rate_log_e(self._disagreed, self._mirrored, c.max_disagreement, c.disagreement_ratios))

@@ -25,9 +25,10 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from servoscope.rollout.config import GateConfig
 from servoscope.rollout.evidence import bin_log_e, boundary
 
-FAILURES = 512  # failed requests walked exactly; the rest is Ville's bound (negligible by then)
+FAILURES = 256  # failed requests walked exactly (~50 ms); the rest is Ville's bound (negligible by then)
 BISECTIONS = 40
 
 
@@ -46,6 +47,11 @@ def bin_boundary(rho: float, alpha: float, ratios: tuple[float, ...], failures: 
         else:
             low = middle
     return high
+
+
+def error_boundary(config: GateConfig) -> float:
+    """The error check's boundary for a gate's settings (computed once per setting, then remembered)."""
+    return bin_boundary(config.canary_share, config.alpha_errors, config.error_ratios)
 
 
 def false_fail_bound(table: NDArray[np.float64], rho: float, tau: float) -> float:
