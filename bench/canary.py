@@ -50,7 +50,13 @@ def load_recorded(path: Path) -> np.ndarray:
 
     data = np.load(path)
     ok = data["status"] == 200
-    return np.stack([data[f"{name}_us"][ok] / 1e6 for name in COLUMNS], axis=1)
+    return np.stack([data[_recorded_key(data.files, name)][ok] / 1e6 for name in COLUMNS], axis=1)
+
+
+def _recorded_key(files: list[str], column: str) -> str:
+    """The sample's key for a column; recordings made before the rename call preprocess_wait "queue"."""
+    key = f"{column}_us"
+    return key if key in files or column != Stage.PREPROCESS_WAIT else "queue_us"
 
 
 def lognormal_pool(rng: np.random.Generator, n: int = 100_000) -> np.ndarray:

@@ -193,13 +193,14 @@ def wait_for(condition: Callable[[], T], what: str = "the condition", deadline_s
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The value of one series in a Prometheus text exposition (labels matched exactly), or None."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    """The value of one series in a Prometheus text exposition (labels matched exactly; as in Prometheus,
+    a label with an empty value is no label), or None."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if v)
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
             series, _, value = line.rpartition(" ")
-            found = series[len(name) :].strip("{}")
-            if ",".join(sorted(found.split(","))) == want or (not labels and not found):
+            found = ",".join(sorted(pair for pair in series[len(name) :].strip("{}").split(",") if '=""' not in pair))
+            if found == want:
                 return float(value)
     return None
 

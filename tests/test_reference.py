@@ -13,5 +13,5 @@ def test_reference_is_up_to_date() -> None:
 
 def test_reference_names_every_stage_metric_label() -> None:
     text = reference()
-    assert "| `servoscope_stage_duration_seconds` | histogram | model, stage |" in text
+    assert "| `servoscope_stage_duration_seconds` | histogram | model, stage, variant |" in text
     assert "`SERVOSCOPE_MAX_PENDING`" in text

@@ -7,6 +7,7 @@ Every loop is bounded by a count of requests; waits poll with a deadline."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
@@ -26,11 +28,13 @@ from support import (
     MODEL,
     Photo,
     ServerProcess,
+    free_port,
     metric_sum,
     metric_value,
     start_server,
     wait_for,
 )
+from test_grpc import raw_error, raw_infer, raw_request
 
 ROLLOUT = f"/v1/rollouts/{MODEL}"
 CANARY = f"{MODEL}@canary"
@@ -41,10 +45,19 @@ NEVER_DONE = {**SMALL_GATE, "min_canary_requests": 1_000_000}  # the rollout sta
 
 
 @pytest.fixture(scope="module")
-def rollout_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Serves the model and its INT8 variant (the session's, quantized once and kept while current)."""
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def rollout_server(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory, grpc_port: int
+) -> Iterator[ServerProcess]:
+    """Serves the model and its INT8 variant (the session's, quantized once and kept while current), over
+    HTTP and gRPC."""
     quantize(model_repository, MODEL, INT8, force=False)
-    srv = start_server(model_repository, tmp_path_factory.mktemp("rollout"), ("--instances", "1"))
+    args = ("--instances", "1", "--grpc-port", str(grpc_port))
+    srv = start_server(model_repository, tmp_path_factory.mktemp("rollout"), args)
     yield srv
     srv.stop()
 
@@ -131,10 +144,54 @@ def test_the_split_by_header_sticky_key_and_weight(admin: httpx.Client, images: 
     verdict = now["verdict"]  # the gate counts the weighted draws only: pinned and sticky requests are not random
     assert verdict["canary_requests"] + verdict["baseline_requests"] == 40
     metrics = admin.get("/metrics").text
-    assert metric_sum(metrics, "servoscope_requests_total", model=CANARY) >= 6
+    assert metric_sum(metrics, "servoscope_requests_total", model=CANARY, variant="canary") >= 6
+    assert metric_sum(metrics, "servoscope_stage_duration_seconds_count", model=MODEL, variant="baseline") > 0
+    assert metric_value(metrics, "servoscope_requests_pending", model=CANARY, variant="canary") == 0
+    assert metric_value(metrics, "servoscope_queue_depth", queue="batch", model=MODEL, variant="baseline") == 0
     assert metric_sum(metrics, "servoscope_rollout_requests_total", model=MODEL) == routed
     assert metric_value(metrics, "servoscope_rollout_canary_share", model=MODEL) == 0.5
-    assert CANARY in admin.get("/v1/stats").json()["models"]
+    per_model = admin.get("/v1/stats").json()["models"]
+    assert per_model[CANARY]["variant"] == "canary" and per_model[MODEL]["variant"] == "baseline"
+
+
+def v2_infer(client: httpx.Client, image: bytes, headers: dict[str, str]) -> httpx.Response:
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(image).decode()]}
+    return client.post(f"/v2/models/{MODEL}/infer", json={"inputs": [tensor]}, headers=headers)
+
+
+def grpc_variant(address: str, image: bytes, metadata: tuple[tuple[str, str], ...]) -> tuple[str, str]:
+    """(the answering model, the trailer's x-variant) of one gRPC ModelInfer."""
+    response, trailer = raw_infer(address, raw_request([image]), metadata)
+    return response.model_name, trailer["x-variant"]
+
+
+def test_the_split_on_v2_http_and_grpc(
+    admin: httpx.Client, images: list[bytes], grpc_port: int, tmp_path: Path
+) -> None:
+    start(admin, tmp_path / "audit.jsonl", canary={"version": "1"}, steps_percent=[50, 100], gate=NEVER_DONE)
+    address = f"127.0.0.1:{grpc_port}"
+    pinned = [v2_infer(admin, image, {"X-Variant": "canary"}) for image in images[:3]]
+    assert [(r.headers["x-variant"], r.json()["model_name"]) for r in pinned] == [("canary", CANARY)] * 3
+    assert [grpc_variant(address, image, (("x-variant", "canary"),)) for image in images[:3]] == [
+        (CANARY, "canary")
+    ] * 3
+    assert grpc_variant(address, images[0], (("x-variant", "baseline"),)) == (MODEL, "baseline")
+    assert v2_infer(admin, images[0], {"X-Variant": "nightly"}).status_code == 400
+    error = raw_error(address, raw_request([images[0]]), (("x-variant", "nightly"),))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "X-Variant must be one of" in error.details()
+    keys = [str(key) for key in range(8)]
+    over_v2 = {
+        key: {v2_infer(admin, images[0], {"X-Client-Key": key}).headers["x-variant"] for _ in "ab"} for key in keys
+    }
+    over_grpc = {key: {grpc_variant(address, images[0], (("x-client-key", key),))[1] for _ in "ab"} for key in keys}
+    assert over_v2 == over_grpc and all(len(seen) == 1 for seen in over_v2.values())  # the same key, the same variant
+    assert set().union(*over_v2.values()) == {"baseline", "canary"}
+    drawn = [v2_infer(admin, images[n % len(images)], {}).headers["x-variant"] for n in range(20)]
+    drawn += [grpc_variant(address, images[n % len(images)], ())[1] for n in range(20)]
+    assert set(drawn) == {"baseline", "canary"}
+    routed = 3 + 4 + 32 + 40  # the refused headers count for no variant
+    now = wait_for(lambda: counted(admin, routed), f"{routed} requests counted")
+    assert now["verdict"]["canary_requests"] + now["verdict"]["baseline_requests"] == 40  # the drawn ones only
 
 
 def test_admin_requests_are_checked(admin: httpx.Client, tmp_path: Path) -> None:

@@ -25,7 +25,13 @@ def served(start: float, step: float = 0.01, model: str = MODEL, status: int = 2
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
-    return registry.get_sample_value(name, labels)
+    """A series' value; a per-model family's ``variant`` is empty outside a rollout, as here unless named."""
+    found = registry.get_sample_value(name, labels)
+    return (
+        found
+        if found is not None or "model" not in labels
+        else registry.get_sample_value(name, {"variant": "", **labels})
+    )
 
 
 @pytest.fixture
@@ -77,6 +83,23 @@ def test_batches_give_sizes_and_busy_ratio(telemetry: Telemetry, clock: ManualCl
     assert sample(r, "servoscope_model_busy_seconds_total", model=MODEL, model_instance="0") == pytest.approx(2.5)
     assert telemetry.busy_ratio(MODEL, 0, 10) == pytest.approx(0.25)
     assert telemetry.busy_ratio(MODEL, 1, 10) == 0.0
+
+
+def test_every_per_model_family_carries_the_variant(telemetry: Telemetry, clock: ManualClock) -> None:
+    telemetry.metrics.variant_of = {f"{MODEL}@canary": "canary", MODEL: "baseline"}.get  # as a rollout's Rollouts does
+    start = clock.now()
+    telemetry.arrived(f"{MODEL}@canary")
+    telemetry.record(served(start, model=f"{MODEL}@canary"))
+    telemetry.record(Timing(start, model=f"{MODEL}@canary", status=429, error="batch_queue_full"))
+    telemetry.record_batch(BatchRecord(MODEL, 0, start, start + 1.0, start + 1.5, (served(start),)))
+    r = telemetry.registry
+    per_model = [m for m in r.collect() if any("model" in s.labels for s in m.samples)]
+    assert per_model and all("variant" in s.labels for m in per_model for s in m.samples if "model" in s.labels)
+    assert sample(r, "servoscope_requests_total", model=f"{MODEL}@canary", code="200", variant="canary") == 1
+    assert sample(r, "servoscope_refused_total", model=f"{MODEL}@canary", reason="batch_queue_full", variant="canary")
+    assert sample(r, "servoscope_requests_arrived_total", model=f"{MODEL}@canary", variant="canary") == 1
+    assert sample(r, "servoscope_batch_size_sum", model=MODEL, variant="baseline") == 1
+    assert sample(r, "servoscope_stage_duration_seconds_count", model=MODEL, stage="total", variant="canary") is None
 
 
 def test_a_failing_sink_never_breaks_the_caller(telemetry: Telemetry, clock: ManualClock) -> None:
@@ -137,9 +160,7 @@ def test_request_span_with_a_child_per_stage_and_the_clients_parent(
         assert (child.end_time - child.start_time) == pytest.approx(0.01e9, abs=2)
     assert root.end_time - root.start_time == pytest.approx(0.07e9, abs=2)
     assert root.attributes["http.response.status_code"] == 200
-    exemplar_sample = traced.registry.get_sample_value(
-        "servoscope_request_duration_seconds_count", {"model": MODEL, "code": "200"}
-    )
+    exemplar_sample = sample(traced.registry, "servoscope_request_duration_seconds_count", model=MODEL, code="200")
     assert exemplar_sample == 1
 
 

@@ -114,6 +114,7 @@ def _model(model: str, parts: Mapping[str, ModelStats]) -> ModelStats:
         instances=sum(p.instances for p in parts.values()),
         windows={label: _window(model, label, {n: p.windows[label] for n, p in parts.items()}) for label in labels},
         lifetime_total=None if None in lifetimes else _encoded(lifetimes),  # type: ignore[arg-type]
+        variant=next((p.variant for p in parts.values() if p.variant), ""),  # a rollout on some replicas: theirs
     )
 
 

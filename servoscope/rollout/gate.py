@@ -8,7 +8,8 @@ Three checks, each a test martingale of :mod:`servoscope.rollout.evidence` with 
   exceeds the q-quantile r times as often" over every (q, r) — a shift of the body shows at P50,
   a heavier tail at P95/P99;
 - **errors**: errors and refusals alike; the canary's share of the failed requests against its
-  share of the traffic;
+  share of the traffic, its boundary computed exactly on the walk of those labels
+  (:mod:`servoscope.rollout.label_walk`: the same guarantee, at most ``alpha_errors``, spent in full);
 - **disagreement** (with a ``max_disagreement`` budget): top-1 disagreement with the reference on
   mirrored requests, against the budget.
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from servoscope.rollout.config import GateConfig
 from servoscope.rollout.evidence import bin_log_e, boundary, rate_log_e, threshold_log_e
+from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import COLUMNS, Observation
 from servoscope.rollout.thresholds import RunningQuantiles
 from servoscope.rollout.verdict import Check, Evidence, Outcome, Verdict
@@ -40,6 +42,7 @@ class Gate:
 
     def __init__(self, config: GateConfig) -> None:
         self.config = config
+        error_boundary(config)  # computed here, once per setting, rather than at the first request judged
         self._thresholds = RunningQuantiles(
             config.latency_quantiles, len(COLUMNS), config.baseline_window, config.refresh_every
         )
@@ -88,7 +91,7 @@ class Gate:
         errors = float(bin_log_e(self._failed[1], self._failed[0], rho, c.error_ratios))
         out = [
             Evidence(Check.LATENCY, latency, boundary(c.alpha_latency)),
-            Evidence(Check.ERRORS, errors, boundary(c.alpha_errors)),
+            Evidence(Check.ERRORS, errors, error_boundary(c)),
         ]
         if c.max_disagreement is not None:
             disagreement = float(rate_log_e(self._disagreed, self._mirrored, c.max_disagreement, c.disagreement_ratios))

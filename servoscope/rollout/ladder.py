@@ -17,6 +17,7 @@ from typing import Any
 from servoscope.rollout.audit import AuditLog
 from servoscope.rollout.config import GateConfig
 from servoscope.rollout.gate import Gate
+from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import Observation
 from servoscope.rollout.verdict import Outcome, Verdict
 
@@ -52,6 +53,8 @@ class Ladder:
         self.state = State.RUNNING
         self.index = 0
         self.last: Verdict | None = None
+        for percent in self.steps_percent[:-1]:  # every step's error boundary now, not on the request path later
+            error_boundary(dataclasses.replace(gate, canary_share=percent / 100.0))
         self._gate = self._new_gate()
         audit.write("start", steps_percent=list(self.steps_percent), gate=_gate_json(gate), **started)
         self._step_line()

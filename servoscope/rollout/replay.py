@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from servoscope.rollout.config import GateConfig
 from servoscope.rollout.evidence import bin_log_e, boundary, threshold_log_e
+from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import COLUMNS
 from servoscope.rollout.thresholds import threshold_path
 from servoscope.rollout.verdict import Check
@@ -39,7 +40,7 @@ def replay(
     rho = config.canary_share
     errors = bin_log_e(np.cumsum(canary & failed), np.cumsum(~canary & failed), rho, config.error_ratios)
     hits = [(_first(latency >= boundary(config.alpha_latency)), Check.LATENCY)]
-    hits.append((_first(errors >= boundary(config.alpha_errors)), Check.ERRORS))
+    hits.append((_first(errors >= error_boundary(config)), Check.ERRORS))
     n_canary = int(canary.sum())
     at, check = min(((i, c) for i, c in hits if i is not None), default=(None, None), key=lambda hit: hit[0])
     if at is None:

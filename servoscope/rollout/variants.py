@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,10 @@ class Rollout:
         return Split(((BASELINE, 1.0 - share), (CANARY, share)), self.salt)
 
     def assign(self, headers: Mapping[str, str]) -> Assignment:
-        return assign(self.split(), self.rng.random(), headers.get(HEADER), headers.get(CLIENT_KEY_HEADER))
+        """``headers``: HTTP headers or gRPC metadata, looked up by lower-case name (both answer to it)."""
+        return assign(
+            self.split(), self.rng.random(), headers.get(HEADER.lower()), headers.get(CLIENT_KEY_HEADER.lower())
+        )
 
     def service(self, variant: str) -> ModelService:
         return self.canary if variant == CANARY else self.baseline
@@ -129,7 +132,11 @@ class Rollouts:
         self._routed: dict[int, tuple[Rollout, Assignment]] = {}
 
     def route(self, service: ModelService, headers: Mapping[str, str], timing: Timing) -> tuple[ModelService, str]:
-        """The variant that serves a request for ``service``'s model, and its name (no rollout: the model itself)."""
+        """The variant that serves a request for ``service``'s model, and its name (no rollout: the model itself).
+
+        Every protocol routes here — ``/v1/classify``, ``/v2/…/infer`` and gRPC ``ModelInfer`` — with its
+        headers or metadata (``x-variant``, ``x-client-key``); ``timing`` is the request's (first) record,
+        the one :meth:`recorded` is handed once the answer is sent."""
         rollout = self.by_model.get(service.name)
         if rollout is None:
             return service, ""
@@ -137,16 +144,27 @@ class Rollouts:
         self._routed[id(timing)] = (rollout, assignment)
         return rollout.service(assignment.variant), assignment.variant
 
+    def variant_of(self, name: str) -> str:
+        """A served model's part in a rollout (``baseline``, ``canary``), or "": its metrics' ``variant`` label."""
+        for rollout in self.by_model.values():
+            if name == rollout.canary.name:
+                return CANARY
+            if name == rollout.baseline.name:
+                return BASELINE
+        return ""
+
     def recorded(self, timing: Timing) -> None:
         """A request's record, once its answer is sent (every routed request comes here once)."""
         routed = self._routed.pop(id(timing), None)
         if routed is not None:
             routed[0].finished(timing, routed[1])
 
-    def mirror(self, model: str, body: bytes, answer: Classification) -> None:
+    def mirror(self, model: str, bodies: Sequence[bytes], answers: Sequence[Classification]) -> None:
+        """Each image a baseline answered may be mirrored to the canary (``bodies[i]`` got ``answers[i]``)."""
         rollout = self.by_model.get(model)
-        if rollout is not None and answer.model == rollout.baseline.name:
-            rollout.maybe_mirror(body, answer)
+        for body, answer in zip(bodies, answers):
+            if rollout is not None and answer.model == rollout.baseline.name:
+                rollout.maybe_mirror(body, answer)
 
     def get(self, model: str) -> Rollout:
         try:

@@ -12,7 +12,15 @@ from starlette.routing import Route
 from servoscope.errors import ServoscopeError
 from servoscope.pipeline.decode import media_format
 from servoscope.pipeline.service import Classification
-from servoscope.server.http import error_response, int_param, json_response, priority, read_body, timeout_s
+from servoscope.server.http import (
+    error_response,
+    int_param,
+    json_response,
+    priority,
+    read_body,
+    timeout_s,
+    variant_header,
+)
 from servoscope.server.state import state_of
 from servoscope.settings import effective
 from servoscope.stages import Stage, Timing
@@ -52,9 +60,9 @@ async def classify(request: Request) -> Response:
             result = await service.classify(body, top_k, timing, deadline, rank)
         timing.end(Stage.RESPOND, clock.now())
         timing.status = 200
-        headers = {"Server-Timing": timing.server_timing(), **({"X-Variant": variant} if variant else {})}
+        headers = {"Server-Timing": timing.server_timing(), **variant_header(variant)}
         response = json_response(classification_json(result, timing), headers=headers)
-        state.rollouts.mirror(request.path_params["name"], body, result)
+        state.rollouts.mirror(request.path_params["name"], [body], [result])
     except Exception as exc:
         response = state.failed([timing], exc, timing.start)
     return state.send_then_record(request, response, [timing])

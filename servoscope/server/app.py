@@ -112,6 +112,7 @@ def observe(
     for collector in collectors:
         telemetry.registry.register(collector)
     telemetry.registry.register(RolloutCollector(state.rollouts))
+    telemetry.metrics.variant_of = state.rollouts.variant_of  # the variant label of every per-model metric
     deployed = deployment.describe(state.settings, pipeline)
     app.state.observability = Observability(telemetry, monitor, pipeline, lambda: state.ingesting, deployed)
     monitor.start()

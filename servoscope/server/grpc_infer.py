@@ -19,7 +19,7 @@ import grpc
 from servoscope.errors import InvalidParameter
 from servoscope.pipeline.service import Classification, ModelService
 from servoscope.server.grpc_status import abort_with
-from servoscope.server.http import MAX_TIMEOUT_S, headers_priority, headers_timeout_s
+from servoscope.server.http import MAX_TIMEOUT_S, headers_priority, headers_timeout_s, variant_header
 from servoscope.server.inference import classify_all, per_image
 from servoscope.server.protos import grpc_service_pb2 as pb
 from servoscope.server.state import ServerState, mark_failed, slowest
@@ -103,10 +103,12 @@ async def model_infer(
     first = state.arrived_with(metadata, "infer", PROTOCOL)
     timings: list[Timing] = [first]
     error: Exception | None = None
+    variant = ""
     try:
-        service = state.service(request.model_name, request.model_version or None)
+        named = state.service(request.model_name, request.model_version or None)
+        state.observer.arrived(named.name)  # the demand, counted on arrival as the HTTP door does
+        service, variant = state.rollouts.route(named, metadata, first)  # in a rollout: x-variant, x-client-key
         first.model = service.name
-        state.observer.arrived(service.name)  # the demand, counted on arrival as the HTTP door does
         deadline = first.start + deadline_s(context, metadata, settings.request_timeout_s)
         rank = headers_priority(metadata)
         images = request_images(request, settings.max_images_per_request)
@@ -115,15 +117,19 @@ async def model_infer(
         timings = per_image(first, len(images))
         results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
         response = infer_response(service, request, names, results)
+        state.rollouts.mirror(named.name, images, results)
     except Exception as exc:
         mark_failed(timings, exc)
         error = exc
     finally:
-        server_timing = (("server-timing", slowest(timings, first.start).server_timing()),)
+        trailer = (
+            ("server-timing", slowest(timings, first.start).server_timing()),
+            *((name.lower(), value) for name, value in variant_header(variant).items()),
+        )
         record(state, timings)
     if error is not None:
-        await abort_with(context, error, server_timing)
-    context.set_trailing_metadata(server_timing)
+        await abort_with(context, error, trailer)
+    context.set_trailing_metadata(trailer)
     return response
 
 
@@ -136,3 +142,4 @@ def record(state: ServerState, timings: list[Timing]) -> None:
             timing.status, timing.error = 499, "cancelled"
         timing.end(Stage.RESPOND, handed)
         state.observer.record(timing)
+        state.rollouts.recorded(timing)

@@ -15,6 +15,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from servoscope.errors import InvalidParameter, PayloadTooLarge, RequestTimeout, ServoscopeError, http_status
 from servoscope.pipeline.admission import Priority
+from servoscope.rollout.split import HEADER as VARIANT_HEADER
 
 JSON = "application/json"
 
@@ -157,3 +158,8 @@ def headers_priority(headers: Mapping[str, str]) -> Priority:
         return Priority.parse(headers.get("x-priority"))
     except ValueError as exc:
         raise InvalidParameter(f"X-Priority: {exc}") from None
+
+
+def variant_header(variant: str) -> dict[str, str]:
+    """The answer's ``X-Variant`` during a rollout (gRPC: trailing metadata ``x-variant``); none otherwise."""
+    return {VARIANT_HEADER: variant} if variant else {}

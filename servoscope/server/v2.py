@@ -24,7 +24,7 @@ from starlette.routing import Route
 from servoscope import __version__
 from servoscope.errors import InvalidParameter, ServoscopeError
 from servoscope.pipeline.service import Classification, ModelService
-from servoscope.server.http import error_response, json_response, priority, read_body, timeout_s
+from servoscope.server.http import error_response, json_response, priority, read_body, timeout_s, variant_header
 from servoscope.server.inference import classify_all, per_image
 from servoscope.server.state import slowest, state_of
 from servoscope.stages import Timing
@@ -255,7 +255,7 @@ async def infer(request: Request) -> Response:
     first = state.arrived(request, "infer")
     timings: list[Timing] = [first]
     try:
-        service = _service(request)
+        service, variant = state.rollouts.route(_service(request), request.headers, first)  # in a rollout
         first.model = service.name
         deadline = first.start + timeout_s(request, settings.request_timeout_s)
         rank = priority(request)
@@ -268,9 +268,9 @@ async def infer(request: Request) -> Response:
         _binary_outputs(request_json)  # every field checked before any inference
         timings = per_image(first, len(images))
         results = await classify_all(service, images, timings, top_k, deadline, rank, clock)
-        response = infer_response(
-            service, request_json, results, {"Server-Timing": slowest(timings, first.start).server_timing()}
-        )
+        headers = {"Server-Timing": slowest(timings, first.start).server_timing(), **variant_header(variant)}
+        response = infer_response(service, request_json, results, headers)
+        state.rollouts.mirror(request.path_params["name"], images, results)
     except Exception as exc:
         response = state.failed(timings, exc, first.start)
     return state.send_then_record(request, response, timings)

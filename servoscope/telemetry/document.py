@@ -90,6 +90,7 @@ class ModelStats(_Frozen):
     instances: int
     windows: dict[str, ModelWindow]  # every window of the document's ``windows_s``
     lifetime_total: str | None  # DDSketch of ``total`` over every answered request since start; None: migrated
+    variant: str = ""  # during a rollout: baseline or canary (the metrics' variant label); "": none
 
 
 class Preprocess(_Frozen):

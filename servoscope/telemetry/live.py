@@ -32,40 +32,43 @@ class LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         g = self.gauges()
         depth = GaugeMetricFamily(
-            "servoscope_queue_depth", "Requests waiting in each queue.", labels=["queue", "model"]
+            "servoscope_queue_depth", "Requests waiting in each queue.", labels=["queue", "model", "variant"]
         )
-        depth.add_metric(["preprocess", ""], g.preprocess_queue)
+        depth.add_metric(["preprocess", "", ""], g.preprocess_queue)
         pending = GaugeMetricFamily(
-            "servoscope_requests_pending", "Requests admitted and not yet answered.", labels=["model"]
+            "servoscope_requests_pending", "Requests admitted and not yet answered.", labels=["model", "variant"]
         )
         batches = GaugeMetricFamily(
-            "servoscope_batches_in_flight", "Batches running on model instances.", labels=["model"]
+            "servoscope_batches_in_flight", "Batches running on model instances.", labels=["model", "variant"]
         )
         busy = GaugeMetricFamily(
             "servoscope_model_busy_ratio",
             f"Share of the last {BUSY_WINDOW_S:g} s each model instance spent running batches.",
-            labels=["model", "model_instance"],
+            labels=["model", "model_instance", "variant"],
         )
         pending_limit = GaugeMetricFamily(
-            "servoscope_requests_pending_limit", "Admission limit of pending requests (max_pending).", labels=["model"]
+            "servoscope_requests_pending_limit",
+            "Admission limit of pending requests (max_pending).",
+            labels=["model", "variant"],
         )
         concurrency = GaugeMetricFamily(
             "servoscope_concurrency_limit",
             "Requests admitted at once now (adaptive admission; else max_pending).",
-            labels=["model"],
+            labels=["model", "variant"],
         )
         capacity = GaugeMetricFamily(
-            "servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model"]
+            "servoscope_queue_capacity", "Most requests each queue holds.", labels=["queue", "model", "variant"]
         )
         for name, m in g.models.items():
-            depth.add_metric(["batch", name], m.batch_queue)
-            capacity.add_metric(["batch", name], m.batch_queue_limit)
-            pending.add_metric([name], m.pending)
-            pending_limit.add_metric([name], m.pending_limit)
-            concurrency.add_metric([name], m.concurrency_limit)
-            batches.add_metric([name], m.batches_in_flight)
+            variant = self.telemetry.metrics.variant_of(name)
+            depth.add_metric(["batch", name, variant], m.batch_queue)
+            capacity.add_metric(["batch", name, variant], m.batch_queue_limit)
+            pending.add_metric([name, variant], m.pending)
+            pending_limit.add_metric([name, variant], m.pending_limit)
+            concurrency.add_metric([name, variant], m.concurrency_limit)
+            batches.add_metric([name, variant], m.batches_in_flight)
             for i in range(m.instances):
-                busy.add_metric([name, str(i)], self.telemetry.busy_ratio(name, i, BUSY_WINDOW_S))
+                busy.add_metric([name, str(i), variant], self.telemetry.busy_ratio(name, i, BUSY_WINDOW_S))
         workers = GaugeMetricFamily(
             "servoscope_preprocess_workers", "Preprocess worker threads, by state.", labels=["state"]
         )

@@ -68,7 +68,7 @@ class Telemetry:
     def arrived(self, model: str) -> None:
         """An inference request for ``model`` arrived (counted before it is admitted or refused)."""
         try:
-            self.metrics.arrived.labels(model).inc()
+            self.metrics.arrived.labels(model, self.metrics.variant_of(model)).inc()
             self.counts.event(("arrived", model))
         except Exception:
             self._guarded_failure("arrived")
@@ -76,7 +76,7 @@ class Telemetry:
     def early_retry(self, model: str) -> None:
         """The door holds a refusal: the same request came back before its Retry-After had passed."""
         try:
-            self.metrics.early_retries.labels(model).inc()
+            self.metrics.early_retries.labels(model, self.metrics.variant_of(model)).inc()
         except Exception:
             self._guarded_failure("early_retry")
 
@@ -91,36 +91,37 @@ class Telemetry:
         m = self.metrics
         self.answered += 1
         model, status = timing.model, timing.status
+        variant = m.variant_of(model)
         code = str(status)
         durations = timing.durations()
         total = durations[TOTAL]
         trace_id = self.tracer.trace_id(timing)
         exemplar = {"trace_id": trace_id} if trace_id else None
-        m.requests.labels(model, code).inc()
-        m.protocol_requests.labels(model, timing.protocol, code).inc()
+        m.requests.labels(model, code, variant).inc()
+        m.protocol_requests.labels(model, timing.protocol, code, variant).inc()
         self.triton.record(timing)
-        m.request_duration.labels(model, code).observe(total, exemplar)
+        m.request_duration.labels(model, code, variant).observe(total, exemplar)
         self.counts.count(("code", model, code))
         if 200 <= status < 300:
             for stage, seconds in durations.items():
-                m.observe_stage(model, stage, seconds)
+                m.observe_stage(model, stage, seconds, variant)
                 self.sketches.observe((model, stage), seconds)
             self.lifetime.setdefault(model, DDSketch(RELATIVE_ACCURACY)).add(total)
             if timing.delivery_s is not None:
-                m.delivery.labels(model).observe(timing.delivery_s)
+                m.delivery.labels(model, variant).observe(timing.delivery_s)
                 self.sketches.observe((model, DELIVERY), timing.delivery_s)
         elif status in REFUSALS:
             reason = timing.error or "unknown"
-            m.refused.labels(model, reason).inc()
+            m.refused.labels(model, reason, variant).inc()
             self.counts.count(("refused", model, reason))
         if timing.input_bytes:
-            m.input_bytes.labels(model).observe(timing.input_bytes)
+            m.input_bytes.labels(model, variant).observe(timing.input_bytes)
             self.sketches.observe((model, "input_bytes"), timing.input_bytes)
         if timing.input_pixels:
-            m.input_pixels.labels(model).observe(timing.input_pixels)
+            m.input_pixels.labels(model, variant).observe(timing.input_pixels)
             self.sketches.observe((model, "input_pixels"), timing.input_pixels)
         if timing.ignored_metadata:
-            m.metadata_ignored.labels(model, timing.ignored_metadata).inc()
+            m.metadata_ignored.labels(model, timing.ignored_metadata, variant).inc()
             log.debug("served an image without its EXIF (%s)", timing.ignored_metadata)
         self.tracer.end(timing)
 
@@ -128,8 +129,9 @@ class Telemetry:
         """A batch ran (the BatchSink)."""
         try:
             m = self.metrics
-            m.batch_size.labels(record.model).observe(record.size)
-            m.busy.labels(record.model, str(record.instance)).inc(record.busy_s)
+            variant = m.variant_of(record.model)
+            m.batch_size.labels(record.model, variant).observe(record.size)
+            m.busy.labels(record.model, str(record.instance), variant).inc(record.busy_s)
             self.counts.count(("busy", record.model, record.instance), record.busy_s)
             self.counts.count(("batch_size", record.model, record.size))
             self.triton.record_batch(record)
@@ -140,14 +142,14 @@ class Telemetry:
     def record_restart(self, event: InstanceRestart) -> None:
         """An instance's process was replaced (the RestartSink)."""
         try:
-            self.metrics.instance_restarts.labels(event.model).inc()
+            self.metrics.instance_restarts.labels(event.model, self.metrics.variant_of(event.model)).inc()
         except Exception:
             self._guarded_failure("record_restart")
 
     def record_decode_fallback(self, model: str, reason: str) -> None:
         """An image of a model with GPU decode took the CPU path (the FallbackSink)."""
         try:
-            self.metrics.decode_fallbacks.labels(model, reason).inc()
+            self.metrics.decode_fallbacks.labels(model, reason, self.metrics.variant_of(model)).inc()
         except Exception:
             self._guarded_failure("record_decode_fallback")
 

@@ -111,6 +111,7 @@ def stats(
                 for label, seconds in WINDOWS_S.items()
             },
             lifetime_total=encode(t.lifetime[name]) if name in t.lifetime else None,
+            variant=t.metrics.variant_of(name),
         )
         for name, g in gauges.models.items()
     }
