@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from servoscope.fleet.autoscale.fleetsim import Tick
+from servoscope.fleet.autoscale.fleetsim import TICK_S, Tick
 from servoscope.fleet.k8s import arrival_rate, autoscaling, queue_wait
 from servoscope.fleet.k8s.target import Target
 from servoscope.fleet.k8s.yamltext import dump
@@ -128,7 +128,7 @@ class HPAv2:
     _waits: collections.deque[tuple[float, float, float]] = field(init=False, default_factory=collections.deque)
     _arrivals: collections.deque[tuple[float, Mapping[int, int]]] = field(init=False, default_factory=collections.deque)
     _ready: int = field(init=False, default=0)
-    _since: float | None = field(init=False, default=None)
+    _since: float | None = field(init=False, default=None)  # the run's start: its first pods served before it
     _proposals: list[tuple[float, int]] = field(init=False, default_factory=list)
     _events: list[tuple[float, int]] = field(init=False, default_factory=list)  # (time, signed change)
 
@@ -152,7 +152,7 @@ class HPAv2:
             self._waits.append((tick.now, tick.queue_wait_s, tick.arrived_per_s))
         self._arrivals.append((tick.now, tick.arrived_by_replica))
         if self._since is None:
-            self._since = tick.now - 1.0
+            self._since = tick.now - TICK_S
         for kept in (self._waits, self._arrivals):
             while kept and kept[0][0] <= tick.now - self.metric_s:
                 kept.popleft()
@@ -167,8 +167,9 @@ class HPAv2:
         if not reporting:
             return 0.0
         arrived = sum(counts.get(pod, 0) for _, counts in self._arrivals for pod in reporting)
-        served_s = min(self.metric_s, self._arrivals[-1][0] - (self._since or 0.0))
-        return arrived / served_s / len(reporting)
+        started = self._since if self._since is not None else 0.0
+        window_s = min(self.metric_s, self._arrivals[-1][0] - started)
+        return arrived / window_s / len(reporting)
 
     def proposal(self, current: int) -> int:
         return max(self._proposal(self.value(m.name) / m.target, current) for m in self.metrics)
