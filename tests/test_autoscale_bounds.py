@@ -11,7 +11,8 @@ from servoscope.fleet.autoscale import bounds, hpa_v2, traces
 from servoscope.fleet.autoscale.compare import PLAN, POLICIES, compare, example_replica, oracle, provisioned, setup
 from servoscope.fleet.autoscale.fleetsim import Fleet, Tick, simulate_fleet
 from servoscope.fleet.autoscale.score import score
-from servoscope.fleet.k8s import autoscaling
+from servoscope.fleet.k8s import autoscaling, queue_wait
+from servoscope.fleet.k8s.arrival_rate import RATE_METRIC
 from servoscope.fleet.k8s.target import Target
 
 # --- the oracle and the pre-provisioned bound ----------------------------------------------------------
@@ -57,16 +58,22 @@ def test_the_pre_provisioned_bound_is_the_fewest_steady_replicas_without_a_viola
 # --- the generated HPA, simulated -------------------------------------------------------------------------
 
 
-def ticks(hpa: hpa_v2.HPAv2, start: float, seconds: int, wait_s: float, ready: int, target: int) -> float:
+def ticks(
+    hpa: hpa_v2.HPAv2, start: float, seconds: int, wait_s: float, ready: int, target: int, per_pod: int = 0
+) -> float:
+    """``seconds`` ticks of ``ready`` pods, each seeing ``per_pod`` arrivals a second, waiting ``wait_s``."""
     for s in range(seconds):
-        hpa.observe(Tick(start + s + 1, 100.0, 0, 0.5, wait_s, None, ready, target))
+        by_pod = dict.fromkeys(range(ready), per_pod)
+        hpa.observe(Tick(start + s + 1, 100.0, 0, 0.5, wait_s, None, ready, target, by_pod))
     return start + seconds
 
 
 def test_the_generated_hpa_is_read_from_the_generators_manifest() -> None:
     hpa = hpa_v2.generated(PLAN)
     written = autoscaling.hpa(PLAN, Target())["spec"]
-    assert hpa.target == PLAN.queue_wait_target_s and hpa.metric_s == 60
+    [metric] = hpa.metrics
+    assert metric == hpa_v2.PodsMetric(RATE_METRIC, pytest.approx(PLAN.arrivals_target_per_s, abs=0.001))
+    assert hpa.metric_s == 60
     assert (hpa.min_replicas, hpa.max_replicas) == (written["minReplicas"], written["maxReplicas"])
     up = written["behavior"]["scaleUp"]
     assert hpa.up.window_s == up["stabilizationWindowSeconds"] and len(hpa.up.rules) == len(up["policies"])
@@ -77,7 +84,8 @@ def test_a_change_to_the_generators_behavior_changes_the_simulated_hpa(monkeypat
         hpa, out, current = hpa_v2.generated(PLAN), [], 4
         now = 0.0
         for _ in range(4):
-            now = ticks(hpa, now, 15, wait_s=10 * PLAN.queue_wait_target_s, ready=current, target=current)
+            per_pod = round(10 * PLAN.arrivals_target_per_s)
+            now = ticks(hpa, now, 15, wait_s=0.0, ready=current, target=current, per_pod=per_pod)
             out.append(current := hpa.decide(now, current))
         return out
 
@@ -111,7 +119,10 @@ def manual(**behavior: Any) -> hpa_v2.HPAv2:
             "metrics": [
                 {
                     "type": "Pods",
-                    "pods": {"metric": {"name": "w"}, "target": {"type": "AverageValue", "averageValue": "100m"}},
+                    "pods": {
+                        "metric": {"name": queue_wait.WAIT_METRIC},
+                        "target": {"type": "AverageValue", "averageValue": "100m"},
+                    },
                 }
             ],
             "behavior": spec,
@@ -158,3 +169,41 @@ def test_hpa_v2_refuses_a_manifest_it_cannot_run() -> None:
         hpa_v2.HPAv2.from_manifest({"apiVersion": "autoscaling/v1"}, 60)
     with pytest.raises(hpa_v2.ManifestError, match="quantity"):
         hpa_v2.quantity("50 ms")
+    document = autoscaling.hpa(PLAN, Target())
+    document["spec"]["metrics"][0]["pods"]["metric"]["name"] = "http_requests"
+    with pytest.raises(hpa_v2.ManifestError, match="not simulated"):
+        hpa_v2.HPAv2.from_manifest(document, 60)
+
+
+def test_the_arrival_rate_is_each_ready_pods_last_minute_and_a_young_pod_reads_low() -> None:
+    hpa = hpa_v2.generated(PLAN)  # a target of 26.96 a pod
+    now = ticks(hpa, 0, 60, wait_s=0.0, ready=4, target=4, per_pod=27)
+    assert hpa.value(RATE_METRIC) == 27 and hpa.decide(now, 4) == 4  # on target
+    for s in range(15):  # a fifth pod joins: the balancer gives each 27 × 4 / 5 ≈ 21.6 a second
+        hpa.observe(Tick(now + s + 1, 108.0, 0, 0.5, 0.0, None, 5, 5, {0: 22, 1: 22, 2: 22, 3: 21, 4: 21}))
+    # the four read (45 × 27 + 15 × 21.75) / 60, the new one 15 × 21 / 60 (Prometheus divides by the window)
+    assert hpa.value(RATE_METRIC) == pytest.approx((4 * (45 * 27 + 15 * 21.75) + 15 * 21) / 60 / 5)
+
+
+def test_the_generated_hpa_does_not_thrash_on_steady_load_where_the_queue_wait_hpa_did() -> None:
+    """Seeded: the same half hour of steady Poisson arrivals at 10,000 a minute, through the HPA
+    ``deploy k8s`` writes and through an HPA with the same behaviour on the queue wait (50 ms) instead."""
+    service, config = example_replica()
+    run = setup(10.0, service, config)
+    times = traces.steady(1800).arrivals(run.base_per_s, run.seed)
+    plan = PLAN.model_copy(update={"replica_capacity_per_s": run.capacity.per_s})
+    rate = run.run(times, hpa_v2.generated(plan))
+    document = autoscaling.hpa(plan, Target())
+    document["spec"]["metrics"] = [_wait_metric(plan.queue_wait_target_s)]
+    wait = run.run(times, hpa_v2.HPAv2.from_manifest(document, 60))
+    assert rate.reversals_per_h <= 2 and rate.violation_s == 0
+    assert wait.reversals_per_h > 2 * rate.reversals_per_h + 4 and wait.violation_s > 0
+    assert rate.replica_s < 1.2 * run.fleet.initial * 1800  # sized for the load, not held at the top
+
+
+def _wait_metric(target_s: float) -> dict[str, Any]:
+    metric = {"name": queue_wait.WAIT_METRIC}
+    return {
+        "type": "Pods",
+        "pods": {"metric": metric, "target": {"type": "AverageValue", "averageValue": f"{target_s * 1000:g}m"}},
+    }

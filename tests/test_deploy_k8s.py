@@ -17,7 +17,7 @@ import yaml
 
 from k8s_validation import directory_problems, documents
 from servoscope.cli import main
-from servoscope.fleet.k8s.queue_wait import WAIT_METRIC
+from servoscope.fleet.k8s.arrival_rate import RATE_METRIC
 from servoscope.settings import Settings, load_settings
 from support import REPO_ROOT
 
@@ -36,6 +36,8 @@ PLAN = {
     "cpu_cores": 3.5,
     "memory_mib": 3072,
     "queue_wait_target_s": 0.08,
+    "replica_capacity_per_s": 40,
+    "target_utilization": 0.75,
     "drain_delay_s": 15,
     "settings": {
         "max_pending": 256,
@@ -85,7 +87,7 @@ def test_every_file_written_with_the_defaults_validates(tmp_path: Path) -> None:
     assert pod_spec(out)["terminationGracePeriodSeconds"] > container["lifecycle"]["preStop"]["sleep"]["seconds"] + 30
     assert "replicas" not in load(out, "deployment.yaml")["spec"]  # the HPA owns the count
     hpa = load(out, "hpa/hpa.yaml")["spec"]
-    assert hpa["metrics"][0]["pods"]["metric"]["name"] == WAIT_METRIC
+    assert [m["pods"]["metric"]["name"] for m in hpa["metrics"]] == [RATE_METRIC]  # proportional to the load
     assert set(hpa["behavior"]) == {"scaleUp", "scaleDown"}
 
 
@@ -117,10 +119,11 @@ def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest
     assert {v["mountPath"] for v in container["volumeMounts"]} == {"/tmp", "/dev/shm"}  # process isolation
     hpa = load(out, "hpa/hpa.yaml")["spec"]
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 20)
-    assert hpa["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "80m"}
+    assert hpa["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "30000m"}  # 40 × 0.75
     keda = load(out, "keda/scaledobject.yaml")["spec"]
     assert (keda["minReplicaCount"], keda["maxReplicaCount"]) == (3, 20)
-    assert keda["triggers"][0]["metadata"]["threshold"] == "0.08"
+    assert keda["triggers"][0]["metricType"] == "AverageValue"  # the deployment's rate / threshold = pods
+    assert keda["triggers"][0]["metadata"]["threshold"] == "30"
     assert 'namespace="vision",app_kubernetes_io_instance="classify"' in keda["triggers"][0]["metadata"]["query"]
     assert load(out, "service.yaml")["metadata"] == load(out, "hpa/hpa.yaml")["metadata"]
     assert load(out, "service.yaml")["metadata"]["namespace"] == "vision"
@@ -149,6 +152,7 @@ def test_a_plan_and_settings_shape_the_fleet(tmp_path: Path, monkeypatch: pytest
         ({"replicas": {"min": 5, "max": 2}}, "max (2) must be >= min (5)"),
         ({"cpu_cores": 0}, "cpu_cores: Input should be greater than 0 (got 0)"),
         ({"queue_wait_target_s": "fast"}, "queue_wait_target_s: Input should be a valid number"),
+        ({"target_utilization": 1.5}, "target_utilization: Input should be less than or equal to 1"),
         ({"settings": {"max_pendng": 3}}, "max_pendng"),
         ({"settings": {"faults": {"inference_delay_s": 0.1}}}, "injected faults are for drills"),
         ({"settings": {"port": 0}}, "port 0"),

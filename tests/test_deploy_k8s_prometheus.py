@@ -24,7 +24,8 @@ import yaml
 
 from k8s_validation import documents
 from servoscope.cli import main
-from servoscope.fleet.k8s.monitoring import AUTOSCALING_GROUP, WAIT_RECORD
+from servoscope.fleet.k8s.arrival_rate import COUNTER
+from servoscope.fleet.k8s.monitoring import AUTOSCALING_GROUP, RATE_RECORD, WAIT_RECORD
 from support import CLASSIFY, MODEL, REPO_ROOT, Photo, start_server, wait_for
 from test_prometheus import PROMETHEUS, PROMTOOL, Prometheus, drive_load, start_prometheus
 
@@ -75,9 +76,12 @@ def series(name: str, pod: str, values: str, **labels: str) -> dict[str, str]:
 
 
 def traffic(pod: str, per_15s: int, preprocess_wait_s: float, batch_wait_s: float) -> list[dict[str, str]]:
-    """A pod's counters: ``per_15s`` requests served every 15 s, each having waited the given seconds."""
+    """A pod's counters: ``per_15s`` requests arriving and served every 15 s, each having waited the given
+    seconds; and as many again arriving for a second model, and refused (counted on arrival, never served)."""
     h = "servoscope_stage_duration_seconds"
     return [
+        series(COUNTER, pod, f"0+{per_15s}x80"),
+        series(COUNTER, pod, f"0+{per_15s}x80", model="other"),
         series(f"{h}_count", pod, f"0+{per_15s}x80", stage="total"),
         series(f"{h}_sum", pod, f"0+{per_15s * preprocess_wait_s:g}x80", stage="preprocess_wait"),
         series(f"{h}_sum", pod, f"0+{per_15s * batch_wait_s:g}x80", stage="batch_wait"),
@@ -98,6 +102,14 @@ def autoscaling_tests(out: Path) -> dict[str, Any]:
                 "interval": "15s",
                 "input_series": [*traffic("a", 32, 0.125, 0.0625), *traffic("b", 0, 0, 0)],
                 "promql_expr_test": [
+                    {  # the HPA's metric: a's 2 × 32 arrivals every 15 s (both models, refused ones too)
+                        "expr": RATE_RECORD,
+                        "eval_time": "5m",
+                        "exp_samples": [
+                            {"labels": f'{RATE_RECORD}{{namespace="{NAMESPACE}", pod="{p}"}}', "value": v}
+                            for p, v in (("a", 2 * 32 / 15), ("b", 0))
+                        ],
+                    },
                     {
                         "expr": f"round({WAIT_RECORD}, 1 / 1024)",
                         "eval_time": "5m",
@@ -105,7 +117,7 @@ def autoscaling_tests(out: Path) -> dict[str, Any]:
                             {"labels": f'{{namespace="{NAMESPACE}", pod="{p}"}}', "value": v}
                             for p, v in (("a", 0.1875), ("b", 0))
                         ],
-                    }
+                    },
                 ],
                 "alert_rule_test": [
                     {"alertname": alert["alert"], "eval_time": "5m"},  # pending: not yet for 10 minutes
@@ -166,7 +178,8 @@ def one_value(prom: Prometheus, expr: str, at: float) -> tuple[dict[str, str], f
 def test_autoscaling_queries_against_a_live_replica(
     generated: Path, tmp_path: Path, model_repository: Path, photos: dict[str, Photo]
 ) -> None:
-    [rule] = yaml.safe_load(documents(generated / "hpa/prometheus-adapter.yaml")[0]["data"]["config.yaml"])["rules"]
+    config = yaml.safe_load(documents(generated / "hpa/prometheus-adapter.yaml")[0]["data"]["config.yaml"])
+    rate_rule, rule = config["rules"]
     keda = spec(generated, "keda/scaledobject.yaml")["triggers"][0]["metadata"]["query"]
     rules = rules_file(generated, tmp_path)
     server = start_server(model_repository, tmp_path, ("--models", MODEL, *WAITING))
@@ -196,8 +209,19 @@ def test_autoscaling_queries_against_a_live_replica(
         expected = stages["preprocess_wait"]["mean"] + stages["batch_wait"]["mean"]
         print(f"\nmean wait: adapter {per_pod * 1e3:.3f} ms, /v1/stats {expected * 1e3:.3f} ms ({served} requests)")
         assert math.isfinite(per_pod) and abs(per_pod - expected) <= 0.05 * expected + 0.0005
-        # KEDA's query: one series (it refuses more), the same value for a one-replica deployment.
-        assert one_value(prom, keda, at)[1] == pytest.approx(per_pod, rel=1e-9)
+
+        # The scaling metric: the pod's arrivals a second over the last minute, every request counted
+        # (the one before the load and the load's); KEDA's query, one series (it refuses more), is the same
+        # for a one-replica deployment.
+        arrived = f'{COUNTER}{{pod="{POD}"}}'
+        found = prom.client.get("/api/v1/series", params={"match[]": rate_rule["seriesQuery"]}).json()["data"]
+        assert found and all(s["__name__"] == COUNTER and s["pod"] == POD for s in found)
+        labels, rate = one_value(prom, adapter_query(rate_rule["metricsQuery"], NAMESPACE, [POD]), at)
+        assert labels == {"pod": POD}
+        total = one_value(prom, f"sum({arrived})", at)[1]
+        print(f"\narrival rate: adapter {rate:.3f} req/s; {total:.0f} arrivals, all in the last minute")
+        assert total >= served + 1 and rate * 60 == pytest.approx(total, rel=0.2)  # rate's extrapolation: < 20%
+        assert one_value(prom, keda, at)[1] == pytest.approx(rate, rel=1e-9)
 
         # Every rule of the PrometheusRule evaluates without error; the wait is recorded per pod.
         names = {r.get("record") or r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
@@ -213,6 +237,7 @@ def test_autoscaling_queries_against_a_live_replica(
         assert not unhealthy, unhealthy
         recorded = wait_for(lambda: prom.query(f'{WAIT_RECORD}{{pod="{POD}"}}'), "the wait recorded")
         assert float(recorded[0]["value"][1]) == pytest.approx(per_pod, rel=0.15, abs=0.001)
+        assert wait_for(lambda: prom.query(f'{RATE_RECORD}{{pod="{POD}"}}'), "the arrival rate recorded")
     finally:
         if prom is not None:
             prom.stop()

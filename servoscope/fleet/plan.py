@@ -8,9 +8,17 @@ default, unknown keys are errors. Example::
       "cpu_cores": 4,
       "memory_mib": 3072,
       "queue_wait_target_s": 0.05,
+      "replica_capacity_per_s": 33.7,
+      "target_utilization": 0.8,
       "drain_delay_s": 10,
       "settings": {"max_pending": 256, "model_overrides": {"max_batch_size": 8}}
     }
+
+``replica_capacity_per_s`` is what one replica answers with P95 within the objective: the planner's
+answer for its profile (``servoscope plan``'s simulation of one replica; ``bench/autoscale.py``
+prints it as "one replica holds it to … req/s"). The autoscalers target that rate per pod times
+``target_utilization``. Without a plan, 33.7 req/s: the planner's figure for a 2-core CPU replica of
+EfficientNet-Lite0 (the default ``cpu_cores``) at a P95 of 250 ms; measure yours.
 
 ``settings`` are servoscope settings for every replica (the same names as the TOML file), laid
 over the ones loaded from ``--config`` and the environment, and checked as strictly.
@@ -37,6 +45,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DEFAULT_CAPACITY_PER_S = 33.7  # a 2-core CPU replica of EfficientNet-Lite0 at 250 ms P95 (the planner's simulation)
+DEFAULT_UTILIZATION = 0.8
+
+
 class Replicas(_Strict):
     min: int = Field(2, ge=1, le=1000, description="fewest replicas (2: one may be lost without an outage)")
     max: int = Field(10, ge=1, le=1000, description="most replicas the autoscaler may run")
@@ -60,6 +72,18 @@ class FleetPlan(_Strict):
         le=60,
         description="autoscaling target: mean time a request waits (preprocess_wait + batch_wait) per replica",
     )
+    replica_capacity_per_s: float = Field(
+        DEFAULT_CAPACITY_PER_S,
+        gt=0,
+        le=1_000_000,
+        description="requests a second one replica answers with P95 within the objective (the planner's figure)",
+    )
+    target_utilization: float = Field(
+        DEFAULT_UTILIZATION,
+        gt=0,
+        le=1,
+        description="autoscaling target: arrivals per pod as a share of replica_capacity_per_s (the headroom)",
+    )
     drain_delay_s: int = Field(
         10,
         ge=0,
@@ -67,6 +91,11 @@ class FleetPlan(_Strict):
         description="preStop sleep: time for endpoints to drop the pod before SIGTERM starts the drain",
     )
     settings: dict[str, Any] = Field(default_factory=dict, description="servoscope settings for every replica")
+
+    @property
+    def arrivals_target_per_s(self) -> float:
+        """Requests a second per pod the autoscalers size the fleet for."""
+        return self.replica_capacity_per_s * self.target_utilization
 
 
 def read_plan(path: Path) -> FleetPlan:

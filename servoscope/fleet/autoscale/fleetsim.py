@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import heapq
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +48,7 @@ class Tick:
     p95_s: float | None  # P95 of the requests answered in the tick (None: none)
     ready: int  # replicas taking traffic
     target: int  # replicas asked for (ready, starting)
+    arrived_by_replica: Mapping[int, int] = field(default_factory=dict)  # ready replica (by id) → its arrivals
 
 
 class Policy(Protocol):
@@ -89,6 +91,7 @@ class _Replica:
     timer_at: float = -1.0
     draining: bool = False
     stopped_at: float | None = None
+    arrived: int = 0  # in the current tick, refused ones included (servoscope_requests_arrived_total)
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ class _Run:
                 best, best_load = k, rep.outstanding
         assert best >= 0, "scaling keeps the oldest ready replicas: one is always ready"
         rep = self.replicas[best]
+        rep.arrived += 1
         if rep.outstanding >= self.fleet.max_pending:
             return  # refused at admission: done stays inf
         rep.outstanding += 1
@@ -261,21 +265,25 @@ class _Run:
             self.push(finished, _BATCH, k, members)
 
     def tick(self, now: float) -> None:
-        ready = [r for r in self.replicas if r.ready_at <= now and r.stopped_at is None and not r.draining]
+        live = {k: r for k, r in enumerate(self.replicas) if r.stopped_at is None}
+        ready = {k: r for k, r in live.items() if r.ready_at <= now and not r.draining}
         capacity = len(ready) * self.fleet.replica.instances * TICK_S
         lat = self.tick_latencies
         self.policy.observe(
             Tick(
                 now=now,
                 arrived_per_s=self.tick_arrived / TICK_S,
-                ongoing=sum(r.outstanding for r in self.replicas if r.stopped_at is None),
+                ongoing=sum(r.outstanding for r in live.values()),
                 busy_ratio=min(1.0, self.tick_busy / capacity) if capacity else 1.0,
                 queue_wait_s=self.tick_wait_sum / self.tick_waits_n if self.tick_waits_n else None,
                 p95_s=float(np.quantile(lat, 0.95)) if lat else None,
                 ready=len(ready),
                 target=self.targets[-1][1],
+                arrived_by_replica={k: r.arrived for k, r in ready.items()},
             )
         )
+        for rep in live.values():
+            rep.arrived = 0
         self.tick_arrived = self.tick_waits_n = 0
         self.tick_wait_sum = self.tick_busy = 0.0
         self.tick_latencies = []

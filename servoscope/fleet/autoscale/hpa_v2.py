@@ -5,13 +5,18 @@ written (:func:`generated`), not as a copy of its numbers.
 
 Every ``sync_s`` (``--horizontal-pod-autoscaler-sync-period``, 15 s):
 
-1. **the metric**: the Pods metric's average over the pods that report it. The generated metric is
-   the queue wait as the Prometheus Adapter serves it: a rate over ``queue_wait.WINDOW`` (1 min), so
-   the mean wait of the requests of the last minute. A pod still starting reports nothing (missing);
+1. **the metrics**: each Pods metric's average over the pods that report it, as the Prometheus
+   Adapter serves it (a rate over ``queue_wait.WINDOW``, 1 min). The arrival rate
+   (``arrival_rate.RATE_METRIC``): each ready pod's arrivals of the last minute / 60 s (Prometheus's
+   ``rate`` divides by the window, so a pod younger than it reads low; the pods of the first
+   minute of a run count as serving before it); the queue wait
+   (``queue_wait.WAIT_METRIC``): the mean wait of the requests of the last minute. A pod still
+   starting reports nothing (missing);
 2. **the proposal** (``calcPlainMetricReplicas``): usage ratio r = metric / target; within
    ``tolerance`` (0.1) of 1 the count stays; with no pod missing, ceil(r × pods reporting); with
    some missing, they count as 0 when r > 1 and as the target when r < 1, the ratio is recomputed
-   over every pod, and the count stays if that is within tolerance or changes direction;
+   over every pod, and the count stays if that is within tolerance or changes direction; with
+   several metrics, the largest proposal (``computeReplicasForMetrics``);
 3. **stabilization** (``stabilizeRecommendationWithBehaviors``): the count moves up no further than
    the lowest proposal of the scale-up window, and down no further than the highest of the
    scale-down window;
@@ -25,13 +30,14 @@ from __future__ import annotations
 import collections
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from servoscope.fleet.autoscale.fleetsim import Tick
-from servoscope.fleet.k8s import autoscaling, queue_wait
+from servoscope.fleet.autoscale.fleetsim import TICK_S, Tick
+from servoscope.fleet.k8s import arrival_rate, autoscaling, queue_wait
 from servoscope.fleet.k8s.target import Target
 from servoscope.fleet.k8s.yamltext import dump
 from servoscope.fleet.plan import FleetPlan
@@ -49,6 +55,15 @@ class Rule:
     kind: str  # "Pods" or "Percent"
     value: int
     period_s: float
+
+
+@dataclass(frozen=True)
+class PodsMetric:
+    name: str  # arrival_rate.RATE_METRIC or queue_wait.WAIT_METRIC: the signals the simulated fleet has
+    target: float  # averageValue
+
+
+SIGNALS = (arrival_rate.RATE_METRIC, queue_wait.WAIT_METRIC)
 
 
 @dataclass(frozen=True)
@@ -85,21 +100,35 @@ def _direction(behavior: dict[str, Any], key: str) -> Direction:
         ) from None
 
 
+def _pods_metrics(spec: dict[str, Any]) -> tuple[PodsMetric, ...]:
+    metrics = spec.get("metrics", [])
+    pods = [m.get("pods", {}) for m in metrics if m.get("type") == "Pods"]
+    if not pods or len(pods) != len(metrics) or any(p.get("target", {}).get("type") != "AverageValue" for p in pods):
+        raise ManifestError("Pods metrics with AverageValue targets were expected, and no other kind")
+    read = tuple(PodsMetric(p["metric"]["name"], quantity(p["target"]["averageValue"])) for p in pods)
+    unknown = [m.name for m in read if m.name not in SIGNALS]
+    if unknown:
+        raise ManifestError(f"metrics {unknown} are not simulated (the fleet has {', '.join(SIGNALS)})")
+    return read
+
+
 @dataclass
 class HPAv2:
-    """The controller for one HPA object (``from_manifest``) whose metric is ``metric_s`` of queue wait."""
+    """The controller for one HPA object (``from_manifest``) whose metrics are rates over ``metric_s``."""
 
-    target: float
+    metrics: tuple[PodsMetric, ...]
     min_replicas: int
     max_replicas: int
     up: Direction
     down: Direction
     metric_s: float
-    name: str = "HPA as generated (queue wait)"
+    name: str = "HPA as generated"
     period_s: float = SYNC_S
     tolerance: float = TOLERANCE
     _waits: collections.deque[tuple[float, float, float]] = field(init=False, default_factory=collections.deque)
+    _arrivals: collections.deque[tuple[float, Mapping[int, int]]] = field(init=False, default_factory=collections.deque)
     _ready: int = field(init=False, default=0)
+    _since: float | None = field(init=False, default=None)  # the run's start: its first pods served before it
     _proposals: list[tuple[float, int]] = field(init=False, default_factory=list)
     _events: list[tuple[float, int]] = field(init=False, default_factory=list)  # (time, signed change)
 
@@ -108,12 +137,9 @@ class HPAv2:
         if document.get("apiVersion") != "autoscaling/v2" or document.get("kind") != "HorizontalPodAutoscaler":
             raise ManifestError("an autoscaling/v2 HorizontalPodAutoscaler was expected")
         spec = document["spec"]
-        pods = [m["pods"] for m in spec.get("metrics", []) if m.get("type") == "Pods"]
-        if len(pods) != 1 or pods[0]["target"].get("type") != "AverageValue":
-            raise ManifestError("one Pods metric with an AverageValue target was expected")
         behavior = spec.get("behavior", {})
         return cls(
-            target=quantity(pods[0]["target"]["averageValue"]),
+            metrics=_pods_metrics(spec),
             min_replicas=int(spec.get("minReplicas", 1)),
             max_replicas=int(spec["maxReplicas"]),
             up=_direction(behavior, "scaleUp"),
@@ -124,16 +150,32 @@ class HPAv2:
     def observe(self, tick: Tick) -> None:
         if tick.queue_wait_s is not None:
             self._waits.append((tick.now, tick.queue_wait_s, tick.arrived_per_s))
-        while self._waits and self._waits[0][0] <= tick.now - self.metric_s:
-            self._waits.popleft()
+        self._arrivals.append((tick.now, tick.arrived_by_replica))
+        if self._since is None:
+            self._since = tick.now - TICK_S
+        for kept in (self._waits, self._arrivals):
+            while kept and kept[0][0] <= tick.now - self.metric_s:
+                kept.popleft()
         self._ready = tick.ready
 
-    def metric(self) -> float:
-        weight = sum(n for _, _, n in self._waits)
-        return sum(w * n for _, w, n in self._waits) / weight if weight else 0.0
+    def value(self, name: str) -> float:
+        """The Pods metric ``name`` averaged over the pods that report it."""
+        if name == queue_wait.WAIT_METRIC:
+            weight = sum(n for _, _, n in self._waits)
+            return sum(w * n for _, w, n in self._waits) / weight if weight else 0.0
+        reporting = self._arrivals[-1][1] if self._arrivals else {}
+        if not reporting:
+            return 0.0
+        arrived = sum(counts.get(pod, 0) for _, counts in self._arrivals for pod in reporting)
+        started = self._since if self._since is not None else 0.0
+        window_s = min(self.metric_s, self._arrivals[-1][0] - started)
+        return arrived / window_s / len(reporting)
 
     def proposal(self, current: int) -> int:
-        ratio, reporting = self.metric() / self.target, min(self._ready, current)
+        return max(self._proposal(self.value(m.name) / m.target, current) for m in self.metrics)
+
+    def _proposal(self, ratio: float, current: int) -> int:
+        reporting = min(self._ready, current)
         missing = current - reporting
         if abs(ratio - 1) <= self.tolerance:
             return current

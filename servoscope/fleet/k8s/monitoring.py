@@ -1,6 +1,7 @@
 """The PodMonitor that has the Prometheus Operator scrape every replica, and the PrometheusRule:
 deploy/prometheus/rules.yml's groups as they are (one source for both ways of running
-Prometheus), plus the autoscaling group of this deployment."""
+Prometheus), plus the autoscaling group of this deployment: the arrival rate the autoscalers scale on
+and the queue wait, recorded per pod, and an alert on the wait."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from servoscope.fleet.k8s.arrival_rate import arrival_rate
 from servoscope.fleet.k8s.queue_wait import mean_wait
 from servoscope.fleet.k8s.target import Target
 from servoscope.fleet.k8s.workload import PORT_NAME
@@ -19,6 +21,7 @@ WAIT_ALERT_FACTOR = 2  # the alert fires when the wait stays above twice the aut
 WAIT_ALERT_FOR = "10m"
 AUTOSCALING_GROUP = "servoscope-autoscaling"
 WAIT_RECORD = "namespace_pod:servoscope_queue_wait_seconds:mean_rate1m"
+RATE_RECORD = "namespace_pod:servoscope_requests_arrived:rate1m"  # the HPA's metric, per pod
 
 
 class RulesError(ValueError):
@@ -65,6 +68,7 @@ def autoscaling_group(plan: FleetPlan, target: Target) -> dict[str, Any]:
     return {
         "name": AUTOSCALING_GROUP,
         "rules": [
+            {"record": RATE_RECORD, "expr": arrival_rate(by="namespace, pod")},
             {"record": WAIT_RECORD, "expr": mean_wait(by="namespace, pod")},
             {
                 "alert": "ServoscopeQueueWaitAboveTarget",
