@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error
+from support import CLASSIFY, MODEL, Photo, ServerProcess, assert_error, metric_value
 
 
 @pytest.mark.parametrize("header", [{"grpc-timeout": t} for t in ("abc", "10x", "0S", "123456789m")])
@@ -37,4 +37,4 @@ def test_expired_work_is_dropped_before_decoding(
         timings = response.headers["server-timing"]
         assert "preprocess;dur=" in timings and "inference" not in timings
         metrics = client.get("/metrics").text
-    assert f'servoscope_refused_total{{model="{MODEL}",reason="deadline_exceeded"}} 1.0' in metrics
+    assert metric_value(metrics, "servoscope_refused_total", model=MODEL, reason="deadline_exceeded") == 1

@@ -126,7 +126,7 @@ def test_low_priority_is_refused_first_high_last(
         assert refused_high.status_code == 429
         assert [r.finish() for r in (*lows, *normals, high)] == [200] * 10
         metrics = client.get("/metrics").text
-    assert f'servoscope_refused_total{{model="{MODEL}",reason="pending_limit"}} 3.0' in metrics
+    assert metric_value(metrics, "servoscope_refused_total", model=MODEL, reason="pending_limit") == 3
 
 
 def test_counters_reconcile_after_a_mixed_run(small_limit_server: ServerProcess, photos: dict[str, Photo]) -> None:

@@ -107,6 +107,16 @@ def test_a_fail_names_the_stage_that_slowed() -> None:
         assert stage.value in failed.reason
 
 
+def test_when_a_slow_stage_makes_the_next_one_wait_the_one_that_grew_most_is_named() -> None:
+    """A slowed stage makes the next one wait too (inference slowed, requests waiting for it in
+    batch_wait): both show a slowdown as often; the stage whose canary durations grew most is named."""
+    batch_wait = COLUMNS.index("batch_wait")
+    for slower, other, named in ((INFERENCE, batch_wait, "inference"), (batch_wait, INFERENCE, "batch_wait")):
+        t = slow_down(slow_down(traffic(4, 20_000, 0.2), slower, 0.1), other, 0.04)
+        failed = first_fail(stream(Gate(SMALL), t))
+        assert failed is not None and failed.stage == named
+
+
 def test_a_fail_stands() -> None:
     gate = Gate(SMALL)
     t = traffic(4, 20_000, 0.2)

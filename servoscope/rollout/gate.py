@@ -23,6 +23,7 @@ later requests do not undo it.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import numpy as np
@@ -35,6 +36,7 @@ from servoscope.rollout.thresholds import RunningQuantiles
 from servoscope.rollout.verdict import Check, Evidence, Outcome, Verdict
 
 CANARY_ABOVE, BASELINE_ABOVE, CANARY_BELOW, BASELINE_BELOW = range(4)
+STAGE_EVIDENCE_MARGIN = 10.0  # stages with evidence within this factor of the bar compete on growth
 
 
 class Gate:
@@ -48,6 +50,8 @@ class Gate:
         )
         self._counts = np.zeros((4, len(config.latency_quantiles), len(COLUMNS)), dtype=np.float64)
         self._requests = [0, 0]  # baseline, canary
+        self._sums = np.zeros((2, len(COLUMNS)), dtype=np.float64)  # seconds per column, per arm …
+        self._timed = [0, 0]  # … over this many requests
         self._failed = [0, 0]
         self._reasons: Counter[str] = Counter()
         self._mirrored = 0
@@ -75,6 +79,8 @@ class Gate:
     def _compare(self, canary: bool, row: np.ndarray) -> None:
         if not np.isfinite(row).all():
             return  # a record without durations says nothing about latency
+        self._sums[int(canary)] += row
+        self._timed[int(canary)] += 1
         current = self._thresholds.current
         if current is not None:
             above = row[None, :] > current
@@ -104,6 +110,16 @@ class Gate:
         per_stage = threshold_log_e(self._counts[:, :, 1:], c.canary_share, c.latency_quantiles, c.latency_ratios)
         return dict(zip(COLUMNS[1:], (float(v) for v in per_stage)))
 
+    def _slowed_stage(self, evidence: dict[str, float]) -> str:
+        """The stage that slowed: of the stages whose own evidence of a slowdown comes within a factor
+        ``STAGE_EVIDENCE_MARGIN`` of the latency boundary (or of the strongest, when none reaches it), the
+        one whose canary durations grew the most. The evidence counts how often a stage is slow, not by how
+        much: a slowed stage makes the next one wait too, and early on a stage that barely moved can lead."""
+        means = self._sums / np.maximum(1, np.asarray(self._timed, dtype=np.float64))[:, None]
+        growth = dict(zip(COLUMNS[1:], (float(v) for v in means[1, 1:] - means[0, 1:])))
+        bar = min(max(evidence.values()), boundary(self.config.alpha_latency)) - math.log(STAGE_EVIDENCE_MARGIN)
+        return max((name for name in evidence if evidence[name] >= bar), key=lambda name: growth[name])
+
     def verdict(self) -> Verdict:
         if self._failure is not None:
             return self._failure
@@ -131,7 +147,7 @@ class Gate:
         n = self._requests[1]
         if failed.check is Check.LATENCY:
             stages = self.stage_evidence()
-            stage = max(stages, key=lambda name: stages[name])
+            stage = self._slowed_stage(stages)
             reason = f"canary slower than baseline after {n} canary requests; the stage that slowed: {stage}"
             return self._verdict(Outcome.FAIL, reason, evidence, check=failed.check, stage=stage)
         if failed.check is Check.ERRORS:
