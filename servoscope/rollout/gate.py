@@ -39,6 +39,16 @@ CANARY_ABOVE, BASELINE_ABOVE, CANARY_BELOW, BASELINE_BELOW = range(4)
 STAGE_EVIDENCE_MARGIN = 10.0  # stages with evidence within this factor of the bar compete on growth
 
 
+def slowed_stage(evidence: dict[str, float], growth_s: dict[str, float], alpha_latency: float) -> str:
+    """The stage a latency FAIL names: of the stages whose own evidence of a slowdown comes within a factor
+    ``STAGE_EVIDENCE_MARGIN`` of the latency boundary (or of the strongest, when none reaches it), the one
+    whose canary mean duration grew the most over the baseline's (``growth_s``). The evidence counts how
+    often a stage is slow, not by how much: a slowed stage makes the next one wait too, and early on a
+    stage that barely moved can lead. The streaming gate and the replay both name the stage here."""
+    bar = min(max(evidence.values()), boundary(alpha_latency)) - math.log(STAGE_EVIDENCE_MARGIN)
+    return max((name for name in evidence if evidence[name] >= bar), key=lambda name: growth_s[name])
+
+
 class Gate:
     """One canary against its baseline. Not thread-safe: feed it from one place."""
 
@@ -111,14 +121,9 @@ class Gate:
         return dict(zip(COLUMNS[1:], (float(v) for v in per_stage)))
 
     def _slowed_stage(self, evidence: dict[str, float]) -> str:
-        """The stage that slowed: of the stages whose own evidence of a slowdown comes within a factor
-        ``STAGE_EVIDENCE_MARGIN`` of the latency boundary (or of the strongest, when none reaches it), the
-        one whose canary durations grew the most. The evidence counts how often a stage is slow, not by how
-        much: a slowed stage makes the next one wait too, and early on a stage that barely moved can lead."""
         means = self._sums / np.maximum(1, np.asarray(self._timed, dtype=np.float64))[:, None]
         growth = dict(zip(COLUMNS[1:], (float(v) for v in means[1, 1:] - means[0, 1:])))
-        bar = min(max(evidence.values()), boundary(self.config.alpha_latency)) - math.log(STAGE_EVIDENCE_MARGIN)
-        return max((name for name in evidence if evidence[name] >= bar), key=lambda name: growth[name])
+        return slowed_stage(evidence, growth, self.config.alpha_latency)
 
     def verdict(self) -> Verdict:
         if self._failure is not None:

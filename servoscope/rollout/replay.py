@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from servoscope.rollout.config import GateConfig
 from servoscope.rollout.evidence import bin_log_e, boundary, threshold_log_e
+from servoscope.rollout.gate import slowed_stage
 from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import COLUMNS
 from servoscope.rollout.thresholds import threshold_path
@@ -46,7 +47,10 @@ def replay(
     if at is None:
         return Replay(None, None, None, n_canary)
     fail_at = int(canary[: at + 1].sum())
-    stage = _stage(canary[: at + 1], above[: at + 1], valid[: at + 1], config) if check is Check.LATENCY else None
+    if check is not Check.LATENCY:
+        return Replay(fail_at, check, None, n_canary)
+    seen = slice(0, at + 1)
+    stage = _stage(canary[seen], rows2[seen], failed[seen], above[seen], valid[seen], config)
     return Replay(fail_at, check, stage, n_canary)
 
 
@@ -82,13 +86,25 @@ def _latency_path(
 
 
 def _stage(
-    canary: NDArray[np.bool_], above: NDArray[np.bool_], valid: NDArray[np.bool_], config: GateConfig
+    canary: NDArray[np.bool_],
+    rows: NDArray[np.float64],
+    failed: NDArray[np.bool_],
+    above: NDArray[np.bool_],
+    valid: NDArray[np.bool_],
+    config: GateConfig,
 ) -> str | None:
+    """The stage the streaming gate names (:func:`servoscope.rollout.gate.slowed_stage`), from the same
+    counts and the same mean durations (every answered request with finite durations, as the gate keeps them)."""
     if above.shape[2] != len(COLUMNS):
         return None
     counts = np.stack([part.sum(axis=0) for part in _counts(canary, above, valid)]).astype(np.float64)  # (4, Q, M)
     per_stage = threshold_log_e(counts[:, :, 1:], config.canary_share, config.latency_quantiles, config.latency_ratios)
-    return COLUMNS[1 + int(np.argmax(per_stage))]
+    timed = ~failed & np.isfinite(rows).all(axis=1)
+    means = [
+        rows[timed & arm].mean(axis=0) if (timed & arm).any() else np.zeros(rows.shape[1]) for arm in (~canary, canary)
+    ]
+    growth = dict(zip(COLUMNS[1:], (float(v) for v in means[1][1:] - means[0][1:])))
+    return slowed_stage(dict(zip(COLUMNS[1:], (float(v) for v in per_stage))), growth, config.alpha_latency)
 
 
 def _first(crossed: NDArray[np.bool_]) -> int | None:
