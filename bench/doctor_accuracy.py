@@ -46,10 +46,11 @@ NO_CHANGE = Scenario(
 )
 
 
-def diagnosed(folder: Path) -> str:
+def diagnosed(folder: Path) -> tuple[str, float]:
+    """The doctor's cause, and the total P95 of the second window over the first's."""
     base = evidence.load(folder / "baseline.json")
     now = evidence.load(folder / "degraded.json")
-    return diagnose(base, now).top.cause
+    return diagnose(base, now).top.cause, now.total.p95 / base.total.p95 if base.total.p95 > 0 else float("nan")
 
 
 OUTSIDE = {s.name: s for s in doctor_scenarios.SCENARIOS}
@@ -83,6 +84,8 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {sorted([*scenarios, *OUTSIDE])}")
     table: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    runs: dict[str, list[str]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as tmp:
         for repeat in range(args.repeats):
             for name in names:
@@ -91,18 +94,25 @@ def main() -> int:
                     doctor_scenarios.run(OUTSIDE[name], folder, args.window_s)
                 else:
                     run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
-                cause = diagnosed(folder)
+                cause, p95_ratio = diagnosed(folder)
                 table[name][cause] += 1
+                ratios[name].append(p95_ratio)
+                runs[name].append(cause)
                 miss = "" if right(name, cause) else f"  (snapshots kept in {keep(folder).relative_to(ROOT)})"
-                print(f"[{repeat + 1}/{args.repeats}] {name:<22} → {cause}{miss}", flush=True)
+                print(f"[{repeat + 1}/{args.repeats}] {name:<22} P95 ×{p95_ratio:<5.2f} → {cause}{miss}", flush=True)
     causes = sorted({c for counts in table.values() for c in counts})
     print(f"\n{'true scenario':<22} " + " ".join(f"{c[:14]:>14}" for c in causes))
     for name, counts in table.items():
         print(f"{name:<22} " + " ".join(f"{counts.get(c, 0):>14}" for c in causes))
     named = sum(n for name, counts in table.items() for cause, n in counts.items() if right(name, cause))
     print(f"\nright: {named} of {sum(sum(c.values()) for c in table.values())}")
+    if "traffic-growth" in ratios:  # the incident drill (#17): +15% should multiply P95 by >= 1.5 in 9 of 10 runs
+        growth = ratios["traffic-growth"]
+        crossed = sum(r >= 1.5 and right("traffic-growth", c) for r, c in zip(growth, runs["traffic-growth"]))
+        print(f"traffic-growth: P95 ×1.5 or more and named in {crossed} of {len(growth)} runs")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "doctor_accuracy.json").write_text(json.dumps({k: dict(v) for k, v in table.items()}, indent=2))
+    out = {k: {"causes": dict(v), "p95_ratios": [round(r, 3) for r in ratios[k]]} for k, v in table.items()}
+    (RESULTS / "doctor_accuracy.json").write_text(json.dumps(out, indent=2))
     return 0
 
 

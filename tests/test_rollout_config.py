@@ -22,6 +22,9 @@ from servoscope.rollout import GateConfig, GateConfigError
         ("latency_quantiles", (0.5, 1.0), "each of latency_quantiles must be in (0, 1), got 1.0 in (0.5, 1.0)"),
         ("latency_quantiles", (), "latency_quantiles must be a non-empty tuple, got ()"),
         ("latency_ratios", (0.9,), "each of latency_ratios must be in (1, inf), got 0.9 in (0.9,)"),
+        ("latency_quantiles", (0.9, 0.5), "latency_quantiles must increase strictly, got (0.9, 0.5)"),
+        ("latency_tail_exponents", (1.0,), "each of latency_tail_exponents must be in (0, 1), got 1.0 in (1.0,)"),
+        ("latency_tail_starts", (-0.1,), "each of latency_tail_starts must be in [0, 1), got -0.1 in (-0.1,)"),
         ("error_ratios", [2.0], "error_ratios must be a non-empty tuple, got [2.0]"),
         ("max_disagreement", 1.0, "max_disagreement must be in [0, 1) or None, got 1.0"),
         ("min_canary_requests", 0, "min_canary_requests must be an integer >= 1, got 0"),
@@ -46,10 +49,10 @@ def test_the_defaults_are_valid_and_split_alpha() -> None:
     config = GateConfig()
     assert config.max_disagreement is None
     shares = (config.alpha_latency, config.alpha_errors, config.alpha_disagreement)
-    assert shares == pytest.approx((0.01 * 2 / 3, 0.01 / 3, 0))
+    assert shares == pytest.approx((0.01 / 6, 0.01 * 5 / 6, 0))
     budget = GateConfig(max_disagreement=0.02)
     shares = (budget.alpha_latency, budget.alpha_errors, budget.alpha_disagreement)
-    assert shares == pytest.approx((0.006, 0.003, 0.001))
+    assert shares == pytest.approx((0.0015, 0.0075, 0.001))
     assert GateConfig(alpha_shares=(0.0, 0.0, 1.0)).alpha_errors == pytest.approx(0.005)
 
 

@@ -19,6 +19,7 @@ Every function takes counts (numbers or arrays of any shape, broadcast) and retu
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -26,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 Array = NDArray[np.float64]
+CANARY_ABOVE, BASELINE_ABOVE, CANARY_BELOW, BASELINE_BELOW = range(4)  # the first axis of latency counts
 
 
 def canary_share(rho: float, ratio: float | Array) -> float | Array:
@@ -61,13 +63,14 @@ def threshold_log_e(counts: Array, rho: float, quantiles: Sequence[float], ratio
     ``counts`` has shape ``(4, Q, ...)``: canary above, baseline above, canary at or below,
     baseline at or below the ``Q`` thresholds. Each alternative says the canary exceeds the
     ``q``-quantile ``r`` times as often as the baseline (``1 - q``); the below-bin share follows.
-    Alternatives with ``r (1 - q) >= 1`` are impossible and weigh nothing. Returns the mixture's
-    log over all ``(q, r)``, of shape ``counts.shape[2:]``.
+    Alternatives with ``r (1 - q) >= 1`` are impossible and left out. Returns the mixture's log over
+    every possible ``(q, r)``, of shape ``counts.shape[2:]``.
     """
     coefficients, possible = _threshold_coefficients(rho, tuple(quantiles), tuple(ratios))
     log_lr = np.einsum("kqr,kq...->qr...", coefficients, np.asarray(counts, dtype=np.float64))  # (Q, R, ...)
     mask = possible.reshape(possible.shape + (1,) * (log_lr.ndim - 2))
-    return mixture(np.where(mask, log_lr, -np.inf), axis=(0, 1))
+    left_out = math.log(possible.size / possible.sum())  # the average is over the possible ones
+    return mixture(np.where(mask, log_lr, -np.inf), axis=(0, 1)) + left_out
 
 
 def _threshold_coefficients(
@@ -89,6 +92,67 @@ def _threshold_coefficients(
         ]
     )  # (4, Q, R)
     return per_count, possible
+
+
+def tail_log_e(
+    counts: Array, rho: float, quantiles: Sequence[float], exponents: Sequence[float], starts: Sequence[float]
+) -> Array:
+    """Evidence that the canary's tail is heavier, from the same counts, every threshold at once.
+
+    The ``Q`` thresholds cut each arm's answers into ``Q + 1`` bins (below the first, between two,
+    above the last). Each alternative is a whole distribution: beyond the ``start`` quantile the
+    canary's survival is the baseline's raised to ``exponent`` < 1 (proportional hazards, Lehmann's
+    alternative), ``S_c = S(start) (S / S(start))^exponent``, unchanged below it. A stretched tail
+    moves every bin above ``start`` at once, and betting on all of them together finds it with
+    less evidence than any one threshold alone. Returns the mixture's log over every
+    ``(exponent, start)``, of shape ``counts.shape[2:]`` (``counts`` as for :func:`threshold_log_e`).
+    """
+    up, down = _tail_coefficients(rho, tuple(quantiles), tuple(exponents), tuple(starts))  # (K, B) each
+    c = np.asarray(counts, dtype=np.float64)
+    canary_bins = _bins(c[CANARY_ABOVE], c[CANARY_ABOVE] + c[CANARY_BELOW])
+    baseline_bins = _bins(c[BASELINE_ABOVE], c[BASELINE_ABOVE] + c[BASELINE_BELOW])
+    log_lr = np.tensordot(up, canary_bins, axes=1) + np.tensordot(down, baseline_bins, axes=1)  # (K, ...)
+    return mixture(np.asarray(log_lr, dtype=np.float64), axis=0)
+
+
+def latency_log_e(
+    counts: Array,
+    rho: float,
+    quantiles: Sequence[float],
+    ratios: Sequence[float],
+    exponents: Sequence[float],
+    starts: Sequence[float],
+) -> Array:
+    """The latency check's evidence: half on one threshold at a time (:func:`threshold_log_e`), half on
+    the whole tail (:func:`tail_log_e`) — an average of two test martingales is one."""
+    one = threshold_log_e(counts, rho, quantiles, ratios)
+    whole = tail_log_e(counts, rho, quantiles, exponents, starts)
+    return np.asarray(np.logaddexp(one, whole) - math.log(2.0), dtype=np.float64)
+
+
+def _bins(above: Array, total: Array) -> Array:
+    """Counts per bin, shape ``(Q + 1, ...)``, from counts above each of ``Q`` nested thresholds."""
+    return np.concatenate([(total[0] - above[0])[None], above[:-1] - above[1:], above[-1:]], axis=0)
+
+
+@functools.cache
+def _tail_coefficients(
+    rho: float, quantiles: tuple[float, ...], exponents: tuple[float, ...], starts: tuple[float, ...]
+) -> tuple[Array, Array]:
+    """Per alternative and bin, the log likelihood ratio of a canary and of a baseline label, ``(K, Q + 1)`` each."""
+    edges = np.concatenate([[0.0], np.asarray(quantiles, dtype=np.float64), [1.0]])
+    survival = 1.0 - edges
+    up, down = [], []
+    for exponent in exponents:
+        for start in starts:
+            tail = (1.0 - start) * (survival / (1.0 - start)) ** exponent
+            canary_survival = np.where(edges <= start, survival, tail)
+            canary_bin = canary_survival[:-1] - canary_survival[1:]
+            baseline_bin = survival[:-1] - survival[1:]
+            share = rho * canary_bin / (rho * canary_bin + (1.0 - rho) * baseline_bin)
+            up.append(np.log(share / rho))
+            down.append(np.log((1.0 - share) / (1.0 - rho)))
+    return np.asarray(up), np.asarray(down)
 
 
 def bin_log_e(canary: ArrayLike, baseline: ArrayLike, rho: float, ratios: Sequence[float]) -> Array:

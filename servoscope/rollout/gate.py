@@ -6,7 +6,8 @@ Three checks, each a test martingale of :mod:`servoscope.rollout.evidence` with 
 - **latency**: each successful answer is compared with the baseline's running quantiles
   (:mod:`servoscope.rollout.thresholds`: P50 … P99 by default); the evidence mixes "the canary
   exceeds the q-quantile r times as often" over every (q, r) — a shift of the body shows at P50,
-  a heavier tail at P95/P99;
+  a heavier tail at P95/P99 — with whole-tail alternatives that bet on every threshold at once
+  (a tail stretched beyond P90 moves them all);
 - **errors**: errors and refusals alike; the canary's share of the failed requests against its
   share of the traffic, its boundary computed exactly on the walk of those labels
   (:mod:`servoscope.rollout.label_walk`: the same guarantee, at most ``alpha_errors``, spent in full);
@@ -29,13 +30,19 @@ from collections import Counter
 import numpy as np
 
 from servoscope.rollout.config import GateConfig
-from servoscope.rollout.evidence import bin_log_e, boundary, rate_log_e, threshold_log_e
+from servoscope.rollout.evidence import (
+    BASELINE_ABOVE,
+    CANARY_ABOVE,
+    bin_log_e,
+    boundary,
+    latency_log_e,
+    rate_log_e,
+)
 from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import COLUMNS, Observation
 from servoscope.rollout.thresholds import RunningQuantiles
 from servoscope.rollout.verdict import Check, Evidence, Outcome, Verdict
 
-CANARY_ABOVE, BASELINE_ABOVE, CANARY_BELOW, BASELINE_BELOW = range(4)
 STAGE_EVIDENCE_MARGIN = 10.0  # stages with evidence within this factor of the bar compete on growth
 
 
@@ -47,6 +54,14 @@ def slowed_stage(evidence: dict[str, float], growth_s: dict[str, float], alpha_l
     stage that barely moved can lead. The streaming gate and the replay both name the stage here."""
     bar = min(max(evidence.values()), boundary(alpha_latency)) - math.log(STAGE_EVIDENCE_MARGIN)
     return max((name for name in evidence if evidence[name] >= bar), key=lambda name: growth_s[name])
+
+
+def latency_evidence(counts: np.ndarray, config: GateConfig) -> np.ndarray:
+    """The latency check's log evidence from counts against the thresholds, shape ``counts.shape[2:]``."""
+    c = config
+    return latency_log_e(
+        counts, c.canary_share, c.latency_quantiles, c.latency_ratios, c.latency_tail_exponents, c.latency_tail_starts
+    )
 
 
 class Gate:
@@ -103,7 +118,7 @@ class Gate:
     def evidence(self) -> tuple[Evidence, ...]:
         c = self.config
         rho = c.canary_share
-        latency = float(threshold_log_e(self._counts[:, :, 0], rho, c.latency_quantiles, c.latency_ratios))
+        latency = float(latency_evidence(self._counts[:, :, 0], c))
         errors = float(bin_log_e(self._failed[1], self._failed[0], rho, c.error_ratios))
         out = [
             Evidence(Check.LATENCY, latency, boundary(c.alpha_latency)),
@@ -117,7 +132,7 @@ class Gate:
     def stage_evidence(self) -> dict[str, float]:
         """Log evidence of a slowdown in each stage's own durations."""
         c = self.config
-        per_stage = threshold_log_e(self._counts[:, :, 1:], c.canary_share, c.latency_quantiles, c.latency_ratios)
+        per_stage = latency_evidence(self._counts[:, :, 1:], c)
         return dict(zip(COLUMNS[1:], (float(v) for v in per_stage)))
 
     def _slowed_stage(self, evidence: dict[str, float]) -> str:

@@ -12,8 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from servoscope.rollout.config import GateConfig
-from servoscope.rollout.evidence import bin_log_e, boundary, threshold_log_e
-from servoscope.rollout.gate import slowed_stage
+from servoscope.rollout.evidence import bin_log_e, boundary
+from servoscope.rollout.gate import latency_evidence, slowed_stage
 from servoscope.rollout.label_walk import error_boundary
 from servoscope.rollout.observation import COLUMNS
 from servoscope.rollout.thresholds import threshold_path
@@ -82,7 +82,7 @@ def _latency_path(
 ) -> NDArray[np.float64]:
     cumulative = np.stack([np.cumsum(part, axis=0) for part in _counts(canary, above, valid)])  # (4, N, Q)
     counts = np.moveaxis(cumulative, 1, -1).astype(np.float64)  # (4, Q, N)
-    return threshold_log_e(counts, config.canary_share, config.latency_quantiles, config.latency_ratios)
+    return latency_evidence(counts, config)
 
 
 def _stage(
@@ -98,7 +98,7 @@ def _stage(
     if above.shape[2] != len(COLUMNS):
         return None
     counts = np.stack([part.sum(axis=0) for part in _counts(canary, above, valid)]).astype(np.float64)  # (4, Q, M)
-    per_stage = threshold_log_e(counts[:, :, 1:], config.canary_share, config.latency_quantiles, config.latency_ratios)
+    per_stage = latency_evidence(counts[:, :, 1:], config)
     timed = ~failed & np.isfinite(rows).all(axis=1)
     means = [
         rows[timed & arm].mean(axis=0) if (timed & arm).any() else np.zeros(rows.shape[1]) for arm in (~canary, canary)
