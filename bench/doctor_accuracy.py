@@ -83,9 +83,7 @@ def main() -> int:
     unknown = [n for n in names if n not in scenarios and n not in OUTSIDE]
     if unknown:
         parser.error(f"unknown scenarios {unknown}; known: {sorted([*scenarios, *OUTSIDE])}")
-    table: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in names}
-    ratios: dict[str, list[float]] = {name: [] for name in names}
-    runs: dict[str, list[str]] = {name: [] for name in names}
+    runs: dict[str, list[tuple[str, float]]] = {name: [] for name in names}  # (cause, P95 ratio) per run
     with tempfile.TemporaryDirectory(prefix="doctor-accuracy-") as tmp:
         for repeat in range(args.repeats):
             for name in names:
@@ -95,23 +93,22 @@ def main() -> int:
                 else:
                     run_drill(scenarios[name], ROOT / "models", folder, short=True, say=lambda _: None)
                 cause, p95_ratio = diagnosed(folder)
-                table[name][cause] += 1
-                ratios[name].append(p95_ratio)
-                runs[name].append(cause)
+                runs[name].append((cause, p95_ratio))
                 miss = "" if right(name, cause) else f"  (snapshots kept in {keep(folder).relative_to(ROOT)})"
                 print(f"[{repeat + 1}/{args.repeats}] {name:<22} P95 ×{p95_ratio:<5.2f} → {cause}{miss}", flush=True)
+    table = {name: collections.Counter(cause for cause, _ in done) for name, done in runs.items()}
     causes = sorted({c for counts in table.values() for c in counts})
     print(f"\n{'true scenario':<22} " + " ".join(f"{c[:14]:>14}" for c in causes))
     for name, counts in table.items():
         print(f"{name:<22} " + " ".join(f"{counts.get(c, 0):>14}" for c in causes))
     named = sum(n for name, counts in table.items() for cause, n in counts.items() if right(name, cause))
     print(f"\nright: {named} of {sum(sum(c.values()) for c in table.values())}")
-    if "traffic-growth" in ratios:  # the incident drill (#17): +15% should multiply P95 by >= 1.5 in 9 of 10 runs
-        growth = ratios["traffic-growth"]
-        crossed = sum(r >= 1.5 and right("traffic-growth", c) for r, c in zip(growth, runs["traffic-growth"]))
+    if "traffic-growth" in runs:  # the incident drill (#17): +15% should multiply P95 by >= 1.5 in 9 of 10 runs
+        growth = runs["traffic-growth"]
+        crossed = sum(r >= 1.5 and right("traffic-growth", c) for c, r in growth)
         print(f"traffic-growth: P95 ×1.5 or more and named in {crossed} of {len(growth)} runs")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {k: {"causes": dict(v), "p95_ratios": [round(r, 3) for r in ratios[k]]} for k, v in table.items()}
+    out = {k: {"causes": dict(v), "p95_ratios": [round(r, 3) for _, r in runs[k]]} for k, v in table.items()}
     (RESULTS / "doctor_accuracy.json").write_text(json.dumps(out, indent=2))
     return 0
 

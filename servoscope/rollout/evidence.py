@@ -142,13 +142,13 @@ def _tail_coefficients(
     """Per alternative and bin, the log likelihood ratio of a canary and of a baseline label, ``(K, Q + 1)`` each."""
     edges = np.concatenate([[0.0], np.asarray(quantiles, dtype=np.float64), [1.0]])
     survival = 1.0 - edges
+    baseline_bin = survival[:-1] - survival[1:]
     up, down = [], []
     for exponent in exponents:
         for start in starts:
             tail = (1.0 - start) * (survival / (1.0 - start)) ** exponent
             canary_survival = np.where(edges <= start, survival, tail)
             canary_bin = canary_survival[:-1] - canary_survival[1:]
-            baseline_bin = survival[:-1] - survival[1:]
             share = rho * canary_bin / (rho * canary_bin + (1.0 - rho) * baseline_bin)
             up.append(np.log(share / rho))
             down.append(np.log((1.0 - share) / (1.0 - rho)))
